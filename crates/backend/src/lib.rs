@@ -150,9 +150,21 @@ fn read_cstring(
         let to_page_end = (PAGE - (cur % PAGE)) as usize;
         let n = left.min(to_page_end).min(buf.len());
         if t.read(cur, &mut buf[..n]).is_err() {
-            // A fault on the very first byte is a fault of the whole string; a fault
-            // further on means the string ran into unmapped memory unterminated.
-            return Err(cur);
+            // The chunk may straddle the end of readable memory although the string
+            // ends before it: retry byte by byte up to the first NUL or fault.
+            for i in 0..n {
+                let mut b = [0u8; 1];
+                if t.read(cur + i as u64, &mut b).is_err() {
+                    return Err(cur + i as u64);
+                }
+                if b[0] == 0 {
+                    return Ok(());
+                }
+                out.push(b[0]);
+            }
+            cur = cur.wrapping_add(n as u64);
+            left -= n;
+            continue;
         }
         if let Some(z) = buf[..n].iter().position(|&b| b == 0) {
             out.extend_from_slice(&buf[..z]);
