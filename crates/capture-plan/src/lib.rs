@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 pub struct FileAddr(pub u64);
 
 /// Identity of a probe site within a [`PlanSet`] (its index in `PlanSet::sites`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct SiteId(pub u32);
 
 /// A DWARF register number (x86_64 numbering: 0 rax, 1 rdx, 2 rcx, 3 rbx, 4 rsi, 5 rdi,
@@ -399,4 +400,21 @@ pub enum PrettyPart {
     Quoted(Decode),
     /// A char printed as `'c'`.
     Char(Decode),
+}
+
+/// What the runtime needs to know about a site: which handler runs, its static context,
+/// and how each captured script expression is decoded from the record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteBinding {
+    /// The site.
+    pub site: SiteId,
+    /// The handler: index of the probe among the script's resolved probes.
+    pub probe: u32,
+    /// `pp()`: the probe point as resolved, e.g. `process("/tmp/a").function("f@a.c:3")`.
+    pub pp: String,
+    /// `probefunc()` / `ppfunc()`: the function name (empty for process begin/end).
+    pub function: String,
+    /// Captured expressions: key is the compiler's expression id (`ExprId.0`), value how
+    /// to decode it from the record.
+    pub captures: BTreeMap<u32, Decode>,
 }

@@ -7,3 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod ast;
+pub mod diag;
+
+pub use diag::{Diagnostic, Label, Severity, SourceFile, SourceMap};
