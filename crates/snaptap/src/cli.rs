@@ -1,0 +1,57 @@
+//! Command-line options, spelled as stap spells them.
+
+use clap::Parser;
+
+/// snaptap: SystemTap scripts on snapshots. The probe only copies; the script runs here.
+#[derive(Parser, Debug)]
+#[command(
+    name = "snaptap",
+    version,
+    about = "A SystemTap-language tracer: probes copy what the script needs, handlers run in snaptap",
+    override_usage = "snaptap [OPTIONS] SCRIPT [ARGS...]\n       snaptap [OPTIONS] -e SCRIPT_TEXT [ARGS...]\n       snaptap [OPTIONS] -l PROBE | -L PROBE"
+)]
+pub struct Cli {
+    /// Run the given script text instead of a script file.
+    #[arg(short = 'e', value_name = "SCRIPT")]
+    pub script_text: Option<String>,
+
+    /// Start the probes, run CMD, and exit when CMD finishes.
+    #[arg(short = 'c', value_name = "CMD")]
+    pub command: Option<String>,
+
+    /// Attach to process PID (and set target() to it).
+    #[arg(short = 'x', value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Stop after pass NUM: 1 parse, 2 resolve probes, 3 capture plans.
+    #[arg(short = 'p', value_name = "NUM", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub pass: Option<u8>,
+
+    /// List probe points matching PROBE.
+    #[arg(short = 'l', value_name = "PROBE")]
+    pub list: Option<String>,
+
+    /// List probe points matching PROBE, with their target variables.
+    #[arg(short = 'L', value_name = "PROBE")]
+    pub list_vars: Option<String>,
+
+    /// Send the script's output to FILE.
+    #[arg(short = 'o', value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+
+    /// Set a limit such as MAXACTION=1000 or MAXSTRINGLEN=256.
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    pub defines: Vec<String>,
+
+    /// More verbose: say what each pass did.
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Suppress warnings.
+    #[arg(short = 'w')]
+    pub no_warnings: bool,
+
+    /// The script file (unless -e is given), then script arguments ($1, @1, ...).
+    #[arg(value_name = "SCRIPT_AND_ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    pub rest: Vec<String>,
+}

@@ -1,0 +1,365 @@
+//! One tracing session: parse → plan → elaborate → start the backend → run handlers.
+//!
+//! The backend runs on its own thread (ptrace requires every request to come from the
+//! thread that attached); this thread runs the runtime: begin probes, then records and
+//! timers as they come, then end probes. The two meet only through the bounded event
+//! queue and the stop token.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use backend::{Event, StopToken, TargetEnd};
+use backend_ptrace::{Launch, Options, PtraceBackend};
+use runtime::{Flow, Runtime, RuntimeOptions};
+use script_syntax::{Diagnostic, Severity, SourceMap};
+
+use crate::cli::Cli;
+
+/// How many events the queue between backend and runtime holds before it drops.
+const QUEUE_CAPACITY: usize = 1 << 16;
+
+/// Runs the session described by `cli`; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(pattern) = cli.list.clone().or_else(|| cli.list_vars.clone()) {
+        return list(&cli, &pattern);
+    }
+
+    let mut sources = SourceMap::default();
+    let mut rest = cli.rest.clone();
+    let (name, text) = match &cli.script_text {
+        Some(t) => ("<input>".to_string(), t.clone()),
+        None => {
+            if rest.is_empty() {
+                bail!("no script given: use SCRIPT or -e 'SCRIPT TEXT' (see --help)");
+            }
+            let path = rest.remove(0);
+            let text = if path == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the script from standard input")?
+            } else {
+                std::fs::read_to_string(&path).with_context(|| format!("cannot read script file '{path}'"))?
+            };
+            (path, text)
+        }
+    };
+    let script_args = rest;
+    let file = sources.add(name, text);
+    let (script, diags) = script_syntax::parse(&sources, file, &script_args);
+    if report(&diags, &sources, cli.no_warnings) {
+        return Ok(1);
+    }
+    if cli.pass == Some(1) {
+        print!("{}", script_syntax::print_script(&script));
+        return Ok(0);
+    }
+
+    let defines = parse_defines(&cli.defines)?;
+    let max_string = defines.iter().find(|(k, _)| k == "MAXSTRINGLEN").and_then(|(_, v)| v.parse().ok()).unwrap_or(128);
+
+    let (launch, target_exe) = target_of(&cli)?;
+    let opts = planner::PlanOptions { target_exe: target_exe.clone(), target_pid: cli.pid, max_string };
+    let planned = match planner::plan(&script, &sources, &opts) {
+        Ok(p) => p,
+        Err(diags) => {
+            report(&diags, &sources, cli.no_warnings);
+            return Ok(1);
+        }
+    };
+    if report(&planned.warnings, &sources, cli.no_warnings) {
+        return Ok(1);
+    }
+    if cli.verbose > 0 {
+        eprintln!("Pass 2: resolved {} probe site(s) for {} handler(s).", planned.plans.sites.len(), count_probes(&script));
+    }
+    if cli.pass == Some(2) {
+        for l in &planned.listing {
+            println!("{l}");
+        }
+        return Ok(0);
+    }
+    if cli.pass == Some(3) {
+        print!("{}", planner::dump(&planned));
+        return Ok(0);
+    }
+    planned.plans.verify().map_err(|e| anyhow::anyhow!("internal error: invalid capture plan: {e}"))?;
+
+    let out: Box<dyn Write> = match &cli.output {
+        Some(p) => Box::new(std::io::LineWriter::new(std::fs::File::create(p).with_context(|| format!("cannot create output file '{}'", p.display()))?)),
+        None => Box::new(std::io::stdout()),
+    };
+
+    let needs_target = !planned.plans.sites.is_empty();
+    if needs_target && launch.is_none() {
+        bail!("process probes need a target: give -c CMD or -x PID (snaptap traces processes through ptrace)");
+    }
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        signal_hook::flag::register(sig, interrupted.clone()).context("installing signal handlers")?;
+    }
+
+    let stop = StopToken::new();
+    let (etx, erx) = backend::event_queue(QUEUE_CAPACITY);
+    let mut backend_thread = None;
+    let mut go_tx = None;
+    let mut target_pid = cli.pid.unwrap_or(0);
+    if let Some(launch) = launch.filter(|_| needs_target || cli.command.is_some()) {
+        let (pid_tx, pid_rx) = mpsc::channel::<Result<u32, String>>();
+        let (gtx, go_rx) = mpsc::channel::<bool>();
+        let plans = planned.plans.clone();
+        let stop2 = stop.clone();
+        let handle = thread::Builder::new()
+            .name("snaptap-backend".into())
+            .spawn(move || -> Result<backend::RunSummary, String> {
+                let mut be = match PtraceBackend::new(launch, Options { follow_forks: true }) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = pid_tx.send(Err(e.to_string()));
+                        return Err(e.to_string());
+                    }
+                };
+                let _ = pid_tx.send(Ok(be.pid()));
+                if !go_rx.recv().unwrap_or(false) {
+                    stop2.request();
+                }
+                let r = be.run(&plans, &etx, &stop2).map_err(|e| e.to_string());
+                drop(etx);
+                r
+            })
+            .context("starting the backend thread")?;
+        match pid_rx.recv() {
+            Ok(Ok(pid)) => target_pid = pid,
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                bail!("{e}");
+            }
+            Err(_) => bail!("the backend thread ended before it started the target"),
+        }
+        backend_thread = Some(handle);
+        go_tx = Some(gtx);
+    } else {
+        drop(etx);
+    }
+
+    let rt_opts = RuntimeOptions { args: script_args, target_pid, defines };
+    let mut rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
+        Ok(rt) => rt,
+        Err(diags) => {
+            report(&diags, &sources, cli.no_warnings);
+            if let Some(g) = go_tx {
+                let _ = g.send(false);
+            }
+            kill_unstarted(&cli, target_pid);
+            if let Some(h) = backend_thread {
+                let _ = h.join();
+            }
+            return Ok(1);
+        }
+    };
+
+    // Begin probes run before the target executes its first instruction, as in stap.
+    let mut exiting = false;
+    for &p in &planned.begin {
+        if rt.run_probe(p) == Flow::Exit {
+            exiting = true;
+            break;
+        }
+    }
+    if let Some(g) = go_tx.take() {
+        let _ = g.send(!exiting);
+    }
+    if exiting {
+        kill_unstarted(&cli, target_pid);
+    }
+
+    let start = Instant::now();
+    let mut timers: Vec<(u32, Duration, Instant)> = planned.timers.iter().map(|&(p, d)| (p, d, start + d)).collect();
+    let has_backend = backend_thread.is_some();
+    let mut target_ended = false;
+    while !exiting {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = Instant::now();
+        let next_timer = timers.iter().map(|t| t.2).min();
+        let mut wait = Duration::from_millis(100);
+        if let Some(t) = next_timer {
+            wait = wait.min(t.saturating_duration_since(now));
+        }
+        if has_backend {
+            match erx.recv_timeout(wait) {
+                Ok(Some(Event::Record(rec))) => {
+                    if rt.handle(&rec) == Flow::Exit {
+                        exiting = true;
+                    }
+                }
+                Ok(Some(Event::TargetEnded { pid, how })) => {
+                    target_ended = true;
+                    if let TargetEnd::Signaled { name, core, .. } = how {
+                        eprintln!("WARNING: target process {pid} was killed by {name}{}", if core { " (core dumped)" } else { "" });
+                    }
+                }
+                Ok(Some(Event::Warning(w))) => {
+                    if !cli.no_warnings {
+                        eprintln!("WARNING: {w}");
+                    }
+                }
+                Ok(None) => {}
+                Err(()) => break,
+            }
+        } else if !target_ended {
+            thread::sleep(wait);
+        }
+        let now = Instant::now();
+        for t in timers.iter_mut() {
+            if !exiting && t.2 <= now {
+                t.2 += t.1;
+                if t.2 <= now {
+                    t.2 = now + t.1;
+                }
+                if rt.run_probe(t.0) == Flow::Exit {
+                    exiting = true;
+                }
+            }
+        }
+    }
+
+    stop.request();
+    let mut backend_error = None;
+    if let Some(h) = backend_thread {
+        match h.join() {
+            Ok(Ok(summary)) => {
+                for f in summary.failed_sites {
+                    if !cli.no_warnings {
+                        eprintln!("WARNING: {f}");
+                    }
+                }
+            }
+            Ok(Err(e)) => backend_error = Some(e),
+            Err(_) => backend_error = Some("the backend thread panicked".into()),
+        }
+    }
+    // Records that were queued before the target ended are still handled; after exit()
+    // stap runs no more handlers, and neither do we.
+    if !exiting && !interrupted.load(Ordering::Relaxed) {
+        while let Some(ev) = erx.try_recv() {
+            if let Event::Record(rec) = ev {
+                if rt.handle(&rec) == Flow::Exit {
+                    break;
+                }
+            }
+        }
+    }
+
+    for &p in &planned.end {
+        if rt.run_probe(p) == Flow::Exit {
+            break;
+        }
+    }
+    rt.finish();
+    let dropped = erx.dropped();
+    if dropped > 0 {
+        eprintln!("WARNING: Number of dropped records: {dropped} of {} (the handler queue was full)", erx.sent());
+    }
+    if let Some(e) = backend_error {
+        eprintln!("ERROR: {e}");
+        return Ok(1);
+    }
+    Ok(rt.exit_code())
+}
+
+/// Kills a `-c` child that never got to run (the session ended in its begin probes).
+fn kill_unstarted(cli: &Cli, pid: u32) {
+    if cli.command.is_some() && pid != 0 {
+        let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+    }
+}
+
+fn count_probes(script: &script_syntax::ast::Script) -> usize {
+    script.items.iter().filter(|i| matches!(i, script_syntax::ast::Item::Probe(_))).count()
+}
+
+/// Prints diagnostics; returns true if any is an error.
+fn report(diags: &[Diagnostic], sources: &SourceMap, no_warnings: bool) -> bool {
+    let mut err = false;
+    for d in diags {
+        if d.severity == Severity::Error {
+            err = true;
+        } else if no_warnings {
+            continue;
+        }
+        eprint!("{}", script_syntax::render(d, sources));
+    }
+    err
+}
+
+fn parse_defines(defs: &[String]) -> Result<Vec<(String, String)>> {
+    defs.iter()
+        .map(|d| match d.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => bail!("invalid -D option '{d}': expected NAME=VALUE"),
+        })
+        .collect()
+}
+
+/// The launch mode and the executable path probes without a path refer to.
+fn target_of(cli: &Cli) -> Result<(Option<Launch>, Option<PathBuf>)> {
+    if cli.command.is_some() && cli.pid.is_some() {
+        bail!("-c and -x cannot be used together");
+    }
+    if let Some(cmd) = &cli.command {
+        let argv = shell_words::split(cmd).with_context(|| format!("cannot split command '{cmd}'"))?;
+        if argv.is_empty() {
+            bail!("-c needs a command");
+        }
+        let exe = resolve_in_path(&argv[0]);
+        return Ok((Some(Launch::Spawn { argv }), exe));
+    }
+    if let Some(pid) = cli.pid {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("no such process: {pid}");
+        }
+        return Ok((Some(Launch::Attach { pid }), exe));
+    }
+    Ok((None, None))
+}
+
+/// Resolves a command name as execvp would: a name with a slash is a path; otherwise
+/// the first executable file in $PATH.
+fn resolve_in_path(cmd: &str) -> Option<PathBuf> {
+    if cmd.contains('/') {
+        return std::fs::canonicalize(cmd).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(cmd)).find(|p| p.is_file()).and_then(|p| std::fs::canonicalize(p).ok())
+}
+
+/// `-l PROBE` / `-L PROBE`: list matching probe points (with variables for -L).
+fn list(cli: &Cli, pattern: &str) -> Result<i32> {
+    let mut sources = SourceMap::default();
+    let text = format!("probe {pattern} {{}}");
+    let file = sources.add("<input>", text);
+    let (script, diags) = script_syntax::parse(&sources, file, &[]);
+    if report(&diags, &sources, cli.no_warnings) {
+        return Ok(1);
+    }
+    let (_, target_exe) = target_of(cli)?;
+    let opts = planner::PlanOptions { target_exe, target_pid: cli.pid, max_string: 128 };
+    match planner::list_probes(&script, &sources, &opts, cli.list_vars.is_some()) {
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(0)
+        }
+        Err(diags) => {
+            report(&diags, &sources, cli.no_warnings);
+            Ok(1)
+        }
+    }
+}

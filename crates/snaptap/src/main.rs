@@ -1,0 +1,19 @@
+//! The snaptap binary: parses the command line and runs one tracing session.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod driver;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match driver::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

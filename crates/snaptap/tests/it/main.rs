@@ -1,0 +1,10 @@
+//! End-to-end tests: the built `snaptap` binary traces C fixtures compiled at test time.
+//!
+//! Every check compares what snaptap printed with what the fixture itself reports about
+//! its own calls (lines starting with `truth`), so a test fails whenever a value is wrong.
+
+mod support;
+
+mod errors;
+mod process;
+mod signals;
