@@ -8,3 +8,4 @@ mod support;
 mod errors;
 mod process;
 mod signals;
+mod tidy;
