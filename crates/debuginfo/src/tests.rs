@@ -1,0 +1,236 @@
+//! Tests for debuginfo: C fixtures compiled with gcc at -O0 and -O2, checked against
+//! gdb's breakpoint addresses, `nm`, and values the fixture prints itself.
+
+use super::*;
+use capture_plan::{DwarfReg, Op};
+use std::process::Command;
+
+pub(crate) const FIXTURE: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <string.h>
+enum color { RED, GREEN = 5, BLUE };
+struct req { int id; char name[16]; struct req *next; unsigned flags:3; int sflag:5; long big; enum color c; short arr[4]; };
+int counter = 7;
+static inline int sq(int v) { return v * v; }
+__attribute__((noinline)) int handle(struct req *r, int n) { int local = n * 2; counter += local + sq(n); return local + r->id; }
+__attribute__((noinline)) long many(long a, long b, long c, long d, long e, long f, long g, long h) { return a+b+c+d+e+f+g+h; }
+__attribute__((noinline)) const char *greet(const char *who, unsigned char u, short s) { printf("%s %d %d\n", who, u, s); return who; }
+int main(int argc, char **argv) {
+  struct req r = {0}; r.id = 42; strcpy(r.name, "hello"); r.flags = 5; r.sflag = -3; r.c = BLUE;
+  printf("offsets %zu %zu %zu %zu %zu\n", offsetof(struct req, name), offsetof(struct req, next), offsetof(struct req, big), offsetof(struct req, c), offsetof(struct req, arr));
+  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5);
+  printf("%d %d\n", t, sq(argc+3)); return 0; }
+"#;
+
+/// Compiles `src` with gcc at `opt` into a fresh temp dir; returns the binary path.
+pub(crate) fn compile(name: &str, src: &str, opt: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("debuginfo-test-{}-{name}{opt}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let out = dir.join(name);
+    let st = Command::new("gcc")
+        .args(["-g", opt, "-o"])
+        .arg(&out)
+        .arg(&c)
+        .status()
+        .expect("gcc runs");
+    assert!(st.success());
+    out
+}
+
+fn gdb_break_addr(bin: &Path, func: &str) -> Option<u64> {
+    let out = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", &format!("break {func}")])
+        .arg(bin)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.split(" at 0x").nth(1)?;
+    let hex: String = at.chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    u64::from_str_radix(&hex, 16).ok()
+}
+
+fn nm_addr(bin: &Path, func: &str) -> u64 {
+    let out = Command::new("nm").arg(bin).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() == 3 && w[2] == func {
+            return u64::from_str_radix(w[0], 16).unwrap();
+        }
+    }
+    panic!("{func} not in nm output");
+}
+
+fn func<'a>(di: &'a DebugInfo, name: &str) -> &'a Function {
+    let m = di.match_functions(name);
+    assert_eq!(m.len(), 1, "{name}");
+    m[0]
+}
+
+#[test]
+fn o0_functions_and_prologue_skip_match_gdb() {
+    let bin = compile("f", FIXTURE, "-O0");
+    let di = DebugInfo::open(&bin).unwrap();
+    assert!(di.is_pie());
+    assert!(di.build_id().is_some());
+    for name in ["handle", "many", "greet", "main"] {
+        let f = func(&di, name);
+        assert_eq!(f.low_pc, nm_addr(&bin, name), "{name}");
+        assert!(!f.optimized);
+        if let Some(g) = gdb_break_addr(&bin, name) {
+            assert_eq!(di.probe_addr(f), g, "{name}");
+        }
+    }
+    assert_eq!(func(&di, "handle").decl_line, 9);
+    assert_eq!(di.match_functions("h*").len(), 1);
+    assert_eq!(
+        di.match_functions("*@f.c").len(),
+        5,
+        "sq is out of line at -O0"
+    );
+    assert_eq!(di.match_functions("handle@f.c:9").len(), 1);
+    assert_eq!(di.match_functions("handle@f.c:10").len(), 0);
+    assert_eq!(di.match_functions("handle@g.c").len(), 0);
+    assert_eq!(di.close_matches("handel"), vec!["handle".to_string()]);
+}
+
+#[test]
+fn o0_variables_and_frame_base() {
+    let bin = compile("f", FIXTURE, "-O0");
+    let di = DebugInfo::open(&bin).unwrap();
+    let f = func(&di, "handle");
+    let pc = di.probe_addr(f);
+    let vars = di.variables_at(f, pc);
+    let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["r", "n", "local"]);
+    assert!(vars[0].is_param && !vars[2].is_param);
+    // After the prologue the CFA is rbp+16, and gcc's frame base is the CFA.
+    assert_eq!(di.cfa_at(pc), Some((6, 16)));
+    match &vars[0].location {
+        Location::Memory(ops) => assert_eq!(ops[0], Op::Reg(DwarfReg(6))),
+        other => panic!("{other:?}"),
+    }
+    // At the entry pc the CFA is rsp+8.
+    assert_eq!(di.cfa_at(f.entry_pc), Some((7, 8)));
+    let t = di.type_of(vars[0].ty);
+    assert_eq!(t.name, "struct req*");
+    let (_, st) = di.strip(match t.kind {
+        TypeKind::Pointer(p) => p,
+        _ => panic!(),
+    });
+    let TypeKind::Struct { members, .. } = st.kind else {
+        panic!("{st:?}")
+    };
+    // The fixture prints: offsets 4 24 40 48 52.
+    let off = |n: &str| members.iter().find(|m| m.name == n).unwrap().offset;
+    assert_eq!(
+        [off("name"), off("next"), off("big"), off("c"), off("arr")],
+        [4, 24, 40, 48, 52]
+    );
+    let flags = members.iter().find(|m| m.name == "flags").unwrap();
+    assert_eq!((flags.offset, flags.bits), (32, Some((0, 3, 1))));
+    let sflag = members.iter().find(|m| m.name == "sflag").unwrap();
+    assert_eq!((sflag.offset, sflag.bits), (32, Some((3, 5, 1))));
+    let name_t = di.type_of(members.iter().find(|m| m.name == "name").unwrap().ty);
+    assert_eq!(name_t.name, "char[16]");
+    assert_eq!(name_t.size, Some(16));
+    let c_t = di.type_of(members.iter().find(|m| m.name == "c").unwrap().ty);
+    let TypeKind::Enum { enumerators, .. } = c_t.kind else {
+        panic!()
+    };
+    assert_eq!(
+        enumerators[2],
+        Enumerator {
+            name: "BLUE".into(),
+            value: 6
+        }
+    );
+
+    // The 7th and 8th arguments live in the caller's frame: CFA+0 and CFA+8.
+    let m = func(&di, "many");
+    let vars = di.variables_at(m, di.probe_addr(m));
+    assert_eq!(vars.len(), 8);
+    assert_eq!(
+        vars[6].location,
+        Location::Memory(vec![
+            Op::Reg(DwarfReg(6)),
+            Op::Const(16),
+            Op::Add,
+            Op::Const(0),
+            Op::Add
+        ])
+    );
+}
+
+#[test]
+fn o2_entry_pc_registers_and_inlines() {
+    let bin = compile("f", FIXTURE, "-O2");
+    let di = DebugInfo::open(&bin).unwrap();
+    let f = func(&di, "handle");
+    assert!(f.optimized);
+    assert_eq!(di.probe_addr(f), nm_addr(&bin, "handle"));
+    let vars = di.variables_at(f, f.entry_pc);
+    let r = vars.iter().find(|v| v.name == "r").unwrap();
+    assert_eq!(r.location, Location::Register(5));
+    let n = vars.iter().find(|v| v.name == "n").unwrap();
+    assert_eq!(n.location, Location::Register(4));
+    // sq is inlined everywhere at -O2: into handle and main.
+    assert!(di.match_functions("sq").is_empty());
+    let inl = di.match_inlines("sq");
+    assert!(inl.len() >= 2, "{inl:?}");
+    for i in &inl {
+        let vars = di.variables_at(i, i.entry_pc);
+        assert_eq!(vars[0].name, "v");
+    }
+    // 7th argument at -O2: in the caller's frame, CFA+0 where CFA is rsp+8 at entry.
+    let m = func(&di, "many");
+    let vars = di.variables_at(m, m.entry_pc);
+    assert_eq!(
+        vars[6].location,
+        Location::Memory(vec![
+            Op::Reg(DwarfReg(7)),
+            Op::Const(8),
+            Op::Add,
+            Op::Const(0),
+            Op::Add
+        ])
+    );
+}
+
+#[test]
+fn no_debug_info_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("debuginfo-nodebug-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("n.c");
+    std::fs::write(&c, "int main(void){return 0;}\n").unwrap();
+    let out = dir.join("n");
+    assert!(Command::new("gcc")
+        .arg("-o")
+        .arg(&out)
+        .arg(&c)
+        .status()
+        .unwrap()
+        .success());
+    let err = DebugInfo::open(&out).unwrap_err();
+    assert!(matches!(err, Error::NoDebugInfo(_)));
+    assert!(err.to_string().contains(&out.display().to_string()));
+}
+
+#[test]
+fn wildcards_and_distance() {
+    assert!(wildcard_match("h*e", "handle"));
+    assert!(wildcard_match("h?ndle", "handle"));
+    assert!(!wildcard_match("h?ndle", "hndle"));
+    assert!(wildcard_match("*", ""));
+    assert!(file_matches("a.c", "/tmp/x/a.c"));
+    assert!(file_matches("x/a.c", "/tmp/x/a.c"));
+    assert!(!file_matches("b.c", "/tmp/x/ab.c"));
+    assert_eq!(edit_distance("kitten", "sitting"), 3);
+    assert!(producer_optimized("GNU C17 12.2.0 -mtune=generic -g -O2"));
+    assert!(!producer_optimized("GNU C17 12.2.0 -O2 -O0 -g"));
+    assert!(!producer_optimized("GNU C17 12.2.0 -g"));
+}

@@ -1,0 +1,404 @@
+//! DWARF types as plain data: sizes, signedness, members (with bitfields), arrays,
+//! enums, and their C spelling for `-L` listings and messages.
+
+use gimli::AttributeValue;
+
+use crate::{DebugInfo, DieRef};
+
+/// A struct or union member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Its name (empty for anonymous members).
+    pub name: String,
+    /// Its type.
+    pub ty: Option<DieRef>,
+    /// Byte offset of the member (or of its bitfield's storage unit).
+    pub offset: u64,
+    /// For bitfields: (lowest bit within the storage unit, bit count, storage bytes).
+    /// The storage unit starts at `offset` and is 1, 2, 4 or 8 bytes wide.
+    pub bits: Option<(u8, u8, u8)>,
+}
+
+/// One enumerator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enumerator {
+    /// Its name.
+    pub name: String,
+    /// Its value.
+    pub value: i64,
+}
+
+/// What kind of type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TypeKind {
+    /// `void` (also a missing type reference).
+    Void,
+    /// An integer, character, boolean or float.
+    Base {
+        /// Signed integer or signed char.
+        signed: bool,
+        /// A character type (`char`, `signed char`, `unsigned char`).
+        is_char: bool,
+        /// A floating-point type.
+        is_float: bool,
+    },
+    /// A pointer (or reference).
+    Pointer(Option<DieRef>),
+    /// A struct, class or union.
+    Struct {
+        /// Members in declaration order.
+        members: Vec<Member>,
+        /// A union.
+        is_union: bool,
+    },
+    /// An array; `dims` are element counts per dimension (`None` if unknown).
+    Array {
+        /// Element type.
+        elem: Option<DieRef>,
+        /// Element counts, outermost first.
+        dims: Vec<Option<u64>>,
+    },
+    /// An enum.
+    Enum {
+        /// Underlying type is signed.
+        signed: bool,
+        /// Its values.
+        enumerators: Vec<Enumerator>,
+    },
+    /// A typedef of the target.
+    Typedef(Option<DieRef>),
+    /// `const`, `volatile`, `restrict` or `atomic` of the target.
+    Qualified(Option<DieRef>),
+    /// A function type.
+    Function,
+    /// Something else.
+    Other,
+}
+
+/// A type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Type {
+    /// The name as written in C (`int`, `struct req`, `char*`).
+    pub name: String,
+    /// Size in bytes, if known.
+    pub size: Option<u64>,
+    /// What it is.
+    pub kind: TypeKind,
+}
+
+impl DebugInfo {
+    /// The type at `r` (`None` means void).
+    pub fn type_of(&self, r: Option<DieRef>) -> Type {
+        let Some(r) = r else {
+            return Type {
+                name: "void".into(),
+                size: None,
+                kind: TypeKind::Void,
+            };
+        };
+        let Some(e) = self.entry(r) else {
+            return other();
+        };
+        let unit = &self.units[r.unit].unit;
+        let name = e
+            .attr_value(gimli::DW_AT_name)
+            .map(|v| self.attr_str(unit, v))
+            .unwrap_or_default();
+        let size = e
+            .attr_value(gimli::DW_AT_byte_size)
+            .and_then(|v| v.udata_value());
+        let target = e
+            .attr_value(gimli::DW_AT_type)
+            .and_then(|v| self.resolve_ref(r.unit, v));
+        let tag = e.tag();
+        let kind = match tag {
+            gimli::DW_TAG_base_type => {
+                let enc = match e.attr_value(gimli::DW_AT_encoding) {
+                    Some(AttributeValue::Encoding(x)) => x,
+                    _ => gimli::DW_ATE_signed,
+                };
+                TypeKind::Base {
+                    signed: enc == gimli::DW_ATE_signed || enc == gimli::DW_ATE_signed_char,
+                    is_char: enc == gimli::DW_ATE_signed_char || enc == gimli::DW_ATE_unsigned_char,
+                    is_float: enc == gimli::DW_ATE_float,
+                }
+            }
+            gimli::DW_TAG_pointer_type
+            | gimli::DW_TAG_reference_type
+            | gimli::DW_TAG_rvalue_reference_type => TypeKind::Pointer(target),
+            gimli::DW_TAG_typedef => TypeKind::Typedef(target),
+            gimli::DW_TAG_const_type
+            | gimli::DW_TAG_volatile_type
+            | gimli::DW_TAG_restrict_type
+            | gimli::DW_TAG_atomic_type => TypeKind::Qualified(target),
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type | gimli::DW_TAG_union_type => {
+                TypeKind::Struct {
+                    members: self.members(r),
+                    is_union: tag == gimli::DW_TAG_union_type,
+                }
+            }
+            gimli::DW_TAG_array_type => TypeKind::Array {
+                elem: target,
+                dims: self.array_dims(r),
+            },
+            gimli::DW_TAG_enumeration_type => {
+                let signed = match target.map(|t| self.type_of(Some(t)).kind) {
+                    Some(TypeKind::Base { signed, .. }) => signed,
+                    _ => false,
+                };
+                TypeKind::Enum {
+                    signed,
+                    enumerators: self.enumerators(r),
+                }
+            }
+            gimli::DW_TAG_subroutine_type => TypeKind::Function,
+            _ => TypeKind::Other,
+        };
+        let size = match (&kind, size) {
+            (_, Some(s)) => Some(s),
+            (TypeKind::Pointer(_), None) => Some(8),
+            (TypeKind::Typedef(t) | TypeKind::Qualified(t), None) => self.type_of(*t).size,
+            (TypeKind::Array { elem, dims }, None) => {
+                let es = self.type_of(*elem).size;
+                es.and_then(|es| dims.iter().try_fold(es, |acc, d| d.map(|d| acc * d)))
+            }
+            _ => None,
+        };
+        let name = self.spell(&kind, tag, name, target);
+        Type { name, size, kind }
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    pub fn strip(&self, mut r: Option<DieRef>) -> (Option<DieRef>, Type) {
+        for _ in 0..32 {
+            let t = self.type_of(r);
+            match t.kind {
+                TypeKind::Typedef(n) | TypeKind::Qualified(n) => r = n,
+                _ => return (r, t),
+            }
+        }
+        (r, other())
+    }
+
+    fn spell(
+        &self,
+        kind: &TypeKind,
+        tag: gimli::DwTag,
+        name: String,
+        target: Option<DieRef>,
+    ) -> String {
+        match kind {
+            TypeKind::Base { .. } | TypeKind::Typedef(_) | TypeKind::Other => name,
+            TypeKind::Void => "void".into(),
+            TypeKind::Pointer(_) => {
+                format!("{}*", self.type_of(target).name)
+            }
+            TypeKind::Qualified(_) => {
+                let q = match tag {
+                    gimli::DW_TAG_const_type => "const",
+                    gimli::DW_TAG_volatile_type => "volatile",
+                    gimli::DW_TAG_restrict_type => "restrict",
+                    _ => "_Atomic",
+                };
+                let inner = self.type_of(target).name;
+                if matches!(tag, gimli::DW_TAG_restrict_type) {
+                    inner
+                } else {
+                    format!("{q} {inner}")
+                }
+            }
+            TypeKind::Struct { is_union, .. } => {
+                let kw = if *is_union { "union" } else { "struct" };
+                if name.is_empty() {
+                    format!("{kw} {{...}}")
+                } else {
+                    format!("{kw} {name}")
+                }
+            }
+            TypeKind::Enum { .. } => {
+                if name.is_empty() {
+                    "enum {...}".into()
+                } else {
+                    format!("enum {name}")
+                }
+            }
+            TypeKind::Array { dims, .. } => {
+                let mut s = self.type_of(target).name;
+                for d in dims {
+                    match d {
+                        Some(n) => s.push_str(&format!("[{n}]")),
+                        None => s.push_str("[]"),
+                    }
+                }
+                s
+            }
+            TypeKind::Function => {
+                let ret = self.type_of(target).name;
+                format!("{ret}()")
+            }
+        }
+    }
+
+    fn children(&self, r: DieRef) -> Vec<gimli::DebuggingInformationEntry<R>> {
+        let mut out = Vec::new();
+        let Some(u) = self.units.get(r.unit) else {
+            return out;
+        };
+        let Ok(mut cursor) = u.unit.entries_at_offset(gimli::UnitOffset(r.offset)) else {
+            return out;
+        };
+        let mut first = true;
+        while let Ok(Some(e)) = cursor.next_dfs() {
+            if first {
+                first = false;
+                if !e.has_children() {
+                    break;
+                }
+                continue;
+            }
+            if e.depth() <= 0 {
+                break;
+            }
+            if e.depth() == 1 {
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    fn members(&self, r: DieRef) -> Vec<Member> {
+        let unit = &self.units[r.unit].unit;
+        let mut out = Vec::new();
+        for e in self.children(r) {
+            if e.tag() != gimli::DW_TAG_member {
+                continue;
+            }
+            let name = e
+                .attr_value(gimli::DW_AT_name)
+                .map(|v| self.attr_str(unit, v))
+                .unwrap_or_default();
+            let ty = e
+                .attr_value(gimli::DW_AT_type)
+                .and_then(|v| self.resolve_ref(r.unit, v));
+            let loc = e
+                .attr_value(gimli::DW_AT_data_member_location)
+                .and_then(|v| v.udata_value())
+                .unwrap_or(0);
+            let bit_size = e
+                .attr_value(gimli::DW_AT_bit_size)
+                .and_then(|v| v.udata_value());
+            let member = match bit_size {
+                None => Member {
+                    name,
+                    ty,
+                    offset: loc,
+                    bits: None,
+                },
+                Some(bits) => {
+                    // Absolute bit position of the field's lowest bit from the start of
+                    // the struct (little-endian numbering).
+                    let abs = if let Some(dbo) = e
+                        .attr_value(gimli::DW_AT_data_bit_offset)
+                        .and_then(|v| v.udata_value())
+                    {
+                        dbo
+                    } else {
+                        // DWARF 2-4: DW_AT_bit_offset counts from the most significant
+                        // bit of a storage unit of DW_AT_byte_size (or the type's size).
+                        let storage = e
+                            .attr_value(gimli::DW_AT_byte_size)
+                            .and_then(|v| v.udata_value())
+                            .or_else(|| self.type_of(ty).size)
+                            .unwrap_or(4);
+                        let bo = e
+                            .attr_value(gimli::DW_AT_bit_offset)
+                            .and_then(|v| v.udata_value())
+                            .unwrap_or(0);
+                        (loc * 8 + storage * 8).saturating_sub(bo + bits)
+                    };
+                    let byte = abs / 8;
+                    let lo = (abs % 8) as u8;
+                    let need = u64::from(lo) + bits;
+                    let storage: u8 = match need {
+                        0..=8 => 1,
+                        9..=16 => 2,
+                        17..=32 => 4,
+                        _ => 8,
+                    };
+                    Member {
+                        name,
+                        ty,
+                        offset: byte,
+                        bits: Some((lo, bits.min(64) as u8, storage)),
+                    }
+                }
+            };
+            out.push(member);
+        }
+        out
+    }
+
+    fn array_dims(&self, r: DieRef) -> Vec<Option<u64>> {
+        let mut dims = Vec::new();
+        for e in self.children(r) {
+            if e.tag() != gimli::DW_TAG_subrange_type {
+                continue;
+            }
+            let count = e
+                .attr_value(gimli::DW_AT_count)
+                .and_then(|v| v.udata_value())
+                .or_else(|| {
+                    let upper = e.attr_value(gimli::DW_AT_upper_bound)?;
+                    let upper = match upper {
+                        AttributeValue::Sdata(s) if s < 0 => return None,
+                        v => v.udata_value()?,
+                    };
+                    let lower = e
+                        .attr_value(gimli::DW_AT_lower_bound)
+                        .and_then(|v| v.udata_value())
+                        .unwrap_or(0);
+                    Some(upper + 1 - lower.min(upper + 1))
+                });
+            dims.push(count);
+        }
+        if dims.is_empty() {
+            dims.push(None);
+        }
+        dims
+    }
+
+    fn enumerators(&self, r: DieRef) -> Vec<Enumerator> {
+        let unit = &self.units[r.unit].unit;
+        let mut out = Vec::new();
+        for e in self.children(r) {
+            if e.tag() != gimli::DW_TAG_enumerator {
+                continue;
+            }
+            let name = e
+                .attr_value(gimli::DW_AT_name)
+                .map(|v| self.attr_str(unit, v))
+                .unwrap_or_default();
+            let value = match e.attr_value(gimli::DW_AT_const_value) {
+                Some(AttributeValue::Sdata(s)) => s,
+                Some(AttributeValue::Data1(x)) => i64::from(x),
+                Some(AttributeValue::Data2(x)) => i64::from(x),
+                Some(AttributeValue::Data4(x)) => i64::from(x),
+                Some(AttributeValue::Data8(x)) => x as i64,
+                Some(v) => v.udata_value().unwrap_or(0) as i64,
+                None => 0,
+            };
+            out.push(Enumerator { name, value });
+        }
+        out
+    }
+}
+
+use crate::R;
+
+fn other() -> Type {
+    Type {
+        name: "?".into(),
+        size: None,
+        kind: TypeKind::Other,
+    }
+}
