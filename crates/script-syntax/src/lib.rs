@@ -1,12 +1,31 @@
 //! SystemTap script text → tokens → AST, with source spans and diagnostics.
 //!
-//! Overview: [`SourceMap`] holds script files (a file, `-e` text, tapsets); [`parse`]
-//! turns one file into an [`ast::Script`] plus [`Diagnostic`]s and never fails;
-//! [`ast`] holds the tree every later pass reads. Nothing here knows about DWARF,
-//! targets or backends, and nothing here does I/O.
+//! Overview: [`SourceMap`] holds script files (a file, `-e` text, tapsets). [`lexer`]
+//! turns text into tokens, [`preproc`] evaluates `%( ... %? ... %: ... %)` conditionals
+//! and `@define` macros, and [`parser`] builds an [`ast::Script`]: [`parse`] for one
+//! file with a fresh id counter, [`parse_session`] / [`parse_files`] to share one
+//! [`IdGen`] across tapsets and the user script. Parsing never fails: it returns every
+//! error as a [`Diagnostic`], which [`render`] formats as stap does. [`print_script`]
+//! prints a script back in normalised form (`-p1`); [`expand_aliases`] resolves probe
+//! aliases into concrete handlers. Nothing here knows about DWARF, targets or backends,
+//! and nothing here does I/O.
 #![forbid(unsafe_code)]
 
+pub mod alias;
 pub mod ast;
 pub mod diag;
+pub mod lexer;
+pub mod parser;
+pub mod preproc;
+pub mod print;
+pub mod render;
 
+#[cfg(test)]
+mod tests;
+
+pub use alias::{expand_aliases, ResolvedProbe};
 pub use diag::{Diagnostic, Label, Severity, SourceFile, SourceMap};
+pub use parser::{parse, parse_files, parse_session, IdGen, ParseOptions};
+pub use preproc::PpConfig;
+pub use print::{print_expr, print_script, print_script_with_sources};
+pub use render::{render, render_all};

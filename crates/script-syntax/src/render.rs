@@ -1,0 +1,165 @@
+//! Renders a [`Diagnostic`] as SystemTap prints its errors.
+//!
+//! Parse errors (kind `parse error`) look like stap's `parser::print_error`:
+//!
+//! ```text
+//! parse error: expected ')'
+//! \tat: operator '{' at /tmp/x.stp:1:35
+//!      source: probe process("./a").function("f" { printf("x") }
+//!                                                ^
+//! ```
+//!
+//! (`\t` is a real tab, as stap writes it.) Other kinds (`semantic error`, ...) follow
+//! `systemtap_session::print_error`: the token goes on the message line and the source
+//! is indented by eight spaces. Warnings start with `WARNING: ` and indent by one.
+//! The caret line copies the whitespace of the source line (so tabs line up) and
+//! replaces every other character by a space.
+//!
+//! The token shown is the label's message when it is not empty (the parser stores
+//! stap's token description there, e.g. `operator '{'`); otherwise it is derived by
+//! lexing the source at the label's start. Secondary labels are shown the same way
+//! after the primary one; notes follow on their own lines.
+
+use crate::ast::Span;
+use crate::diag::{Diagnostic, Label, Severity, SourceMap};
+use crate::lexer::{self, is_keyword, Tok};
+
+/// Renders one diagnostic, ending with a newline.
+pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
+    let mut out = String::new();
+    let parse_style = d.kind == "parse error" && d.severity == Severity::Error;
+    let align = if d.severity == Severity::Warning {
+        " "
+    } else if parse_style {
+        "     "
+    } else {
+        "        "
+    };
+    let head = if d.severity == Severity::Warning {
+        "WARNING".to_string()
+    } else {
+        d.kind.clone()
+    };
+    out.push_str(&head);
+    out.push_str(": ");
+    out.push_str(&d.message);
+    let mut labels = d.labels.iter();
+    if let Some(primary) = labels.next() {
+        if parse_style {
+            out.push('\n');
+            match at_eof(primary.span, sources) {
+                Some(name) => {
+                    out.push_str(&format!("\tsaw: {name} EOF\n"));
+                }
+                None => {
+                    out.push_str(&format!("\tat: {}\n", token_text(primary, sources)));
+                    source_lines(&mut out, align, primary.span, sources);
+                }
+            }
+        } else {
+            out.push_str(": ");
+            out.push_str(&token_text(primary, sources));
+            out.push('\n');
+            source_lines(&mut out, align, primary.span, sources);
+        }
+    } else {
+        out.push('\n');
+    }
+    for l in labels {
+        out.push_str(&format!("{align}at: {}\n", token_text(l, sources)));
+        source_lines(&mut out, align, l.span, sources);
+    }
+    for n in &d.notes {
+        out.push_str(align);
+        out.push_str(n);
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders several diagnostics and stap's closing count line for errors of the first
+/// error's kind, e.g. `2 parse errors.`.
+pub fn render_all(diags: &[Diagnostic], sources: &SourceMap) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&render(d, sources));
+    }
+    let errors: Vec<&Diagnostic> = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    if let Some(first) = errors.first() {
+        let n = errors.iter().filter(|d| d.kind == first.kind).count();
+        let plural = if n == 1 { "" } else { "s" };
+        out.push_str(&format!("{n} {}{plural}.\n", first.kind));
+    }
+    out
+}
+
+/// The file name when `span` points at the end of its file (nothing left to show).
+fn at_eof(span: Span, sources: &SourceMap) -> Option<String> {
+    let f = sources.file(span.file)?;
+    let rest = f.text.get(span.start as usize..).unwrap_or("");
+    if rest.trim().is_empty() {
+        Some(f.name.clone())
+    } else {
+        None
+    }
+}
+
+/// `operator '{' at FILE:LINE:COL`
+fn token_text(label: &Label, sources: &SourceMap) -> String {
+    let (line, col) = sources.line_col(label.span);
+    let name = sources
+        .file(label.span.file)
+        .map_or("<unknown>", |f| f.name.as_str());
+    let what = if label.message.is_empty() {
+        describe_at(label.span, sources)
+    } else {
+        label.message.clone()
+    };
+    format!("{what} at {name}:{line}:{col}")
+}
+
+/// Describes the token starting at `span` the way stap prints tokens.
+fn describe_at(span: Span, sources: &SourceMap) -> String {
+    let Some(f) = sources.file(span.file) else {
+        return "token".into();
+    };
+    match lexer::token_at(span.file, &f.text, span.start as usize) {
+        Some(t) => match t.tok {
+            Tok::Ident(w) if is_keyword(&w) => "keyword".into(),
+            Tok::Ident(w) => format!("identifier '{w}'"),
+            Tok::Number(_) => format!("number '{}'", lexer::printable(sources.snippet(t.span))),
+            Tok::Str(s) => format!("string '{}'", lexer::printable(&s)),
+            Tok::Op(o) => format!("operator '{o}'"),
+            Tok::Embedded => "embedded-code".into(),
+            Tok::Eof => "end of file".into(),
+        },
+        None => "end of file".into(),
+    }
+}
+
+/// The `source:` line and the caret line under the span's column.
+fn source_lines(out: &mut String, align: &str, span: Span, sources: &SourceMap) {
+    let Some(f) = sources.file(span.file) else {
+        return;
+    };
+    let mut at = (span.start as usize).min(f.text.len());
+    while !f.text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let line_start = f.text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = f.text[at..].find('\n').map_or(f.text.len(), |i| at + i);
+    let line = f.text[line_start..line_end].trim_end_matches('\r');
+    out.push_str(align);
+    out.push_str("source: ");
+    out.push_str(line);
+    out.push('\n');
+    out.push_str(align);
+    out.push_str("        ");
+    for c in f.text[line_start..at].chars() {
+        out.push(if c.is_whitespace() { c } else { ' ' });
+    }
+    out.push_str("^\n");
+}
