@@ -207,15 +207,6 @@ impl Lexer<'_, '_> {
                 self.error("unexpected '@'", start, self.pos, "junk '@'".into());
                 return None;
             }
-            if word.bytes().all(|b| b == b'$') {
-                self.error(
-                    format!("unexpected '{word}'"),
-                    start,
-                    self.pos,
-                    format!("junk '{word}'"),
-                );
-                return None;
-            }
             return Some(self.tok(Tok::Ident(word.into()), start));
         }
         if c == b'%' && self.peek(1) == b'{' {

@@ -709,7 +709,13 @@ impl Parser<'_> {
     /// reached a top-level keyword or the end of input instead.
     fn recover_stmt(&mut self) -> bool {
         let mut level = 0usize;
+        let mut skipped = 0usize;
         loop {
+            // Semicolons are optional, so a new line is the best guess for where the
+            // next statement starts once the bad token itself is skipped.
+            if skipped > 0 && level == 0 && self.newline_before() {
+                return true;
+            }
             match self.peek() {
                 Tok::Eof => {
                     self.bail = true;
@@ -731,7 +737,20 @@ impl Parser<'_> {
                 _ => {}
             }
             self.bump();
+            skipped += 1;
         }
+    }
+
+    /// Is there a line break between the previous token and the current one?
+    fn newline_before(&self) -> bool {
+        let (prev, cur) = (self.prev_span(), self.span());
+        if prev.file != cur.file || prev.end > cur.start {
+            return false;
+        }
+        self.sources
+            .file(cur.file)
+            .and_then(|f| f.text.get(prev.end as usize..cur.start as usize))
+            .is_some_and(|gap| gap.contains('\n'))
     }
 
     fn statement(&mut self) -> PResult<Stmt> {
@@ -1168,15 +1187,10 @@ impl Parser<'_> {
             return Ok(self.mk(ExprKind::In { keys, array }, span));
         }
         let e = self.value()?;
-        if self.is_op("++") || self.is_op("--") {
-            let t = self.tok().clone();
-            if !is_lvalue(&e) {
-                return Err(self.error_at(
-                    "operand of '++'/'--' is not a variable or array element",
-                    &t,
-                ));
-            }
-            self.bump();
+        // A `++` after a non-variable starts the next statement (`x = 3 ++y` with the
+        // semicolon left out), which is the only way it can make sense.
+        if (self.is_op("++") || self.is_op("--")) && is_lvalue(&e) {
+            let t = self.bump();
             let span = self.since(start);
             return Ok(self.mk(
                 ExprKind::IncDec {
@@ -1332,6 +1346,20 @@ impl Parser<'_> {
                 let e = self.expr()?;
                 self.expect_op("]")?;
                 path.push(TargetStep::Index(Box::new(e)));
+            } else if let Tok::Ident(w) = self.peek() {
+                // `$p->a[3]$`: the suffix lexes as its own `$` word; it must touch
+                // the path (`$p->a[3] $x` is two values).
+                let touching = self.span().start == self.prev_span().end;
+                if !touching || !w.bytes().all(|b| b == b'$') {
+                    break;
+                }
+                let p = w.len();
+                let t = self.bump();
+                if p > 2 {
+                    return Err(self.error_at("expected '$' or '$$' pretty-printing suffix", &t));
+                }
+                *pretty = p as u8;
+                break;
             } else {
                 break;
             }
