@@ -106,37 +106,140 @@ impl DebugInfo {
         params
     }
 
+    /// The parameters at a function's real entry pc (where `.return` probes stop).
+    ///
+    /// Optimised code has exact location lists there. Unoptimised code describes its
+    /// parameters only at their frame slots, which the prologue has not written yet at
+    /// the entry pc; there we place INTEGER-class parameters (integers, enums,
+    /// pointers) by the x86_64 System V calling convention: the first six in rdi, rsi,
+    /// rdx, rcx, r8, r9, the rest on the stack above the return address. Anything
+    /// after a parameter we cannot classify simply (structs, floats) is unavailable.
+    /// Locals are not meaningful at the entry and are left out.
+    pub fn variables_at_entry(&self, f: &Function) -> Vec<Variable> {
+        let vars = self.variables_at(f, f.entry_pc);
+        if f.optimized || f.inlined {
+            return vars;
+        }
+        const ARG_REGS: [u16; 6] = [5, 4, 1, 2, 8, 9];
+        let mut next_reg = 0usize;
+        let mut stack_off = 8u64;
+        let mut lost = false;
+        let mut out = Vec::new();
+        for mut v in vars.into_iter().filter(|v| v.is_param) {
+            let t = self.strip(v.ty).1;
+            let integer = matches!(
+                t.kind,
+                crate::TypeKind::Base {
+                    is_float: false,
+                    ..
+                } | crate::TypeKind::Pointer(_)
+                    | crate::TypeKind::Enum { .. }
+            ) && t.size.is_some_and(|s| s <= 8);
+            v.location = if lost || !integer {
+                lost = true;
+                Location::Unavailable(
+                    "not available at the function entry of unoptimised code".into(),
+                )
+            } else if next_reg < ARG_REGS.len() {
+                next_reg += 1;
+                Location::Register(ARG_REGS[next_reg - 1])
+            } else {
+                let ops = vec![Op::Reg(DwarfReg::RSP), Op::Const(stack_off), Op::Add];
+                stack_off += 8;
+                Location::Memory(ops)
+            };
+            out.push(v);
+        }
+        out
+    }
+
     fn var_location(&self, d: DieRef, func: &Function, pc: u64) -> Location {
         let Some(e) = self.entry(d) else {
             return Location::Unavailable("bad DWARF".into());
         };
-        let unit = &self.units[d.unit].unit;
         let ctx = Ctx { pc, func, depth: 0 };
         match e.attr_value(gimli::DW_AT_location) {
             Some(AttributeValue::Exprloc(expr)) => self.lower(&expr.0, d.unit, &ctx),
-            Some(v) => match self.dwarf.attr_locations(unit, v) {
-                Ok(Some(mut it)) => loop {
-                    match it.next() {
-                        Ok(Some(entry)) => {
-                            if entry.range.begin <= pc && pc < entry.range.end {
-                                break self.lower(&entry.data.0, d.unit, &ctx);
-                            }
-                        }
-                        Ok(None) => {
-                            break Location::Unavailable(format!(
-                                "not available at {pc:#x} (optimized out)"
-                            ))
-                        }
-                        Err(e) => break Location::Unavailable(format!("bad location list: {e}")),
+            Some(v) => match self.loc_entries(d.unit, v) {
+                Ok(entries) => {
+                    // An empty range starting at the pc (gcc emits these with location
+                    // views, typically at an inlined instance's entry) says where the
+                    // value is before the instruction at pc runs: exactly when a
+                    // breakpoint there stops. A covering range wins over it.
+                    let covering = entries.iter().find(|(b, e, _)| *b <= pc && pc < *e);
+                    let at_pc = entries.iter().find(|(b, e, _)| *b == pc && *e == pc);
+                    match covering.or(at_pc) {
+                        Some((_, _, expr)) => self.lower(expr, d.unit, &ctx),
+                        None => Location::Unavailable(format!(
+                            "not available at {pc:#x} (optimized out)"
+                        )),
                     }
-                },
-                _ => Location::Unavailable("unsupported location form".into()),
+                }
+                Err(why) => Location::Unavailable(why),
             },
             None => match self.attr_follow(d, gimli::DW_AT_const_value) {
                 Some((_, v)) => const_value(v),
                 None => Location::Unavailable("optimized out".into()),
             },
         }
+    }
+
+    /// The entries of a location list as `[begin, end)` with their expression, keeping
+    /// empty ranges (gimli's iterator drops them, but they matter with location views).
+    fn loc_entries(&self, unit: usize, v: AttributeValue<R>) -> Result<Vec<(u64, u64, R)>, String> {
+        use gimli::RawLocListEntry as E;
+        let u = &self.units[unit].unit;
+        let mut it = match self.dwarf.attr_locations(u, v) {
+            Ok(Some(it)) => it,
+            Ok(None) => return Err("unsupported location form".into()),
+            Err(e) => return Err(format!("bad location list: {e}")),
+        };
+        let addr = |i| self.dwarf.address(u, i).map_err(|e| e.to_string());
+        let mut base = u.low_pc;
+        let mut out = Vec::new();
+        for _ in 0..100_000 {
+            let raw = match it.next_raw() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad location list: {e}")),
+            };
+            let (b, e, data) = match raw {
+                E::BaseAddress { addr } => {
+                    base = addr;
+                    continue;
+                }
+                E::BaseAddressx { addr: i } => {
+                    base = addr(i)?;
+                    continue;
+                }
+                E::StartxEndx { begin, end, data } => (addr(begin)?, addr(end)?, data),
+                E::StartxLength {
+                    begin,
+                    length,
+                    data,
+                } => {
+                    let b = addr(begin)?;
+                    (b, b.wrapping_add(length), data)
+                }
+                E::DefaultLocation { data } => (0, u64::MAX, data),
+                E::AddressOrOffsetPair { begin, end, data }
+                | E::OffsetPair { begin, end, data } => {
+                    (base.wrapping_add(begin), base.wrapping_add(end), data)
+                }
+                E::StartEnd { begin, end, data } => (begin, end, data),
+                E::StartLength {
+                    begin,
+                    length,
+                    data,
+                } => (begin, begin.wrapping_add(length), data),
+            };
+            // Tombstones (discarded code) and inverted ranges mean nothing.
+            if b >= u64::MAX - 1 || b > e || (b == 0 && e == 0) {
+                continue;
+            }
+            out.push((b, e, data.0));
+        }
+        Ok(out)
     }
 
     /// The CFA rule at `pc` as (register, offset), from `.eh_frame` or `.debug_frame`.

@@ -1,1 +1,246 @@
-//! Placeholder.
+//! The planner: resolves a script's probe points against ELF/DWARF and turns every use
+//! of target data (`$x`, `user_string($p)`, `$$parms`, `$return`) into capture plans.
+//!
+//! Overview: [`plan`] walks the script's `probe` items in order (the handler index is
+//! the position among `Item::Probe`s), classifies each probe point ([`resolve`]),
+//! resolves process probe points to [`ProbeSite`]s with `debuginfo`, then walks each
+//! handler body ([`capture`]) and adds a [`FieldPlan`] plus a [`Decode`] for every
+//! expression the runtime will need from the target. [`list_probes`] serves `-l`/`-L`
+//! and [`dump`] prints a deterministic text form of the result for `-p3` and tests.
+#![forbid(unsafe_code)]
+
+mod capture;
+mod dump;
+mod resolve;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use capture_plan::{PlanSet, SiteBinding};
+use debuginfo::DebugInfo;
+use script_syntax::ast::{Item, Script, Span};
+use script_syntax::{Diagnostic, SourceMap};
+
+pub use dump::dump;
+
+/// What the planner needs to know about the session.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// The target executable: `-c`'s first word resolved via `PATH`, or `-x PID`'s
+    /// `/proc/PID/exe`. Used by `process.function(...)` without a path.
+    pub target_exe: Option<PathBuf>,
+    /// The `-x` pid, if any.
+    pub target_pid: Option<u32>,
+    /// MAXSTRINGLEN: the bound of every string copy.
+    pub max_string: u32,
+}
+
+impl Default for PlanOptions {
+    fn default() -> PlanOptions {
+        PlanOptions {
+            target_exe: None,
+            target_pid: None,
+            max_string: 128,
+        }
+    }
+}
+
+/// The result of planning a script.
+#[derive(Clone, Debug, Default)]
+pub struct Planned {
+    /// Every probe site with its capture plan.
+    pub plans: PlanSet,
+    /// One binding per site (same order as `plans.sites`).
+    pub bindings: Vec<SiteBinding>,
+    /// Handlers of `begin` probes, in script order.
+    pub begin: Vec<u32>,
+    /// Handlers of `end` probes.
+    pub end: Vec<u32>,
+    /// Handlers of `error` probes.
+    pub error: Vec<u32>,
+    /// Handlers of timer probes with their period.
+    pub timers: Vec<(u32, Duration)>,
+    /// Warnings (the plan is usable).
+    pub warnings: Vec<Diagnostic>,
+    /// One line per resolved probe point, stap's spelling (`-p2`).
+    pub listing: Vec<String>,
+}
+
+/// Shared per-session state: opened debug info by canonical path.
+pub(crate) struct Session<'a> {
+    pub opts: &'a PlanOptions,
+    modules: HashMap<PathBuf, Rc<DebugInfo>>,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(opts: &'a PlanOptions) -> Session<'a> {
+        Session {
+            opts,
+            modules: HashMap::new(),
+        }
+    }
+
+    /// Opens (once) the debug info of a module.
+    pub(crate) fn module(&mut self, path: &Path, span: Span) -> Result<Rc<DebugInfo>, Diagnostic> {
+        if let Some(d) = self.modules.get(path) {
+            return Ok(d.clone());
+        }
+        let di = DebugInfo::open(path)
+            .map_err(|e| Diagnostic::error("semantic error", e.to_string(), span))?;
+        let di = Rc::new(di);
+        self.modules.insert(path.to_path_buf(), di.clone());
+        Ok(di)
+    }
+}
+
+/// Resolves every probe of `script` and plans its captures.
+///
+/// Errors are returned all together (one per problem found); warnings go into
+/// [`Planned::warnings`].
+pub fn plan(
+    script: &Script,
+    sources: &SourceMap,
+    opts: &PlanOptions,
+) -> Result<Planned, Vec<Diagnostic>> {
+    // Spans are enough for diagnostics; the sources are not needed to plan.
+    let _ = sources;
+    let mut session = Session::new(opts);
+    let mut out = Planned::default();
+    let mut errors = Vec::new();
+    let mut handler = 0u32;
+    for item in &script.items {
+        let Item::Probe(decl) = item else {
+            continue;
+        };
+        let idx = handler;
+        handler += 1;
+        for point in &decl.points {
+            let resolved = match resolve::resolve_point(&mut session, point) {
+                Ok(r) => r,
+                Err(mut d) => {
+                    errors.append(&mut d);
+                    continue;
+                }
+            };
+            let any = !resolved.is_empty();
+            if resolved
+                .iter()
+                .any(|r| !matches!(r, resolve::Resolved::Site(_)))
+            {
+                errors.extend(capture::check_no_context(
+                    &decl.body,
+                    point.condition.as_ref(),
+                ));
+            }
+            for r in resolved {
+                match r {
+                    resolve::Resolved::Begin => out.begin.push(idx),
+                    resolve::Resolved::End => out.end.push(idx),
+                    resolve::Resolved::Error => out.error.push(idx),
+                    resolve::Resolved::Timer(d) => out.timers.push((idx, d)),
+                    resolve::Resolved::Site(site) => {
+                        match capture::plan_site(&session, &site, point, &decl.body, idx, &mut out)
+                        {
+                            Ok(()) => {}
+                            Err(mut d) => errors.append(&mut d),
+                        }
+                    }
+                }
+            }
+            if any && point.sufficient {
+                break;
+            }
+        }
+    }
+    if let Some(bad) = check_no_targets(script) {
+        errors.extend(bad);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        errors.sort_by_key(|d| d.labels.first().map(|l| (l.span.file, l.span.start)));
+        Err(errors)
+    }
+}
+
+/// Target expressions in places that have no probe context (functions) are errors.
+fn check_no_targets(script: &Script) -> Option<Vec<Diagnostic>> {
+    let mut errs = Vec::new();
+    for item in &script.items {
+        if let Item::Function(f) = item {
+            if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
+                capture::visit_block(b, &mut |e| {
+                    if let script_syntax::ast::ExprKind::Target(t) = &e.kind {
+                        errs.push(Diagnostic::error(
+                            "semantic error",
+                            format!(
+                                "target variable '${}' can only be used in a probe handler",
+                                t.name
+                            ),
+                            e.span,
+                        ));
+                    }
+                    true
+                });
+            }
+        }
+    }
+    if errs.is_empty() {
+        None
+    } else {
+        Some(errs)
+    }
+}
+
+/// `-l PROBE` / `-L PROBE`: the resolved probe points of every probe in `script` (which
+/// normally holds one `probe PROBE {}`), in stap's spelling; with `with_vars`, each
+/// line is followed by the variables visible there as ` $name:type`.
+pub fn list_probes(
+    script: &Script,
+    sources: &SourceMap,
+    opts: &PlanOptions,
+    with_vars: bool,
+) -> Result<Vec<String>, Vec<Diagnostic>> {
+    // Spans are enough for diagnostics; the sources are not needed to plan.
+    let _ = sources;
+    let mut session = Session::new(opts);
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for item in &script.items {
+        let Item::Probe(decl) = item else {
+            continue;
+        };
+        for point in &decl.points {
+            match resolve::resolve_point(&mut session, point) {
+                Ok(rs) => {
+                    for r in rs {
+                        let line = match &r {
+                            resolve::Resolved::Site(s) => {
+                                let mut l = s.pp.clone();
+                                if with_vars {
+                                    l.push_str(&capture::var_listing(s));
+                                }
+                                l
+                            }
+                            other => resolve::simple_pp(point, other),
+                        };
+                        if !lines.contains(&line) {
+                            lines.push(line);
+                        }
+                    }
+                }
+                Err(mut d) => errors.append(&mut d),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(lines)
+    } else {
+        Err(errors)
+    }
+}

@@ -1,0 +1,1216 @@
+//! Capture planning: walks a probe handler and turns every expression that needs
+//! target data into record fields (ops) and the [`Decode`]s the runtime reads them with.
+
+use std::collections::{BTreeMap, HashMap};
+
+use capture_plan::{
+    CapturePlan, ContextNeeds, Decode, DwarfReg, FieldPlan, FileAddr, Op, PrettyPart, ProbeSite,
+    SiteBinding, SiteId, SiteKind,
+};
+use debuginfo::{DebugInfo, DieRef, Location, Type, TypeKind, Variable};
+use script_syntax::ast::{
+    BinaryOp, Block, Expr, ExprKind, ProbePoint, Stmt, StmtKind, TargetExpr, TargetStep, UnaryOp,
+};
+use script_syntax::Diagnostic;
+
+use crate::resolve::{SiteSpec, SpecKind};
+use crate::{Planned, Session};
+
+/// Marks a field index as belonging to the return plan until the entry plan's length
+/// is known.
+const RET_FLAG: u32 = 1 << 31;
+
+/// Which of a site's two plans a field goes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Which {
+    Entry,
+    Return,
+}
+
+/// Where a target value is, during path resolution.
+#[derive(Clone, Debug)]
+enum Val {
+    /// In memory at the address the ops compute.
+    Mem(Vec<Op>),
+    /// In a register.
+    Reg(u16),
+    /// The ops compute the value.
+    Value(Vec<Op>),
+    /// A constant.
+    Const(u64),
+}
+
+/// A resolved target value: where it is, its type, its bitfield slice, its plan.
+#[derive(Clone, Debug)]
+struct TVal {
+    val: Val,
+    ty: Option<DieRef>,
+    bits: Option<(u8, u8, u8)>,
+    which: Which,
+    /// Script spelling for labels and messages, e.g. `$r->name`.
+    label: String,
+}
+
+/// Visits a block's expressions in source order; `f` returns whether to descend into
+/// the expression's children.
+pub(crate) fn visit_block(b: &Block, f: &mut dyn FnMut(&Expr) -> bool) {
+    for s in &b.stmts {
+        visit_stmt(s, f);
+    }
+}
+
+fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr) -> bool) {
+    match &s.kind {
+        StmtKind::Block(b) => visit_block(b, f),
+        StmtKind::Expr(e) | StmtKind::Delete(e) => visit_expr(e, f),
+        StmtKind::Return(e) => {
+            if let Some(e) = e {
+                visit_expr(e, f)
+            }
+        }
+        StmtKind::If { cond, then, els } => {
+            visit_expr(cond, f);
+            visit_stmt(then, f);
+            if let Some(e) = els {
+                visit_stmt(e, f);
+            }
+        }
+        StmtKind::While { cond, body } => {
+            visit_expr(cond, f);
+            visit_stmt(body, f);
+        }
+        StmtKind::For {
+            init,
+            cond,
+            step,
+            body,
+        } => {
+            for e in [init, cond, step].into_iter().flatten() {
+                visit_expr(e, f);
+            }
+            visit_stmt(body, f);
+        }
+        StmtKind::Foreach { limit, body, .. } => {
+            if let Some(l) = limit {
+                visit_expr(l, f);
+            }
+            visit_stmt(body, f);
+        }
+        StmtKind::Try { body, catch, .. } => {
+            visit_block(body, f);
+            visit_block(catch, f);
+        }
+        StmtKind::Break
+        | StmtKind::Continue
+        | StmtKind::Next
+        | StmtKind::Empty
+        | StmtKind::Error => {}
+    }
+}
+
+pub(crate) fn visit_expr(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
+    if !f(e) {
+        return;
+    }
+    match &e.kind {
+        ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => {
+            keys.iter().for_each(|k| visit_expr(k, f))
+        }
+        ExprKind::Call { args, .. } => args.iter().for_each(|a| visit_expr(a, f)),
+        ExprKind::Target(t) => visit_steps(&t.path, f),
+        ExprKind::Cast { expr, path, .. } => {
+            visit_expr(expr, f);
+            visit_steps(path, f);
+        }
+        ExprKind::GlobalVar { path, .. } => visit_steps(path, f),
+        ExprKind::Entry(x) | ExprKind::Defined(x) | ExprKind::Unary { expr: x, .. } => {
+            visit_expr(x, f)
+        }
+        ExprKind::Stat { expr, args, .. } => {
+            visit_expr(expr, f);
+            args.iter().for_each(|a| visit_expr(a, f));
+        }
+        ExprKind::Binary { lhs, rhs, .. } => {
+            visit_expr(lhs, f);
+            visit_expr(rhs, f);
+        }
+        ExprKind::Ternary { cond, then, els } => {
+            visit_expr(cond, f);
+            visit_expr(then, f);
+            visit_expr(els, f);
+        }
+        ExprKind::Assign { target, value, .. } => {
+            visit_expr(target, f);
+            visit_expr(value, f);
+        }
+        ExprKind::IncDec { target, .. } => visit_expr(target, f),
+        _ => {}
+    }
+}
+
+fn visit_steps(path: &[TargetStep], f: &mut dyn FnMut(&Expr) -> bool) {
+    for s in path {
+        if let TargetStep::Index(i) = s {
+            visit_expr(i, f);
+        }
+    }
+}
+
+/// Probes without a target context (`begin`, `end`, `error`, timers) cannot use
+/// target data; returns one error per such expression.
+pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnostic> {
+    let mut errs = Vec::new();
+    let mut f = |e: &Expr| {
+        let bad = match &e.kind {
+            ExprKind::Target(t) => Some(format!("${}", t.name)),
+            ExprKind::Entry(_) => Some("@entry".to_string()),
+            ExprKind::GlobalVar { name, .. } => Some(format!("@var(\"{name}\")")),
+            ExprKind::Defined(_) => return false,
+            _ => None,
+        };
+        if let Some(what) = bad {
+            errs.push(Diagnostic::error(
+                "semantic error",
+                format!(
+                    "unresolved target-symbol expression: '{what}' is not available in this probe"
+                ),
+                e.span,
+            ));
+            return false;
+        }
+        true
+    };
+    if let Some(c) = cond {
+        visit_expr(c, &mut f);
+    }
+    visit_block(body, &mut f);
+    errs
+}
+
+/// String-copying functions: (bound argument index if any).
+fn string_fn(name: &str) -> Option<Option<usize>> {
+    match name {
+        "user_string"
+        | "user_string2"
+        | "user_string_warn"
+        | "user_string_quoted"
+        | "kernel_string"
+        | "kernel_string2"
+        | "kernel_string_quoted" => Some(None),
+        "user_string_n"
+        | "user_string_n2"
+        | "user_string_n_warn"
+        | "user_string_n_quoted"
+        | "kernel_string_n" => Some(Some(1)),
+        _ => None,
+    }
+}
+
+/// Memory-reading functions: (width, signed).
+fn mem_fn(name: &str) -> Option<(u8, bool)> {
+    Some(match name {
+        "user_char" | "user_int8" | "kernel_char" => (1, true),
+        "user_uint8" => (1, false),
+        "user_short" | "user_int16" | "kernel_short" => (2, true),
+        "user_ushort" | "user_uint16" => (2, false),
+        "user_int" | "user_int32" | "kernel_int" => (4, true),
+        "user_uint32" => (4, false),
+        "user_long" | "user_int64" | "kernel_long" => (8, true),
+        "user_ulong" | "user_uint64" | "kernel_pointer" => (8, false),
+        _ => return None,
+    })
+}
+
+fn contains_target(e: &Expr) -> bool {
+    let mut found = false;
+    visit_expr(e, &mut |x| {
+        if matches!(
+            x.kind,
+            ExprKind::Target(_) | ExprKind::Entry(_) | ExprKind::GlobalVar { .. }
+        ) {
+            found = true;
+        }
+        !found
+    });
+    found
+}
+
+/// Builds one site's plans.
+struct Builder<'a> {
+    site: &'a SiteSpec,
+    di: Option<&'a DebugInfo>,
+    /// Variables in scope where the entry plan runs.
+    vars: Vec<Variable>,
+    max_string: u32,
+    entry: Vec<FieldPlan>,
+    ret: Vec<FieldPlan>,
+    dedupe: HashMap<(Which, String), u32>,
+    captures: BTreeMap<u32, Decode>,
+    needs: ContextNeeds,
+    errors: Vec<Diagnostic>,
+}
+
+/// Plans one resolved site: adds its `ProbeSite`, `SiteBinding` and listing line.
+pub(crate) fn plan_site(
+    sess: &Session<'_>,
+    site: &SiteSpec,
+    point: &ProbePoint,
+    body: &Block,
+    probe: u32,
+    out: &mut Planned,
+) -> Result<(), Vec<Diagnostic>> {
+    let di = site.di.as_deref();
+    let vars = match (di, &site.func, site.kind) {
+        (Some(di), Some(f), SpecKind::Return) => di.variables_at_entry(f),
+        (Some(di), Some(f), _) => di.variables_at(f, site.addr),
+        _ => Vec::new(),
+    };
+    let mut b = Builder {
+        site,
+        di,
+        vars,
+        max_string: sess.opts.max_string.max(1),
+        entry: Vec::new(),
+        ret: Vec::new(),
+        dedupe: HashMap::new(),
+        captures: BTreeMap::new(),
+        needs: ContextNeeds::default(),
+        errors: Vec::new(),
+    };
+    if let Some(c) = &point.condition {
+        visit_expr(c, &mut |e| b.visit(e));
+    }
+    visit_block(body, &mut |e| b.visit(e));
+    if !b.errors.is_empty() {
+        return Err(b.errors);
+    }
+    let n_entry = b.entry.len() as u32;
+    let mut captures = std::mem::take(&mut b.captures);
+    for d in captures.values_mut() {
+        fix_fields(d, n_entry);
+    }
+    let id = SiteId(out.plans.sites.len() as u32);
+    let kind = match site.kind {
+        SpecKind::Entry => SiteKind::Entry,
+        SpecKind::Return => SiteKind::Return {
+            return_plan: CapturePlan {
+                fields: std::mem::take(&mut b.ret),
+            },
+        },
+        SpecKind::ProcessBegin => SiteKind::ProcessBegin,
+        SpecKind::ProcessEnd => SiteKind::ProcessEnd,
+    };
+    out.plans.sites.push(ProbeSite {
+        id,
+        module: site.module.clone(),
+        addr: FileAddr(site.addr),
+        kind,
+        plan: CapturePlan {
+            fields: std::mem::take(&mut b.entry),
+        },
+        needs: b.needs,
+    });
+    out.bindings.push(SiteBinding {
+        site: id,
+        probe,
+        pp: site.pp.clone(),
+        function: site
+            .func
+            .as_ref()
+            .map(|f| f.name.clone())
+            .unwrap_or_default(),
+        captures,
+    });
+    if !out.listing.contains(&site.pp) {
+        out.listing.push(site.pp.clone());
+    }
+    Ok(())
+}
+
+fn fix_fields(d: &mut Decode, n_entry: u32) {
+    let fix = |f: &mut u32| {
+        if *f & RET_FLAG != 0 {
+            *f = n_entry + (*f & !RET_FLAG);
+        }
+    };
+    match d {
+        Decode::Int { field, .. } | Decode::Bitfield { field, .. } | Decode::Str { field } => {
+            fix(field)
+        }
+        Decode::Pretty(parts) => {
+            for p in parts {
+                match p {
+                    PrettyPart::Text(_) => {}
+                    PrettyPart::Dec(d)
+                    | PrettyPart::Hex(d)
+                    | PrettyPart::Quoted(d)
+                    | PrettyPart::Char(d) => fix_fields(d, n_entry),
+                }
+            }
+        }
+    }
+}
+
+fn sem(msg: impl Into<String>, e: &Expr) -> Diagnostic {
+    Diagnostic::error("semantic error", msg, e.span)
+}
+
+impl<'a> Builder<'a> {
+    fn visit(&mut self, e: &Expr) -> bool {
+        match &e.kind {
+            ExprKind::Target(t) => {
+                match self.target_decode(e, t) {
+                    Ok(d) => {
+                        self.captures.insert(e.id.0, d);
+                    }
+                    Err(d) => self.errors.push(d),
+                }
+                false
+            }
+            ExprKind::Entry(inner) => {
+                if self.site.kind != SpecKind::Return {
+                    self.errors
+                        .push(sem("@entry is only valid in .return probes", e));
+                    return false;
+                }
+                // Everything but `$return` in a return probe is captured at entry anyway,
+                // so `@entry(X)` is X's capture; both ids decode the same field.
+                let before = self.errors.len();
+                self.visit_expr_as_value(inner);
+                if self.errors.len() == before {
+                    if let Some(d) = self.captures.get(&inner.id.0).cloned() {
+                        self.captures.insert(e.id.0, d);
+                    }
+                }
+                false
+            }
+            ExprKind::Defined(inner) => {
+                // Never an error: capture when possible, and the runtime answers 1 iff
+                // the inner expression's id is captured.
+                let saved = self.errors.len();
+                visit_expr(inner, &mut |x| self.visit(x));
+                if self.errors.len() > saved {
+                    self.errors.truncate(saved);
+                    self.captures.remove(&inner.id.0);
+                }
+                false
+            }
+            ExprKind::Call { name, args } => {
+                match name.as_str() {
+                    "execname" => self.needs.comm = true,
+                    "ppid" => self.needs.ppid = true,
+                    "cpu" => self.needs.cpu = true,
+                    _ => {}
+                }
+                if string_fn(name).is_some() || mem_fn(name).is_some() {
+                    match self.capture_call(e, name, args) {
+                        Ok(Some(d)) => {
+                            self.captures.insert(e.id.0, d);
+                            // Other arguments (like user_string2's error text) may
+                            // still contain captures of their own.
+                            for a in args.iter().skip(1) {
+                                visit_expr(a, &mut |x| self.visit(x));
+                            }
+                            return false;
+                        }
+                        Ok(None) => {}
+                        Err(d) => {
+                            self.errors.push(d);
+                            return false;
+                        }
+                    }
+                }
+                true
+            }
+            ExprKind::GlobalVar { name, .. } => {
+                self.errors
+                    .push(sem(format!("@var(\"{name}\") is not supported yet"), e));
+                false
+            }
+            ExprKind::Cast { .. } => {
+                self.errors.push(sem("@cast is not supported yet", e));
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn visit_expr_as_value(&mut self, e: &Expr) {
+        visit_expr(e, &mut |x| self.visit(x));
+    }
+
+    fn require_di(&self, e: &Expr, what: &str) -> Result<&'a DebugInfo, Diagnostic> {
+        match (self.di, &self.site.func) {
+            (Some(di), Some(_)) => Ok(di),
+            _ => Err(sem(
+                format!(
+                    "unresolved target-symbol expression: '{what}' is not available in probe point {}",
+                    self.site.pp
+                ),
+                e,
+            )),
+        }
+    }
+
+    fn add_field(&mut self, which: Which, ops: Vec<Op>, label: &str) -> u32 {
+        let key = (which, format!("{ops:?}"));
+        if let Some(i) = self.dedupe.get(&key) {
+            return *i;
+        }
+        let list = match which {
+            Which::Entry => &mut self.entry,
+            Which::Return => &mut self.ret,
+        };
+        let idx = list.len() as u32;
+        list.push(FieldPlan {
+            ops: ops.clone(),
+            label: label.to_string(),
+        });
+        let idx = match which {
+            Which::Entry => idx,
+            Which::Return => idx | RET_FLAG,
+        };
+        self.dedupe.insert(key, idx);
+        idx
+    }
+
+    /// `$x`, `$p->a[3]`, `$return`, `$$parms`, `$x$`...
+    fn target_decode(&mut self, e: &Expr, t: &TargetExpr) -> Result<Decode, Diagnostic> {
+        let spelled = format!("${}", t.name);
+        let di = self.require_di(e, &spelled)?;
+        if let Some(which) = t.name.strip_prefix('$') {
+            return self.meta_vars(e, di, which, t.pretty);
+        }
+        let tv = self.resolve_target(e, di, t)?;
+        if t.pretty > 0 {
+            let mut parts = Vec::new();
+            self.pretty(e, di, &tv, t.pretty, &mut parts);
+            return Ok(Decode::Pretty(parts));
+        }
+        self.scalar(e, di, &tv)
+    }
+
+    fn resolve_target(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        t: &TargetExpr,
+    ) -> Result<TVal, Diagnostic> {
+        let mut tv = self.base(e, di, &t.name)?;
+        for step in &t.path {
+            tv = match step {
+                TargetStep::Member(name, _) => self.member(e, di, tv, name)?,
+                TargetStep::Index(idx) => self.index(e, di, tv, idx)?,
+            };
+        }
+        Ok(tv)
+    }
+
+    fn base(&mut self, e: &Expr, di: &DebugInfo, name: &str) -> Result<TVal, Diagnostic> {
+        let func = self
+            .site
+            .func
+            .as_ref()
+            .ok_or_else(|| sem("no function", e))?;
+        if name == "return" {
+            if self.site.kind != SpecKind::Return {
+                return Err(sem(
+                    format!(
+                        "unable to find local 'return' near pc {:#x} in {}: $return is only available in .return probes",
+                        self.site.addr, func.name
+                    ),
+                    e,
+                ));
+            }
+            if func.return_type.is_none() {
+                return Err(sem(
+                    format!(
+                        "function '{}' returns void: $return is not available",
+                        func.name
+                    ),
+                    e,
+                ));
+            }
+            return Ok(TVal {
+                val: Val::Reg(DwarfReg::RAX.0),
+                ty: func.return_type,
+                bits: None,
+                which: Which::Return,
+                label: "$return".into(),
+            });
+        }
+        let Some(v) = self.vars.iter().find(|v| v.name == name) else {
+            let alts: Vec<String> = self.vars.iter().map(|v| format!("${}", v.name)).collect();
+            let file = func
+                .decl_file
+                .as_deref()
+                .and_then(|f| f.rsplit('/').next())
+                .unwrap_or("");
+            let mut msg = format!(
+                "unable to find local '{name}' near pc {:#x} in {} {file}",
+                self.site.addr, func.name
+            );
+            if !alts.is_empty() {
+                msg.push_str(&format!(" (alternatives: {})", alts.join(" ")));
+            }
+            return Err(sem(msg, e));
+        };
+        let val = match &v.location {
+            Location::Memory(ops) => Val::Mem(ops.clone()),
+            Location::Register(r) => Val::Reg(*r),
+            Location::Value(ops) => Val::Value(ops.clone()),
+            Location::Constant(bytes) => {
+                let mut b = [0u8; 8];
+                for (i, x) in bytes.iter().take(8).enumerate() {
+                    b[i] = *x;
+                }
+                Val::Const(u64::from_le_bytes(b))
+            }
+            Location::Unavailable(why) => {
+                let _ = di;
+                return Err(sem(
+                    format!(
+                        "unable to find location for variable '${name}' at {}: {why}",
+                        self.site.pp
+                    ),
+                    e,
+                ));
+            }
+        };
+        Ok(TVal {
+            val,
+            ty: v.ty,
+            bits: None,
+            which: Which::Entry,
+            label: format!("${name}"),
+        })
+    }
+
+    /// Ops that push the value of a scalar (integer, enum, pointer, bitfield).
+    fn load_value(&self, e: &Expr, di: &DebugInfo, tv: &TVal) -> Result<Vec<Op>, Diagnostic> {
+        let (_, t) = di.strip(tv.ty);
+        let (size, signed) = scalar_shape(&t).ok_or_else(|| {
+            sem(
+                format!(
+                    "'{}' has type '{}' and cannot be used as a number",
+                    tv.label, t.name
+                ),
+                e,
+            )
+        })?;
+        let mut ops = match &tv.val {
+            Val::Mem(a) => {
+                let mut ops = a.clone();
+                let n = tv.bits.map_or(size, |b| b.2);
+                ops.push(Op::Deref(n));
+                ops
+            }
+            Val::Reg(r) => vec![Op::Reg(DwarfReg(*r))],
+            Val::Value(v) => v.clone(),
+            Val::Const(c) => vec![Op::Const(*c)],
+        };
+        if let Some((lo, n, _)) = tv.bits {
+            if lo > 0 {
+                ops.push(Op::Const(u64::from(lo)));
+                ops.push(Op::Shr);
+            }
+            if n < 64 {
+                ops.push(Op::Const((1u64 << n) - 1));
+                ops.push(Op::And);
+            }
+            if signed && n < 64 {
+                ops.push(Op::SignExtend(n));
+            }
+            return Ok(ops);
+        }
+        if size < 8 && !matches!(tv.val, Val::Mem(_)) {
+            ops.push(Op::Const((1u64 << (size * 8)) - 1));
+            ops.push(Op::And);
+        }
+        if signed && size < 8 {
+            ops.push(Op::SignExtend(size * 8));
+        }
+        Ok(ops)
+    }
+
+    /// The address of a value in memory (for arrays and `user_string($array)`).
+    fn address(&self, e: &Expr, tv: &TVal) -> Result<Vec<Op>, Diagnostic> {
+        match &tv.val {
+            Val::Mem(a) if tv.bits.is_none() => Ok(a.clone()),
+            _ => Err(sem(
+                format!(
+                    "'{}' has no address (it is held in a register or computed)",
+                    tv.label
+                ),
+                e,
+            )),
+        }
+    }
+
+    /// The value of a pointer (or the address of an array) and the type it points to.
+    fn pointer_target(
+        &self,
+        e: &Expr,
+        di: &DebugInfo,
+        tv: &TVal,
+    ) -> Result<(Vec<Op>, Option<DieRef>, Type), Diagnostic> {
+        let (_, t) = di.strip(tv.ty);
+        match t.kind {
+            TypeKind::Pointer(p) => {
+                let ops = self.load_value(e, di, tv)?;
+                Ok((ops, p, di.strip(p).1))
+            }
+            TypeKind::Array { elem, .. } => Ok((self.address(e, tv)?, elem, di.strip(elem).1)),
+            _ => Err(sem(
+                format!(
+                    "'{}' has type '{}', not a pointer or array",
+                    tv.label, t.name
+                ),
+                e,
+            )),
+        }
+    }
+
+    fn member(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        tv: TVal,
+        name: &str,
+    ) -> Result<TVal, Diagnostic> {
+        let (_, t) = di.strip(tv.ty);
+        let (base, st) = match t.kind {
+            TypeKind::Pointer(p) => {
+                let ops = self.load_value(e, di, &tv)?;
+                (ops, di.strip(p).1)
+            }
+            TypeKind::Struct { .. } => (self.address(e, &tv)?, t),
+            _ => {
+                return Err(sem(
+                    format!(
+                        "'{}' has type '{}': cannot access member '{name}' of a non-struct",
+                        tv.label, t.name
+                    ),
+                    e,
+                ))
+            }
+        };
+        let TypeKind::Struct { members, .. } = &st.kind else {
+            return Err(sem(
+                format!(
+                    "'{}' does not point to a struct or union (it points to '{}')",
+                    tv.label, st.name
+                ),
+                e,
+            ));
+        };
+        let Some((off, m)) = find_member(di, members, name, 0) else {
+            let alts: Vec<&str> = members
+                .iter()
+                .map(|m| m.name.as_str())
+                .filter(|n| !n.is_empty())
+                .collect();
+            return Err(sem(
+                format!(
+                    "unable to find member '{name}' for {} (alternatives: {})",
+                    st.name,
+                    alts.join(" ")
+                ),
+                e,
+            ));
+        };
+        let mut ops = base;
+        if off != 0 {
+            ops.push(Op::Const(off));
+            ops.push(Op::Add);
+        }
+        Ok(TVal {
+            val: Val::Mem(ops),
+            ty: m.ty,
+            bits: m.bits,
+            which: tv.which,
+            label: format!("{}->{name}", tv.label),
+        })
+    }
+
+    fn index(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        tv: TVal,
+        idx: &Expr,
+    ) -> Result<TVal, Diagnostic> {
+        let (base, elem, et) = self.pointer_target(e, di, &tv)?;
+        let stride = et.size.filter(|s| *s > 0).ok_or_else(|| {
+            sem(
+                format!("'{}': element type '{}' has no size", tv.label, et.name),
+                e,
+            )
+        })?;
+        let mut ops = base;
+        let label = match &idx.kind {
+            ExprKind::Number(n) => {
+                let off = (*n as u64).wrapping_mul(stride);
+                if off != 0 {
+                    ops.push(Op::Const(off));
+                    ops.push(Op::Add);
+                }
+                format!("{}[{n}]", tv.label)
+            }
+            _ => {
+                let (iops, which) = self.lower_value(idx)?;
+                if which != tv.which {
+                    return Err(sem("cannot mix $return with values captured at entry", idx));
+                }
+                ops.extend(iops);
+                if stride != 1 {
+                    ops.push(Op::Const(stride));
+                    ops.push(Op::Mul);
+                }
+                ops.push(Op::Add);
+                format!("{}[...]", tv.label)
+            }
+        };
+        Ok(TVal {
+            val: Val::Mem(ops),
+            ty: elem,
+            bits: None,
+            which: tv.which,
+            label,
+        })
+    }
+
+    /// Lowers a script expression built from target values, numbers and arithmetic to
+    /// ops that compute it in the target (used for string addresses and indexes).
+    fn lower_value(&mut self, e: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
+        match &e.kind {
+            ExprKind::Number(n) => Ok((vec![Op::Const(*n as u64)], Which::Entry)),
+            ExprKind::Entry(inner) => self.lower_value(inner),
+            ExprKind::Target(t) => {
+                let di = self.require_di(e, &format!("${}", t.name))?;
+                if t.pretty > 0 || t.name.starts_with('$') {
+                    return Err(sem("a pretty-printed value is a string, not a number", e));
+                }
+                let tv = self.resolve_target(e, di, t)?;
+                let (_, ty) = di.strip(tv.ty);
+                let ops = if matches!(ty.kind, TypeKind::Array { .. }) {
+                    self.address(e, &tv)?
+                } else {
+                    self.load_value(e, di, &tv)?
+                };
+                Ok((ops, tv.which))
+            }
+            ExprKind::Unary { op, expr } => {
+                let (mut ops, w) = self.lower_value(expr)?;
+                match op {
+                    UnaryOp::Neg => ops.push(Op::Neg),
+                    UnaryOp::BitNot => ops.push(Op::Not),
+                    UnaryOp::Plus => {}
+                    UnaryOp::Not => return Err(sem("cannot compute '!' at the probe", e)),
+                }
+                Ok((ops, w))
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let op = match op {
+                    BinaryOp::Add => Op::Add,
+                    BinaryOp::Sub => Op::Sub,
+                    BinaryOp::Mul => Op::Mul,
+                    BinaryOp::BitAnd => Op::And,
+                    BinaryOp::BitOr => Op::Or,
+                    BinaryOp::BitXor => Op::Xor,
+                    BinaryOp::Shl => Op::Shl,
+                    BinaryOp::Shr => Op::Sar,
+                    BinaryOp::UShr => Op::Shr,
+                    _ => {
+                        return Err(sem(
+                            "this operator cannot be computed at the probe; only + - * & | ^ << >> on target values",
+                            e,
+                        ))
+                    }
+                };
+                let (mut a, wa) = self.lower_value(lhs)?;
+                let (b, wb) = self.lower_value(rhs)?;
+                let w = if matches!(lhs.kind, ExprKind::Number(_)) { wb } else { wa };
+                if wa != wb && !matches!(lhs.kind, ExprKind::Number(_)) && !matches!(rhs.kind, ExprKind::Number(_)) {
+                    return Err(sem("cannot mix $return with values captured at entry", e));
+                }
+                a.extend(b);
+                a.push(op);
+                Ok((a, w))
+            }
+            _ => Err(sem(
+                "this address cannot be computed at the probe: it must be built from target variables ($...), numbers and arithmetic, because snaptap cannot read target memory after the probe",
+                e,
+            )),
+        }
+    }
+
+    /// `user_string($p)`, `user_int($p + 4)`... Returns `None` when the first argument
+    /// has no target data (the runtime then reports its own error).
+    fn capture_call(
+        &mut self,
+        e: &Expr,
+        name: &str,
+        args: &[Expr],
+    ) -> Result<Option<Decode>, Diagnostic> {
+        let Some(addr_arg) = args.first() else {
+            return Ok(None);
+        };
+        if !contains_target(addr_arg) {
+            return Err(sem(
+                format!(
+                    "{name}: the address must be computed from target variables ($...) at the probe; snaptap cannot read target memory later"
+                ),
+                addr_arg,
+            ));
+        }
+        let (ops, which) = self.lower_value(addr_arg)?;
+        let label = format!("{name}(...)");
+        if let Some(bound_idx) = string_fn(name) {
+            let mut max = self.max_string;
+            if let Some(i) = bound_idx {
+                match args.get(i).map(|a| &a.kind) {
+                    Some(ExprKind::Number(n)) if *n >= 0 => max = max.min(*n as u32),
+                    _ => {
+                        return Err(sem(
+                            format!("{name}: the length must be a literal number (it bounds the copy made at the probe)"),
+                            args.get(i).unwrap_or(e),
+                        ))
+                    }
+                }
+            }
+            let mut ops = ops;
+            ops.push(Op::EmitString(max));
+            let field = self.add_field(which, ops, &label);
+            return Ok(Some(Decode::Str { field }));
+        }
+        if let Some((size, signed)) = mem_fn(name) {
+            let mut ops = ops;
+            ops.push(Op::EmitBytes(u32::from(size)));
+            let field = self.add_field(which, ops, &label);
+            return Ok(Some(Decode::Int {
+                field,
+                size,
+                signed,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// A scalar value as one field.
+    fn scalar(&mut self, e: &Expr, di: &DebugInfo, tv: &TVal) -> Result<Decode, Diagnostic> {
+        let (_, t) = di.strip(tv.ty);
+        if let TypeKind::Array { .. } = t.kind {
+            // Arrays used as values are their address, as in C and stap.
+            let mut ops = self.address(e, tv)?;
+            ops.push(Op::EmitValue(8));
+            let field = self.add_field(tv.which, ops, &tv.label);
+            return Ok(Decode::Int {
+                field,
+                size: 8,
+                signed: false,
+            });
+        }
+        let Some((size, signed)) = scalar_shape(&t) else {
+            let hint = if matches!(t.kind, TypeKind::Struct { .. }) {
+                format!("; access a member, or use '{}$' to print it", tv.label)
+            } else {
+                String::new()
+            };
+            return Err(sem(
+                format!(
+                    "'{}' has type '{}', which cannot be used as a value{hint}",
+                    tv.label, t.name
+                ),
+                e,
+            ));
+        };
+        let (ops, decode_size) = match (&tv.val, tv.bits) {
+            (Val::Mem(a), Some((_, _, storage))) => {
+                let mut ops = a.clone();
+                ops.push(Op::EmitBytes(u32::from(storage)));
+                (ops, storage)
+            }
+            (Val::Mem(a), None) => {
+                let mut ops = a.clone();
+                ops.push(Op::EmitBytes(u32::from(size)));
+                (ops, size)
+            }
+            (Val::Reg(r), _) => (vec![Op::Reg(DwarfReg(*r)), Op::EmitValue(size)], size),
+            (Val::Value(v), _) => {
+                let mut ops = v.clone();
+                ops.push(Op::EmitValue(size));
+                (ops, size)
+            }
+            (Val::Const(c), _) => (vec![Op::Const(*c), Op::EmitValue(size)], size),
+        };
+        let field = self.add_field(tv.which, ops, &tv.label);
+        Ok(match tv.bits {
+            Some((lo, n, _)) if matches!(tv.val, Val::Mem(_)) => Decode::Bitfield {
+                field,
+                size: decode_size,
+                signed,
+                bit_offset: lo,
+                bit_size: n,
+            },
+            _ => Decode::Int {
+                field,
+                size,
+                signed,
+            },
+        })
+    }
+
+    /// `$$parms`, `$$locals`, `$$vars`, `$$return` (with `$`/`$$` suffixes).
+    fn meta_vars(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        which: &str,
+        pretty: u8,
+    ) -> Result<Decode, Diagnostic> {
+        let mut parts = Vec::new();
+        if which == "return" {
+            let tv = self.base(e, di, "return")?;
+            parts.push(PrettyPart::Text("return=".into()));
+            self.pretty_value(e, di, &tv, pretty, pretty == 0, &mut parts);
+            return Ok(Decode::Pretty(parts));
+        }
+        let (params, locals) = match which {
+            "parms" => (true, false),
+            "locals" => (false, true),
+            "vars" => (true, true),
+            _ => {
+                return Err(sem(
+                    format!("unknown context variable '$${which}' (alternatives: $$parms $$locals $$vars $$return)"),
+                    e,
+                ))
+            }
+        };
+        let vars: Vec<Variable> = self
+            .vars
+            .iter()
+            .filter(|v| (v.is_param && params) || (!v.is_param && locals))
+            .cloned()
+            .collect();
+        for (i, v) in vars.iter().enumerate() {
+            if i > 0 {
+                parts.push(PrettyPart::Text(" ".into()));
+            }
+            parts.push(PrettyPart::Text(format!("{}=", v.name)));
+            match self.base(e, di, &v.name) {
+                Ok(tv) => self.pretty_value(e, di, &tv, pretty, pretty == 0, &mut parts),
+                Err(_) => parts.push(PrettyPart::Text("?".into())),
+            }
+        }
+        Ok(Decode::Pretty(parts))
+    }
+
+    /// `$x$`: the value pretty-printed.
+    fn pretty(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        tv: &TVal,
+        depth: u8,
+        parts: &mut Vec<PrettyPart>,
+    ) {
+        self.pretty_value(e, di, tv, depth, false, parts)
+    }
+
+    /// Appends the parts printing one value. `hex` prints integers as `%#x` (stap's
+    /// `$$vars` without a suffix); `depth` is how many struct levels to expand.
+    fn pretty_value(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        tv: &TVal,
+        depth: u8,
+        hex: bool,
+        parts: &mut Vec<PrettyPart>,
+    ) {
+        let (_, t) = di.strip(tv.ty);
+        match &t.kind {
+            TypeKind::Struct { members, .. } => {
+                if depth == 0 {
+                    parts.push(PrettyPart::Text("{...}".into()));
+                    return;
+                }
+                let Ok(addr) = self.address(e, tv) else {
+                    parts.push(PrettyPart::Text("{...}".into()));
+                    return;
+                };
+                parts.push(PrettyPart::Text("{".into()));
+                let mut first = true;
+                for m in members {
+                    if !first {
+                        parts.push(PrettyPart::Text(", ".into()));
+                    }
+                    first = false;
+                    let mut ops = addr.clone();
+                    if m.offset != 0 {
+                        ops.push(Op::Const(m.offset));
+                        ops.push(Op::Add);
+                    }
+                    let mtv = TVal {
+                        val: Val::Mem(ops),
+                        ty: m.ty,
+                        bits: m.bits,
+                        which: tv.which,
+                        label: format!("{}->{}", tv.label, m.name),
+                    };
+                    if !m.name.is_empty() {
+                        parts.push(PrettyPart::Text(format!(".{}=", m.name)));
+                    }
+                    self.pretty_value(e, di, &mtv, depth - 1, hex, parts);
+                }
+                parts.push(PrettyPart::Text("}".into()));
+            }
+            TypeKind::Array { elem, dims } => {
+                let et = di.strip(*elem).1;
+                let is_char = matches!(et.kind, TypeKind::Base { is_char: true, .. });
+                let Ok(addr) = self.address(e, tv) else {
+                    parts.push(PrettyPart::Text("[...]".into()));
+                    return;
+                };
+                if is_char && !hex {
+                    let n = dims
+                        .first()
+                        .copied()
+                        .flatten()
+                        .unwrap_or(u64::from(self.max_string));
+                    let mut ops = addr;
+                    ops.push(Op::EmitString((n as u32).min(self.max_string)));
+                    let field = self.add_field(tv.which, ops, &tv.label);
+                    parts.push(PrettyPart::Quoted(Decode::Str { field }));
+                    return;
+                }
+                let count = match dims.as_slice() {
+                    [Some(n)] => *n,
+                    _ => 0,
+                };
+                let stride = et.size.unwrap_or(0);
+                if depth == 0 || count == 0 || stride == 0 || count > 64 {
+                    parts.push(PrettyPart::Text("[...]".into()));
+                    return;
+                }
+                parts.push(PrettyPart::Text("[".into()));
+                for i in 0..count {
+                    if i > 0 {
+                        parts.push(PrettyPart::Text(", ".into()));
+                    }
+                    let mut ops = addr.clone();
+                    if i > 0 {
+                        ops.push(Op::Const(i * stride));
+                        ops.push(Op::Add);
+                    }
+                    let etv = TVal {
+                        val: Val::Mem(ops),
+                        ty: *elem,
+                        bits: None,
+                        which: tv.which,
+                        label: format!("{}[{i}]", tv.label),
+                    };
+                    self.pretty_value(e, di, &etv, depth - 1, hex, parts);
+                }
+                parts.push(PrettyPart::Text("]".into()));
+            }
+            TypeKind::Pointer(p) if !hex => {
+                let pt = di.strip(*p).1;
+                if matches!(pt.kind, TypeKind::Base { is_char: true, .. }) {
+                    if let Ok(mut ops) = self.load_value(e, di, tv) {
+                        ops.push(Op::EmitString(self.max_string));
+                        let field = self.add_field(tv.which, ops, &tv.label);
+                        parts.push(PrettyPart::Quoted(Decode::Str { field }));
+                        return;
+                    }
+                }
+                self.pretty_scalar(e, di, tv, true, parts);
+            }
+            TypeKind::Pointer(_) => self.pretty_scalar(e, di, tv, true, parts),
+            TypeKind::Base { is_char: true, .. } if !hex && t.size == Some(1) => {
+                match self.scalar(e, di, tv) {
+                    Ok(d) => parts.push(PrettyPart::Char(d)),
+                    Err(_) => parts.push(PrettyPart::Text("?".into())),
+                }
+            }
+            _ => self.pretty_scalar(e, di, tv, hex, parts),
+        }
+    }
+
+    fn pretty_scalar(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        tv: &TVal,
+        hex: bool,
+        parts: &mut Vec<PrettyPart>,
+    ) {
+        match self.scalar(e, di, tv) {
+            Ok(d) if hex => parts.push(PrettyPart::Hex(d)),
+            Ok(d) => parts.push(PrettyPart::Dec(d)),
+            Err(_) => parts.push(PrettyPart::Text("?".into())),
+        }
+    }
+}
+
+/// Finds a member by name, looking into anonymous struct/union members; returns its
+/// byte offset from the outer struct.
+fn find_member(
+    di: &DebugInfo,
+    members: &[debuginfo::Member],
+    name: &str,
+    depth: u32,
+) -> Option<(u64, debuginfo::Member)> {
+    if depth > 8 {
+        return None;
+    }
+    for m in members {
+        if m.name == name {
+            return Some((m.offset, m.clone()));
+        }
+    }
+    for m in members.iter().filter(|m| m.name.is_empty()) {
+        if let TypeKind::Struct { members: inner, .. } = di.strip(m.ty).1.kind {
+            if let Some((off, found)) = find_member(di, &inner, name, depth + 1) {
+                return Some((m.offset + off, found));
+            }
+        }
+    }
+    None
+}
+
+/// (size, signed) of a type usable as a `long`: integers, chars, bools, enums,
+/// pointers. Floats, structs, arrays and void are not.
+fn scalar_shape(t: &Type) -> Option<(u8, bool)> {
+    let size = t.size.filter(|s| matches!(s, 1 | 2 | 4 | 8))? as u8;
+    match t.kind {
+        TypeKind::Base {
+            signed,
+            is_float: false,
+            ..
+        } => Some((size, signed)),
+        TypeKind::Enum { signed, .. } => Some((size, signed)),
+        TypeKind::Pointer(_) => Some((8, false)),
+        _ => None,
+    }
+}
+
+/// ` $name:type` for each variable visible at a site (stap `-L`).
+pub(crate) fn var_listing(site: &SiteSpec) -> String {
+    let (Some(di), Some(f)) = (site.di.as_deref(), site.func.as_ref()) else {
+        return String::new();
+    };
+    let vars = match site.kind {
+        SpecKind::Return => di.variables_at_entry(f),
+        _ => di.variables_at(f, site.addr),
+    };
+    let mut s = String::new();
+    for v in &vars {
+        s.push_str(&format!(" ${}:{}", v.name, di.type_of(v.ty).name));
+    }
+    if site.kind == SpecKind::Return && f.return_type.is_some() {
+        s.push_str(&format!(" $return:{}", di.type_of(f.return_type).name));
+    }
+    s
+}

@@ -1,0 +1,571 @@
+//! Tests for the planner: C fixtures compiled at -O0 and -O2, scripts parsed with
+//! script-syntax, plans executed with `backend::execute` against real stops of the
+//! fixture taken by gdb (registers from `info registers`, memory from `gcore` and the
+//! ELF file), and the decoded values compared with what the fixture passes.
+
+use super::*;
+use capture_plan::{Decode, DwarfReg, FieldStatus, Record, SiteKind};
+use std::collections::HashMap;
+use std::process::Command;
+
+const FIXTURE: &str = r#"
+#include <stdio.h>
+#include <string.h>
+enum color { RED, GREEN = 5, BLUE };
+struct req { int id; char name[16]; struct req *next; unsigned flags:3; int sflag:5; long big; enum color c; short arr[4]; };
+int counter = 7;
+static inline int sq(int v) { return v * v; }
+__attribute__((noipa)) int handle(struct req *r, int n) { int local = n * 2; counter += local + sq(n); return local + r->id; }
+__attribute__((noipa)) long many(long a, long b, long c, long d, long e, long f, long g, long h) { return a+b+c+d+e+f+g+h; }
+__attribute__((noipa)) const char *greet(const char *who, unsigned char u, short s) { printf("%s %d %d\n", who, u, s); return who; }
+int main(int argc, char **argv) {
+  struct req r = {0}; r.id = 42; strcpy(r.name, "hello"); r.flags = 5; r.sflag = -3; r.c = BLUE;
+  r.big = -1234567890123; r.arr[0] = 10; r.arr[1] = -20; r.arr[2] = 30; r.arr[3] = 40;
+  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5);
+  printf("%d %d\n", t, sq(argc+3)); return 0; }
+"#;
+
+fn compile(opt: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("planner-test-{}{opt}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("app.c");
+    std::fs::write(&c, FIXTURE).unwrap();
+    let out = dir.join("app");
+    if !out.exists() {
+        let st = Command::new("gcc")
+            .args(["-g", opt, "-o"])
+            .arg(&out)
+            .arg(&c)
+            .status()
+            .expect("gcc runs");
+        assert!(st.success());
+    }
+    std::fs::canonicalize(out).unwrap()
+}
+
+fn parse(text: &str) -> (Script, SourceMap) {
+    let mut sources = SourceMap::default();
+    let f = sources.add("<input>", text);
+    let (script, diags) = script_syntax::parse(&sources, f, &[]);
+    assert!(diags.is_empty(), "{diags:?}");
+    (script, sources)
+}
+
+fn plan_text(text: &str, exe: &Path) -> Result<Planned, Vec<Diagnostic>> {
+    let (script, sources) = parse(text);
+    let opts = PlanOptions {
+        target_exe: Some(exe.to_path_buf()),
+        ..PlanOptions::default()
+    };
+    plan(&script, &sources, &opts)
+}
+
+fn err_text(text: &str, exe: &Path) -> String {
+    match plan_text(text, exe) {
+        Ok(p) => panic!("expected an error, got {}", dump(&p)),
+        Err(d) => d
+            .iter()
+            .map(|d| format!("{}: {} {}", d.kind, d.message, d.notes.join(" ")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+/// Expression ids of the `Target`/`Call` nodes in source order, by their text.
+fn ids_by_text(script: &Script, sources: &SourceMap) -> HashMap<String, u32> {
+    let mut m = HashMap::new();
+    for item in &script.items {
+        if let Item::Probe(p) = item {
+            capture::visit_block(&p.body, &mut |e| {
+                m.entry(sources.snippet(e.span).to_string())
+                    .or_insert(e.id.0);
+                true
+            });
+        }
+    }
+    m
+}
+
+/// A stopped fixture: registers and memory from gdb.
+struct Stop {
+    regs: HashMap<u16, u64>,
+    core: Vec<(u64, Vec<u8>)>,
+    exe: Vec<(u64, Vec<u8>)>,
+    bias: u64,
+}
+
+impl backend::TargetAccess for Stop {
+    fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
+        self.regs.get(&reg.0).copied()
+    }
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr + i as u64;
+            let from = |segs: &[(u64, Vec<u8>)], a: u64| {
+                segs.iter()
+                    .find(|(s, d)| *s <= a && a < s + d.len() as u64)
+                    .map(|(s, d)| d[(a - s) as usize])
+            };
+            *b = from(&self.core, a)
+                .or_else(|| from(&self.exe, a.wrapping_sub(self.bias)))
+                .ok_or(a)?;
+        }
+        Ok(())
+    }
+}
+
+fn segments(path: &Path) -> Vec<(u64, Vec<u8>)> {
+    use object::{Object, ObjectSegment};
+    let data = std::fs::read(path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    file.segments()
+        .filter_map(|s| Some((s.address(), s.data().ok()?.to_vec())))
+        .filter(|(_, d)| !d.is_empty())
+        .collect()
+}
+
+fn gdb_available() -> bool {
+    Command::new("gdb").arg("--version").output().is_ok()
+}
+
+/// Runs the fixture under gdb to the first hit of `func+off`, then (if `finish`) to the
+/// return; gives the stop(s).
+fn stops(bin: &Path, func: &str, off: u64, finish: bool) -> Vec<Stop> {
+    let dir = bin.parent().unwrap();
+    let c1 = dir.join(format!("core-{func}-{off}-1"));
+    let c2 = dir.join(format!("core-{func}-{off}-2"));
+    let mut args: Vec<String> = vec![
+        "-batch".into(),
+        "-nx".into(),
+        "-ex".into(),
+        "starti".into(),
+        "-ex".into(),
+        format!("break *({func}+{off})"),
+        "-ex".into(),
+        "continue".into(),
+        "-ex".into(),
+        "info registers".into(),
+        "-ex".into(),
+        format!("gcore {}", c1.display()),
+    ];
+    if finish {
+        for a in ["finish", "info registers"] {
+            args.push("-ex".into());
+            args.push(a.into());
+        }
+        args.push("-ex".into());
+        args.push(format!("gcore {}", c2.display()));
+    }
+    let out = Command::new("gdb").args(&args).arg(bin).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names = [
+        "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15", "rip",
+    ];
+    let mut blocks: Vec<HashMap<u16, u64>> = Vec::new();
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() >= 2 {
+            if let Some(i) = names.iter().position(|n| *n == w[0]) {
+                if i == 0 {
+                    blocks.push(HashMap::new());
+                }
+                if let (Some(b), Some(v)) = (
+                    blocks.last_mut(),
+                    w[1].strip_prefix("0x")
+                        .and_then(|h| u64::from_str_radix(h, 16).ok()),
+                ) {
+                    b.insert(i as u16, v);
+                }
+            }
+        }
+    }
+    assert_eq!(
+        blocks.len(),
+        if finish { 2 } else { 1 },
+        "gdb output:\n{text}"
+    );
+    let exe = segments(bin);
+    blocks
+        .into_iter()
+        .zip([c1, c2])
+        .map(|(regs, core)| Stop {
+            regs,
+            core: segments(&core),
+            exe: exe.clone(),
+            bias: 0,
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq)]
+enum V {
+    I(i64),
+    S(String),
+}
+
+fn decode(rec: &Record, d: &Decode) -> V {
+    match d {
+        Decode::Int {
+            field,
+            size,
+            signed,
+        } => {
+            let b = rec.field(*field as usize).unwrap();
+            let mut x = [0u8; 8];
+            x[..b.len()].copy_from_slice(b);
+            let v = u64::from_le_bytes(x);
+            let bits = u32::from(*size) * 8;
+            let v = if *signed && bits < 64 {
+                ((v << (64 - bits)) as i64) >> (64 - bits)
+            } else {
+                v as i64
+            };
+            V::I(v)
+        }
+        Decode::Bitfield {
+            field,
+            signed,
+            bit_offset,
+            bit_size,
+            ..
+        } => {
+            let b = rec.field(*field as usize).unwrap();
+            let mut x = [0u8; 8];
+            x[..b.len()].copy_from_slice(b);
+            let v = u64::from_le_bytes(x) >> bit_offset;
+            let n = u32::from(*bit_size);
+            let v = v << (64 - n);
+            V::I(if *signed {
+                (v as i64) >> (64 - n)
+            } else {
+                (v >> (64 - n)) as i64
+            })
+        }
+        Decode::Str { field } => {
+            V::S(String::from_utf8_lossy(rec.field(*field as usize).unwrap()).into_owned())
+        }
+        Decode::Pretty(parts) => {
+            let mut s = String::new();
+            for p in parts {
+                match p {
+                    capture_plan::PrettyPart::Text(t) => s.push_str(t),
+                    capture_plan::PrettyPart::Dec(d) => match decode(rec, d) {
+                        V::I(i) => s.push_str(&i.to_string()),
+                        V::S(x) => s.push_str(&x),
+                    },
+                    capture_plan::PrettyPart::Hex(d) => match decode(rec, d) {
+                        V::I(i) => s.push_str(&format!("{i:#x}")),
+                        V::S(x) => s.push_str(&x),
+                    },
+                    capture_plan::PrettyPart::Quoted(d) => match decode(rec, d) {
+                        V::S(x) => s.push_str(&format!("\"{x}\"")),
+                        V::I(i) => s.push_str(&i.to_string()),
+                    },
+                    capture_plan::PrettyPart::Char(d) => match decode(rec, d) {
+                        V::I(i) => s.push_str(&format!("'{}'", (i as u8) as char)),
+                        V::S(x) => s.push_str(&x),
+                    },
+                }
+            }
+            V::S(s)
+        }
+    }
+}
+
+/// Plans `script` (one probe), runs its single site in the fixture under gdb, and
+/// returns each expression's decoded value by its source text.
+fn run(script: &str, bin: &Path) -> HashMap<String, V> {
+    let (ast, sources) = parse(script);
+    let opts = PlanOptions {
+        target_exe: Some(bin.to_path_buf()),
+        ..PlanOptions::default()
+    };
+    let p = plan(&ast, &sources, &opts).unwrap_or_else(|d| panic!("{d:?}"));
+    p.plans.verify().unwrap();
+    assert_eq!(p.plans.sites.len(), 1, "{}", dump(&p));
+    let site = &p.plans.sites[0];
+    let di = debuginfo::DebugInfo::open(bin).unwrap();
+    let f = di.function_at(site.addr.0).unwrap();
+    let is_ret = matches!(site.kind, SiteKind::Return { .. });
+    let mut st = stops(bin, &f.name, site.addr.0 - f.low_pc, is_ret);
+    let mut rec = Record::new(site.id, 1, 1, 0, 0);
+    let bias = st[0].regs[&16] - site.addr.0;
+    for s in st.iter_mut() {
+        s.bias = bias;
+    }
+    backend::execute(&site.plan, &mut st[0], &mut rec);
+    if let SiteKind::Return { return_plan } = &site.kind {
+        backend::execute(return_plan, &mut st[1], &mut rec);
+    }
+    for (i, s) in rec.fields.iter().enumerate() {
+        assert!(
+            matches!(s, FieldStatus::Ok { .. }),
+            "field {i}: {s:?}\n{}",
+            dump(&p)
+        );
+    }
+    let ids = ids_by_text(&ast, &sources);
+    let mut out = HashMap::new();
+    for (text, id) in ids {
+        if let Some(d) = p.bindings[0].captures.get(&id) {
+            out.insert(text, decode(&rec, d));
+        }
+    }
+    out
+}
+
+fn check_handle_values(bin: &Path) {
+    let v = run(
+        r#"probe process.function("handle") {
+            println($n, $r->id, user_string($r->name), $r->flags, $r->sflag, $r->c, $r->big,
+                    $r->arr[1], $r->arr[$n], $r->name[1], user_string_n($r->name, 3), $r->next)
+        }"#,
+        bin,
+    );
+    assert_eq!(v["$n"], V::I(3));
+    assert_eq!(v["$r->id"], V::I(42));
+    assert_eq!(v["user_string($r->name)"], V::S("hello".into()));
+    assert_eq!(v["user_string_n($r->name, 3)"], V::S("hel".into()));
+    assert_eq!(v["$r->flags"], V::I(5));
+    assert_eq!(v["$r->sflag"], V::I(-3));
+    assert_eq!(v["$r->c"], V::I(6));
+    assert_eq!(v["$r->big"], V::I(-1234567890123));
+    assert_eq!(v["$r->arr[1]"], V::I(-20));
+    assert_eq!(v["$r->arr[$n]"], V::I(40));
+    assert_eq!(v["$r->name[1]"], V::I(i64::from(b'e')));
+    assert_eq!(v["$r->next"], V::I(0));
+}
+
+#[test]
+fn o0_entry_values_match_the_fixture() {
+    if !gdb_available() {
+        return;
+    }
+    check_handle_values(&compile("-O0"));
+}
+
+#[test]
+fn o2_entry_values_match_the_fixture() {
+    if !gdb_available() {
+        return;
+    }
+    check_handle_values(&compile("-O2"));
+}
+
+fn check_many_and_greet(bin: &Path) {
+    let v = run(
+        r#"probe process.function("many") { println($a, $f, $g, $h) }"#,
+        bin,
+    );
+    assert_eq!(v["$a"], V::I(1));
+    assert_eq!(v["$f"], V::I(6));
+    assert_eq!(v["$g"], V::I(7));
+    assert_eq!(v["$h"], V::I(8));
+    let v = run(
+        r#"probe process.function("greet") { println(user_string($who), $u, $s, $$parms, $$parms$) }"#,
+        bin,
+    );
+    assert_eq!(v["user_string($who)"], V::S("world".into()));
+    assert_eq!(v["$u"], V::I(200));
+    assert_eq!(v["$s"], V::I(-5));
+    let V::S(p) = &v["$$parms"] else { panic!() };
+    assert!(
+        p.starts_with("who=0x") && p.ends_with(" u=0xc8 s=0xfffffffffffffffb"),
+        "{p}"
+    );
+    assert_eq!(v["$$parms$"], V::S("who=\"world\" u='\u{c8}' s=-5".into()));
+}
+
+#[test]
+fn o0_stack_args_and_pretty() {
+    if !gdb_available() {
+        return;
+    }
+    check_many_and_greet(&compile("-O0"));
+}
+
+#[test]
+fn o2_stack_args_and_pretty() {
+    if !gdb_available() {
+        return;
+    }
+    check_many_and_greet(&compile("-O2"));
+}
+
+fn check_return(bin: &Path) {
+    let v = run(
+        r#"probe process.function("handle").return { println($return, $n, @entry($r->id)) }"#,
+        bin,
+    );
+    // handle returns local + r->id = 2n + 42 with n = 3.
+    assert_eq!(v["$return"], V::I(48));
+    assert_eq!(v["$n"], V::I(3));
+    assert_eq!(v["@entry($r->id)"], V::I(42));
+    let v = run(
+        r#"probe process.function("greet").return { println(user_string($return)) }"#,
+        bin,
+    );
+    assert_eq!(v["user_string($return)"], V::S("world".into()));
+}
+
+#[test]
+fn o0_return_probe() {
+    if !gdb_available() {
+        return;
+    }
+    check_return(&compile("-O0"));
+}
+
+#[test]
+fn o2_return_probe() {
+    if !gdb_available() {
+        return;
+    }
+    check_return(&compile("-O2"));
+}
+
+#[test]
+fn pp_listing_and_kinds() {
+    let bin = compile("-O0");
+    let p = plan_text(
+        r#"global n
+        probe begin { n = 1 }
+        probe process.function("h*") { n++ }
+        probe process.function("many").return { n++ }
+        probe timer.ms(100), end { n++ }"#,
+        &bin,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let exe = bin.display().to_string();
+    let c = bin.with_file_name("app.c").display().to_string();
+    assert_eq!(
+        p.listing,
+        vec![
+            format!("process(\"{exe}\").function(\"handle@{c}:8\")"),
+            format!("process(\"{exe}\").function(\"many@{c}:9\").return"),
+        ]
+    );
+    assert_eq!(p.begin, vec![0]);
+    assert_eq!(p.end, vec![3]);
+    assert_eq!(p.timers, vec![(3, Duration::from_millis(100))]);
+    assert_eq!(p.bindings[1].probe, 2);
+    assert_eq!(p.bindings[0].function, "handle");
+    assert!(matches!(p.plans.sites[1].kind, SiteKind::Return { .. }));
+    let text = dump(&p);
+    assert!(text.contains("site 1 probe 2 return"), "{text}");
+}
+
+#[test]
+fn inlined_instances_are_sites() {
+    let bin = compile("-O2");
+    let p = plan_text(r#"probe process.function("sq") { println($v) }"#, &bin)
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    assert!(p.plans.sites.len() >= 2, "{}", dump(&p));
+    for b in &p.bindings {
+        assert_eq!(b.function, "sq");
+        assert_eq!(b.captures.len(), 1, "{}", dump(&p));
+    }
+    // `.call` excludes inlined instances; sq has no out-of-line copy at -O2.
+    let e = err_text(r#"probe process.function("sq").call { }"#, &bin);
+    assert!(e.contains("no match for probe point"), "{e}");
+}
+
+#[test]
+fn statement_probe() {
+    let bin = compile("-O0");
+    let p = plan_text(
+        r#"probe process.statement("handle@app.c:8") { println($n, $local) }"#,
+        &bin,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(p.plans.sites.len(), 1);
+    assert!(p.listing[0].ends_with(&format!(
+        "statement(\"handle@{}:8\")",
+        bin.with_file_name("app.c").display()
+    )));
+    assert_eq!(p.bindings[0].captures.len(), 2);
+}
+
+#[test]
+fn errors() {
+    let bin = compile("-O0");
+    let e = err_text(r#"probe process.function("handel") { }"#, &bin);
+    assert!(
+        e.contains("no match for probe point process.function(\"handel\")"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean: handle?"), "{e}");
+    let e = err_text(r#"probe process.function("handle") { println($nn) }"#, &bin);
+    assert!(e.contains("unable to find local 'nn'"), "{e}");
+    assert!(e.contains("(alternatives: $r $n $local)"), "{e}");
+    let e = err_text(
+        r#"probe process.function("handle") { println($r->nope) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("unable to find member 'nope' for struct req (alternatives: id name next"),
+        "{e}"
+    );
+    let e = err_text(
+        r#"probe process.function("handle") { println($r[0]) }"#,
+        &bin,
+    );
+    assert!(e.contains("cannot be used as a value"), "{e}");
+    let e = err_text(
+        r#"probe process.function("handle") { println($return) }"#,
+        &bin,
+    );
+    assert!(e.contains("only available in .return probes"), "{e}");
+    let e = err_text(r#"probe begin { println($x) }"#, &bin);
+    assert!(e.contains("unresolved target-symbol expression"), "{e}");
+    let e = err_text(
+        r#"global p probe process.function("handle") { println(user_string(p)) }"#,
+        &bin,
+    );
+    assert!(e.contains("cannot read target memory later"), "{e}");
+    let e = err_text(r#"probe process("/nonexistent/x").function("f") { }"#, &bin);
+    assert!(e.contains("/nonexistent/x"), "{e}");
+    // Optional probe points resolve to nothing silently.
+    let p = plan_text(r#"probe process.function("nothere") ? { }"#, &bin).unwrap();
+    assert!(p.plans.sites.is_empty());
+    // @defined never errors.
+    let p = plan_text(
+        r#"probe process.function("handle") { if (@defined($nope)) println(1); if (@defined($n)) println($n) }"#,
+        &bin,
+    )
+    .unwrap();
+    assert_eq!(p.bindings[0].captures.len(), 2, "{}", dump(&p));
+}
+
+#[test]
+fn o2_unavailable_variable_is_an_error() {
+    let bin = compile("-O2");
+    // At handle's entry, `local` (n * 2) is not computed yet: gcc gives it a location
+    // list that starts later, or none at all.
+    let e = err_text(
+        r#"probe process.function("handle") { println($local) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("unable to find location for variable '$local' at process(")
+            || e.contains("unable to find local 'local'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn list_with_vars() {
+    let bin = compile("-O0");
+    let (ast, sources) = parse(r#"probe process.function("g*") {}"#);
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let l = list_probes(&ast, &sources, &opts, true).unwrap();
+    assert_eq!(l.len(), 1);
+    assert!(
+        l[0].ends_with(":10\") $who:const char* $u:unsigned char $s:short int"),
+        "{l:?}"
+    );
+}
