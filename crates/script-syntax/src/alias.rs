@@ -126,23 +126,31 @@ fn expand_point<'a>(
     out: &mut Vec<(ProbePoint, Vec<&'a AliasDecl>)>,
     diags: &mut Vec<Diagnostic>,
 ) {
-    // The longest matching alias name wins; several definitions of it all apply.
-    let mut best = 0usize;
-    let mut matches: Vec<(&'a AliasDecl, usize)> = Vec::new();
+    // Every alias name matching a prefix of the point applies, except that a name is
+    // dropped when a longer matching name extends it (`syscall.open.return` beats
+    // `syscall.open` for `syscall.*.return`, while `syscall.close` plus the `.return`
+    // suffix still applies). Several definitions of one name all apply.
+    let mut found: Vec<(&'a AliasDecl, &ProbePoint)> = Vec::new();
     for a in aliases {
         for n in &a.names {
             if name_matches(n, pt) {
-                let len = n.components.len();
-                if len > best {
-                    best = len;
-                    matches.clear();
-                }
-                if len == best {
-                    matches.push((a, len));
-                }
+                found.push((a, n));
             }
         }
     }
+    let extends = |long: &ProbePoint, short: &ProbePoint| {
+        long.components.len() > short.components.len()
+            && short
+                .components
+                .iter()
+                .zip(&long.components)
+                .all(|(s, l)| s.name == l.name && s.arg == l.arg)
+    };
+    let matches: Vec<(&'a AliasDecl, usize)> = found
+        .iter()
+        .filter(|(_, n)| !found.iter().any(|(_, m)| extends(m, n)))
+        .map(|(a, n)| (*a, n.components.len()))
+        .collect();
     if matches.is_empty() {
         out.push((pt.clone(), chain));
         return;

@@ -836,6 +836,29 @@ fn alias_expansion() {
         b1.find("printf").unwrap() < b1.find("done = 1").unwrap(),
         "{b1}"
     );
+    // Wildcards reach every alias; the longer name wins only over names it extends.
+    let s = ok("probe sc.open = k.function(\"open\") { } probe sc.open.return = k.function(\"open\").return { } probe sc.close = k.function(\"close\") { } probe sc.*.return { }");
+    let (probes, _) = expand_aliases(&s, &mut IdGen::new());
+    let mut pts: Vec<String> = probes
+        .iter()
+        .map(|p| {
+            print_script(&Script {
+                items: vec![Item::Probe(ProbeDecl {
+                    points: p.points.clone(),
+                    body: Block::default(),
+                    span: p.span,
+                })],
+            })
+        })
+        .collect();
+    pts.sort();
+    assert_eq!(
+        pts,
+        [
+            "probe k.function(\"close\").return {\n}\n",
+            "probe k.function(\"open\").return {\n}\n"
+        ]
+    );
     // Recursive aliases are reported, not looped on.
     let (_, d) = expand_aliases(
         &ok("probe a = b { } probe b = a { } probe a { }"),
@@ -1081,4 +1104,30 @@ fn token_at_describes_tokens() {
     assert_eq!(toks[6].tok, lexer::Tok::Op("->"));
     assert_eq!(toks[8].tok, lexer::Tok::Op("<<<"));
     assert_eq!(toks[14].tok, lexer::Tok::Embedded);
+}
+
+#[test]
+fn large_input_parses_in_linear_time() {
+    // Doubling the input must not much more than double the time: catches accidental
+    // quadratic behaviour without depending on the machine's speed.
+    let unit = "probe process(\"a\").function(\"f*\").return? {\n    x[tid(), \"k\"] <<< $return + @entry($n) * 2\n    if (x > 1) { printf(\"%d %s\\n\", x, $$parms$) } else delete x\n    foreach ([a, b] in x- limit 5) total += a\n}\n%( arch == \"none\" %? global skipped %: global kept%)\n";
+    let time = |copies: usize| {
+        let text = unit.repeat(copies).replace("kept%", "kept %");
+        let t0 = std::time::Instant::now();
+        let (s, src, d) = parse_text("big.stp", &text, &[]);
+        let el = t0.elapsed();
+        assert!(d.is_empty(), "{}", render_diags(&d[..1.min(d.len())], &src));
+        assert_eq!(s.items.len(), copies * 2);
+        el
+    };
+    let small = time(1000);
+    let big = time(4000);
+    assert!(
+        big < small * 12 + std::time::Duration::from_millis(200),
+        "1000 copies: {small:?}, 4000 copies: {big:?}"
+    );
+    eprintln!(
+        "1000 copies: {small:?}, 4000 copies ({} KB): {big:?}",
+        unit.len() * 4000 / 1024
+    );
 }
