@@ -1,1 +1,377 @@
-//! Placeholder.
+//! The snaptap runtime: runs SystemTap probe handlers inside snaptap on captured records.
+//!
+//! Overview: [`Runtime::new`] elaborates a parsed script (types, names, formats; stap's
+//! semantic errors as [`Diagnostic`]s) and compiles it into a pre-resolved tree (`ir`).
+//! The driver then calls [`Runtime::run_probe`] for begin/end/error/timer handlers and
+//! [`Runtime::handle`] for each [`Record`]; values the script reads from the target come
+//! only from the record, through the site's [`SiteBinding`] captures. Output goes to the
+//! writer given at construction, errors and warnings to stderr (or
+//! [`Runtime::set_stderr`]), both in stap's wording.
+#![forbid(unsafe_code)]
+
+mod compile;
+mod exec;
+mod format;
+mod ir;
+mod map;
+mod stats;
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use capture_plan::{Record, SiteBinding};
+use script_syntax::ast::{Item, Script, Span};
+use script_syntax::{Diagnostic, SourceMap};
+
+use crate::exec::{BindRt, Cx, Limits, SelfCtx, State};
+use crate::ir::{GlobalKind, ProbeKind, Program, Ty};
+use crate::map::Key;
+
+/// Session options that affect the runtime.
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeOptions {
+    /// Script arguments: `$1`/`@1` is `args[0]`.
+    pub args: Vec<String>,
+    /// `target()`: the pid given with `-x` or started with `-c`.
+    pub target_pid: u32,
+    /// `-D NAME=VALUE` settings: MAXACTION, MAXMAPENTRIES, MAXSTRINGLEN, MAXERRORS,
+    /// MAXNESTING, MAXACTION_INTERRUPTIBLE. Others are ignored.
+    pub defines: Vec<(String, String)>,
+}
+
+/// What the driver should do after a handler ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep going.
+    Continue,
+    /// `exit()` was called or too many errors happened: stop the target, run the end
+    /// (or error) probes, then [`Runtime::finish`].
+    Exit,
+}
+
+/// A compiled script with its session state.
+pub struct Runtime {
+    prog: Program,
+    state: State,
+    writer: Box<dyn Write>,
+    bindings: HashMap<u32, BindRt>,
+    pps: Vec<String>,
+    errors: u64,
+    skipped: u64,
+    /// MAXERRORS was exceeded: end probes are skipped, error probes run.
+    session_error: bool,
+}
+
+fn define<T: std::str::FromStr>(opts: &RuntimeOptions, name: &str, default: T, diags: &mut Vec<Diagnostic>) -> T {
+    match opts.defines.iter().rev().find(|(n, _)| n == name) {
+        Some((_, v)) => match compile::parse_number(v).and_then(|n| n.to_string().parse::<T>().ok()) {
+            Some(x) => x,
+            None => {
+                diags.push(Diagnostic::error(
+                    "semantic error",
+                    format!("invalid value '{v}' for -D {name}"),
+                    Span::default(),
+                ));
+                default
+            }
+        },
+        None => default,
+    }
+}
+
+fn own_comm() -> String {
+    std::fs::read_to_string("/proc/self/comm")
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "snaptap".to_string())
+}
+
+impl Runtime {
+    /// Elaborates and compiles `script`. `bindings` describe every record site (the
+    /// handler to run and how captured expressions decode); `out` receives the script's
+    /// output.
+    pub fn new(
+        script: &Script,
+        sources: &SourceMap,
+        bindings: Vec<SiteBinding>,
+        opts: RuntimeOptions,
+        out: Box<dyn Write>,
+    ) -> Result<Runtime, Vec<Diagnostic>> {
+        let mut diags = Vec::new();
+        let maxaction: i64 = define(&opts, "MAXACTION", 1000, &mut diags);
+        let limits = Limits {
+            maxaction,
+            maxaction_interruptible: define(&opts, "MAXACTION_INTERRUPTIBLE", maxaction.saturating_mul(10), &mut diags),
+            maxmapentries: define(&opts, "MAXMAPENTRIES", 2048usize, &mut diags).max(1),
+            maxstringlen: define(&opts, "MAXSTRINGLEN", 512usize, &mut diags).max(2),
+            maxerrors: define(&opts, "MAXERRORS", 0u64, &mut diags),
+            // Each nested call costs native stack here; beyond a thousand levels a deep
+            // recursion would overflow it instead of failing with stap's error.
+            maxnesting: define(&opts, "MAXNESTING", 10usize, &mut diags).clamp(1, 1000),
+        };
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        let c = compile::Compiler::new(
+            script,
+            sources,
+            &bindings,
+            &opts.args,
+            compile::CompileLimits {
+                maxmapentries: limits.maxmapentries,
+            },
+        );
+        let prog = c.compile()?;
+        let mut pps = Vec::new();
+        for item in &script.items {
+            if let Item::Probe(p) = item {
+                pps.push(
+                    p.points
+                        .first()
+                        .map(|pt| sources.snippet(pt.span).to_string())
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        let mut bmap = HashMap::new();
+        for b in bindings {
+            let caps = prog
+                .capture_ids
+                .iter()
+                .map(|id| b.captures.get(id).cloned())
+                .collect();
+            bmap.insert(
+                b.site.0,
+                BindRt {
+                    probe: b.probe,
+                    pp: b.pp,
+                    function: b.function,
+                    caps,
+                },
+            );
+        }
+        let me = SelfCtx {
+            pid: std::process::id(),
+            ppid: std::os::unix::process::parent_id(),
+            comm: own_comm(),
+            target: opts.target_pid,
+        };
+        let state = State::new(&prog, limits, me, Box::new(std::io::stderr()));
+        Ok(Runtime {
+            prog,
+            state,
+            writer: out,
+            bindings: bmap,
+            pps,
+            errors: 0,
+            skipped: 0,
+            session_error: false,
+        })
+    }
+
+    /// Sends errors and warnings to `w` instead of stderr (tests, or a log file).
+    pub fn set_stderr(&mut self, w: Box<dyn Write>) {
+        self.state.err = w;
+    }
+
+    /// Runs a begin, end, error or timer handler (index among the script's probes).
+    /// After MAXERRORS was exceeded, `end` handlers are skipped; `error` handlers run
+    /// only then, as in stap. Timer handlers do not run after `exit()`.
+    pub fn run_probe(&mut self, probe: u32) -> Flow {
+        let Some(h) = self.prog.handlers.get(probe as usize) else {
+            return self.flow();
+        };
+        let skip = match h.kind {
+            ProbeKind::End => self.session_error,
+            ProbeKind::Error => !self.session_error,
+            ProbeKind::Timer | ProbeKind::Site => self.state.exit_requested || self.session_error,
+            ProbeKind::Begin => self.session_error,
+        };
+        if !skip {
+            let pp = self.pps.get(probe as usize).map_or("", |s| s.as_str());
+            let cx = Cx {
+                rec: None,
+                bind: None,
+                pp,
+            };
+            let err = self.state.run_handler(&self.prog, h, &cx);
+            if let Some(e) = err {
+                self.report(e);
+            }
+        }
+        self.flush();
+        self.flow()
+    }
+
+    /// Runs the handler bound to `rec.site` with the record as context.
+    #[inline]
+    pub fn handle(&mut self, rec: &Record) -> Flow {
+        if self.state.exit_requested || self.session_error {
+            return Flow::Exit;
+        }
+        let Some(b) = self.bindings.get(&rec.site.0) else {
+            return Flow::Continue;
+        };
+        let Some(h) = self.prog.handlers.get(b.probe as usize) else {
+            return Flow::Continue;
+        };
+        let cx = Cx {
+            rec: Some(rec),
+            bind: Some(b),
+            pp: "",
+        };
+        if let Some(e) = self.state.run_handler(&self.prog, h, &cx) {
+            self.report(e);
+        }
+        if self.state.out.len() >= 1 << 16 {
+            self.flush();
+        }
+        self.flow()
+    }
+
+    fn flow(&self) -> Flow {
+        if self.state.exit_requested || self.session_error {
+            Flow::Exit
+        } else {
+            Flow::Continue
+        }
+    }
+
+    fn report(&mut self, e: exec::RtErr) {
+        self.flush();
+        let near = self.prog.toks.get(e.tok as usize).map_or("", |s| s.as_str());
+        let _ = if near.is_empty() {
+            writeln!(self.state.err, "ERROR: {}", e.msg)
+        } else {
+            writeln!(self.state.err, "ERROR: {} near {}", e.msg, near)
+        };
+        let _ = self.state.err.flush();
+        self.errors += 1;
+        if self.errors > self.state.limits.maxerrors {
+            self.session_error = true;
+        }
+    }
+
+    /// Writes buffered script output to the output writer.
+    pub fn flush(&mut self) {
+        if !self.state.out.is_empty() {
+            let _ = self.writer.write_all(&self.state.out);
+            self.state.out.clear();
+        }
+        let _ = self.writer.flush();
+    }
+
+    /// Call once after the end probes: prints globals that were written but never read
+    /// (as stap's synthetic end probes do), the error summary, and flushes.
+    pub fn finish(&mut self) {
+        if !self.session_error {
+            let text = self.unread_globals();
+            self.state.out.extend_from_slice(text.as_bytes());
+        }
+        self.flush();
+        if self.errors > 0 || self.skipped > 0 {
+            let _ = writeln!(
+                self.state.err,
+                "WARNING: Number of errors: {}, skipped probes: {}",
+                self.errors, self.skipped
+            );
+            let _ = self.state.err.flush();
+        }
+    }
+
+    fn unread_globals(&self) -> String {
+        use std::fmt::Write as _;
+        let mut o = String::new();
+        let st = &self.state;
+        for g in self.prog.globals.iter().filter(|g| g.autoprint) {
+            match &g.kind {
+                GlobalKind::Scalar(Ty::Long, s) => {
+                    let _ = writeln!(o, "{}={:#x}", g.name, st.glong[*s as usize]);
+                }
+                GlobalKind::Scalar(Ty::Str, s) => {
+                    let _ = writeln!(o, "{}=\"{}\"", g.name, format::escape(&st.gstr[*s as usize]));
+                }
+                GlobalKind::Scalar(Ty::Stats, s) => {
+                    let x = &st.gstat[*s as usize];
+                    if x.count == 0 {
+                        let _ = writeln!(o, "{} @count=0x0", g.name);
+                    } else {
+                        let _ = writeln!(
+                            o,
+                            "{} @count={} @min={} @max={} @sum={} @avg={}",
+                            g.name,
+                            x.count,
+                            x.min,
+                            x.max,
+                            x.sum,
+                            x.avg()
+                        );
+                    }
+                }
+                GlobalKind::Array(a) => {
+                    let fmt_key = |k: &Key| -> String {
+                        let n = self.prog.arrays[*a as usize].keys.len();
+                        let parts: Vec<String> = (0..n)
+                            .map(|i| match k.part(i) {
+                                map::KeyPart::L(v) => v.to_string(),
+                                map::KeyPart::S(s) => format!("\"{}\"", format::escape(&s)),
+                            })
+                            .collect();
+                        parts.join(",")
+                    };
+                    match &st.arrays[*a as usize] {
+                        exec::ArrayData::L(t) => {
+                            let mut v = t.ordered();
+                            v.sort_by(|x, y| y.1.cmp(x.1));
+                            for (k, val) in v {
+                                let _ = writeln!(o, "{}[{}]={:#x}", g.name, fmt_key(k), val);
+                            }
+                        }
+                        exec::ArrayData::S(t) => {
+                            let mut v = t.ordered();
+                            v.sort_by(|x, y| y.1.as_bytes().cmp(x.1.as_bytes()));
+                            for (k, val) in v {
+                                let _ = writeln!(o, "{}[{}]=\"{}\"", g.name, fmt_key(k), format::escape(val));
+                            }
+                        }
+                        exec::ArrayData::St(t) => {
+                            let mut v = t.ordered();
+                            v.sort_by(|x, y| y.1.count.cmp(&x.1.count));
+                            for (k, x) in v {
+                                let _ = writeln!(
+                                    o,
+                                    "{}[{}] @count={} @min={} @max={} @sum={} @avg={}",
+                                    g.name,
+                                    fmt_key(k),
+                                    x.count,
+                                    x.min,
+                                    x.max,
+                                    x.sum,
+                                    x.avg()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        o
+    }
+
+    /// Runtime errors reported so far.
+    pub fn error_count(&self) -> u64 {
+        self.errors
+    }
+
+    /// The process exit code stap would give: 1 after errors, else 0.
+    pub fn exit_code(&self) -> i32 {
+        i32::from(self.errors > 0)
+    }
+
+    /// Number of probe handlers (the valid `run_probe` indexes).
+    pub fn probe_count(&self) -> usize {
+        self.prog.handlers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,429 @@
+//! `printf`-style formatting with stap's conversions and flags, and string escaping.
+//!
+//! stap's formatter (`runtime/vsprintf.c`) derives from the Linux kernel's: `%#x` prints
+//! `0x` even for zero, `%#o` prints a leading `0`, `%p` is `0x` plus 16 hex digits.
+//! Formats are parsed once at elaboration into [`Piece`]s.
+
+use std::fmt::Write as _;
+
+/// `-` flag.
+pub(crate) const LEFT: u8 = 1;
+/// `+` flag.
+pub(crate) const PLUS: u8 = 2;
+/// ` ` flag.
+pub(crate) const SPACE: u8 = 4;
+/// `#` flag.
+pub(crate) const SPECIAL: u8 = 8;
+/// `0` flag.
+pub(crate) const ZEROPAD: u8 = 16;
+
+/// A width or precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Num {
+    /// Not given.
+    None,
+    /// A literal number.
+    Lit(i32),
+    /// `*`: taken from the next argument.
+    Star,
+}
+
+/// The conversion character.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Conv {
+    /// `%d` / `%i`
+    Dec,
+    /// `%u`
+    Unsigned,
+    /// `%x`
+    Hex,
+    /// `%X`
+    HexUpper,
+    /// `%o`
+    Oct,
+    /// `%s`
+    Str,
+    /// `%c`
+    Char,
+    /// `%p`
+    Pointer,
+    /// `%b`: the value's bytes.
+    Binary,
+}
+
+impl Conv {
+    /// Whether the conversion takes a string argument.
+    pub(crate) fn wants_string(self) -> bool {
+        matches!(self, Conv::Str)
+    }
+}
+
+/// One piece of a parsed format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Literal text (`%%` already folded in).
+    Lit(String),
+    /// A conversion.
+    Spec {
+        /// Flag bits.
+        flags: u8,
+        /// Field width.
+        width: Num,
+        /// Precision.
+        prec: Num,
+        /// Conversion.
+        conv: Conv,
+    },
+}
+
+/// Parses a stap format string. Errors are messages for a semantic error.
+pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let b = f.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            let start = i;
+            while i < b.len() && b[i] != b'%' {
+                i += 1;
+            }
+            lit.push_str(&f[start..i]);
+            continue;
+        }
+        i += 1;
+        if i < b.len() && b[i] == b'%' {
+            lit.push('%');
+            i += 1;
+            continue;
+        }
+        let mut flags = 0u8;
+        while i < b.len() {
+            match b[i] {
+                b'-' => flags |= LEFT,
+                b'+' => flags |= PLUS,
+                b' ' => flags |= SPACE,
+                b'#' => flags |= SPECIAL,
+                b'0' => flags |= ZEROPAD,
+                _ => break,
+            }
+            i += 1;
+        }
+        let num = |i: &mut usize| -> Num {
+            if *i < b.len() && b[*i] == b'*' {
+                *i += 1;
+                return Num::Star;
+            }
+            let s = *i;
+            while *i < b.len() && b[*i].is_ascii_digit() {
+                *i += 1;
+            }
+            if s == *i {
+                Num::None
+            } else {
+                Num::Lit(f[s..*i].parse::<i32>().unwrap_or(i32::MAX))
+            }
+        };
+        let width = num(&mut i);
+        let mut prec = Num::None;
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            prec = num(&mut i);
+            if prec == Num::None {
+                prec = Num::Lit(0);
+            }
+        }
+        // Length modifiers are accepted and ignored: every stap integer is 64-bit.
+        while i < b.len() && matches!(b[i], b'l' | b'h' | b'L' | b'q' | b'j' | b'z') {
+            i += 1;
+        }
+        let Some(&c) = b.get(i) else {
+            return Err("invalid or missing conversion specifier".into());
+        };
+        i += 1;
+        let conv = match c {
+            b'd' | b'i' => Conv::Dec,
+            b'u' => Conv::Unsigned,
+            b'x' => Conv::Hex,
+            b'X' => Conv::HexUpper,
+            b'o' => Conv::Oct,
+            b's' => Conv::Str,
+            b'c' => Conv::Char,
+            b'p' => Conv::Pointer,
+            b'b' => Conv::Binary,
+            b'm' | b'M' => {
+                return Err(format!(
+                    "format conversion %{} reads target memory at handler time, which snaptap cannot do (capture the data as a string instead)",
+                    c as char
+                ))
+            }
+            _ => return Err(format!("invalid or missing conversion specifier '{}'", c as char)),
+        };
+        if !lit.is_empty() {
+            out.push(Piece::Lit(std::mem::take(&mut lit)));
+        }
+        out.push(Piece::Spec {
+            flags,
+            width,
+            prec,
+            conv,
+        });
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit));
+    }
+    Ok(out)
+}
+
+/// One argument value for [`format`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Arg<'a> {
+    /// A long.
+    L(i64),
+    /// A string.
+    S(&'a str),
+}
+
+/// Formats `pieces` with `args` into `out`. Argument counts and types were checked at
+/// elaboration; a missing argument prints nothing rather than panicking.
+pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
+    let mut ai = 0usize;
+    let mut next = || {
+        let a = args.get(ai).copied();
+        ai += 1;
+        a
+    };
+    for p in pieces {
+        match p {
+            Piece::Lit(s) => out.extend_from_slice(s.as_bytes()),
+            Piece::Spec {
+                flags,
+                width,
+                prec,
+                conv,
+            } => {
+                let mut flags = *flags;
+                let mut w: i32 = match width {
+                    Num::None => -1,
+                    Num::Lit(n) => *n,
+                    Num::Star => match next() {
+                        Some(Arg::L(v)) => v.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                        _ => -1,
+                    },
+                };
+                if w < -1 {
+                    // A negative `*` width means left alignment, as in C.
+                    flags |= LEFT;
+                    w = w.saturating_neg();
+                }
+                let pr: i32 = match prec {
+                    Num::None => -1,
+                    Num::Lit(n) => *n,
+                    Num::Star => match next() {
+                        Some(Arg::L(v)) => v.clamp(-1, i32::MAX as i64) as i32,
+                        _ => -1,
+                    },
+                };
+                let a = next();
+                match conv {
+                    Conv::Str => {
+                        let s = match a {
+                            Some(Arg::S(s)) => s,
+                            _ => "",
+                        };
+                        let escaped;
+                        let s = if flags & SPECIAL != 0 {
+                            escaped = escape(s);
+                            escaped.as_str()
+                        } else {
+                            s
+                        };
+                        let s = if pr >= 0 { truncate(s, pr as usize) } else { s };
+                        pad_str(out, s.as_bytes(), w, flags);
+                    }
+                    Conv::Char => {
+                        let v = match a {
+                            Some(Arg::L(v)) => v,
+                            _ => 0,
+                        };
+                        pad_str(out, &[v as u8], w, flags);
+                    }
+                    Conv::Binary => {
+                        let v = match a {
+                            Some(Arg::L(v)) => v,
+                            _ => 0,
+                        };
+                        let n = match w {
+                            1 | 2 | 4 | 8 => w as usize,
+                            _ => 8,
+                        };
+                        out.extend_from_slice(&v.to_le_bytes()[..n]);
+                    }
+                    _ => {
+                        let v = match a {
+                            Some(Arg::L(v)) => v,
+                            _ => 0,
+                        };
+                        number(out, v, *conv, w, pr, flags);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The longest prefix of `s` with at most `n` bytes that ends on a character boundary.
+pub(crate) fn truncate(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut e = n;
+    while !s.is_char_boundary(e) {
+        e -= 1;
+    }
+    &s[..e]
+}
+
+fn pad_str(out: &mut Vec<u8>, s: &[u8], w: i32, flags: u8) {
+    let pad = (w.max(0) as usize).saturating_sub(s.len());
+    if flags & LEFT == 0 {
+        out.extend(std::iter::repeat_n(b' ', pad));
+    }
+    out.extend_from_slice(s);
+    if flags & LEFT != 0 {
+        out.extend(std::iter::repeat_n(b' ', pad));
+    }
+}
+
+/// The kernel-style `number()` conversion stap uses for integers.
+fn number(out: &mut Vec<u8>, v: i64, conv: Conv, width: i32, prec: i32, mut flags: u8) {
+    let (base, upper, signed) = match conv {
+        Conv::Dec => (10u64, false, true),
+        Conv::Unsigned => (10, false, false),
+        Conv::Hex => (16, false, false),
+        Conv::HexUpper => (16, true, false),
+        Conv::Oct => (8, false, false),
+        Conv::Pointer => (16, false, false),
+        _ => (10, false, true),
+    };
+    let mut size = width;
+    let mut prec = prec;
+    if conv == Conv::Pointer {
+        flags |= SPECIAL;
+        if size == -1 {
+            size = 18;
+            flags |= ZEROPAD;
+        }
+    }
+    if flags & LEFT != 0 {
+        flags &= !ZEROPAD;
+    }
+    let mut sign: Option<u8> = None;
+    let mut num = v as u64;
+    if signed {
+        if v < 0 {
+            sign = Some(b'-');
+            num = v.unsigned_abs();
+            size -= 1;
+        } else if flags & PLUS != 0 {
+            sign = Some(b'+');
+            size -= 1;
+        } else if flags & SPACE != 0 {
+            sign = Some(b' ');
+            size -= 1;
+        }
+    }
+    if flags & SPECIAL != 0 {
+        if base == 16 {
+            size -= 2;
+        } else if base == 8 {
+            size -= 1;
+        }
+    }
+    let mut digits = [0u8; 66];
+    let mut n = 0usize;
+    let table: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    if num == 0 {
+        digits[0] = b'0';
+        n = 1;
+    } else {
+        while num != 0 {
+            digits[n] = table[(num % base) as usize];
+            num /= base;
+            n += 1;
+        }
+    }
+    if n as i32 > prec {
+        prec = n as i32;
+    }
+    size -= prec;
+    if flags & (ZEROPAD | LEFT) == 0 {
+        while size > 0 {
+            out.push(b' ');
+            size -= 1;
+        }
+    }
+    if let Some(s) = sign {
+        out.push(s);
+    }
+    if flags & SPECIAL != 0 {
+        if base == 8 {
+            out.push(b'0');
+        } else if base == 16 {
+            out.push(b'0');
+            out.push(if upper { b'X' } else { b'x' });
+        }
+    }
+    if flags & LEFT == 0 {
+        let c = if flags & ZEROPAD != 0 { b'0' } else { b' ' };
+        while size > 0 {
+            out.push(c);
+            size -= 1;
+        }
+    }
+    while (n as i32) < prec {
+        out.push(b'0');
+        prec -= 1;
+    }
+    for i in (0..n).rev() {
+        out.push(digits[i]);
+    }
+    while size > 0 {
+        out.push(b' ');
+        size -= 1;
+    }
+}
+
+/// Escapes a string the way stap's `text_str` / `string_quoted` do (without quotes):
+/// C escapes for the usual control characters, octal for other unprintable bytes.
+pub(crate) fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    for &b in s.as_bytes() {
+        match b {
+            b'\n' => o.push_str("\\n"),
+            b'\t' => o.push_str("\\t"),
+            b'\r' => o.push_str("\\r"),
+            0x0b => o.push_str("\\v"),
+            0x0c => o.push_str("\\f"),
+            0x07 => o.push_str("\\a"),
+            0x08 => o.push_str("\\b"),
+            b'"' => o.push_str("\\\""),
+            b'\'' => o.push_str("\\'"),
+            b'\\' => o.push_str("\\\\"),
+            0x20..=0x7e => o.push(b as char),
+            _ => {
+                let _ = write!(o, "\\{b:03o}");
+            }
+        }
+    }
+    o
+}
+
+/// `"..."` with [`escape`]d contents.
+pub(crate) fn quote(s: &str) -> String {
+    format!("\"{}\"", escape(s))
+}

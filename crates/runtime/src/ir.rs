@@ -1,0 +1,436 @@
+//! The compiled form of a script: names resolved to slots, types fixed, formats and
+//! regexes parsed. Built once by `compile`, walked by `exec` for every record.
+
+use crate::format::Piece;
+use crate::stats::HistSpec;
+
+/// Index into the table of token descriptions used in error messages
+/// (`identifier 'x' at f.stp:3:5`).
+pub(crate) type Tok = u32;
+
+/// A script value type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ty {
+    /// 64-bit integer.
+    Long,
+    /// String.
+    Str,
+    /// Statistics aggregate (globals and array values only).
+    Stats,
+}
+
+impl Ty {
+    /// stap's name for the type.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Ty::Long => "long",
+            Ty::Str => "string",
+            Ty::Stats => "stats",
+        }
+    }
+}
+
+/// A scalar variable: a local slot of the current frame or a global slot. The slot
+/// indexes the storage of the variable's type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VarRef {
+    /// Local slot.
+    Local(u32),
+    /// Global slot.
+    Global(u32),
+}
+
+/// Something that can be assigned.
+#[derive(Debug)]
+pub(crate) enum LVal {
+    /// A scalar.
+    Var(VarRef),
+    /// An array element.
+    Elem {
+        /// Array slot.
+        arr: u32,
+        /// Key expressions.
+        keys: Vec<(Ex, Ty)>,
+    },
+}
+
+/// An aggregate reference (`x` or `a[k]` of a stats global).
+#[derive(Debug)]
+pub(crate) enum AggRef {
+    /// Scalar stats global slot.
+    Scalar(u32),
+    /// Element of a stats array.
+    Elem {
+        /// Array slot.
+        arr: u32,
+        /// Keys.
+        keys: Vec<(Ex, Ty)>,
+    },
+}
+
+/// Long binary operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+    Shl,
+    Shr,
+    UShr,
+    And,
+    Or,
+    Xor,
+}
+
+/// Comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cmp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// `@count` etc. (histograms are printed, not evaluated).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatFn {
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    Variance(u32),
+}
+
+/// Built-in functions evaluated by the runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Builtin {
+    Pid,
+    Tid,
+    Ppid,
+    Execname,
+    Uaddr,
+    Cpu,
+    Probefunc,
+    Pp,
+    /// `gettimeofday_*`: the divisor of nanoseconds.
+    Time(u64),
+    Target,
+    Exit,
+    Error,
+    Warn,
+    Log,
+    Strlen,
+    Substr,
+    Isinstr,
+    Strtol,
+    StrReplace,
+    Tokenize,
+    TextStr,
+    TextStrn,
+    StringQuoted,
+    Stringat,
+    Isdigit,
+    Toupper,
+    Tolower,
+    Abs,
+    Randint,
+    Matched,
+    /// `string(n)` / `sprint(n)` of a long.
+    LongToString,
+    /// `sprint(s)` of a string (identity).
+    StrIdent,
+    Ascii,
+}
+
+/// How `print` family calls lay out their arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PrintKind {
+    /// `print`
+    Print,
+    /// `println`
+    Println,
+    /// `printd(delim, ...)`
+    Printd,
+    /// `printdln(delim, ...)`
+    Printdln,
+}
+
+/// A typed expression. Which evaluator runs it (long or string) is decided by its type.
+#[derive(Debug)]
+pub(crate) enum Ex {
+    Num(i64),
+    Str(String),
+    Var(VarRef),
+    /// Array element read; a missing element reads as 0 / "".
+    Index {
+        arr: u32,
+        keys: Vec<(Ex, Ty)>,
+    },
+    /// `[k] in a`.
+    In {
+        arr: u32,
+        keys: Vec<(Ex, Ty)>,
+    },
+    /// A value captured in the record (`$x`, `user_string($p)`, ...): dense capture slot.
+    Capture {
+        cap: u32,
+        tok: Tok,
+        /// For faults: stap's wording depends on the function (user_string vs deref).
+        fault: FaultKind,
+        /// `user_string2(p, "alt")` and the `_warn` variants return this on a fault
+        /// instead of failing.
+        fallback: Option<Box<Ex>>,
+    },
+    /// `@defined(e)` on a target expression: whether this site captured it.
+    Defined(u32),
+    /// User function call.
+    Call {
+        func: u32,
+        args: Vec<(Ex, Ty)>,
+        tok: Tok,
+    },
+    Builtin {
+        f: Builtin,
+        args: Vec<(Ex, Ty)>,
+        tok: Tok,
+    },
+    /// printf (to output) or sprintf (value).
+    Printf {
+        fmt: Vec<Piece>,
+        args: Vec<(Ex, Ty)>,
+        to_string: bool,
+    },
+    Print {
+        kind: PrintKind,
+        args: Vec<(Ex, Ty)>,
+        to_string: bool,
+    },
+    /// `print(@hist_log(x))` and friends.
+    PrintHist {
+        agg: AggRef,
+        spec: HistSpec,
+        tok: Tok,
+    },
+    Stat {
+        f: StatFn,
+        agg: AggRef,
+        tok: Tok,
+    },
+    Neg(Box<Ex>),
+    Not(Box<Ex>),
+    BitNot(Box<Ex>),
+    Bin {
+        op: LOp,
+        l: Box<Ex>,
+        r: Box<Ex>,
+        tok: Tok,
+    },
+    LAnd(Box<Ex>, Box<Ex>),
+    LOr(Box<Ex>, Box<Ex>),
+    CmpL(Cmp, Box<Ex>, Box<Ex>),
+    CmpS(Cmp, Box<Ex>, Box<Ex>),
+    Concat(Box<Ex>, Box<Ex>),
+    Match {
+        re: u32,
+        s: Box<Ex>,
+        negate: bool,
+    },
+    Cond(Box<Ex>, Box<Ex>, Box<Ex>),
+    /// Plain or compound assignment; `op` None is `=`; `Some` of a long op, or string
+    /// concatenation for `.=` (flagged by `concat`).
+    Assign {
+        lv: LVal,
+        ty: Ty,
+        op: Option<LOp>,
+        concat: bool,
+        val: Box<Ex>,
+        tok: Tok,
+    },
+    IncDec {
+        lv: LVal,
+        delta: i64,
+        prefix: bool,
+        tok: Tok,
+    },
+    /// `agg <<< val`.
+    AggAdd {
+        agg: AggRef,
+        val: Box<Ex>,
+        tok: Tok,
+    },
+    /// An expression that fails at run time with a fixed message (e.g. a target
+    /// expression with no capture anywhere).
+    Fail {
+        msg: String,
+        tok: Tok,
+    },
+}
+
+/// Which stap message a faulted capture produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultKind {
+    /// A target variable dereference.
+    Deref,
+    /// `user_string*`.
+    UserString,
+    /// `kernel_string*`.
+    KernelString,
+    /// `user_long` and friends: a read of a fixed size.
+    UserRead,
+    /// `user_string_warn` and friends: warn, then use the fallback.
+    Warn,
+}
+
+/// How `foreach` orders.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sort {
+    /// None: by value; Some(i): by key i.
+    pub(crate) key: Option<usize>,
+    /// Descending.
+    pub(crate) desc: bool,
+}
+
+/// A compiled statement.
+#[derive(Debug)]
+pub(crate) enum St {
+    Expr(Ex, Ty, Tok),
+    Block(Vec<St>),
+    If(Ex, Box<St>, Option<Box<St>>, Tok),
+    While(Ex, Box<St>, Tok),
+    For {
+        init: Option<(Ex, Ty)>,
+        cond: Option<Ex>,
+        step: Option<(Ex, Ty)>,
+        body: Box<St>,
+        tok: Tok,
+    },
+    Foreach {
+        arr: u32,
+        keys: Vec<(VarRef, Ty)>,
+        val: Option<(VarRef, Ty)>,
+        sort: Option<Sort>,
+        limit: Option<Ex>,
+        body: Box<St>,
+        tok: Tok,
+    },
+    Break(Tok),
+    Continue(Tok),
+    Next(Tok),
+    Return(Option<(Ex, Ty)>, Tok),
+    /// Delete a scalar (reset), an element, or a whole array.
+    DelVar(VarRef, Ty, Tok),
+    DelElem(u32, Vec<(Ex, Ty)>, Tok),
+    DelArray(u32, Tok),
+    Try {
+        body: Box<St>,
+        var: Option<VarRef>,
+        catch: Box<St>,
+    },
+    Nop,
+}
+
+/// Sizes of a frame's local storage.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FrameSize {
+    pub(crate) longs: u32,
+    pub(crate) strs: u32,
+}
+
+/// A compiled user function.
+#[derive(Debug)]
+pub(crate) struct Func {
+    pub(crate) name: String,
+    /// Parameter slots (locals of the callee) with their types.
+    pub(crate) params: Vec<(u32, Ty)>,
+    pub(crate) ret: Ty,
+    pub(crate) frame: FrameSize,
+    pub(crate) body: St,
+}
+
+/// What kind of probe a handler belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProbeKind {
+    Begin,
+    End,
+    Error,
+    Timer,
+    /// A probe on target sites (runs on records).
+    Site,
+}
+
+/// A compiled probe handler.
+#[derive(Debug)]
+pub(crate) struct Handler {
+    pub(crate) kind: ProbeKind,
+    pub(crate) frame: FrameSize,
+    pub(crate) cond: Option<Ex>,
+    pub(crate) body: St,
+}
+
+/// Storage kind of a global.
+#[derive(Clone, Debug)]
+pub(crate) enum GlobalKind {
+    /// Scalar of this type at this slot of the type's storage.
+    Scalar(Ty, u32),
+    /// Array at this slot.
+    Array(u32),
+}
+
+/// A global as needed at run time (for auto-printing).
+#[derive(Clone, Debug)]
+pub(crate) struct GlobalMeta {
+    pub(crate) name: String,
+    pub(crate) kind: GlobalKind,
+    /// Written somewhere and never read: printed at the end, as stap does.
+    pub(crate) autoprint: bool,
+}
+
+/// A global array's static description.
+#[derive(Clone, Debug)]
+pub(crate) struct ArrayMeta {
+    pub(crate) name: String,
+    pub(crate) keys: Vec<Ty>,
+    pub(crate) val: Ty,
+    /// Maximum entries (declared size or MAXMAPENTRIES).
+    pub(crate) max: usize,
+    /// Whether the size was declared (changes the overflow message).
+    pub(crate) declared: bool,
+    pub(crate) hist: HistSpec,
+    pub(crate) shift: u32,
+}
+
+/// A scalar stats global's static description.
+#[derive(Clone, Debug)]
+pub(crate) struct StatMeta {
+    pub(crate) hist: HistSpec,
+    pub(crate) shift: u32,
+}
+
+/// Initial value of a scalar global.
+#[derive(Clone, Debug)]
+pub(crate) enum Init {
+    L(u32, i64),
+    S(u32, String),
+}
+
+/// The whole compiled program.
+#[derive(Debug)]
+pub(crate) struct Program {
+    pub(crate) handlers: Vec<Handler>,
+    pub(crate) funcs: Vec<Func>,
+    pub(crate) globals: Vec<GlobalMeta>,
+    pub(crate) arrays: Vec<ArrayMeta>,
+    pub(crate) stats: Vec<StatMeta>,
+    pub(crate) n_glong: u32,
+    pub(crate) n_gstr: u32,
+    pub(crate) inits: Vec<Init>,
+    pub(crate) regexes: Vec<regex::Regex>,
+    pub(crate) toks: Vec<String>,
+    /// Dense capture slot -> expression id.
+    pub(crate) capture_ids: Vec<u32>,
+}
