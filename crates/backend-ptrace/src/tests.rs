@@ -1,0 +1,146 @@
+//! Unit tests for the pure parts: /proc parsers, load bias, wait-status decoding.
+
+use crate::elf::{load_bias, Image};
+use crate::procfs::{parse_auxv, parse_maps, parse_stat};
+use crate::tracer::{decode, reg_value, signal_name, Ev};
+
+#[test]
+fn maps_lines_parse() {
+    let text = "55d0c0a00000-55d0c0a01000 r--p 00000000 fd:01 1234 /tmp/a b/prog\n\
+                55d0c0a01000-55d0c0a02000 r-xp 00001000 fd:01 1234 /tmp/a b/prog\n\
+                7ffd1000-7ffd2000 rw-p 00000000 00:00 0                          [stack]\n\
+                7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n\
+                garbage line\n";
+    let m = parse_maps(text);
+    assert_eq!(m.len(), 4);
+    assert_eq!(m[0].start, 0x55d0c0a00000);
+    assert_eq!(m[1].offset, 0x1000);
+    assert_eq!(m[1].path, "/tmp/a b/prog");
+    assert_eq!(
+        (m[1].dev_major, m[1].dev_minor, m[1].inode),
+        (0xfd, 1, 1234)
+    );
+    assert_eq!(m[2].path, "[stack]");
+    assert_eq!(m[3].path, "");
+}
+
+#[test]
+fn stat_fields_after_comm_with_parens() {
+    // Field 2 holds spaces and a ')': fields are counted after the last ')'.
+    let mut s = String::from("42 (a) b) S 7 42 42 0 -1");
+    for i in 9..=38 {
+        s.push_str(&format!(" {i}"));
+    }
+    s.push_str(" 3 0 0");
+    assert_eq!(parse_stat(&s), Some((7, 3)));
+    assert_eq!(parse_stat("garbage"), None);
+}
+
+#[test]
+fn auxv_lookup() {
+    let mut d = Vec::new();
+    for (k, v) in [(6u64, 4096u64), (7, 0x7f00), (0, 0)] {
+        d.extend_from_slice(&k.to_le_bytes());
+        d.extend_from_slice(&v.to_le_bytes());
+    }
+    assert_eq!(parse_auxv(&d, 7), Some(0x7f00));
+    assert_eq!(parse_auxv(&d, 9), None);
+}
+
+fn entry(start: u64, offset: u64) -> crate::procfs::MapEntry {
+    crate::procfs::MapEntry {
+        start,
+        end: start + 0x1000,
+        perms: "r--p".into(),
+        offset,
+        dev_major: 0,
+        dev_minor: 0,
+        inode: 1,
+        path: "/x".into(),
+    }
+}
+
+#[test]
+fn bias_of_pie_and_exec() {
+    let pie = Image {
+        relocatable: true,
+        loads: vec![(0, 0), (0x1000, 0x1000), (0x3df0, 0x2df0)],
+    };
+    let a = entry(0x5555_5555_4000, 0);
+    let b = entry(0x5555_5555_5000, 0x1000);
+    assert_eq!(load_bias(&pie, &[&b, &a]), Some(0x5555_5555_4000));
+    // Only a later segment mapped: still right.
+    assert_eq!(load_bias(&pie, &[&b]), Some(0x5555_5555_4000));
+    // A shared object whose first segment has a non-zero vaddr (prelinked style).
+    let so = Image {
+        relocatable: true,
+        loads: vec![(0x10000, 0)],
+    };
+    assert_eq!(
+        load_bias(&so, &[&entry(0x7f00_0001_0000, 0)]),
+        Some(0x7f00_0000_0000)
+    );
+    let exec = Image {
+        relocatable: false,
+        loads: vec![(0x400000, 0)],
+    };
+    assert_eq!(load_bias(&exec, &[&entry(0x400000, 0)]), Some(0));
+    assert_eq!(load_bias(&exec, &[]), None);
+}
+
+#[test]
+fn wait_status_decoding() {
+    assert_eq!(decode(3 << 8), Ev::Exited(3));
+    assert_eq!(decode(11), Ev::Signaled(11, false));
+    assert_eq!(decode(11 | 0x80), Ev::Signaled(11, true));
+    assert_eq!(decode((5 << 8) | 0x7f), Ev::Signal(5));
+    assert_eq!(decode((34 << 8) | 0x7f), Ev::Signal(34));
+    assert_eq!(
+        decode((libc::PTRACE_EVENT_STOP << 16) | (19 << 8) | 0x7f),
+        Ev::Event(libc::PTRACE_EVENT_STOP, 19)
+    );
+    assert_eq!(signal_name(11), "SIGSEGV");
+    assert_eq!(signal_name(40), "SIG40");
+}
+
+#[test]
+fn dwarf_register_numbers() {
+    // SAFETY-free: a zeroed plain-old-data struct built field by field.
+    let r = libc::user_regs_struct {
+        r15: 15,
+        r14: 14,
+        r13: 13,
+        r12: 12,
+        rbp: 106,
+        rbx: 103,
+        r11: 11,
+        r10: 10,
+        r9: 9,
+        r8: 8,
+        rax: 100,
+        rcx: 102,
+        rdx: 101,
+        rsi: 104,
+        rdi: 105,
+        orig_rax: 0,
+        rip: 116,
+        cs: 0,
+        eflags: 0,
+        rsp: 107,
+        ss: 0,
+        fs_base: 0,
+        gs_base: 0,
+        ds: 0,
+        es: 0,
+        fs: 0,
+        gs: 0,
+    };
+    for n in 0..=7u16 {
+        assert_eq!(reg_value(&r, n), Some(100 + u64::from(n)));
+    }
+    for n in 8..=15u16 {
+        assert_eq!(reg_value(&r, n), Some(u64::from(n)));
+    }
+    assert_eq!(reg_value(&r, 16), Some(116));
+    assert_eq!(reg_value(&r, 17), None);
+}
