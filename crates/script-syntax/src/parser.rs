@@ -89,6 +89,41 @@ pub fn parse_files(
     ids: &mut IdGen,
     opts: &ParseOptions,
 ) -> (Script, Vec<Diagnostic>) {
+    // The parser recurses once per nesting level and unoptimised builds use several KB
+    // of stack per level; a thread with a roomy stack makes the nesting limit, not the
+    // caller's stack size, decide what is accepted.
+    let mut local_ids = ids.clone();
+    let spawned = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("script-parse".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, move || {
+                let r = parse_files_here(sources, files, &mut local_ids, opts);
+                (r, local_ids)
+            })
+            .ok()
+            .map(|h| h.join())
+    });
+    match spawned {
+        Some(Ok((r, new_ids))) => {
+            *ids = new_ids;
+            r
+        }
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread available: parse on the caller's stack.
+        None => parse_files_here(sources, files, ids, opts),
+    }
+}
+
+/// Stack size of the parsing thread.
+const PARSER_STACK: usize = 64 << 20;
+
+fn parse_files_here(
+    sources: &SourceMap,
+    files: &[FileId],
+    ids: &mut IdGen,
+    opts: &ParseOptions,
+) -> (Script, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let mut script = Script::default();
     let mut library = MacroTable::new();
@@ -122,7 +157,7 @@ pub fn parse_files(
 
 /// Deepest nesting of statements and expressions accepted; deeper input is reported
 /// rather than risking a stack overflow here or in any later pass walking the tree.
-const MAX_DEPTH: usize = 100;
+const MAX_DEPTH: usize = 200;
 
 /// Marker for "an error was reported, unwind to a recovery point".
 struct Bail;
@@ -760,110 +795,29 @@ impl Parser<'_> {
         r
     }
 
+    // Statement parsing is split into one small function per statement kind: in
+    // unoptimised builds every local of a function occupies its own stack slot, and
+    // these functions recurse, so small frames directly raise the nesting we survive.
     fn statement_inner(&mut self) -> PResult<Stmt> {
         let start = self.span();
-        let kind = match self.peek().clone() {
+        let kind = match self.peek() {
             Tok::Op(";") => {
                 self.bump();
                 StmtKind::Empty
             }
             Tok::Op("{") => StmtKind::Block(self.block()?),
-            Tok::Embedded => {
-                let t = self.tok().clone();
-                self.bump();
-                self.error_at("embedded C code is not supported in snaptap", &t);
-                StmtKind::Error
-            }
+            Tok::Embedded => self.embedded_stmt(),
             Tok::Ident(w) => match w.as_str() {
-                "if" => {
-                    self.bump();
-                    self.expect_op("(")?;
-                    let cond = self.expr()?;
-                    self.expect_op(")")?;
-                    let then = Box::new(self.statement()?);
-                    let els = if self.is_kw("else") {
-                        self.bump();
-                        Some(Box::new(self.statement()?))
-                    } else {
-                        None
-                    };
-                    StmtKind::If { cond, then, els }
-                }
-                "while" => {
-                    self.bump();
-                    self.expect_op("(")?;
-                    let cond = self.expr()?;
-                    self.expect_op(")")?;
-                    let body = Box::new(self.statement()?);
-                    StmtKind::While { cond, body }
-                }
-                "for" => {
-                    self.bump();
-                    self.expect_op("(")?;
-                    let init = if self.is_op(";") {
-                        None
-                    } else {
-                        Some(self.expr()?)
-                    };
-                    self.expect_op(";")?;
-                    let cond = if self.is_op(";") {
-                        None
-                    } else {
-                        Some(self.expr()?)
-                    };
-                    self.expect_op(";")?;
-                    let step = if self.is_op(")") {
-                        None
-                    } else {
-                        Some(self.expr()?)
-                    };
-                    self.expect_op(")")?;
-                    let body = Box::new(self.statement()?);
-                    StmtKind::For {
-                        init,
-                        cond,
-                        step,
-                        body,
-                    }
-                }
+                "if" => self.if_stmt()?,
+                "while" => self.while_stmt()?,
+                "for" => self.for_stmt()?,
                 "foreach" => self.foreach()?,
                 "break" => self.simple(StmtKind::Break),
                 "continue" => self.simple(StmtKind::Continue),
                 "next" => self.simple(StmtKind::Next),
-                "return" => {
-                    let t = self.bump();
-                    if !self.in_function {
-                        return Err(self.error_at("found 'return' not in function context", &t));
-                    }
-                    let value = if self.is_op(";") || self.is_op("}") {
-                        None
-                    } else {
-                        Some(self.expr()?)
-                    };
-                    self.eat_op(";");
-                    StmtKind::Return(value)
-                }
-                "delete" => {
-                    self.bump();
-                    let e = self.expr()?;
-                    self.eat_op(";");
-                    StmtKind::Delete(e)
-                }
-                "try" => {
-                    self.bump();
-                    let body = self.block()?;
-                    if !self.is_kw("catch") {
-                        return Err(self.error("expected 'catch'"));
-                    }
-                    self.bump();
-                    let mut var = None;
-                    if self.eat_op("(") {
-                        var = Some(self.name("expected identifier")?);
-                        self.expect_op(")")?;
-                    }
-                    let catch = self.block()?;
-                    StmtKind::Try { body, var, catch }
-                }
+                "return" => self.return_stmt()?,
+                "delete" => self.delete_stmt()?,
+                "try" => self.try_stmt()?,
                 w if is_keyword(w) => return Err(self.error("expected statement")),
                 _ => self.expr_stmt()?,
             },
@@ -873,6 +827,104 @@ impl Parser<'_> {
             kind,
             span: self.since(start),
         })
+    }
+
+    #[inline(never)]
+    fn embedded_stmt(&mut self) -> StmtKind {
+        let t = self.bump();
+        self.error_at("embedded C code is not supported in snaptap", &t);
+        StmtKind::Error
+    }
+
+    fn if_stmt(&mut self) -> PResult<StmtKind> {
+        self.bump();
+        self.expect_op("(")?;
+        let cond = self.expr()?;
+        self.expect_op(")")?;
+        let then = Box::new(self.statement()?);
+        let els = if self.is_kw("else") {
+            self.bump();
+            Some(Box::new(self.statement()?))
+        } else {
+            None
+        };
+        Ok(StmtKind::If { cond, then, els })
+    }
+
+    fn while_stmt(&mut self) -> PResult<StmtKind> {
+        self.bump();
+        self.expect_op("(")?;
+        let cond = self.expr()?;
+        self.expect_op(")")?;
+        let body = Box::new(self.statement()?);
+        Ok(StmtKind::While { cond, body })
+    }
+
+    fn for_stmt(&mut self) -> PResult<StmtKind> {
+        self.bump();
+        self.expect_op("(")?;
+        let init = if self.is_op(";") {
+            None
+        } else {
+            Some(self.expr()?)
+        };
+        self.expect_op(";")?;
+        let cond = if self.is_op(";") {
+            None
+        } else {
+            Some(self.expr()?)
+        };
+        self.expect_op(";")?;
+        let step = if self.is_op(")") {
+            None
+        } else {
+            Some(self.expr()?)
+        };
+        self.expect_op(")")?;
+        let body = Box::new(self.statement()?);
+        Ok(StmtKind::For {
+            init,
+            cond,
+            step,
+            body,
+        })
+    }
+
+    fn return_stmt(&mut self) -> PResult<StmtKind> {
+        let t = self.bump();
+        if !self.in_function {
+            return Err(self.error_at("found 'return' not in function context", &t));
+        }
+        let value = if self.is_op(";") || self.is_op("}") {
+            None
+        } else {
+            Some(self.expr()?)
+        };
+        self.eat_op(";");
+        Ok(StmtKind::Return(value))
+    }
+
+    fn delete_stmt(&mut self) -> PResult<StmtKind> {
+        self.bump();
+        let e = self.expr()?;
+        self.eat_op(";");
+        Ok(StmtKind::Delete(e))
+    }
+
+    fn try_stmt(&mut self) -> PResult<StmtKind> {
+        self.bump();
+        let body = self.block()?;
+        if !self.is_kw("catch") {
+            return Err(self.error("expected 'catch'"));
+        }
+        self.bump();
+        let mut var = None;
+        if self.eat_op("(") {
+            var = Some(self.name("expected identifier")?);
+            self.expect_op(")")?;
+        }
+        let catch = self.block()?;
+        Ok(StmtKind::Try { body, var, catch })
     }
 
     fn simple(&mut self, kind: StmtKind) -> StmtKind {

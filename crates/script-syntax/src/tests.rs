@@ -1077,8 +1077,24 @@ fn deep_nesting_is_an_error_not_a_crash() {
     assert!(!errors(&long_chain).is_empty());
     let deep_blocks = format!("probe begin {}{}", "{".repeat(50_000), "}".repeat(50_000));
     assert!(!errors(&deep_blocks).is_empty());
-    let unary = format!("probe begin {{ x = {}1 }}", "-".repeat(50_000));
+    let unary = format!("probe begin {{ x = {}1 }}", "- ".repeat(50_000));
     assert!(!errors(&unary).is_empty());
+    let ifs = format!("probe begin {{ {} x = 1 }}", "if (1) ".repeat(50_000));
+    assert!(!errors(&ifs).is_empty());
+    let index = format!(
+        "probe begin {{ x = {}1{} }}",
+        "$a[".repeat(50_000),
+        "]".repeat(50_000)
+    );
+    assert!(!errors(&index).is_empty());
+    // The limit sits where it is documented.
+    let at_limit = format!("probe begin {{ {} x = 1 }}", "if (1) ".repeat(150));
+    ok(&at_limit);
+    let else_ifs = format!(
+        "probe begin {{ if (0) x = 0 {} }}",
+        "else if (1) x = 1 ".repeat(150)
+    );
+    ok(&else_ifs);
     // Moderate nesting is fine.
     let ok_parens = format!(
         "probe begin {{ x = {}1{} }}",
