@@ -59,6 +59,10 @@ pub type MacroTable = HashMap<String, Macro>;
 /// How deep macro expansions may nest before we assume runaway recursion.
 const MAX_EXPANSION_DEPTH: usize = 64;
 
+/// How many tokens macro expansion may produce per file: macros that use another macro
+/// twice grow exponentially with nesting, which must end in an error, not a hang.
+const MAX_EXPANDED_TOKENS: usize = 1 << 18;
+
 /// Runs the preprocessor over one file's tokens (which end with `Eof`).
 pub fn preprocess(
     tokens: &[Token],
@@ -66,7 +70,13 @@ pub fn preprocess(
     macros: &mut MacroTable,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Token> {
-    let mut pp = Pp { cfg, macros, diags };
+    let mut pp = Pp {
+        cfg,
+        macros,
+        diags,
+        budget: MAX_EXPANDED_TOKENS,
+        exhausted: false,
+    };
     let mut out = Vec::with_capacity(tokens.len());
     let (body, eof) = match tokens.split_last() {
         Some((last, rest)) if last.tok == Tok::Eof => (rest, last.clone()),
@@ -87,6 +97,10 @@ struct Pp<'a> {
     cfg: &'a PpConfig,
     macros: &'a mut MacroTable,
     diags: &'a mut Vec<Diagnostic>,
+    /// Tokens macro expansion may still produce in this file.
+    budget: usize,
+    /// The budget ran out (reported once).
+    exhausted: bool,
 }
 
 fn is_op(t: &Token, op: &str) -> bool {
@@ -322,7 +336,30 @@ impl Pp<'_> {
             );
             return i;
         }
-        let mut expanded = Vec::with_capacity(mac.body.len());
+        let size: usize = mac
+            .body
+            .iter()
+            .map(|t| match &t.tok {
+                Tok::Ident(w) => w
+                    .strip_prefix('@')
+                    .and_then(|p| mac.params.iter().position(|q| q == p))
+                    .map_or(1, |k| args[k].len()),
+                _ => 1,
+            })
+            .sum();
+        if size > self.budget {
+            // Report once; later invocations are dropped silently.
+            if !self.exhausted {
+                self.exhausted = true;
+                self.error(
+                    format!("macro '@{name}' expands to too much text"),
+                    &toks[at],
+                );
+            }
+            return i;
+        }
+        self.budget -= size;
+        let mut expanded = Vec::with_capacity(size);
         for t in &mac.body {
             if let Tok::Ident(w) = &t.tok {
                 if let Some(p) = w.strip_prefix('@') {

@@ -750,6 +750,15 @@ fn macros() {
             .contains("takes 2 argument(s), 1 given")
     );
     assert!(errors("@define r %( @r %) probe begin { x = @r }")[0].contains("expands too deeply"));
+    // Exponential expansion ends in an error, quickly.
+    let mut text = String::from("@define m0 %( x %) ");
+    for k in 1..40 {
+        text.push_str(&format!("@define m{k} %( @m{} @m{} %) ", k - 1, k - 1));
+    }
+    text.push_str("probe begin { @m39 }");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].contains("expands to too much text"), "{e:?}");
     // Library macros (.stpm) are visible to later files; others are not.
     let mut sources = SourceMap::default();
     let lib = sources.add("lib.stpm", "@define two %( 2 %)");
