@@ -1567,6 +1567,7 @@ impl Core {
         // so the handler never runs with the breakpoint removed.
         let mut signals: Vec<i32> = Vec::new();
         let mut finished = true;
+        let mut stray_stops = 0;
         let tgid = self.threads.get(&t).map(|x| x.pid).unwrap_or(t);
         loop {
             if sys::step(t as i32, 0).is_err() {
@@ -1579,6 +1580,16 @@ impl Core {
             };
             match decode(st) {
                 Ev::Signal(libc::SIGTRAP) => break,
+                // A leftover interrupt (this thread was interrupted while it already
+                // had a stop to report): it traps before executing anything.
+                Ev::Event(libc::PTRACE_EVENT_STOP, _) => {
+                    stray_stops += 1;
+                    if stray_stops > 16 {
+                        self.defer_stop(t, st);
+                        finished = false;
+                        break;
+                    }
+                }
                 Ev::Signal(sig) => {
                     let faulted = matches!(
                         sig,

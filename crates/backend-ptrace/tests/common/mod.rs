@@ -47,10 +47,10 @@ pub fn gcc(dir: &TempDir, name: &str, src: &str, args: &[&str]) -> PathBuf {
     let out = dir.path(name);
     let o = Command::new("gcc")
         .arg("-g")
-        .args(args)
         .arg("-o")
         .arg(&out)
         .arg(&c)
+        .args(args)
         .output()
         .expect("run gcc");
     assert!(
