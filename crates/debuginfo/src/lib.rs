@@ -143,6 +143,8 @@ pub struct DebugInfo {
     debug_frame: Option<(gimli::DebugFrame<R>, gimli::BaseAddresses)>,
     functions: Vec<Function>,
     inlines: Vec<Function>,
+    /// Variables with a location outside any function: (name, DIE).
+    globals: Vec<(String, DieRef)>,
     pie: bool,
     build_id: Option<Vec<u8>>,
 }
@@ -224,6 +226,7 @@ impl DebugInfo {
             debug_frame,
             functions: Vec::new(),
             inlines: Vec::new(),
+            globals: Vec::new(),
             pie,
             build_id,
         };
@@ -434,6 +437,7 @@ impl DebugInfo {
     fn index(&mut self) -> gimli::Result<()> {
         let mut funcs = Vec::new();
         let mut inls = Vec::new();
+        let mut globals = Vec::new();
         for ui in 0..self.units.len() {
             // Stack of enclosing concrete subprograms by depth, for inlined instances.
             let mut subprogram_stack: Vec<(isize, DieRef)> = Vec::new();
@@ -446,6 +450,18 @@ impl DebugInfo {
                     subprogram_stack.pop();
                 }
                 let tag = e.tag();
+                if tag == gimli::DW_TAG_variable
+                    && (subprogram_stack.is_empty()
+                        || e.attr_value(gimli::DW_AT_location)
+                            .is_some_and(|v| is_static_location(&v)))
+                    && (e.attr_value(gimli::DW_AT_location).is_some()
+                        || e.attr_value(gimli::DW_AT_const_value).is_some())
+                {
+                    globals.push(DieRef {
+                        unit: ui,
+                        offset: e.offset().0,
+                    });
+                }
                 if tag != gimli::DW_TAG_subprogram && tag != gimli::DW_TAG_inlined_subroutine {
                     continue;
                 }
@@ -549,6 +565,10 @@ impl DebugInfo {
         }
         self.functions = funcs;
         self.inlines = inls;
+        self.globals = globals
+            .into_iter()
+            .filter_map(|d| Some((self.die_name(d)?, d)))
+            .collect();
         Ok(())
     }
 
@@ -687,6 +707,17 @@ impl DebugInfo {
             .chain(self.inlines.iter())
             .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
             .min_by_key(|f| f.ranges.iter().map(|r| r.1 - r.0).sum::<u64>())
+    }
+}
+
+/// A location that is a single `DW_OP_addr` (a static variable inside a function).
+fn is_static_location(v: &AttributeValue<R>) -> bool {
+    match v {
+        AttributeValue::Exprloc(e) => matches!(
+            e.0.to_slice().ok().as_deref().and_then(|b| b.first()),
+            Some(0x03)
+        ),
+        _ => false,
     }
 }
 

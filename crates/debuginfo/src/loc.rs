@@ -24,7 +24,7 @@ pub enum Location {
 /// What the lowering needs to know about the place it lowers for.
 struct Ctx<'a> {
     pc: u64,
-    func: &'a Function,
+    func: Option<&'a Function>,
     /// Nesting guard for frame-base evaluation.
     depth: u32,
 }
@@ -157,7 +157,11 @@ impl DebugInfo {
         let Some(e) = self.entry(d) else {
             return Location::Unavailable("bad DWARF".into());
         };
-        let ctx = Ctx { pc, func, depth: 0 };
+        let ctx = Ctx {
+            pc,
+            func: Some(func),
+            depth: 0,
+        };
         match e.attr_value(gimli::DW_AT_location) {
             Some(AttributeValue::Exprloc(expr)) => self.lower(&expr.0, d.unit, &ctx),
             Some(v) => match self.loc_entries(d.unit, v) {
@@ -182,6 +186,101 @@ impl DebugInfo {
                 None => Location::Unavailable("optimized out".into()),
             },
         }
+    }
+
+    /// A global or static variable by name (optionally restricted to a CU or declaration
+    /// file matching `file`), with its location lowered for an entry plan run at `pc`.
+    pub fn global_at(&self, name: &str, file: Option<&str>, pc: u64) -> Option<Variable> {
+        let &(_, d) = self.globals.iter().find(|(n, d)| {
+            n == name
+                && file.is_none_or(|f| {
+                    crate::file_matches(f, &self.units[d.unit].name)
+                        || self
+                            .decl(*d)
+                            .0
+                            .is_some_and(|df| crate::file_matches(f, &df))
+                })
+        })?;
+        let e = self.entry(d)?;
+        let ctx = Ctx {
+            pc,
+            func: None,
+            depth: 0,
+        };
+        let location = match e.attr_value(gimli::DW_AT_location) {
+            Some(AttributeValue::Exprloc(expr)) => self.lower(&expr.0, d.unit, &ctx),
+            _ => match self.attr_follow(d, gimli::DW_AT_const_value) {
+                Some((_, v)) => const_value(v),
+                None => Location::Unavailable("optimized out".into()),
+            },
+        };
+        let ty = self
+            .attr_follow(d, gimli::DW_AT_type)
+            .and_then(|(at, v)| self.resolve_ref(at.unit, v));
+        Some(Variable {
+            name: name.to_string(),
+            is_param: false,
+            ty,
+            location,
+        })
+    }
+
+    /// Names of all indexed globals (for error alternatives), sorted, deduplicated.
+    pub fn global_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.globals.iter().map(|(n, _)| n.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// A named type for `@cast`: `struct NAME`, `union NAME`, `enum NAME`, or a typedef
+    /// or base type name. Prefers complete definitions over declarations.
+    pub fn find_type(&self, spelled: &str) -> Option<DieRef> {
+        let spelled = spelled.trim();
+        let (tags, name): (&[gimli::DwTag], &str) = if let Some(n) = spelled.strip_prefix("struct ")
+        {
+            (
+                &[gimli::DW_TAG_structure_type, gimli::DW_TAG_class_type],
+                n.trim(),
+            )
+        } else if let Some(n) = spelled.strip_prefix("union ") {
+            (&[gimli::DW_TAG_union_type], n.trim())
+        } else if let Some(n) = spelled.strip_prefix("enum ") {
+            (&[gimli::DW_TAG_enumeration_type], n.trim())
+        } else {
+            (
+                &[
+                    gimli::DW_TAG_typedef,
+                    gimli::DW_TAG_base_type,
+                    gimli::DW_TAG_structure_type,
+                ],
+                spelled,
+            )
+        };
+        let mut fallback = None;
+        for (ui, u) in self.units.iter().enumerate() {
+            let mut cursor = u.unit.entries();
+            while let Ok(Some(e)) = cursor.next_dfs() {
+                if !tags.contains(&e.tag()) {
+                    continue;
+                }
+                let Some(v) = e.attr_value(gimli::DW_AT_name) else {
+                    continue;
+                };
+                if self.attr_str(&u.unit, v) != name {
+                    continue;
+                }
+                let d = DieRef {
+                    unit: ui,
+                    offset: e.offset().0,
+                };
+                if e.attr_value(gimli::DW_AT_declaration).is_none() {
+                    return Some(d);
+                }
+                fallback.get_or_insert(d);
+            }
+        }
+        fallback
     }
 
     /// The entries of a location list as `[begin, end)` with their expression, keeping
@@ -272,7 +371,10 @@ impl DebugInfo {
         if ctx.depth > 2 {
             return Err("recursive frame base".into());
         }
-        let fd = ctx.func.frame_die;
+        let fd = ctx
+            .func
+            .ok_or("no frame base outside a function")?
+            .frame_die;
         let e = self.entry(fd).ok_or("bad DWARF")?;
         let unit = &self.units[fd.unit].unit;
         let inner = Ctx {
@@ -407,7 +509,7 @@ impl DebugInfo {
                         (Ok(Some(Operation::Register { register })), Ok(None)) => register.0,
                         _ => return Err("unsupported DW_OP_entry_value".into()),
                     };
-                    if ctx.pc != ctx.func.entry_pc {
+                    if ctx.func.map(|f| f.entry_pc) != Some(ctx.pc) {
                         return Err(format!(
                             "not available at {:#x} (entry value only known at function entry)",
                             ctx.pc

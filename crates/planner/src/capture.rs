@@ -20,6 +20,13 @@ use crate::{Planned, Session};
 /// is known.
 const RET_FLAG: u32 = 1 << 31;
 
+/// At most this many values are captured for one pretty-printed expression (stap
+/// limits its generated sprintf to 32 arguments the same way).
+const PRETTY_MAX_VALUES: u32 = 32;
+
+/// Array elements shown by the pretty printer before `, ...`.
+const PRETTY_MAX_ELEMS: u64 = 5;
+
 /// Which of a site's two plans a field goes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Which {
@@ -165,6 +172,7 @@ pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnos
             ExprKind::Target(t) => Some(format!("${}", t.name)),
             ExprKind::Entry(_) => Some("@entry".to_string()),
             ExprKind::GlobalVar { name, .. } => Some(format!("@var(\"{name}\")")),
+            ExprKind::Cast { type_name, .. } => Some(format!("@cast(..., \"{type_name}\")")),
             ExprKind::Defined(_) => return false,
             _ => None,
         };
@@ -226,7 +234,10 @@ fn contains_target(e: &Expr) -> bool {
     visit_expr(e, &mut |x| {
         if matches!(
             x.kind,
-            ExprKind::Target(_) | ExprKind::Entry(_) | ExprKind::GlobalVar { .. }
+            ExprKind::Target(_)
+                | ExprKind::Entry(_)
+                | ExprKind::GlobalVar { .. }
+                | ExprKind::Cast { .. }
         ) {
             found = true;
         }
@@ -422,13 +433,26 @@ impl<'a> Builder<'a> {
                 }
                 true
             }
-            ExprKind::GlobalVar { name, .. } => {
-                self.errors
-                    .push(sem(format!("@var(\"{name}\") is not supported yet"), e));
-                false
-            }
-            ExprKind::Cast { .. } => {
-                self.errors.push(sem("@cast is not supported yet", e));
+            ExprKind::GlobalVar { .. } | ExprKind::Cast { .. } => {
+                let r = self
+                    .resolve_tval(e)
+                    .unwrap_or_else(|| Err(sem("internal: not a target value", e)))
+                    .and_then(|(tv, pretty)| {
+                        let di = self.require_di(e, &tv.label)?;
+                        if pretty > 0 {
+                            let mut parts = Vec::new();
+                            self.pretty(e, di, &tv, pretty, &mut parts);
+                            Ok(Decode::Pretty(parts))
+                        } else {
+                            self.scalar(e, di, &tv)
+                        }
+                    });
+                match r {
+                    Ok(d) => {
+                        self.captures.insert(e.id.0, d);
+                    }
+                    Err(d) => self.errors.push(d),
+                }
                 false
             }
             _ => true,
@@ -490,6 +514,134 @@ impl<'a> Builder<'a> {
         self.scalar(e, di, &tv)
     }
 
+    /// Resolves `@var(...)->path` and `@cast(...)->path` to a value and its pretty level.
+    fn resolve_tval(&mut self, e: &Expr) -> Option<Result<(TVal, u8), Diagnostic>> {
+        Some(match &e.kind {
+            ExprKind::GlobalVar { name, module, path } => self
+                .global_var(e, name, module.as_deref(), path)
+                .map(|t| (t, 0)),
+            ExprKind::Cast {
+                expr,
+                type_name,
+                module,
+                path,
+                pretty,
+            } => self
+                .cast(e, expr, type_name, module.as_deref(), path)
+                .map(|t| (t, *pretty)),
+            _ => return None,
+        })
+    }
+
+    fn same_module(&self, e: &Expr, module: Option<&str>) -> Result<(), Diagnostic> {
+        let Some(m) = module else {
+            return Ok(());
+        };
+        let canon = crate::resolve::resolve_path(m).map_err(|why| sem(why, e))?;
+        if canon != self.site.module {
+            return Err(sem(
+                format!(
+                    "module '{m}' is not supported here yet: only the probed module {} can be named",
+                    self.site.module.display()
+                ),
+                e,
+            ));
+        }
+        Ok(())
+    }
+
+    fn apply_path(
+        &mut self,
+        e: &Expr,
+        di: &DebugInfo,
+        mut tv: TVal,
+        path: &[TargetStep],
+    ) -> Result<TVal, Diagnostic> {
+        for step in path {
+            tv = match step {
+                TargetStep::Member(name, _) => self.member(e, di, tv, name)?,
+                TargetStep::Index(idx) => self.index(e, di, tv, idx)?,
+            };
+        }
+        Ok(tv)
+    }
+
+    fn global_var(
+        &mut self,
+        e: &Expr,
+        name: &str,
+        module: Option<&str>,
+        path: &[TargetStep],
+    ) -> Result<TVal, Diagnostic> {
+        let di = self.require_di(e, &format!("@var(\"{name}\")"))?;
+        self.same_module(e, module)?;
+        let (var, file) = match name.split_once('@') {
+            Some((v, f)) => (v, Some(f)),
+            None => (name, None),
+        };
+        let Some(v) = di.global_at(var, file, self.site.addr) else {
+            let close = debuginfo::close_matches(
+                var,
+                &di.global_names()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            );
+            let mut msg = format!(
+                "unable to find global '{var}' in {}",
+                self.site.module.display()
+            );
+            if !close.is_empty() {
+                msg.push_str(&format!(" (alternatives: {})", close.join(" ")));
+            }
+            return Err(sem(msg, e));
+        };
+        let val = loc_to_val(&v.location).map_err(|why| {
+            sem(
+                format!("unable to find location for global '{var}': {why}"),
+                e,
+            )
+        })?;
+        let tv = TVal {
+            val,
+            ty: v.ty,
+            bits: None,
+            which: Which::Entry,
+            label: format!("@var(\"{name}\")"),
+        };
+        self.apply_path(e, di, tv, path)
+    }
+
+    fn cast(
+        &mut self,
+        e: &Expr,
+        addr: &Expr,
+        type_name: &str,
+        module: Option<&str>,
+        path: &[TargetStep],
+    ) -> Result<TVal, Diagnostic> {
+        let di = self.require_di(e, "@cast")?;
+        self.same_module(e, module)?;
+        let ty = di.find_type(type_name).ok_or_else(|| {
+            sem(
+                format!(
+                    "type definition '{type_name}' not found in {}",
+                    self.site.module.display()
+                ),
+                e,
+            )
+        })?;
+        let (ops, which) = self.lower_value(addr)?;
+        let tv = TVal {
+            val: Val::Mem(ops),
+            ty: Some(ty),
+            bits: None,
+            which,
+            label: format!("@cast(..., \"{type_name}\")"),
+        };
+        self.apply_path(e, di, tv, path)
+    }
+
     fn resolve_target(
         &mut self,
         e: &Expr,
@@ -506,7 +658,7 @@ impl<'a> Builder<'a> {
         Ok(tv)
     }
 
-    fn base(&mut self, e: &Expr, di: &DebugInfo, name: &str) -> Result<TVal, Diagnostic> {
+    fn base(&mut self, e: &Expr, _di: &DebugInfo, name: &str) -> Result<TVal, Diagnostic> {
         let func = self
             .site
             .func
@@ -555,28 +707,15 @@ impl<'a> Builder<'a> {
             }
             return Err(sem(msg, e));
         };
-        let val = match &v.location {
-            Location::Memory(ops) => Val::Mem(ops.clone()),
-            Location::Register(r) => Val::Reg(*r),
-            Location::Value(ops) => Val::Value(ops.clone()),
-            Location::Constant(bytes) => {
-                let mut b = [0u8; 8];
-                for (i, x) in bytes.iter().take(8).enumerate() {
-                    b[i] = *x;
-                }
-                Val::Const(u64::from_le_bytes(b))
-            }
-            Location::Unavailable(why) => {
-                let _ = di;
-                return Err(sem(
-                    format!(
-                        "unable to find location for variable '${name}' at {}: {why}",
-                        self.site.pp
-                    ),
-                    e,
-                ));
-            }
-        };
+        let val = loc_to_val(&v.location).map_err(|why| {
+            sem(
+                format!(
+                    "unable to find location for variable '${name}' at {}: {why}",
+                    self.site.pp
+                ),
+                e,
+            )
+        })?;
         Ok(TVal {
             val,
             ty: v.ty,
@@ -800,6 +939,22 @@ impl<'a> Builder<'a> {
                 };
                 Ok((ops, tv.which))
             }
+            ExprKind::GlobalVar { .. } | ExprKind::Cast { .. } => {
+                let (tv, pretty) = self
+                    .resolve_tval(e)
+                    .unwrap_or_else(|| Err(sem("internal: not a target value", e)))?;
+                if pretty > 0 {
+                    return Err(sem("a pretty-printed value is a string, not a number", e));
+                }
+                let di = self.require_di(e, &tv.label)?;
+                let (_, ty) = di.strip(tv.ty);
+                let ops = if matches!(ty.kind, TypeKind::Array { .. }) {
+                    self.address(e, &tv)?
+                } else {
+                    self.load_value(e, di, &tv)?
+                };
+                Ok((ops, tv.which))
+            }
             ExprKind::Unary { op, expr } => {
                 let (mut ops, w) = self.lower_value(expr)?;
                 match op {
@@ -970,16 +1125,16 @@ impl<'a> Builder<'a> {
         pretty: u8,
     ) -> Result<Decode, Diagnostic> {
         let mut parts = Vec::new();
-        if which == "return" {
-            let tv = self.base(e, di, "return")?;
-            parts.push(PrettyPart::Text("return=".into()));
-            self.pretty_value(e, di, &tv, pretty, pretty == 0, &mut parts);
-            return Ok(Decode::Pretty(parts));
-        }
-        let (params, locals) = match which {
-            "parms" => (true, false),
-            "locals" => (false, true),
-            "vars" => (true, true),
+        let names: Vec<String> = match which {
+            "return" => vec!["return".into()],
+            "parms" | "locals" | "vars" => {
+                let (params, locals) = (which != "locals", which != "parms");
+                self.vars
+                    .iter()
+                    .filter(|v| (v.is_param && params) || (!v.is_param && locals))
+                    .map(|v| v.name.clone())
+                    .collect()
+            }
             _ => {
                 return Err(sem(
                     format!("unknown context variable '$${which}' (alternatives: $$parms $$locals $$vars $$return)"),
@@ -987,66 +1142,101 @@ impl<'a> Builder<'a> {
                 ))
             }
         };
-        let vars: Vec<Variable> = self
-            .vars
-            .iter()
-            .filter(|v| (v.is_param && params) || (!v.is_param && locals))
-            .cloned()
-            .collect();
-        for (i, v) in vars.iter().enumerate() {
+        // stap: each variable as `name=%#x`, or with a `$`/`$$` suffix as `name=%s` of
+        // its pretty-printed value; a variable it cannot read prints as `?`.
+        for (i, name) in names.iter().enumerate() {
             if i > 0 {
                 parts.push(PrettyPart::Text(" ".into()));
             }
-            parts.push(PrettyPart::Text(format!("{}=", v.name)));
-            match self.base(e, di, &v.name) {
-                Ok(tv) => self.pretty_value(e, di, &tv, pretty, pretty == 0, &mut parts),
+            parts.push(PrettyPart::Text(format!("{name}=")));
+            match self.base(e, di, name) {
+                Ok(tv) if pretty > 0 => self.pretty(e, di, &tv, pretty, &mut parts),
+                Ok(tv) => self.hex_value(e, di, &tv, &mut parts),
+                Err(d) if which == "return" => return Err(d),
                 Err(_) => parts.push(PrettyPart::Text("?".into())),
             }
         }
         Ok(Decode::Pretty(parts))
     }
 
-    /// `$x$`: the value pretty-printed.
+    /// `%#x` of a variable for plain `$$vars`: integers and pointers in hex, arrays
+    /// as their address, anything else `?`.
+    fn hex_value(&mut self, e: &Expr, di: &DebugInfo, tv: &TVal, parts: &mut Vec<PrettyPart>) {
+        match self.scalar(e, di, tv) {
+            Ok(d) => parts.push(PrettyPart::Hex(d)),
+            Err(_) => parts.push(PrettyPart::Text("?".into())),
+        }
+    }
+
+    /// `$x$` (`level` 1) or `$x$$` (2): the value pretty-printed as stap does.
     fn pretty(
         &mut self,
         e: &Expr,
         di: &DebugInfo,
         tv: &TVal,
-        depth: u8,
+        level: u8,
         parts: &mut Vec<PrettyPart>,
     ) {
-        self.pretty_value(e, di, tv, depth, false, parts)
+        let mut budget = PRETTY_MAX_VALUES;
+        self.pretty_value(e, di, tv, true, level > 1, &mut budget, parts)
     }
 
-    /// Appends the parts printing one value. `hex` prints integers as `%#x` (stap's
-    /// `$$vars` without a suffix); `depth` is how many struct levels to expand.
+    /// Appends the parts printing one value, following stap's pretty printer: chars as
+    /// `'c'`, integers and enums in decimal, char pointers and char arrays as quoted
+    /// strings, other pointers in hex except at the top, where the pointee is printed;
+    /// structs as `{.a=1, .b=2}` expanded at the top (or everywhere with `$$`) and as
+    /// `{...}` below; other arrays as `[a, b, c, ...]` at the top (or with `$$`, the
+    /// first few elements) and `[...]` below; floats and unknown types as `?`. At most
+    /// `budget` values are captured; the rest prints as `...`.
     fn pretty_value(
         &mut self,
         e: &Expr,
         di: &DebugInfo,
         tv: &TVal,
-        depth: u8,
-        hex: bool,
+        top: bool,
+        full: bool,
+        budget: &mut u32,
         parts: &mut Vec<PrettyPart>,
     ) {
         let (_, t) = di.strip(tv.ty);
+        if tv.bits.is_some() {
+            // Bitfields always print numerically, even when their type is a char.
+            return self.pretty_scalar(e, di, tv, false, budget, parts);
+        }
         match &t.kind {
+            TypeKind::Base { is_float: true, .. } => parts.push(PrettyPart::Text("?".into())),
+            TypeKind::Base { is_char: true, .. } if t.size == Some(1) => {
+                if *budget == 0 {
+                    parts.push(PrettyPart::Text("...".into()));
+                    return;
+                }
+                *budget -= 1;
+                match self.scalar(e, di, tv) {
+                    Ok(d) => parts.push(PrettyPart::Char(d)),
+                    Err(_) => parts.push(PrettyPart::Text("?".into())),
+                }
+            }
+            TypeKind::Base { .. } | TypeKind::Enum { .. } => {
+                self.pretty_scalar(e, di, tv, false, budget, parts)
+            }
             TypeKind::Struct { members, .. } => {
-                if depth == 0 {
-                    parts.push(PrettyPart::Text("{...}".into()));
+                parts.push(PrettyPart::Text("{".into()));
+                if !(top || full) {
+                    parts.push(PrettyPart::Text("...}".into()));
                     return;
                 }
                 let Ok(addr) = self.address(e, tv) else {
-                    parts.push(PrettyPart::Text("{...}".into()));
+                    parts.push(PrettyPart::Text("...}".into()));
                     return;
                 };
-                parts.push(PrettyPart::Text("{".into()));
-                let mut first = true;
-                for m in members {
-                    if !first {
+                for (i, m) in members.iter().enumerate() {
+                    if i > 0 {
                         parts.push(PrettyPart::Text(", ".into()));
                     }
-                    first = false;
+                    if *budget == 0 {
+                        parts.push(PrettyPart::Text("...".into()));
+                        break;
+                    }
                     let mut ops = addr.clone();
                     if m.offset != 0 {
                         ops.push(Op::Const(m.offset));
@@ -1059,45 +1249,55 @@ impl<'a> Builder<'a> {
                         which: tv.which,
                         label: format!("{}->{}", tv.label, m.name),
                     };
-                    if !m.name.is_empty() {
-                        parts.push(PrettyPart::Text(format!(".{}=", m.name)));
-                    }
-                    self.pretty_value(e, di, &mtv, depth - 1, hex, parts);
+                    let name = if m.name.is_empty() {
+                        match di.strip(m.ty).1.kind {
+                            TypeKind::Struct { is_union: true, .. } => "<union>".to_string(),
+                            _ => "<struct>".to_string(),
+                        }
+                    } else {
+                        format!(".{}", m.name)
+                    };
+                    parts.push(PrettyPart::Text(format!("{name}=")));
+                    self.pretty_value(e, di, &mtv, false, full, budget, parts);
                 }
                 parts.push(PrettyPart::Text("}".into()));
             }
             TypeKind::Array { elem, dims } => {
+                if !(top || full) {
+                    parts.push(PrettyPart::Text("[...]".into()));
+                    return;
+                }
                 let et = di.strip(*elem).1;
-                let is_char = matches!(et.kind, TypeKind::Base { is_char: true, .. });
                 let Ok(addr) = self.address(e, tv) else {
                     parts.push(PrettyPart::Text("[...]".into()));
                     return;
                 };
-                if is_char && !hex {
+                if matches!(et.kind, TypeKind::Base { is_char: true, .. }) && et.size == Some(1) {
                     let n = dims
                         .first()
                         .copied()
                         .flatten()
                         .unwrap_or(u64::from(self.max_string));
                     let mut ops = addr;
-                    ops.push(Op::EmitString((n as u32).min(self.max_string)));
+                    ops.push(Op::EmitString((n.min(u64::from(self.max_string))) as u32));
                     let field = self.add_field(tv.which, ops, &tv.label);
                     parts.push(PrettyPart::Quoted(Decode::Str { field }));
                     return;
                 }
                 let count = match dims.as_slice() {
                     [Some(n)] => *n,
-                    _ => 0,
+                    _ => 1,
                 };
                 let stride = et.size.unwrap_or(0);
-                if depth == 0 || count == 0 || stride == 0 || count > 64 {
-                    parts.push(PrettyPart::Text("[...]".into()));
-                    return;
-                }
                 parts.push(PrettyPart::Text("[".into()));
-                for i in 0..count {
+                let shown = count.min(PRETTY_MAX_ELEMS);
+                for i in 0..shown {
                     if i > 0 {
                         parts.push(PrettyPart::Text(", ".into()));
+                    }
+                    if *budget == 0 {
+                        parts.push(PrettyPart::Text("...".into()));
+                        break;
                     }
                     let mut ops = addr.clone();
                     if i > 0 {
@@ -1111,30 +1311,51 @@ impl<'a> Builder<'a> {
                         which: tv.which,
                         label: format!("{}[{i}]", tv.label),
                     };
-                    self.pretty_value(e, di, &etv, depth - 1, hex, parts);
+                    self.pretty_value(e, di, &etv, false, full, budget, parts);
+                }
+                if count > shown {
+                    parts.push(PrettyPart::Text(", ...".into()));
                 }
                 parts.push(PrettyPart::Text("]".into()));
             }
-            TypeKind::Pointer(p) if !hex => {
-                let pt = di.strip(*p).1;
-                if matches!(pt.kind, TypeKind::Base { is_char: true, .. }) {
+            TypeKind::Pointer(p) => {
+                let (pref, pt) = di.strip(*p);
+                let pointee_known =
+                    pref.is_some() && !matches!(pt.kind, TypeKind::Void | TypeKind::Other);
+                if pointee_known
+                    && matches!(pt.kind, TypeKind::Base { is_char: true, .. })
+                    && pt.size == Some(1)
+                {
                     if let Ok(mut ops) = self.load_value(e, di, tv) {
+                        if *budget == 0 {
+                            parts.push(PrettyPart::Text("...".into()));
+                            return;
+                        }
+                        *budget -= 1;
                         ops.push(Op::EmitString(self.max_string));
                         let field = self.add_field(tv.which, ops, &tv.label);
                         parts.push(PrettyPart::Quoted(Decode::Str { field }));
                         return;
                     }
                 }
-                self.pretty_scalar(e, di, tv, true, parts);
-            }
-            TypeKind::Pointer(_) => self.pretty_scalar(e, di, tv, true, parts),
-            TypeKind::Base { is_char: true, .. } if !hex && t.size == Some(1) => {
-                match self.scalar(e, di, tv) {
-                    Ok(d) => parts.push(PrettyPart::Char(d)),
-                    Err(_) => parts.push(PrettyPart::Text("?".into())),
+                if top && pointee_known && pt.kind != TypeKind::Function {
+                    if let Ok(ops) = self.load_value(e, di, tv) {
+                        let pointee = TVal {
+                            val: Val::Mem(ops),
+                            ty: *p,
+                            bits: None,
+                            which: tv.which,
+                            label: format!("*{}", tv.label),
+                        };
+                        return self.pretty_value(e, di, &pointee, top, full, budget, parts);
+                    }
                 }
+                if pt.kind == TypeKind::Function {
+                    parts.push(PrettyPart::Text("<function>:".into()));
+                }
+                self.pretty_scalar(e, di, tv, true, budget, parts)
             }
-            _ => self.pretty_scalar(e, di, tv, hex, parts),
+            _ => parts.push(PrettyPart::Text("?".into())),
         }
     }
 
@@ -1144,14 +1365,36 @@ impl<'a> Builder<'a> {
         di: &DebugInfo,
         tv: &TVal,
         hex: bool,
+        budget: &mut u32,
         parts: &mut Vec<PrettyPart>,
     ) {
+        if *budget == 0 {
+            parts.push(PrettyPart::Text("...".into()));
+            return;
+        }
+        *budget -= 1;
         match self.scalar(e, di, tv) {
             Ok(d) if hex => parts.push(PrettyPart::Hex(d)),
             Ok(d) => parts.push(PrettyPart::Dec(d)),
             Err(_) => parts.push(PrettyPart::Text("?".into())),
         }
     }
+}
+
+fn loc_to_val(loc: &Location) -> Result<Val, String> {
+    Ok(match loc {
+        Location::Memory(ops) => Val::Mem(ops.clone()),
+        Location::Register(r) => Val::Reg(*r),
+        Location::Value(ops) => Val::Value(ops.clone()),
+        Location::Constant(bytes) => {
+            let mut b = [0u8; 8];
+            for (i, x) in bytes.iter().take(8).enumerate() {
+                b[i] = *x;
+            }
+            Val::Const(u64::from_le_bytes(b))
+        }
+        Location::Unavailable(why) => return Err(why.clone()),
+    })
 }
 
 /// Finds a member by name, looking into anonymous struct/union members; returns its

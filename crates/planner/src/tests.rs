@@ -335,6 +335,33 @@ fn check_handle_values(bin: &Path) {
     assert_eq!(v["$r->arr[$n]"], V::I(40));
     assert_eq!(v["$r->name[1]"], V::I(i64::from(b'e')));
     assert_eq!(v["$r->next"], V::I(0));
+    let v = run(
+        r#"probe process.function("handle") {
+            println(@var("counter"), @var("counter@app.c"), @cast($r, "struct req")->c,
+                    user_string(@cast($r, "struct req")->name), $r$)
+        }"#,
+        bin,
+    );
+    assert_eq!(v["@var(\"counter\")"], V::I(7));
+    assert_eq!(v["@var(\"counter@app.c\")"], V::I(7));
+    assert_eq!(v["@cast($r, \"struct req\")->c"], V::I(6));
+    assert_eq!(
+        v["user_string(@cast($r, \"struct req\")->name)"],
+        V::S("hello".into())
+    );
+    assert_eq!(
+        v["$r$"],
+        V::S("{.id=42, .name=[...], .next=0x0, .flags=5, .sflag=-3, .big=-1234567890123, .c=6, .arr=[...]}".into())
+    );
+    let v = run(
+        r#"probe process.function("handle") { println($r$$, $r->arr$) }"#,
+        bin,
+    );
+    assert_eq!(
+        v["$r$$"],
+        V::S("{.id=42, .name=\"hello\", .next=0x0, .flags=5, .sflag=-3, .big=-1234567890123, .c=6, .arr=[10, -20, 30, 40]}".into())
+    );
+    assert_eq!(v["$r->arr$"], V::S("[10, -20, 30, 40]".into()));
 }
 
 #[test]
@@ -568,4 +595,41 @@ fn list_with_vars() {
         l[0].ends_with(":10\") $who:const char* $u:unsigned char $s:short int"),
         "{l:?}"
     );
+}
+
+#[test]
+fn shared_library_sites_use_the_library_module() {
+    let dir = std::env::temp_dir().join(format!("planner-lib-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("lib.c");
+    std::fs::write(&c, "int lf(int x) {\n  return x + 1;\n}\n").unwrap();
+    let so = dir.join("libx.so");
+    let st = Command::new("gcc")
+        .args(["-g", "-O0", "-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&c)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bin = compile("-O0");
+    let p = plan_text(
+        &format!(
+            r#"probe process("{}").function("lf") {{ println($x) }}"#,
+            so.display()
+        ),
+        &bin,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let so = std::fs::canonicalize(&so).unwrap();
+    assert_eq!(p.plans.sites[0].module, so);
+    assert_eq!(
+        p.listing,
+        vec![format!(
+            "process(\"{}\").function(\"lf@{}:1\")",
+            so.display(),
+            dir.join("lib.c").display()
+        )]
+    );
+    let e = err_text(r#"probe process("/bin/sh").function("main") { }"#, &bin);
+    assert!(e.contains("no debug information found in /"), "{e}");
 }
