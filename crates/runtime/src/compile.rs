@@ -126,15 +126,24 @@ fn builtin_sig(name: &str) -> Option<Sig> {
 /// call, and their type is fixed here.
 fn capture_only(name: &str) -> Option<(Ty, FaultKind)> {
     let t = match name {
-        "user_string" | "user_string_n" | "user_string_quoted" | "user_string_n_quoted"
-        | "user_string_utf16" | "user_string_utf32" => (Ty::Str, FaultKind::UserString),
+        "user_string"
+        | "user_string_n"
+        | "user_string_quoted"
+        | "user_string_n_quoted"
+        | "user_string_utf16"
+        | "user_string_utf32" => (Ty::Str, FaultKind::UserString),
         "user_string2" | "user_string_n2" | "user_string2_utf16" | "user_string2_utf32" => {
             (Ty::Str, FaultKind::UserString)
         }
-        "user_string_warn" | "user_string2_warn" | "user_string_n_warn"
-        | "user_string2_n_warn" => (Ty::Str, FaultKind::Warn),
-        "kernel_string" | "kernel_string_n" | "kernel_string2" | "kernel_string_quoted"
-        | "kernel_string_utf16" | "kernel_string_utf32" => (Ty::Str, FaultKind::KernelString),
+        "user_string_warn" | "user_string2_warn" | "user_string_n_warn" | "user_string2_n_warn" => {
+            (Ty::Str, FaultKind::Warn)
+        }
+        "kernel_string"
+        | "kernel_string_n"
+        | "kernel_string2"
+        | "kernel_string_quoted"
+        | "kernel_string_utf16"
+        | "kernel_string_utf32" => (Ty::Str, FaultKind::KernelString),
         "user_char" | "user_short" | "user_int" | "user_long" | "user_int8" | "user_int16"
         | "user_int32" | "user_int64" | "user_uint8" | "user_uint16" | "user_uint32"
         | "user_uint64" | "user_ushort" | "kernel_char" | "kernel_short" | "kernel_int"
@@ -147,24 +156,67 @@ fn capture_only(name: &str) -> Option<(Ty, FaultKind)> {
 
 /// Names offered in "did you mean" notes, besides user functions.
 const KNOWN_FUNCS: &[&str] = &[
-    "pid", "tid", "ppid", "execname", "uaddr", "cpu", "probefunc", "ppfunc", "pp",
-    "gettimeofday_ns", "gettimeofday_us", "gettimeofday_ms", "gettimeofday_s", "target",
-    "exit", "error", "warn", "log", "strlen", "substr", "isinstr", "strtol", "str_replace",
-    "tokenize", "text_str", "text_strn", "string_quoted", "stringat", "isdigit", "toupper",
-    "tolower", "abs", "randint", "matched", "printf", "sprintf", "print", "println", "printd",
-    "printdln", "sprint", "sprintln", "user_string", "user_string_n", "user_string2",
-    "user_string_quoted", "kernel_string", "user_long", "user_int", "user_char", "user_short",
+    "pid",
+    "tid",
+    "ppid",
+    "execname",
+    "uaddr",
+    "cpu",
+    "probefunc",
+    "ppfunc",
+    "pp",
+    "gettimeofday_ns",
+    "gettimeofday_us",
+    "gettimeofday_ms",
+    "gettimeofday_s",
+    "target",
+    "exit",
+    "error",
+    "warn",
+    "log",
+    "strlen",
+    "substr",
+    "isinstr",
+    "strtol",
+    "str_replace",
+    "tokenize",
+    "text_str",
+    "text_strn",
+    "string_quoted",
+    "stringat",
+    "isdigit",
+    "toupper",
+    "tolower",
+    "abs",
+    "randint",
+    "matched",
+    "printf",
+    "sprintf",
+    "print",
+    "println",
+    "printd",
+    "printdln",
+    "sprint",
+    "sprintln",
+    "user_string",
+    "user_string_n",
+    "user_string2",
+    "user_string_quoted",
+    "kernel_string",
+    "user_long",
+    "user_int",
+    "user_char",
+    "user_short",
 ];
 
 const KEYWORDS: &[&str] = &[
-    "if", "else", "while", "for", "foreach", "in", "limit", "delete", "return", "next",
-    "break", "continue", "try", "catch", "probe", "global", "function", "private", "long",
-    "string",
+    "if", "else", "while", "for", "foreach", "in", "limit", "delete", "return", "next", "break",
+    "continue", "try", "catch", "probe", "global", "function", "private", "long", "string",
 ];
 
 const OPERATORS: &[&str] = &[
-    ">>>=", "<<<", ">>>", "<<=", ">>=", "==", "!=", "<=", ">=", "&&", "||", "++", "--", "+=",
-    "-=", "*=", "/=", "%=", "&=", "|=", "^=", ".=", "=~", "!~", "<<", ">>", "->",
+    ">>>=", "<<<", ">>>", "<<=", ">>=", "==", "!=", "<=", ">=", "&&", "||", "++", "--", "+=", "-=",
+    "*=", "/=", "%=", "&=", "|=", "^=", ".=", "=~", "!~", "<<", ">>", "->",
 ];
 
 fn fill(slot: &mut Option<Ty>, t: Option<Ty>, changed: &mut bool) {
@@ -334,7 +386,11 @@ impl<'a> Compiler<'a> {
     }
 
     fn describe(&self, file: FileId, pos: u32) -> String {
-        let text = self.sources.file(file).map(|f| f.text.as_str()).unwrap_or("");
+        let text = self
+            .sources
+            .file(file)
+            .map(|f| f.text.as_str())
+            .unwrap_or("");
         let p = (pos as usize).min(text.len());
         let rest = text.get(p..).unwrap_or("");
         let loc = self.loc(file, pos);
@@ -344,7 +400,10 @@ impl<'a> Compiler<'a> {
                 .chars()
                 .enumerate()
                 .take_while(|(i, ch)| {
-                    ch.is_ascii_alphanumeric() || *ch == '_' || (*i == 0 && (*ch == '$' || *ch == '@')) || (*i == 1 && *ch == '$')
+                    ch.is_ascii_alphanumeric()
+                        || *ch == '_'
+                        || (*i == 0 && (*ch == '$' || *ch == '@'))
+                        || (*i == 1 && *ch == '$')
                 })
                 .map(|(_, ch)| ch)
                 .collect();
@@ -354,7 +413,10 @@ impl<'a> Compiler<'a> {
             return format!("identifier '{w}' at {loc}");
         }
         if first.is_ascii_digit() {
-            let w: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let w: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
             return format!("number '{w}' at {loc}");
         }
         if first == '"' {
@@ -377,8 +439,15 @@ impl<'a> Compiler<'a> {
 
     /// The token of operator `op` found between `from` and `to` (falls back to `from`).
     fn op_tok(&mut self, op: &str, file: FileId, from: u32, to: u32) -> Tok {
-        let text = self.sources.file(file).map(|f| f.text.as_str()).unwrap_or("");
-        let (a, b) = ((from as usize).min(text.len()), (to as usize).min(text.len()));
+        let text = self
+            .sources
+            .file(file)
+            .map(|f| f.text.as_str())
+            .unwrap_or("");
+        let (a, b) = (
+            (from as usize).min(text.len()),
+            (to as usize).min(text.len()),
+        );
         let pos = text
             .get(a..b.max(a))
             .and_then(|s| s.find(op))
@@ -531,12 +600,9 @@ impl<'a> Compiler<'a> {
                     let sc = self.new_scope();
                     self.probes.push((p, sc));
                 }
-                Item::Alias(a) => {
-                    self.err(
-                        "probe aliases are not supported by the runtime yet",
-                        a.span,
-                    );
-                }
+                // Aliases are expanded by the driver (script_syntax::expand_aliases); the
+                // declarations themselves run nothing.
+                Item::Alias(_) => {}
                 Item::Embedded(span) => {
                     self.err(
                         "embedded C code is not supported: snaptap runs handlers in its own process, not in the kernel",
@@ -802,7 +868,11 @@ impl<'a> Compiler<'a> {
                     }
                     "print" | "println" | "sprint" | "sprintln" | "printd" | "printdln" => {
                         for (i, a) in args.iter().enumerate() {
-                            let w = if i == 0 && name.starts_with("printd") { Some(Str) } else { None };
+                            let w = if i == 0 && name.starts_with("printd") {
+                                Some(Str)
+                            } else {
+                                None
+                            };
                             self.inf(sc, a, w);
                         }
                         Some(if name.starts_with('s') { Str } else { Long })
@@ -884,14 +954,22 @@ impl<'a> Compiler<'a> {
                 self.inf(sc, cond, Some(Long));
                 let t = self.inf(sc, then, want);
                 let el = self.inf(sc, els, t.or(want));
-                let t = if t.is_none() { self.inf(sc, then, el) } else { t };
+                let t = if t.is_none() {
+                    self.inf(sc, then, el)
+                } else {
+                    t
+                };
                 t.or(el)
             }
             ExprKind::Assign { op, target, value } => match op {
                 AssignOp::Set => {
                     let tt = self.inf(sc, target, None);
                     let vt = self.inf(sc, value, tt.or(want));
-                    let tt = if tt.is_none() { self.inf(sc, target, vt) } else { tt };
+                    let tt = if tt.is_none() {
+                        self.inf(sc, target, vt)
+                    } else {
+                        tt
+                    };
                     tt.or(vt)
                 }
                 AssignOp::Compound(BinaryOp::Concat) => {
@@ -982,7 +1060,6 @@ impl<'a> Compiler<'a> {
                     .map(|s| s.max(1) as usize)
                     .unwrap_or(self.limits.maxmapentries);
                 self.arrays.push(ArrayMeta {
-                    name: gi.name.clone(),
                     keys,
                     val: ty,
                     max,
@@ -1064,7 +1141,9 @@ impl<'a> Compiler<'a> {
                 self.err(m.to_string(), span);
                 continue;
             }
-            let Some(&g) = self.gnames.get(&name) else { continue };
+            let Some(&g) = self.gnames.get(&name) else {
+                continue;
+            };
             if let Some(spec) = spec {
                 let gi = &mut self.globals[g];
                 if gi.hist == HistSpec::None {
@@ -1092,10 +1171,19 @@ impl<'a> Compiler<'a> {
 
     // ----- pass 3: compile -----
 
-    fn var_ref(&mut self, sc: usize, name: &str, span: Span, reading: bool) -> Option<(VarRef, Ty)> {
+    fn var_ref(
+        &mut self,
+        sc: usize,
+        name: &str,
+        span: Span,
+        reading: bool,
+    ) -> Option<(VarRef, Ty)> {
         match self.sym(sc, name, span) {
             Sym::Local(i) => {
-                let (ty, slot) = (self.scopes[sc].locals[i].ty, self.scopes[sc].slots.get(i).copied().flatten());
+                let (ty, slot) = (
+                    self.scopes[sc].locals[i].ty,
+                    self.scopes[sc].slots.get(i).copied().flatten(),
+                );
                 match (ty, slot) {
                     (Some(t), Some(s)) => Some((VarRef::Local(s), t)),
                     (Some(Ty::Stats), _) => {
@@ -1180,7 +1268,10 @@ impl<'a> Compiler<'a> {
     fn cx_as(&mut self, sc: usize, e: &Expr, want: Ty) -> Option<Ex> {
         let (x, t) = self.cx(sc, e)?;
         if t != want {
-            self.err(format!("type mismatch ({} vs. {})", want.name(), t.name()), e.span);
+            self.err(
+                format!("type mismatch ({} vs. {})", want.name(), t.name()),
+                e.span,
+            );
             return None;
         }
         Some(x)
@@ -1198,13 +1289,19 @@ impl<'a> Compiler<'a> {
                 let ks = self.keys(sc, arr, keys)?;
                 let t = self.arrays[arr as usize].val;
                 if t == Ty::Stats {
-                    self.err(format!("aggregate '{array}' can only be updated with <<<"), e.span);
+                    self.err(
+                        format!("aggregate '{array}' can only be updated with <<<"),
+                        e.span,
+                    );
                     return None;
                 }
                 Some((LVal::Elem { arr, keys: ks }, t))
             }
             _ => {
-                self.err("left side of assignment is not a variable or array element", e.span);
+                self.err(
+                    "left side of assignment is not a variable or array element",
+                    e.span,
+                );
                 None
             }
         }
@@ -1245,13 +1342,21 @@ impl<'a> Compiler<'a> {
                 Some(AggRef::Elem { arr, keys: ks })
             }
             _ => {
-                self.err("aggregate operand must be a global or an array element", e.span);
+                self.err(
+                    "aggregate operand must be a global or an array element",
+                    e.span,
+                );
                 None
             }
         }
     }
 
-    fn capture(&mut self, e: &Expr, fault: FaultKind, fallback: Option<Box<Ex>>) -> Option<(Ex, Ty)> {
+    fn capture(
+        &mut self,
+        e: &Expr,
+        fault: FaultKind,
+        fallback: Option<Box<Ex>>,
+    ) -> Option<(Ex, Ty)> {
         let t = *self.cap_ty.get(&e.id.0)?;
         let next = self.capture_ids.len() as u32;
         let cap = *self.cap_slot.entry(e.id.0).or_insert(next);
@@ -1382,7 +1487,9 @@ impl<'a> Compiler<'a> {
                     StatOp::Avg => StatFn::Avg,
                     StatOp::Variance => {
                         let g = match &expr.kind {
-                            ExprKind::Var(n) | ExprKind::Index { array: n, .. } => self.gnames.get(n).copied(),
+                            ExprKind::Var(n) | ExprKind::Index { array: n, .. } => {
+                                self.gnames.get(n).copied()
+                            }
                             _ => None,
                         };
                         StatFn::Variance(g.and_then(|g| self.globals[g].shift).unwrap_or(0))
@@ -1452,7 +1559,10 @@ impl<'a> Compiler<'a> {
                         let (lv, t) = self.lval(sc, target)?;
                         if *b == BinaryOp::Concat {
                             if t != Str {
-                                self.err(format!("type mismatch (string vs. {})", t.name()), target.span);
+                                self.err(
+                                    format!("type mismatch (string vs. {})", t.name()),
+                                    target.span,
+                                );
                                 return None;
                             }
                             let v = self.cx_as(sc, value, Str)?;
@@ -1469,7 +1579,10 @@ impl<'a> Compiler<'a> {
                             ));
                         }
                         if t != Long {
-                            self.err(format!("type mismatch (long vs. {})", t.name()), target.span);
+                            self.err(
+                                format!("type mismatch (long vs. {})", t.name()),
+                                target.span,
+                            );
                             return None;
                         }
                         let lop = long_op(*b);
@@ -1500,7 +1613,10 @@ impl<'a> Compiler<'a> {
                 let tok = self.expr_tok(e);
                 let (lv, t) = self.lval(sc, target)?;
                 if t != Long {
-                    self.err(format!("type mismatch (long vs. {})", t.name()), target.span);
+                    self.err(
+                        format!("type mismatch (long vs. {})", t.name()),
+                        target.span,
+                    );
                     return None;
                 }
                 Some((
@@ -1517,7 +1633,14 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn binary(&mut self, sc: usize, e: &Expr, op: BinaryOp, lhs: &Expr, rhs: &Expr) -> Option<(Ex, Ty)> {
+    fn binary(
+        &mut self,
+        sc: usize,
+        e: &Expr,
+        op: BinaryOp,
+        lhs: &Expr,
+        rhs: &Expr,
+    ) -> Option<(Ex, Ty)> {
         use Ty::{Long, Str};
         let cmp = |op| match op {
             BinaryOp::Eq => Some(Cmp::Eq),
@@ -1554,7 +1677,10 @@ impl<'a> Compiler<'a> {
                 let re = match regex::Regex::new(pat) {
                     Ok(r) => r,
                     Err(err) => {
-                        self.err(format!("invalid regular expression '{pat}': {err}"), rhs.span);
+                        self.err(
+                            format!("invalid regular expression '{pat}': {err}"),
+                            rhs.span,
+                        );
                         return None;
                     }
                 };
@@ -1615,7 +1741,11 @@ impl<'a> Compiler<'a> {
         if self.cap_ty.contains_key(&e.id.0) {
             let (_, fk) = capture_only(name).unwrap_or((Ty::Long, FaultKind::Deref));
             let fallback = match (name, fk) {
-                ("user_string2" | "user_string_n2" | "user_string2_utf16" | "user_string2_utf32" | "kernel_string2", _) => {
+                (
+                    "user_string2" | "user_string_n2" | "user_string2_utf16" | "user_string2_utf32"
+                    | "kernel_string2",
+                    _,
+                ) => {
                     let last = args.last()?;
                     Some(Box::new(self.cx_as(sc, last, Str)?))
                 }
@@ -1647,7 +1777,10 @@ impl<'a> Compiler<'a> {
                 let Some(pt) = self.scopes[fsc].locals[i].ty else {
                     let pname = self.scopes[fsc].locals[i].name.clone();
                     let pspan = self.scopes[fsc].locals[i].span;
-                    self.err(format!("unresolved type for parameter '{pname}' of function '{name}'"), pspan);
+                    self.err(
+                        format!("unresolved type for parameter '{pname}' of function '{name}'"),
+                        pspan,
+                    );
                     return None;
                 };
                 cargs.push((self.cx_as(sc, a, pt)?, pt));
@@ -1709,7 +1842,6 @@ impl<'a> Compiler<'a> {
                     Ex::Printf {
                         fmt: pieces,
                         args: cargs,
-                        to_string: name == "sprintf",
                     },
                     if name == "sprintf" { Str } else { Long },
                 ))
@@ -1728,9 +1860,21 @@ impl<'a> Compiler<'a> {
                             ExprKind::Var(n) | ExprKind::Index { array: n, .. } => n.clone(),
                             _ => String::new(),
                         };
-                        let spec = self.gnames.get(&gname).map(|&g| self.globals[g].hist).unwrap_or(HistSpec::None);
-                        let ok = matches!((op, spec), (StatOp::HistLog, HistSpec::Log) | (StatOp::HistLinear, HistSpec::Linear { .. }));
+                        let spec = self
+                            .gnames
+                            .get(&gname)
+                            .map(|&g| self.globals[g].hist)
+                            .unwrap_or(HistSpec::None);
+                        let ok = matches!(
+                            (op, spec),
+                            (StatOp::HistLog, HistSpec::Log)
+                                | (StatOp::HistLinear, HistSpec::Linear { .. })
+                        );
                         if !ok {
+                            self.err(
+                                format!("inconsistent histogram type for aggregate '{gname}'"),
+                                args[0].span,
+                            );
                             return None;
                         }
                         let tok = self.tok_at(args[0].span.file, args[0].span.start);
@@ -1760,11 +1904,7 @@ impl<'a> Compiler<'a> {
                 let cargs = self.args_any(sc, args)?;
                 let to_string = name.starts_with('s');
                 Some((
-                    Ex::Print {
-                        kind,
-                        args: cargs,
-                        to_string,
-                    },
+                    Ex::Print { kind, args: cargs },
                     if to_string { Str } else { Long },
                 ))
             }
@@ -1835,7 +1975,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn stmt(&mut self, sc: usize, s: &Stmt, in_func: bool, ret: Option<Ty>) -> Option<St> {
-        let tok_needed = !matches!(s.kind, StmtKind::Block(_) | StmtKind::Empty | StmtKind::Error);
+        let tok_needed = !matches!(
+            s.kind,
+            StmtKind::Block(_) | StmtKind::Empty | StmtKind::Error
+        );
         let tok = if tok_needed { self.stmt_tok(s) } else { 0 };
         Some(match &s.kind {
             StmtKind::Block(b) => St::Block(self.block(sc, &b.stmts, in_func, ret)),
@@ -1894,15 +2037,15 @@ impl<'a> Compiler<'a> {
             } => {
                 let (arr, g) = self.array_ref(array, keys.len(), s.span)?;
                 self.globals[g].read = true;
-                if sort.is_some() {
-                    self.globals[g].written |= false;
-                }
                 let meta = self.arrays[arr as usize].clone();
                 let mut kv = Vec::new();
                 for (k, kt) in keys.iter().zip(meta.keys.iter()) {
                     let (v, t) = self.var_ref(sc, k, s.span, false)?;
                     if t != *kt {
-                        self.err(format!("type mismatch ({} vs. {})", kt.name(), t.name()), s.span);
+                        self.err(
+                            format!("type mismatch ({} vs. {})", kt.name(), t.name()),
+                            s.span,
+                        );
                         return None;
                     }
                     kv.push((v, t));
@@ -1910,12 +2053,18 @@ impl<'a> Compiler<'a> {
                 let val = match value {
                     Some(v) => {
                         if meta.val == Ty::Stats {
-                            self.err("foreach value of an aggregate array is not supported", s.span);
+                            self.err(
+                                "foreach value of an aggregate array is not supported",
+                                s.span,
+                            );
                             return None;
                         }
                         let (vr, t) = self.var_ref(sc, v, s.span, false)?;
                         if t != meta.val {
-                            self.err(format!("type mismatch ({} vs. {})", meta.val.name(), t.name()), s.span);
+                            self.err(
+                                format!("type mismatch ({} vs. {})", meta.val.name(), t.name()),
+                                s.span,
+                            );
                             return None;
                         }
                         Some((vr, t))
@@ -1973,7 +2122,9 @@ impl<'a> Compiler<'a> {
                         self.globals[g].written = true;
                         match self.globals[g].kind.clone() {
                             Some(GlobalKind::Array(a)) => St::DelArray(a, tok),
-                            Some(GlobalKind::Scalar(Ty::Stats, s)) => St::DelVar(VarRef::Global(s), Ty::Stats, tok),
+                            Some(GlobalKind::Scalar(Ty::Stats, s)) => {
+                                St::DelVar(VarRef::Global(s), Ty::Stats, tok)
+                            }
                             Some(GlobalKind::Scalar(t, s)) => St::DelVar(VarRef::Global(s), t, tok),
                             None => St::Nop,
                         }
@@ -1989,7 +2140,10 @@ impl<'a> Compiler<'a> {
                     St::DelElem(arr, ks, tok)
                 }
                 _ => {
-                    self.err("delete needs a variable, an array or an array element", e.span);
+                    self.err(
+                        "delete needs a variable, an array or an array element",
+                        e.span,
+                    );
                     return None;
                 }
             },
@@ -2041,14 +2195,15 @@ impl<'a> Compiler<'a> {
                         let (n, sp) = (l.name.clone(), l.span);
                         let fname = self.funcs[i].name.clone();
                         let _ = self.funcs[i].span;
-                        self.err(format!("unresolved type for parameter '{n}' of function '{fname}'"), sp);
+                        self.err(
+                            format!("unresolved type for parameter '{n}' of function '{fname}'"),
+                            sp,
+                        );
                     }
                 }
             }
             funcs.push(Func {
-                name: self.funcs[i].name.clone(),
                 params,
-                ret: ret.unwrap_or(Ty::Long),
                 frame: self.scopes[sc].frame,
                 body,
             });
@@ -2057,7 +2212,10 @@ impl<'a> Compiler<'a> {
         for i in 0..self.probes.len() {
             let (p, sc) = self.probes[i];
             let cond = match p.points.as_slice() {
-                [one] => one.condition.as_ref().and_then(|c| self.cx_as(sc, c, Ty::Long)),
+                [one] => one
+                    .condition
+                    .as_ref()
+                    .and_then(|c| self.cx_as(sc, c, Ty::Long)),
                 _ => None,
             };
             let body = St::Block(self.block(sc, &p.body.stmts, false, None));
@@ -2119,7 +2277,11 @@ pub(crate) fn format_arg_types(pieces: &[Piece]) -> Vec<Ty> {
             if *prec == Num::Star {
                 v.push(Ty::Long);
             }
-            v.push(if conv.wants_string() { Ty::Str } else { Ty::Long });
+            v.push(if conv.wants_string() {
+                Ty::Str
+            } else {
+                Ty::Long
+            });
         }
     }
     v
@@ -2187,7 +2349,7 @@ fn compound_text(op: BinaryOp) -> &'static str {
 }
 
 /// Calls `f` on every expression (pre-order) in the statements.
-fn walk_block_exprs(stmts: &[Stmt], f: &mut dyn FnMut(&Expr)) {
+pub(crate) fn walk_block_exprs(stmts: &[Stmt], f: &mut dyn FnMut(&Expr)) {
     for s in stmts {
         walk_stmt_exprs(s, f);
     }
@@ -2246,7 +2408,9 @@ fn walk_expr(e: &Expr, f: &mut dyn FnMut(&Expr)) {
                 walk_expr(a, f);
             }
         }
-        ExprKind::Cast { expr, .. } | ExprKind::Entry(expr) | ExprKind::Defined(expr) => walk_expr(expr, f),
+        ExprKind::Cast { expr, .. } | ExprKind::Entry(expr) | ExprKind::Defined(expr) => {
+            walk_expr(expr, f)
+        }
         ExprKind::Stat { expr, args, .. } => {
             walk_expr(expr, f);
             for a in args {

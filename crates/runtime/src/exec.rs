@@ -64,16 +64,6 @@ pub(crate) enum ArrayData {
     St(Table<Stat>),
 }
 
-impl ArrayData {
-    fn len(&self) -> usize {
-        match self {
-            ArrayData::L(t) => t.len(),
-            ArrayData::S(t) => t.len(),
-            ArrayData::St(t) => t.len(),
-        }
-    }
-}
-
 /// A site binding prepared for fast lookups.
 pub(crate) struct BindRt {
     pub(crate) probe: u32,
@@ -191,8 +181,16 @@ pub(crate) fn decode_long(rec: &Record, d: &Decode) -> Result<i64, FieldStatus> 
             let unit = le(b, *size);
             let bits = u32::from(*bit_size).min(64);
             let v = unit.checked_shr(u32::from(*bit_offset)).unwrap_or(0);
-            let v = if bits >= 64 { v } else { v & ((1u64 << bits) - 1) };
-            Ok(if *signed { sign_extend(v, bits) } else { v as i64 })
+            let v = if bits >= 64 {
+                v
+            } else {
+                v & ((1u64 << bits) - 1)
+            };
+            Ok(if *signed {
+                sign_extend(v, bits)
+            } else {
+                v as i64
+            })
         }
         Decode::Str { .. } | Decode::Pretty(_) => Ok(0),
     }
@@ -264,7 +262,9 @@ fn strtol(s: &str, base: i64) -> i64 {
     }
     let mut v: i64 = 0;
     while i < b.len() {
-        let Some(d) = (b[i] as char).to_digit(base) else { break };
+        let Some(d) = (b[i] as char).to_digit(base) else {
+            break;
+        };
         v = v.wrapping_mul(base as i64).wrapping_add(d as i64);
         i += 1;
     }
@@ -328,14 +328,21 @@ impl State {
     }
 
     /// Runs one handler from the top. Returns the error that escaped it, if any.
-    pub(crate) fn run_handler(&mut self, prog: &Program, h: &Handler, cx: &Cx<'_>) -> Option<RtErr> {
+    pub(crate) fn run_handler(
+        &mut self,
+        prog: &Program,
+        h: &Handler,
+        cx: &Cx<'_>,
+    ) -> Option<RtErr> {
         self.depth = 0;
         if self.frames.is_empty() {
             self.frames.push(Frame::default());
         }
         self.frames[0].reset(h.frame);
         self.actions_left = match h.kind {
-            ProbeKind::Begin | ProbeKind::End | ProbeKind::Error => self.limits.maxaction_interruptible,
+            ProbeKind::Begin | ProbeKind::End | ProbeKind::Error => {
+                self.limits.maxaction_interruptible
+            }
             _ => self.limits.maxaction,
         };
         if let Some(c) = &h.cond {
@@ -393,14 +400,21 @@ impl State {
 
     fn get_l(&self, v: VarRef) -> i64 {
         match v {
-            VarRef::Local(i) => self.frames[self.depth].l.get(i as usize).copied().unwrap_or(0),
+            VarRef::Local(i) => self.frames[self.depth]
+                .l
+                .get(i as usize)
+                .copied()
+                .unwrap_or(0),
             VarRef::Global(i) => self.glong.get(i as usize).copied().unwrap_or(0),
         }
     }
 
     fn get_s(&self, v: VarRef) -> &str {
         match v {
-            VarRef::Local(i) => self.frames[self.depth].s.get(i as usize).map_or("", |s| s.as_str()),
+            VarRef::Local(i) => self.frames[self.depth]
+                .s
+                .get(i as usize)
+                .map_or("", |s| s.as_str()),
             VarRef::Global(i) => self.gstr.get(i as usize).map_or("", |s| s.as_str()),
         }
     }
@@ -440,7 +454,13 @@ impl State {
         }
     }
 
-    fn agg_mut(&mut self, p: &Program, cx: &Cx<'_>, agg: &AggRef, tok: Tok) -> R<(&mut Stat, HistSpec, u32)> {
+    fn agg_mut(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        agg: &AggRef,
+        tok: Tok,
+    ) -> R<(&mut Stat, HistSpec, u32)> {
         match agg {
             AggRef::Scalar(i) => {
                 let m = &p.stats[*i as usize];
@@ -468,7 +488,12 @@ impl State {
     }
 
     /// A read-only view of an aggregate (None: absent element).
-    fn agg_get(&mut self, p: &Program, cx: &Cx<'_>, agg: &AggRef) -> R<Option<(&Stat, HistSpec, u32)>> {
+    fn agg_get(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        agg: &AggRef,
+    ) -> R<Option<(&Stat, HistSpec, u32)>> {
         match agg {
             AggRef::Scalar(i) => {
                 let m = &p.stats[*i as usize];
@@ -524,8 +549,20 @@ impl State {
         Ok(())
     }
 
-    fn cap_l(&mut self, p: &Program, cx: &Cx<'_>, cap: u32, tok: Tok, fault: FaultKind, fb: &Option<Box<Ex>>) -> R<i64> {
-        let Some(d) = cx.bind.and_then(|b| b.caps.get(cap as usize)).and_then(|d| d.as_ref()) else {
+    fn cap_l(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        cap: u32,
+        tok: Tok,
+        fault: FaultKind,
+        fb: &Option<Box<Ex>>,
+    ) -> R<i64> {
+        let Some(d) = cx
+            .bind
+            .and_then(|b| b.caps.get(cap as usize))
+            .and_then(|d| d.as_ref())
+        else {
             return Err(self.missing_capture(p, cap, tok));
         };
         let Some(rec) = cx.rec else {
@@ -549,8 +586,20 @@ impl State {
         }
     }
 
-    fn cap_s(&mut self, p: &Program, cx: &Cx<'_>, cap: u32, tok: Tok, fault: FaultKind, fb: &Option<Box<Ex>>) -> R<String> {
-        let Some(d) = cx.bind.and_then(|b| b.caps.get(cap as usize)).and_then(|d| d.as_ref()) else {
+    fn cap_s(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        cap: u32,
+        tok: Tok,
+        fault: FaultKind,
+        fb: &Option<Box<Ex>>,
+    ) -> R<String> {
+        let Some(d) = cx
+            .bind
+            .and_then(|b| b.caps.get(cap as usize))
+            .and_then(|d| d.as_ref())
+        else {
             return Err(self.missing_capture(p, cap, tok));
         };
         let Some(rec) = cx.rec else {
@@ -573,7 +622,7 @@ impl State {
 
     fn call(&mut self, p: &Program, cx: &Cx<'_>, func: u32, args: &[(Ex, Ty)], tok: Tok) -> R<()> {
         let f = &p.funcs[func as usize];
-        if self.depth + 1 >= self.limits.maxnesting + 1 {
+        if self.depth >= self.limits.maxnesting {
             return fail("MAXNESTING exceeded", tok);
         }
         let mut ls: [i64; 8] = [0; 8];
@@ -643,7 +692,14 @@ impl State {
         }
     }
 
-    fn print_args(&mut self, p: &Program, cx: &Cx<'_>, kind: PrintKind, args: &[(Ex, Ty)], dst: &mut Vec<u8>) -> R<()> {
+    fn print_args(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        kind: PrintKind,
+        args: &[(Ex, Ty)],
+        dst: &mut Vec<u8>,
+    ) -> R<()> {
         let (delim, rest) = match kind {
             PrintKind::Printd | PrintKind::Printdln => match args.split_first() {
                 Some(((d, _), rest)) => (Some(self.ev_s(p, cx, d)?), rest),
@@ -674,7 +730,14 @@ impl State {
         Ok(())
     }
 
-    fn printf(&mut self, p: &Program, cx: &Cx<'_>, fmt: &[format::Piece], args: &[(Ex, Ty)], dst: &mut Vec<u8>) -> R<()> {
+    fn printf(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        fmt: &[format::Piece],
+        args: &[(Ex, Ty)],
+        dst: &mut Vec<u8>,
+    ) -> R<()> {
         let mut ls: Vec<i64> = Vec::with_capacity(args.len());
         let mut ss: Vec<String> = Vec::new();
         for (e, t) in args {
@@ -727,9 +790,11 @@ impl State {
                 fault,
                 fallback,
             } => self.cap_l(p, cx, *cap, *tok, *fault, fallback)?,
-            Ex::Defined(cap) => {
-                i64::from(cx.bind.and_then(|b| b.caps.get(*cap as usize)).is_some_and(|d| d.is_some()))
-            }
+            Ex::Defined(cap) => i64::from(
+                cx.bind
+                    .and_then(|b| b.caps.get(*cap as usize))
+                    .is_some_and(|d| d.is_some()),
+            ),
             Ex::Call { func, args, tok } => {
                 self.call(p, cx, *func, args, *tok)?;
                 self.ret_l
@@ -784,7 +849,10 @@ impl State {
                 let r = &p.regexes[*re as usize];
                 let m = match r.captures(&s) {
                     Some(c) => {
-                        self.last_match = c.iter().map(|m| m.map(|m| m.as_str().to_string())).collect();
+                        self.last_match = c
+                            .iter()
+                            .map(|m| m.map(|m| m.as_str().to_string()))
+                            .collect();
                         true
                     }
                     None => false,
@@ -869,7 +937,15 @@ impl State {
         })
     }
 
-    fn assign_s(&mut self, p: &Program, cx: &Cx<'_>, lv: &LVal, concat: bool, val: &Ex, tok: Tok) -> R<()> {
+    fn assign_s(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        lv: &LVal,
+        concat: bool,
+        val: &Ex,
+        tok: Tok,
+    ) -> R<()> {
         let v = self.ev_s(p, cx, val)?;
         match lv {
             LVal::Var(vr) => {
@@ -958,7 +1034,11 @@ impl State {
                 }
             }
             Ex::Assign {
-                lv, concat, val, tok, ..
+                lv,
+                concat,
+                val,
+                tok,
+                ..
             } => {
                 self.assign_s(p, cx, lv, *concat, val, *tok)?;
                 match lv {
@@ -971,7 +1051,14 @@ impl State {
         })
     }
 
-    fn builtin_l(&mut self, p: &Program, cx: &Cx<'_>, f: Builtin, args: &[(Ex, Ty)], tok: Tok) -> R<i64> {
+    fn builtin_l(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        f: Builtin,
+        args: &[(Ex, Ty)],
+        tok: Tok,
+    ) -> R<i64> {
         use Builtin as B;
         let rec = cx.rec;
         Ok(match f {
@@ -1059,10 +1146,19 @@ impl State {
         }
     }
 
-    fn builtin_s(&mut self, p: &Program, cx: &Cx<'_>, f: Builtin, args: &[(Ex, Ty)], tok: Tok) -> R<String> {
+    fn builtin_s(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        f: Builtin,
+        args: &[(Ex, Ty)],
+        tok: Tok,
+    ) -> R<String> {
         use Builtin as B;
         Ok(match f {
-            B::Execname => cx.rec.map_or_else(|| self.me.comm.clone(), |r| r.comm.clone()),
+            B::Execname => cx
+                .rec
+                .map_or_else(|| self.me.comm.clone(), |r| r.comm.clone()),
             B::Probefunc => cx.bind.map(|b| b.function.clone()).unwrap_or_default(),
             B::Pp => cx.bind.map_or_else(|| cx.pp.to_string(), |b| b.pp.clone()),
             B::Substr => {
@@ -1145,7 +1241,6 @@ impl State {
                 let v = self.arg_l(p, cx, args, 0)?;
                 (v as u8 as char).to_string()
             }
-            B::StrIdent => self.arg_s(p, cx, args, 0)?,
             _ => self.builtin_l(p, cx, f, args, tok)?.to_string(),
         })
     }
@@ -1334,9 +1429,21 @@ impl State {
             C(i64),
         }
         let mut items: Vec<(Key, V)> = match &self.arrays[arr as usize] {
-            ArrayData::L(t) => t.ordered().into_iter().map(|(k, v)| (k.clone(), V::L(*v))).collect(),
-            ArrayData::S(t) => t.ordered().into_iter().map(|(k, v)| (k.clone(), V::S(v.clone()))).collect(),
-            ArrayData::St(t) => t.ordered().into_iter().map(|(k, v)| (k.clone(), V::C(v.count))).collect(),
+            ArrayData::L(t) => t
+                .ordered()
+                .into_iter()
+                .map(|(k, v)| (k.clone(), V::L(*v)))
+                .collect(),
+            ArrayData::S(t) => t
+                .ordered()
+                .into_iter()
+                .map(|(k, v)| (k.clone(), V::S(v.clone())))
+                .collect(),
+            ArrayData::St(t) => t
+                .ordered()
+                .into_iter()
+                .map(|(k, v)| (k.clone(), V::C(v.count)))
+                .collect(),
         };
         if let Some(s) = sort {
             // Stable sort over insertion order, as stap's merge sort of its map list.

@@ -142,8 +142,6 @@ pub(crate) enum Builtin {
     Matched,
     /// `string(n)` / `sprint(n)` of a long.
     LongToString,
-    /// `sprint(s)` of a string (identity).
-    StrIdent,
     Ascii,
 }
 
@@ -203,12 +201,10 @@ pub(crate) enum Ex {
     Printf {
         fmt: Vec<Piece>,
         args: Vec<(Ex, Ty)>,
-        to_string: bool,
     },
     Print {
         kind: PrintKind,
         args: Vec<(Ex, Ty)>,
-        to_string: bool,
     },
     /// `print(@hist_log(x))` and friends.
     PrintHist {
@@ -344,10 +340,8 @@ pub(crate) struct FrameSize {
 /// A compiled user function.
 #[derive(Debug)]
 pub(crate) struct Func {
-    pub(crate) name: String,
     /// Parameter slots (locals of the callee) with their types.
     pub(crate) params: Vec<(u32, Ty)>,
-    pub(crate) ret: Ty,
     pub(crate) frame: FrameSize,
     pub(crate) body: St,
 }
@@ -393,7 +387,6 @@ pub(crate) struct GlobalMeta {
 /// A global array's static description.
 #[derive(Clone, Debug)]
 pub(crate) struct ArrayMeta {
-    pub(crate) name: String,
     pub(crate) keys: Vec<Ty>,
     pub(crate) val: Ty,
     /// Maximum entries (declared size or MAXMAPENTRIES).

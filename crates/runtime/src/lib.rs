@@ -62,19 +62,26 @@ pub struct Runtime {
     session_error: bool,
 }
 
-fn define<T: std::str::FromStr>(opts: &RuntimeOptions, name: &str, default: T, diags: &mut Vec<Diagnostic>) -> T {
+fn define<T: std::str::FromStr>(
+    opts: &RuntimeOptions,
+    name: &str,
+    default: T,
+    diags: &mut Vec<Diagnostic>,
+) -> T {
     match opts.defines.iter().rev().find(|(n, _)| n == name) {
-        Some((_, v)) => match compile::parse_number(v).and_then(|n| n.to_string().parse::<T>().ok()) {
-            Some(x) => x,
-            None => {
-                diags.push(Diagnostic::error(
-                    "semantic error",
-                    format!("invalid value '{v}' for -D {name}"),
-                    Span::default(),
-                ));
-                default
+        Some((_, v)) => {
+            match compile::parse_number(v).and_then(|n| n.to_string().parse::<T>().ok()) {
+                Some(x) => x,
+                None => {
+                    diags.push(Diagnostic::error(
+                        "semantic error",
+                        format!("invalid value '{v}' for -D {name}"),
+                        Span::default(),
+                    ));
+                    default
+                }
             }
-        },
+        }
         None => default,
     }
 }
@@ -100,7 +107,12 @@ impl Runtime {
         let maxaction: i64 = define(&opts, "MAXACTION", 1000, &mut diags);
         let limits = Limits {
             maxaction,
-            maxaction_interruptible: define(&opts, "MAXACTION_INTERRUPTIBLE", maxaction.saturating_mul(10), &mut diags),
+            maxaction_interruptible: define(
+                &opts,
+                "MAXACTION_INTERRUPTIBLE",
+                maxaction.saturating_mul(10),
+                &mut diags,
+            ),
             maxmapentries: define(&opts, "MAXMAPENTRIES", 2048usize, &mut diags).max(1),
             maxstringlen: define(&opts, "MAXSTRINGLEN", 512usize, &mut diags).max(2),
             maxerrors: define(&opts, "MAXERRORS", 0u64, &mut diags),
@@ -238,7 +250,11 @@ impl Runtime {
 
     fn report(&mut self, e: exec::RtErr) {
         self.flush();
-        let near = self.prog.toks.get(e.tok as usize).map_or("", |s| s.as_str());
+        let near = self
+            .prog
+            .toks
+            .get(e.tok as usize)
+            .map_or("", |s| s.as_str());
         let _ = if near.is_empty() {
             writeln!(self.state.err, "ERROR: {}", e.msg)
         } else {
@@ -288,7 +304,12 @@ impl Runtime {
                     let _ = writeln!(o, "{}={:#x}", g.name, st.glong[*s as usize]);
                 }
                 GlobalKind::Scalar(Ty::Str, s) => {
-                    let _ = writeln!(o, "{}=\"{}\"", g.name, format::escape(&st.gstr[*s as usize]));
+                    let _ = writeln!(
+                        o,
+                        "{}=\"{}\"",
+                        g.name,
+                        format::escape(&st.gstr[*s as usize])
+                    );
                 }
                 GlobalKind::Scalar(Ty::Stats, s) => {
                     let x = &st.gstat[*s as usize];
@@ -330,12 +351,18 @@ impl Runtime {
                             let mut v = t.ordered();
                             v.sort_by(|x, y| y.1.as_bytes().cmp(x.1.as_bytes()));
                             for (k, val) in v {
-                                let _ = writeln!(o, "{}[{}]=\"{}\"", g.name, fmt_key(k), format::escape(val));
+                                let _ = writeln!(
+                                    o,
+                                    "{}[{}]=\"{}\"",
+                                    g.name,
+                                    fmt_key(k),
+                                    format::escape(val)
+                                );
                             }
                         }
                         exec::ArrayData::St(t) => {
                             let mut v = t.ordered();
-                            v.sort_by(|x, y| y.1.count.cmp(&x.1.count));
+                            v.sort_by_key(|y| std::cmp::Reverse(y.1.count));
                             for (k, x) in v {
                                 let _ = writeln!(
                                     o,

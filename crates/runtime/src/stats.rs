@@ -145,7 +145,11 @@ impl Stat {
                 ..
             } => {
                 let v = val.wrapping_sub(*start);
-                let mut b = if v < 0 { 0 } else { (v as u64 / *interval as u64) as i64 + 1 };
+                let mut b = if v < 0 {
+                    0
+                } else {
+                    (v as u64 / *interval as u64) as i64 + 1
+                };
                 if b >= *buckets as i64 - 1 {
                     b = *buckets as i64 - 1;
                 }

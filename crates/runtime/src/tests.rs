@@ -1,1 +1,1010 @@
-//! Unit tests of the runtime.
+//! Unit tests of the runtime: scripts are parsed with `script_syntax`, run against
+//! synthetic records, and their stdout/stderr compared with stap's exact text.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::rc::Rc;
+
+use capture_plan::{Decode, FieldStatus, PrettyPart, Record, SiteBinding, SiteId};
+use script_syntax::ast::{Expr, ExprKind, Item, Script};
+use script_syntax::{Diagnostic, SourceMap};
+
+use super::*;
+
+#[derive(Clone, Default)]
+struct Buf(Rc<RefCell<Vec<u8>>>);
+
+impl Write for Buf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.borrow()).into_owned()
+    }
+}
+
+struct T {
+    rt: Runtime,
+    out: Buf,
+    err: Buf,
+}
+
+fn parse(src: &str) -> (Script, SourceMap) {
+    let mut sm = SourceMap::default();
+    let f = sm.add("<input>", src);
+    let (script, diags) = script_syntax::parse(&sm, f, &[]);
+    assert!(diags.is_empty(), "parse errors: {diags:?}");
+    (script, sm)
+}
+
+fn build_with(
+    src: &str,
+    bindings: Vec<SiteBinding>,
+    opts: RuntimeOptions,
+) -> Result<T, Vec<Diagnostic>> {
+    let (script, sm) = parse(src);
+    let out = Buf::default();
+    let err = Buf::default();
+    let mut rt = Runtime::new(&script, &sm, bindings, opts, Box::new(out.clone()))?;
+    rt.set_stderr(Box::new(err.clone()));
+    Ok(T { rt, out, err })
+}
+
+fn build(src: &str) -> T {
+    match build_with(src, Vec::new(), RuntimeOptions::default()) {
+        Ok(t) => t,
+        Err(d) => panic!("elaboration failed: {d:?}"),
+    }
+}
+
+fn kinds(t: &T) -> Vec<ProbeKind> {
+    t.rt.prog.handlers.iter().map(|h| h.kind).collect()
+}
+
+/// Runs a session the way the driver does: begin probes, records, end and error
+/// probes, finish.
+fn session(t: &mut T, records: &[Record]) -> (String, String) {
+    let k = kinds(t);
+    let mut exit = false;
+    for (i, kind) in k.iter().enumerate() {
+        if *kind == ProbeKind::Begin && !exit {
+            exit = t.rt.run_probe(i as u32) == Flow::Exit;
+        }
+    }
+    if !exit {
+        for r in records {
+            if t.rt.handle(r) == Flow::Exit {
+                break;
+            }
+        }
+    }
+    for (i, kind) in k.iter().enumerate() {
+        if matches!(kind, ProbeKind::End | ProbeKind::Error) {
+            t.rt.run_probe(i as u32);
+        }
+    }
+    t.rt.finish();
+    (t.out.text(), t.err.text())
+}
+
+fn run(src: &str) -> (String, String) {
+    let mut t = build(src);
+    session(&mut t, &[])
+}
+
+fn out(src: &str) -> String {
+    let (o, e) = run(src);
+    assert_eq!(e, "", "unexpected stderr");
+    o
+}
+
+fn errors(src: &str) -> Vec<Diagnostic> {
+    match build_with(src, Vec::new(), RuntimeOptions::default()) {
+        Ok(_) => panic!("expected elaboration errors"),
+        Err(d) => d,
+    }
+}
+
+/// The ids of all expressions (in probe bodies) matching `pred`.
+fn find_ids(src: &str, pred: &dyn Fn(&Expr) -> bool) -> Vec<u32> {
+    let (script, _) = parse(src);
+    let mut found = Vec::new();
+    for item in &script.items {
+        if let Item::Probe(p) = item {
+            compile::walk_block_exprs(&p.body.stmts, &mut |e| {
+                if pred(e) {
+                    found.push(e.id.0);
+                }
+            });
+        }
+    }
+    found
+}
+
+/// The id of the first expression (in probe bodies) matching `pred`.
+fn find_id(src: &str, pred: &dyn Fn(&Expr) -> bool) -> u32 {
+    find_ids(src, pred)[0]
+}
+
+fn target_named(name: &'static str) -> impl Fn(&Expr) -> bool {
+    move |e| matches!(&e.kind, ExprKind::Target(t) if t.name == name)
+}
+
+fn call_named(name: &'static str) -> impl Fn(&Expr) -> bool {
+    move |e| matches!(&e.kind, ExprKind::Call { name: n, .. } if n == name)
+}
+
+/// A record with the given fields (each `Ok` bytes or a fault address).
+fn record(site: u32, tid: u32, fields: &[Result<&[u8], u64>]) -> Record {
+    let mut r = Record::new(SiteId(site), 100, tid, 1_700_000_000_123_456_789, 0x401000);
+    r.comm = "a.out".into();
+    for f in fields {
+        match f {
+            Ok(b) => {
+                r.fields.push(FieldStatus::Ok {
+                    offset: r.data.len() as u32,
+                    len: b.len() as u32,
+                });
+                r.data.extend_from_slice(b);
+            }
+            Err(addr) => r.fields.push(FieldStatus::Fault { addr: *addr }),
+        }
+    }
+    r
+}
+
+fn binding(site: u32, probe: u32, caps: Vec<(u32, Decode)>) -> SiteBinding {
+    SiteBinding {
+        site: SiteId(site),
+        probe,
+        pp: "process(\"/tmp/a.out\").function(\"f@a.c:3\")".into(),
+        function: "f".into(),
+        captures: caps.into_iter().collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn col_of(src: &str, needle: &str) -> usize {
+    src.find(needle).expect("needle") + 1
+}
+
+// ---------------------------------------------------------------- basics
+
+#[test]
+fn hello_and_arithmetic() {
+    assert_eq!(out(r#"probe begin { println("hello") }"#), "hello\n");
+    assert_eq!(
+        out("probe begin { x = 7; y = x * 3 - 1; printf(\"%d %d %d %d\\n\", y, y / 4, y % 4, -y / 4) }"),
+        "20 5 0 -5\n"
+    );
+    assert_eq!(
+        out("probe begin { x = 0x7fffffffffffffff; x++; println(x); println(1 << 62 << 1); println(-8 >> 1); println(-8 >>> 60) }"),
+        "-9223372036854775808\n-9223372036854775808\n-4\n15\n"
+    );
+    assert_eq!(
+        out("probe begin { println(!0, !5, ~0, 6 & 3, 6 | 3, 6 ^ 3) }"),
+        "10-1275\n"
+    );
+}
+
+#[test]
+fn strings_and_comparisons() {
+    assert_eq!(
+        out(
+            r#"probe begin { s = "ab" . "cd"; s .= "e"; println(s, " ", strlen(s)); if (s == "abcde" && s < "b" && "b" > s) println("ok") }"#
+        ),
+        "abcde 5\nok\n"
+    );
+    assert_eq!(
+        out(
+            r#"probe begin { println(substr("hello", 1, 3), "|", substr("hello", 4, 10), "|", substr("hello", 9, 1), "|") }"#
+        ),
+        "ell|o||\n"
+    );
+    assert_eq!(
+        out(
+            r#"probe begin { println(isinstr("hello", "ll"), isinstr("hello", "x"), strtol("ff", 16), strtol("  -12", 10), strtol("0x1f", 0), strtol("017", 0)) }"#
+        ),
+        "10255-123115\n"
+    );
+    assert_eq!(
+        out(
+            r#"probe begin { println(str_replace("a-b-c", "-", "+"), toupper("aB"), tolower("aB"), isdigit("7x"), isdigit("x7"), stringat("AB", 1)) }"#
+        ),
+        "a+b+cABab1066\n"
+    );
+    assert_eq!(
+        out(
+            r#"probe begin { println(text_str("a\nb\"")); println(string_quoted("q")); println(sprint(42), sprintln("x")) }"#
+        ),
+        "a\\nb\\\"\n\"q\"\n42x\n\n"
+    );
+}
+
+#[test]
+fn tokenize_skips_empty_tokens() {
+    assert_eq!(
+        out(
+            r#"probe begin { t = tokenize("a,,b c", ", "); while (t != "") { print(t, ";"); t = tokenize("", ", ") } println() }"#
+        ),
+        "a;b;c;\n"
+    );
+}
+
+#[test]
+fn regex_match_and_matched() {
+    assert_eq!(
+        out(
+            r#"probe begin { s = "foo123bar"; if (s =~ "([a-z]+)([0-9]+)") println(matched(1), ":", matched(2)); println(s !~ "^x") }"#
+        ),
+        "foo:123\n1\n"
+    );
+}
+
+#[test]
+fn ternary_loops_break_continue() {
+    assert_eq!(
+        out("probe begin { for (i = 0; i < 10; i++) { if (i == 2) continue; if (i == 5) break; print(i) } println(); i = 3; while (i--) print(i > 0 ? \"y\" : \"n\"); println() }"),
+        "0134\nyyn\n"
+    );
+}
+
+#[test]
+fn functions_recursion_and_types() {
+    assert_eq!(
+        out("function fib(n) { if (n < 2) return n; return fib(n-1) + fib(n-2) } function greet(who) { return \"hi \" . who } probe begin { println(fib(9)); println(greet(\"bob\")) }"),
+        "34\nhi bob\n"
+    );
+    // A function without a return value returns 0.
+    assert_eq!(
+        out("function f(x) { y = x } probe begin { println(f(3)) }"),
+        "0\n"
+    );
+}
+
+#[test]
+fn maxnesting_stops_deep_recursion() {
+    let (o, e) = run("function r(n) { return r(n + 1) } probe begin { r(0) }");
+    assert_eq!(o, "");
+    let col = col_of(
+        "function r(n) { return r(n + 1) } probe begin { r(0) }",
+        "r(n + 1)",
+    );
+    assert_eq!(
+        e,
+        format!("ERROR: MAXNESTING exceeded near identifier 'r' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
+    );
+}
+
+#[test]
+fn try_catch_gets_message() {
+    assert_eq!(
+        out(
+            r#"probe begin { try { x = 1 / 0 } catch (m) { println("caught: ", m) } try { error("boom") } catch { println("again") } }"#
+        ),
+        "caught: division by 0\nagain\n"
+    );
+}
+
+#[test]
+fn script_args_and_target() {
+    let t = build_with(
+        "probe begin { printf(\"%d %s %d %d\\n\", $1, @2, $#, target()) }",
+        Vec::new(),
+        RuntimeOptions {
+            args: vec!["0x10".into(), "two".into()],
+            target_pid: 4242,
+            defines: Vec::new(),
+        },
+    );
+    let mut t = t.unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(session(&mut t, &[]).0, "16 two 2 4242\n");
+}
+
+#[test]
+fn global_initialisers() {
+    assert_eq!(
+        out("global n = 5, s = \"x\" probe begin { println(n, s) }"),
+        "5x\n"
+    );
+}
+
+// ---------------------------------------------------------------- printf
+
+#[test]
+fn printf_integer_conversions() {
+    let cases: &[(&str, &str)] = &[
+        ("%d|%i", "-5|-5"),
+        ("%5d|%-5d|%05d", "   42|42   |00042"),
+        ("%+d|% d|%+d", "+5| 5|-5"),
+        ("%x|%X|%#x|%#X|%#x", "ff|FF|0xff|0XFF|0x0"),
+        ("%o|%#o|%#o", "10|010|00"),
+        ("%u|%x", "18446744073709551615|ffffffffffffffff"),
+        ("%.3d|%8.3d|%-8.3d|", "007|     007|007     |"),
+        ("%#08x|%#8x|%-#8x|", "0x0000ff|    0xff|0xff    |"),
+        ("%p|%p", "0x0000000000001234|0x0000000000000000"),
+        ("%c%c|%3c|%-3c|", "AB|  A|A  |"),
+        ("%*d|%-*d|%.*d", "   42|42   |007"),
+        ("100%%", "100%"),
+    ];
+    let args: &[&str] = &[
+        "-5, -5",
+        "42, 42, 42",
+        "5, 5, -5",
+        "255, 255, 255, 255, 0",
+        "8, 8, 0",
+        "-1, -1",
+        "7, 7, 7",
+        "255, 255, 255",
+        "0x1234, 0",
+        "65, 66, 65, 65",
+        "5, 42, 5, 42, 3, 7",
+        "",
+    ];
+    for ((fmt, want), a) in cases.iter().zip(args) {
+        let sep = if a.is_empty() { "" } else { ", " };
+        let src = format!("probe begin {{ printf(\"{fmt}\"{sep}{a}) }}");
+        assert_eq!(out(&src), *want, "format {fmt}");
+    }
+}
+
+#[test]
+fn printf_strings_and_sprintf() {
+    assert_eq!(
+        out(
+            r#"probe begin { printf("[%s][%5s][%-5s][%.2s][%#s]\n", "abc", "abc", "abc", "abc", "a\tb") }"#
+        ),
+        "[abc][  abc][abc  ][ab][a\\tb]\n"
+    );
+    assert_eq!(
+        out(r#"probe begin { s = sprintf("%d-%s", 3, "x"); println(s, strlen(s)) }"#),
+        "3-x3\n"
+    );
+}
+
+#[test]
+fn printf_binary_writes_bytes() {
+    let (o, _) = run(r#"probe begin { printf("%b%1b%2b", 0x0102030405060708, 65, 0x4243) }"#);
+    assert_eq!(o.as_bytes(), b"\x08\x07\x06\x05\x04\x03\x02\x01ACB");
+}
+
+#[test]
+fn print_family() {
+    assert_eq!(
+        out(
+            r#"probe begin { print("a", 1); println("b", 2); printd(",", "x", 3, "y"); println(); printdln("-", 1, 2, 3); log("logged") }"#
+        ),
+        "a1b2\nx,3,y\n1-2-3\nlogged\n"
+    );
+}
+
+#[test]
+fn printf_type_and_count_errors() {
+    let d = errors(r#"probe begin { printf("%d\n", "str") }"#);
+    assert!(d[0].message.contains("type mismatch"), "{d:?}");
+    let d = errors(r#"probe begin { printf("%d %d\n", 1) }"#);
+    assert!(d[0].message.contains("wrong number of arguments"), "{d:?}");
+    let d = errors(r#"probe begin { printf("%m", 1) }"#);
+    assert!(d[0].message.contains("%m"), "{d:?}");
+}
+
+// ---------------------------------------------------------------- arrays
+
+#[test]
+fn arrays_in_delete_multikey() {
+    assert_eq!(
+        out(
+            r#"global a, b probe begin { a["x"] = 1; a["y"] = 2; println(["x"] in a, ["z"] in a, a["x"] + a["y"] + a["none"]); delete a["x"]; println(["x"] in a); b[1, "p"] = "one"; b[2, "q"] = "two"; println(b[2, "q"], b[1, "p"], [1, "p"] in b); delete b; println([1, "p"] in b) }"#
+        ),
+        "103\n0\ntwoone1\n0\n"
+    );
+}
+
+#[test]
+fn foreach_orders_like_stap() {
+    let src = r#"global a
+probe begin {
+  a["b"] = 2; a["a"] = 3; a["c"] = 1; a["d"] = 3
+  foreach (k in a) print(k); println()
+  foreach (k+ in a) print(k); println()
+  foreach (k- in a) print(k); println()
+  foreach (k in a+) print(k); println()
+  foreach (k in a-) print(k); println()
+  foreach (k in a- limit 2) print(k); println()
+  foreach (v = k in a) print(k, v); println()
+}"#;
+    assert_eq!(out(src), "bacd\nabcd\ndcba\ncbad\nadbc\nad\nb2a3c1d3\n");
+}
+
+#[test]
+fn foreach_multikey_sort_and_reinsertion_order() {
+    let src = r#"global m
+probe begin {
+  m[2, "x"] = 1; m[1, "y"] = 1; m[1, "x"] = 1
+  foreach ([i, j+] in m) print(i, j, " "); println()
+  foreach ([i+, j] in m) print(i, j, " "); println()
+  delete m[2, "x"]; m[2, "x"] = 5
+  foreach ([i, j] in m) print(i, j, " "); println()
+}"#;
+    assert_eq!(out(src), "2x 1x 1y \n1y 1x 2x \n1y 1x 2x \n");
+}
+
+#[test]
+fn map_overflow_uses_stap_message() {
+    let mut t = build_with(
+        "global a probe begin { for (i = 0; i < 10; i++) a[i] = i }",
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXMAPENTRIES".into(), "4".into())],
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let (_, e) = session(&mut t, &[]);
+    let col = col_of(
+        "global a probe begin { for (i = 0; i < 10; i++) a[i] = i }",
+        "= i }",
+    );
+    assert_eq!(
+        e,
+        format!("ERROR: Array overflow, check MAXMAPENTRIES near operator '=' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
+    );
+    let (_, e) = run("global a[3] probe begin { a[1]++; a[2]++; a[3]++; a[4]++ }");
+    assert!(
+        e.starts_with("ERROR: Array overflow, check size limit (3) near operator '++'"),
+        "{e}"
+    );
+}
+
+// ---------------------------------------------------------------- aggregates
+
+#[test]
+fn aggregate_extractors() {
+    assert_eq!(
+        out("global s probe begin { s <<< 1; s <<< 2; s <<< 3; s <<< 4; printf(\"%d %d %d %d %d %d\\n\", @count(s), @sum(s), @min(s), @max(s), @avg(s), @variance(s)) }"),
+        "4 10 1 4 2 5\n"
+    );
+    assert_eq!(
+        out("global s probe begin { s <<< -7; s <<< 2; printf(\"%d %d %d %d\\n\", @min(s), @max(s), @avg(s), @sum(s)) }"),
+        "-7 2 -2 -5\n"
+    );
+    assert_eq!(
+        out("global a probe begin { a[\"x\"] <<< 5; a[\"x\"] <<< 7; a[\"y\"] <<< 1; println(@count(a[\"x\"]), @avg(a[\"x\"]), @count(a[\"none\"])) }"),
+        "260\n"
+    );
+}
+
+#[test]
+fn empty_aggregate_is_an_error_except_count_and_sum() {
+    let src = "global s probe begin { println(@count(s), @sum(s)); println(@max(s)) }";
+    let (o, e) = run(src);
+    assert_eq!(o, "00\n");
+    let col = col_of(src, "@max");
+    assert_eq!(
+        e,
+        format!("ERROR: empty aggregate near identifier '@max' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
+    );
+}
+
+fn spaces(n: usize) -> String {
+    " ".repeat(n)
+}
+
+fn dashes() -> String {
+    "-".repeat(50)
+}
+
+#[test]
+fn hist_log_matches_stap_layout() {
+    let got = out("global h probe begin { h <<< 0; h <<< 1; h <<< 1; h <<< 2; h <<< 3; h <<< 8; print(@hist_log(h)) }");
+    let want = [
+        format!("value |{} count", dashes()),
+        format!("    0 |@{}1", spaces(50)),
+        format!("    1 |@@{}2", spaces(49)),
+        format!("    2 |@@{}2", spaces(49)),
+        format!("    4 |{}0", spaces(51)),
+        format!("    8 |@{}1", spaces(50)),
+        format!("   16 |{}0", spaces(51)),
+        format!("   32 |{}0", spaces(51)),
+        String::new(),
+        String::new(),
+    ]
+    .join("\n");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn hist_log_elides_zero_rows() {
+    let got = out("global h probe begin { h <<< 1; h <<< 1024; print(@hist_log(h)) }");
+    let want = [
+        format!("value |{} count", dashes()),
+        format!("    0 |{}0", spaces(51)),
+        format!("    1 |@{}1", spaces(50)),
+        format!("    2 |{}0", spaces(51)),
+        format!("    4 |{}0", spaces(51)),
+        "      ~".to_string(),
+        format!("  256 |{}0", spaces(51)),
+        format!("  512 |{}0", spaces(51)),
+        format!(" 1024 |@{}1", spaces(50)),
+        format!(" 2048 |{}0", spaces(51)),
+        format!(" 4096 |{}0", spaces(51)),
+        String::new(),
+        String::new(),
+    ]
+    .join("\n");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn hist_log_negative_values_and_scaling() {
+    // 120 values in one bucket: the bar is scaled to at most 50 '@' (scale 3 → 40).
+    let got = out(
+        "global h probe begin { for (i = 0; i < 120; i++) h <<< 5; h <<< -3; print(@hist_log(h)) }",
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines[0], format!("value |{} count", dashes()));
+    assert_eq!(lines[1], format!("   -8 |{}0", spaces(53)));
+    assert_eq!(lines[2], format!("   -4 |{}0", spaces(53)));
+    assert_eq!(lines[3], format!("   -2 |{}1", spaces(53)));
+    assert_eq!(lines[4], format!("   -1 |{}0", spaces(53)));
+    assert_eq!(lines[5], format!("    0 |{}0", spaces(53)));
+    assert_eq!(lines[6], format!("    1 |{}0", spaces(53)));
+    assert_eq!(lines[7], format!("    2 |{}0", spaces(53)));
+    assert_eq!(
+        lines[8],
+        format!("    4 |{}{}120", "@".repeat(40), spaces(11))
+    );
+    assert_eq!(lines[9], format!("    8 |{}0", spaces(53)));
+    assert_eq!(lines[10], format!("   16 |{}0", spaces(53)));
+}
+
+#[test]
+fn hist_linear_matches_stap_layout() {
+    let got = out("global h probe begin { h <<< 5; h <<< 15; h <<< 15; h <<< 95; h <<< 150; h <<< -3; println(@hist_linear(h, 0, 100, 10)) }");
+    let want = [
+        format!("value |{} count", dashes()),
+        format!("   <0 |@{}1", spaces(50)),
+        format!("    0 |@{}1", spaces(50)),
+        format!("   10 |@@{}2", spaces(49)),
+        format!("   20 |{}0", spaces(51)),
+        format!("   30 |{}0", spaces(51)),
+        "      ~".to_string(),
+        format!("   70 |{}0", spaces(51)),
+        format!("   80 |{}0", spaces(51)),
+        format!("   90 |@{}1", spaces(50)),
+        format!("  100 |{}0", spaces(51)),
+        format!(" >100 |@{}1", spaces(50)),
+        String::new(),
+        String::new(),
+    ]
+    .join("\n");
+    assert_eq!(got, want);
+}
+
+#[test]
+fn hist_of_array_element_and_errors() {
+    let got = out("global h probe begin { h[\"a\"] <<< 1; print(@hist_log(h[\"a\"])) }");
+    assert!(got.contains("    1 |@"), "{got}");
+    let d = errors("global h probe begin { h <<< 1; print(@hist_linear(h, 0, 10, 0)) }");
+    assert!(d[0].message.contains("interval"), "{d:?}");
+    let d = errors(
+        "global h probe begin { h <<< 1; print(@hist_log(h)); print(@hist_linear(h, 0, 10, 1)) }",
+    );
+    assert!(d[0].message.contains("inconsistent"), "{d:?}");
+}
+
+// ---------------------------------------------------------------- runtime errors
+
+#[test]
+fn division_by_zero_reports_operator_location() {
+    let src = "probe begin {\n  x = 0\n  y = 10 / x\n  println(\"not reached\")\n}";
+    let mut t = build(src);
+    let flow = t.rt.run_probe(0);
+    assert_eq!(flow, Flow::Exit);
+    t.rt.finish();
+    assert_eq!(t.out.text(), "");
+    assert_eq!(
+        t.err.text(),
+        "ERROR: division by 0 near operator '/' at <input>:3:10\nWARNING: Number of errors: 1, skipped probes: 0\n"
+    );
+    assert_eq!(t.rt.error_count(), 1);
+    assert_eq!(t.rt.exit_code(), 1);
+}
+
+#[test]
+fn maxerrors_allows_several_errors() {
+    let src = "global n probe timer.ms(1) { n++; if (n % 2) error(sprintf(\"odd %d\", n)) } probe end { println(n) }";
+    let mut t = build_with(
+        src,
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXERRORS".into(), "2".into())],
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let mut flows = Vec::new();
+    for _ in 0..6 {
+        flows.push(t.rt.run_probe(0));
+    }
+    // Errors at n = 1, 3, 5: the third exceeds MAXERRORS = 2.
+    assert_eq!(flows[..4], [Flow::Continue; 4]);
+    assert_eq!(flows[4], Flow::Exit);
+    // End probes are skipped after MAXERRORS was exceeded, as in stap.
+    t.rt.run_probe(1);
+    t.rt.finish();
+    assert_eq!(t.out.text(), "");
+    let e = t.err.text();
+    assert_eq!(e.matches("ERROR: odd").count(), 3, "{e}");
+    assert!(
+        e.ends_with("WARNING: Number of errors: 3, skipped probes: 0\n"),
+        "{e}"
+    );
+}
+
+#[test]
+fn error_probe_runs_only_after_fatal_errors() {
+    let (o, _) = run("probe begin { error(\"x\") } probe end { println(\"end\") } probe error { println(\"error probe\") }");
+    assert_eq!(o, "error probe\n");
+    let (o, _) = run("probe begin { exit() } probe end { println(\"end\") } probe error { println(\"error probe\") }");
+    assert_eq!(o, "end\n");
+}
+
+#[test]
+fn maxaction_counts_statements() {
+    let src = "global n probe timer.ms(1) { while (1) n++ }";
+    let mut t = build(src);
+    assert_eq!(t.rt.run_probe(0), Flow::Exit);
+    let e = t.err.text();
+    assert!(e.starts_with("ERROR: MAXACTION exceeded near "), "{e}");
+    // 1000 actions, shared between the loop test and the body.
+    t.rt.finish();
+    assert!(t.out.text().is_empty());
+    // The interruptible begin probe gets ten times as much.
+    let mut t = build_with(
+        "global n probe begin { for (i = 0; i < 150; i++) n++; println(n) }",
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXACTION".into(), "100".into())],
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(session(&mut t, &[]).0, "150\n");
+    let mut t = build_with(
+        "global n probe timer.s(1) { for (i = 0; i < 150; i++) n++; println(n) }",
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXACTION".into(), "100".into())],
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(t.rt.run_probe(0), Flow::Exit);
+    assert!(t.err.text().starts_with("ERROR: MAXACTION exceeded"));
+}
+
+#[test]
+fn exit_finishes_handler_then_stops() {
+    let mut t = build("global n probe timer.ms(10) { n++; exit(); println(\"after exit \", n) } probe end { println(\"end \", n) }");
+    assert_eq!(t.rt.run_probe(0), Flow::Exit);
+    // Timer probes do not run again after exit().
+    assert_eq!(t.rt.run_probe(0), Flow::Exit);
+    t.rt.run_probe(1);
+    t.rt.finish();
+    assert_eq!(t.out.text(), "after exit 1\nend 1\n");
+    assert_eq!(t.rt.exit_code(), 0);
+}
+
+#[test]
+fn warn_goes_to_stderr() {
+    let (o, e) = run("probe begin { warn(\"careful\"); println(\"x\") }");
+    assert_eq!(o, "x\n");
+    assert_eq!(e, "WARNING: careful\n");
+}
+
+#[test]
+fn maxstringlen_truncates() {
+    let mut t = build_with(
+        "probe begin { s = \"abcdefghij\"; s = s . s; println(s); println(sprintf(\"%s%s\", s, s)) }",
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXSTRINGLEN".into(), "8".into())],
+            ..RuntimeOptions::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(session(&mut t, &[]).0, "abcdefg\nabcdefg\n");
+}
+
+// ---------------------------------------------------------------- elaboration
+
+#[test]
+fn unresolved_function_suggests_names() {
+    let d = errors("probe begin { prinln(\"x\") }");
+    assert_eq!(d[0].kind, "semantic error");
+    assert_eq!(d[0].message, "unresolved function call");
+    assert!(
+        d[0].notes[0].starts_with("did you mean: println"),
+        "{:?}",
+        d[0].notes
+    );
+    let d = errors("function frobnicate() { return 1 } probe begin { frobnicat() }");
+    assert!(d[0].notes[0].contains("frobnicate"), "{:?}", d[0].notes);
+}
+
+#[test]
+fn type_mismatches_are_reported() {
+    let d = errors("probe begin { x = 1; x = \"s\" }");
+    assert_eq!(d[0].message, "type mismatch (long vs. string)");
+    let d = errors("global a probe begin { a[1] = 1; a[\"k\"] = 2 }");
+    assert!(d[0].message.contains("type mismatch"), "{d:?}");
+    let d = errors("function f(x) { return x . \"s\" } probe begin { f(1) }");
+    assert!(d[0].message.contains("type mismatch"), "{d:?}");
+    let d = errors("probe begin { println(x) }");
+    assert!(d[0].message.contains("unresolved type"), "{d:?}");
+}
+
+#[test]
+fn arity_and_undeclared_arrays() {
+    let d = errors("function f(a, b) { return a + b } probe begin { f(1) }");
+    assert!(d[0].message.contains("expects 2"), "{d:?}");
+    let d = errors("probe begin { a[1] = 2 }");
+    assert!(d[0].message.contains("must be declared global"), "{d:?}");
+    let d = errors("global a probe begin { a[1] = 1; a[1, 2] = 2 }");
+    assert!(d[0].message.contains("index"), "{d:?}");
+    let d = errors("probe begin { strlen(1, 2) }");
+    assert!(d[0].message.contains("expects 1"), "{d:?}");
+}
+
+#[test]
+fn embedded_c_is_rejected() {
+    let d = errors("function f:long () %{ STAP_RETURN(1); %} probe begin { println(f()) }");
+    assert!(d[0].message.contains("embedded C"), "{d:?}");
+}
+
+#[test]
+fn inference_through_calls_and_printf() {
+    // Parameter type comes from the call site, return type from the return.
+    assert_eq!(
+        out("function id(v) { return v } probe begin { s = id(\"str\"); println(s) }"),
+        "str\n"
+    );
+    // A local typed only by a printf conversion.
+    assert_eq!(out("global g probe begin { printf(\"%s|\\n\", g) }"), "|\n");
+}
+
+// ---------------------------------------------------------------- records
+
+const COUNT_SRC: &str = "global c probe process(\"a.out\").function(\"f\") { c[tid()]++ }";
+
+#[test]
+fn counting_handler_and_unread_global_printout() {
+    let mut t = build_with(
+        COUNT_SRC,
+        vec![binding(0, 0, vec![])],
+        RuntimeOptions::default(),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let recs: Vec<Record> = [7, 8, 7, 9, 7, 8]
+        .iter()
+        .map(|&tid| record(0, tid, &[]))
+        .collect();
+    let (o, e) = session(&mut t, &recs);
+    assert_eq!(e, "");
+    // Sorted by value, descending; ties in insertion order; values in hex.
+    assert_eq!(o, "c[7]=0x3\nc[8]=0x2\nc[9]=0x1\n");
+}
+
+#[test]
+fn unread_globals_of_every_kind() {
+    let src = r#"global x, s, a, st, e, used
+probe begin { x = 5; s = "hi\n"; a["k", 1] = 1; a["j", 2] = 2; st <<< 3; st <<< 5; e <<< 1; delete e; used = 1 }
+probe end { if (used) println("end") }"#;
+    let (o, _) = run(src);
+    assert_eq!(
+        o,
+        "end\nx=0x5\ns=\"hi\\n\"\na[\"j\",2]=0x2\na[\"k\",1]=0x1\nst @count=2 @min=3 @max=5 @sum=8 @avg=4\ne @count=0x0\n"
+    );
+}
+
+#[test]
+fn context_functions_from_record() {
+    let src = "probe process(\"a.out\").function(\"f\") { printf(\"%d %d %s %x %s %s %d %d\\n\", pid(), tid(), execname(), uaddr(), probefunc(), pp(), gettimeofday_s(), gettimeofday_ms()) }";
+    let mut t = build_with(src, vec![binding(3, 0, vec![])], RuntimeOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let (o, _) = session(&mut t, &[record(3, 77, &[])]);
+    assert_eq!(
+        o,
+        "100 77 a.out 401000 f process(\"/tmp/a.out\").function(\"f@a.c:3\") 1700000000 1700000000123\n"
+    );
+}
+
+#[test]
+fn captured_values_decode() {
+    let src = "probe process(\"a.out\").function(\"f\") { printf(\"%d %d %s %d|%s\\n\", $len, $flags, user_string($name), @defined($nope), $$parms) }";
+    let len = find_id(src, &target_named("len"));
+    let flags = find_id(src, &target_named("flags"));
+    let us = find_id(src, &call_named("user_string"));
+    let parms = find_id(
+        src,
+        &|e| matches!(&e.kind, ExprKind::Target(t) if t.name == "$parms"),
+    );
+    let b = binding(
+        0,
+        0,
+        vec![
+            (
+                len,
+                Decode::Int {
+                    field: 0,
+                    size: 4,
+                    signed: true,
+                },
+            ),
+            (
+                flags,
+                Decode::Bitfield {
+                    field: 1,
+                    size: 2,
+                    signed: false,
+                    bit_offset: 4,
+                    bit_size: 3,
+                },
+            ),
+            (us, Decode::Str { field: 2 }),
+            (
+                parms,
+                Decode::Pretty(vec![
+                    PrettyPart::Text("len=".into()),
+                    PrettyPart::Dec(Decode::Int {
+                        field: 0,
+                        size: 4,
+                        signed: true,
+                    }),
+                    PrettyPart::Text(" p=".into()),
+                    PrettyPart::Hex(Decode::Int {
+                        field: 3,
+                        size: 8,
+                        signed: false,
+                    }),
+                    PrettyPart::Text(" s=".into()),
+                    PrettyPart::Quoted(Decode::Str { field: 2 }),
+                    PrettyPart::Text(" c=".into()),
+                    PrettyPart::Char(Decode::Int {
+                        field: 4,
+                        size: 1,
+                        signed: true,
+                    }),
+                ]),
+            ),
+        ],
+    );
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let rec = record(
+        0,
+        1,
+        &[
+            Ok(&(-3i32).to_le_bytes()),
+            Ok(&0x00d0u16.to_le_bytes()),
+            Ok(b"he\"y\0junk"),
+            Ok(&0xdeadbeefu64.to_le_bytes()),
+            Ok(b"\n"),
+        ],
+    );
+    let (o, e) = session(&mut t, &[rec]);
+    assert_eq!(e, "");
+    assert_eq!(
+        o,
+        "-3 5 he\"y 0|len=-3 p=0xdeadbeef s=\"he\\\"y\" c='\\n'\n"
+    );
+}
+
+#[test]
+fn capture_faults_use_stap_messages() {
+    let src = "probe process(\"a.out\").function(\"f\") {\n  println(user_string($p))\n}";
+    let us = find_id(src, &call_named("user_string"));
+    let b = binding(0, 0, vec![(us, Decode::Str { field: 0 })]);
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let (o, e) = session(
+        &mut t,
+        &[record(0, 1, &[Err(0)]), record(0, 1, &[Ok(b"x\0")])],
+    );
+    assert_eq!(o, "");
+    assert_eq!(
+        e,
+        "ERROR: user string copy fault -14 at 0x0000000000000000 [man error::fault] near identifier 'user_string' at <input>:2:11\nWARNING: Number of errors: 1, skipped probes: 0\n"
+    );
+
+    let src = "probe process(\"a.out\").function(\"f\") { println($p->x) }";
+    let px = find_id(src, &target_named("p"));
+    let b = binding(
+        0,
+        0,
+        vec![(
+            px,
+            Decode::Int {
+                field: 0,
+                size: 8,
+                signed: false,
+            },
+        )],
+    );
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let (_, e) = session(&mut t, &[record(0, 1, &[Err(0x10)])]);
+    let col = col_of(src, "$p->x");
+    assert_eq!(
+        e,
+        format!("ERROR: read fault [man error::fault] at 0x0000000000000010 near identifier '$p' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
+    );
+}
+
+#[test]
+fn user_string2_falls_back_on_fault() {
+    let src = "probe process(\"a.out\").function(\"f\") { println(user_string2($p, \"<bad>\")) }";
+    let us = find_id(src, &call_named("user_string2"));
+    let b = binding(0, 0, vec![(us, Decode::Str { field: 0 })]);
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let (o, e) = session(&mut t, &[record(0, 1, &[Err(8)])]);
+    assert_eq!((o.as_str(), e.as_str()), ("<bad>\n", ""));
+}
+
+#[test]
+fn uncaptured_target_is_an_internal_error() {
+    let src = "probe process(\"a.out\").function(\"f\") { println($x) }";
+    let mut t = build_with(src, vec![binding(0, 0, vec![])], RuntimeOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let (_, e) = session(&mut t, &[record(0, 1, &[])]);
+    assert!(
+        e.starts_with("ERROR: internal error: target expression '$x' was not captured"),
+        "{e}"
+    );
+}
+
+#[test]
+fn histogram_of_captured_len_and_string_keys() {
+    let src = "global h, by probe process(\"a.out\").function(\"f\") { h <<< $len; by[execname()] <<< $len } probe end { print(@hist_log(h)); foreach (k in by) printf(\"%s %d %d\\n\", k, @count(by[k]), @sum(by[k])) }";
+    let caps = find_ids(src, &target_named("len"))
+        .into_iter()
+        .map(|id| {
+            (
+                id,
+                Decode::Int {
+                    field: 0,
+                    size: 8,
+                    signed: false,
+                },
+            )
+        })
+        .collect();
+    let b = binding(0, 0, caps);
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let recs: Vec<Record> = [1u64, 1, 2]
+        .iter()
+        .map(|v| record(0, 1, &[Ok(&v.to_le_bytes())]))
+        .collect();
+    let (o, e) = session(&mut t, &recs);
+    assert_eq!(e, "");
+    assert!(o.contains(&format!("    1 |@@{}2\n", spaces(49))), "{o}");
+    assert!(o.ends_with("a.out 3 4\n"), "{o}");
+}
+
+#[test]
+fn probe_condition_gates_handler() {
+    let src = "global on = 0, n probe process(\"a.out\").function(\"f\") if (on) { n++ } probe end { println(n) }";
+    let mut t = build_with(src, vec![binding(0, 0, vec![])], RuntimeOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(session(&mut t, &[record(0, 1, &[])]).0, "0\n");
+}
