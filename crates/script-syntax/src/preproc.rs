@@ -407,6 +407,8 @@ enum PpValue {
     Version(String, bool),
     /// A name compared only with `==`/`!=` globs; several accepted values.
     Names(Vec<String>),
+    /// An unset kernel configuration symbol: unequal to everything.
+    Unset,
 }
 
 struct Cond<'a> {
@@ -521,7 +523,7 @@ impl Cond<'_> {
                 "kernel_v" | "kernel_vr" => PpValue::Version(self.cfg.kernel_version.clone(), true),
                 "systemtap_v" => PpValue::Version(self.cfg.systemtap_version.clone(), false),
                 "guru_mode" => PpValue::Num(0),
-                w if w.starts_with("CONFIG_") => PpValue::Str(String::new()),
+                w if w.starts_with("CONFIG_") => PpValue::Unset,
                 _ => {
                     return self.fail(
                         "expected 'arch', 'runtime', 'kernel_v', 'kernel_vr', 'systemtap_v', \
@@ -547,6 +549,7 @@ impl Cond<'_> {
         };
         let at = Some(self.pos.saturating_sub(1));
         match (lhs, rhs) {
+            (PpValue::Unset, PpValue::Num(_) | PpValue::Str(_)) => Ok(op == "!="),
             (PpValue::Num(a), PpValue::Num(b)) => Ok(ord_ok(a.cmp(&b))),
             (PpValue::Str(a), PpValue::Str(b)) => Ok(ord_ok(a.cmp(&b))),
             (PpValue::Version(v, glob_eq), PpValue::Str(pat)) => {

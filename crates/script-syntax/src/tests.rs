@@ -206,6 +206,18 @@ fn render_warning_and_eof() {
 }
 
 #[test]
+fn render_points_at_the_offending_token() {
+    // The shape snaptap's own integration test relies on.
+    let (_, src, d) = parse_text("<input>", "probe begin { printf(\"x\" }", &[]);
+    assert_eq!(d.len(), 1);
+    let r = render(&d[0], &src);
+    assert!(r.contains("<input>:1:26"), "{r}");
+    assert!(r.lines().any(|l| l.trim() == "^"), "{r}");
+    let caret = r.lines().last().unwrap();
+    assert_eq!(caret.find('^'), Some(13 + 25), "{r}");
+}
+
+#[test]
 fn render_all_counts_errors() {
     let (_, src, d) = parse_text("c.stp", "probe begin { x = ) }\nprobe end { y = ] }\n", &[]);
     let out = render_all(&d, &src);
