@@ -1070,6 +1070,7 @@ fn valid_token_soup_round_trips() {
         }
     }
     let mut rng = Rng(7);
+    let mut clean = 0;
     for _ in 0..500 {
         let e = gen(&mut rng, 4);
         let text = format!("probe begin {{ x = {e} }}");
@@ -1080,10 +1081,12 @@ fn valid_token_soup_round_trips() {
             let _ = render_diags(&d, &src);
             continue;
         }
+        clean += 1;
         let once = print_script(&s);
         let again = printout(&once);
         assert_eq!(once, again, "source: {text}");
     }
+    assert!(clean > 250, "only {clean} of 500 random scripts parsed");
 }
 
 #[test]
@@ -1167,4 +1170,66 @@ fn large_input_parses_in_linear_time() {
         "1000 copies: {small:?}, 4000 copies ({} KB): {big:?}",
         unit.len() * 4000 / 1024
     );
+}
+
+#[test]
+fn random_statements_round_trip() {
+    fn stmt(rng: &mut Rng, depth: usize) -> String {
+        let leaf = [
+            "x = 1",
+            "x++",
+            "delete arr[1]",
+            "break",
+            "continue",
+            "next",
+            ";",
+            "{ }",
+            "arr[1, \"a\"] <<< 3",
+            "printf(\"%d\\n\", x)",
+        ];
+        if depth == 0 {
+            return leaf[rng.below(leaf.len())].to_string();
+        }
+        let semi = if rng.below(2) == 0 { ";" } else { "" };
+        match rng.below(9) {
+            0 => format!("if (x) {}", stmt(rng, depth - 1)),
+            1 => format!(
+                "if (x) {}{semi} else {}",
+                stmt(rng, depth - 1),
+                stmt(rng, depth - 1)
+            ),
+            2 => format!("while (x < 3) {}", stmt(rng, depth - 1)),
+            3 => format!("for (i = 0; i < 3; i++) {}", stmt(rng, depth - 1)),
+            4 => format!("foreach ([a, b-] in arr limit 2) {}", stmt(rng, depth - 1)),
+            5 => format!(
+                "try {{ {} }} catch (e) {{ {} }}",
+                stmt(rng, depth - 1),
+                stmt(rng, depth - 1)
+            ),
+            6 => format!(
+                "{{ {}{semi} {} }}",
+                stmt(rng, depth - 1),
+                stmt(rng, depth - 1)
+            ),
+            _ => format!("{}{semi}", leaf[rng.below(leaf.len())]),
+        }
+    }
+    let mut rng = Rng(99);
+    let mut clean = 0;
+    for _ in 0..500 {
+        let body = stmt(&mut rng, 4);
+        let text = format!("global arr probe begin {{ {body} }}");
+        let (s, src, d) = parse_text("t.stp", &text, &[]);
+        if !d.is_empty() {
+            // e.g. `if (x) break else ...` without a separator is still valid; anything
+            // rejected must at least render.
+            let _ = render_diags(&d, &src);
+            continue;
+        }
+        clean += 1;
+        let once = print_script(&s);
+        let again = printout(&once);
+        assert_eq!(once, again, "source: {text}");
+    }
+    assert!(clean > 250, "only {clean} of 500 random scripts parsed");
 }
