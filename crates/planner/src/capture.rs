@@ -58,33 +58,51 @@ struct TVal {
     label: String,
 }
 
-/// Visits a block's expressions in source order; `f` returns whether to descend into
-/// the expression's children.
-pub(crate) fn visit_block(b: &Block, f: &mut dyn FnMut(&Expr) -> bool) {
+/// What a visitor wants after seeing an expression.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// Visit its children.
+    Descend,
+    /// Do not visit its children.
+    Skip,
+    /// Its truth is known at compile time (`@defined`), children handled: branches it
+    /// guards that cannot run are not visited, as stap elides them.
+    Known(bool),
+}
+
+/// Visits a block's expressions in source order.
+pub(crate) fn visit_block(b: &Block, f: &mut dyn FnMut(&Expr) -> Walk) {
     for s in &b.stmts {
         visit_stmt(s, f);
     }
 }
 
-fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr) -> bool) {
+fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr) -> Walk) {
     match &s.kind {
         StmtKind::Block(b) => visit_block(b, f),
-        StmtKind::Expr(e) | StmtKind::Delete(e) => visit_expr(e, f),
+        StmtKind::Expr(e) | StmtKind::Delete(e) => {
+            visit_expr(e, f);
+        }
         StmtKind::Return(e) => {
             if let Some(e) = e {
-                visit_expr(e, f)
+                visit_expr(e, f);
             }
         }
         StmtKind::If { cond, then, els } => {
-            visit_expr(cond, f);
-            visit_stmt(then, f);
+            let known = visit_expr(cond, f);
+            if known != Some(false) {
+                visit_stmt(then, f);
+            }
             if let Some(e) = els {
-                visit_stmt(e, f);
+                if known != Some(true) {
+                    visit_stmt(e, f);
+                }
             }
         }
         StmtKind::While { cond, body } => {
-            visit_expr(cond, f);
-            visit_stmt(body, f);
+            if visit_expr(cond, f) != Some(false) {
+                visit_stmt(body, f);
+            }
         }
         StmtKind::For {
             init,
@@ -115,47 +133,84 @@ fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr) -> bool) {
     }
 }
 
-pub(crate) fn visit_expr(e: &Expr, f: &mut dyn FnMut(&Expr) -> bool) {
-    if !f(e) {
-        return;
+/// Visits an expression tree; returns its compile-time truth when known.
+pub(crate) fn visit_expr(e: &Expr, f: &mut dyn FnMut(&Expr) -> Walk) -> Option<bool> {
+    match f(e) {
+        Walk::Skip => return None,
+        Walk::Known(b) => return Some(b),
+        Walk::Descend => {}
     }
     match &e.kind {
         ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => {
-            keys.iter().for_each(|k| visit_expr(k, f))
+            keys.iter().for_each(|k| {
+                visit_expr(k, f);
+            });
         }
-        ExprKind::Call { args, .. } => args.iter().for_each(|a| visit_expr(a, f)),
+        ExprKind::Call { args, .. } => args.iter().for_each(|a| {
+            visit_expr(a, f);
+        }),
         ExprKind::Target(t) => visit_steps(&t.path, f),
         ExprKind::Cast { expr, path, .. } => {
             visit_expr(expr, f);
             visit_steps(path, f);
         }
         ExprKind::GlobalVar { path, .. } => visit_steps(path, f),
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            expr,
+        } => return visit_expr(expr, f).map(|b| !b),
         ExprKind::Entry(x) | ExprKind::Defined(x) | ExprKind::Unary { expr: x, .. } => {
-            visit_expr(x, f)
+            visit_expr(x, f);
         }
         ExprKind::Stat { expr, args, .. } => {
             visit_expr(expr, f);
-            args.iter().for_each(|a| visit_expr(a, f));
+            args.iter().for_each(|a| {
+                visit_expr(a, f);
+            });
+        }
+        ExprKind::Binary {
+            op: op @ (BinaryOp::And | BinaryOp::Or),
+            lhs,
+            rhs,
+        } => {
+            let and = *op == BinaryOp::And;
+            match visit_expr(lhs, f) {
+                // `false && x` and `true || x` never evaluate x.
+                Some(l) if l != and => return Some(l),
+                Some(_) => return visit_expr(rhs, f),
+                None => {
+                    let r = visit_expr(rhs, f);
+                    if r == Some(!and) {
+                        return r;
+                    }
+                }
+            }
         }
         ExprKind::Binary { lhs, rhs, .. } => {
             visit_expr(lhs, f);
             visit_expr(rhs, f);
         }
-        ExprKind::Ternary { cond, then, els } => {
-            visit_expr(cond, f);
-            visit_expr(then, f);
-            visit_expr(els, f);
-        }
+        ExprKind::Ternary { cond, then, els } => match visit_expr(cond, f) {
+            Some(true) => return visit_expr(then, f),
+            Some(false) => return visit_expr(els, f),
+            None => {
+                visit_expr(then, f);
+                visit_expr(els, f);
+            }
+        },
         ExprKind::Assign { target, value, .. } => {
             visit_expr(target, f);
             visit_expr(value, f);
         }
-        ExprKind::IncDec { target, .. } => visit_expr(target, f),
+        ExprKind::IncDec { target, .. } => {
+            visit_expr(target, f);
+        }
         _ => {}
     }
+    None
 }
 
-fn visit_steps(path: &[TargetStep], f: &mut dyn FnMut(&Expr) -> bool) {
+fn visit_steps(path: &[TargetStep], f: &mut dyn FnMut(&Expr) -> Walk) {
     for s in path {
         if let TargetStep::Index(i) = s {
             visit_expr(i, f);
@@ -173,7 +228,7 @@ pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnos
             ExprKind::Entry(_) => Some("@entry".to_string()),
             ExprKind::GlobalVar { name, .. } => Some(format!("@var(\"{name}\")")),
             ExprKind::Cast { type_name, .. } => Some(format!("@cast(..., \"{type_name}\")")),
-            ExprKind::Defined(_) => return false,
+            ExprKind::Defined(_) => return Walk::Known(false),
             _ => None,
         };
         if let Some(what) = bad {
@@ -184,12 +239,12 @@ pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnos
                 ),
                 e.span,
             ));
-            return false;
+            return Walk::Skip;
         }
-        true
+        Walk::Descend
     };
     if let Some(c) = cond {
-        visit_expr(c, &mut f);
+        let _ = visit_expr(c, &mut f);
     }
     visit_block(body, &mut f);
     errs
@@ -241,7 +296,11 @@ fn contains_target(e: &Expr) -> bool {
         ) {
             found = true;
         }
-        !found
+        if found {
+            Walk::Skip
+        } else {
+            Walk::Descend
+        }
     });
     found
 }
@@ -367,7 +426,7 @@ fn sem(msg: impl Into<String>, e: &Expr) -> Diagnostic {
 }
 
 impl<'a> Builder<'a> {
-    fn visit(&mut self, e: &Expr) -> bool {
+    fn visit(&mut self, e: &Expr) -> Walk {
         match &e.kind {
             ExprKind::Target(t) => {
                 match self.target_decode(e, t) {
@@ -376,13 +435,13 @@ impl<'a> Builder<'a> {
                     }
                     Err(d) => self.errors.push(d),
                 }
-                false
+                Walk::Skip
             }
             ExprKind::Entry(inner) => {
                 if self.site.kind != SpecKind::Return {
                     self.errors
                         .push(sem("@entry is only valid in .return probes", e));
-                    return false;
+                    return Walk::Skip;
                 }
                 // Everything but `$return` in a return probe is captured at entry anyway,
                 // so `@entry(X)` is X's capture; both ids decode the same field.
@@ -393,7 +452,7 @@ impl<'a> Builder<'a> {
                         self.captures.insert(e.id.0, d);
                     }
                 }
-                false
+                Walk::Skip
             }
             ExprKind::Defined(inner) => {
                 // Never an error: capture when possible, and the runtime answers 1 iff
@@ -404,7 +463,7 @@ impl<'a> Builder<'a> {
                     self.errors.truncate(saved);
                     self.captures.remove(&inner.id.0);
                 }
-                false
+                Walk::Known(self.captures.contains_key(&inner.id.0))
             }
             ExprKind::Call { name, args } => {
                 match name.as_str() {
@@ -422,16 +481,16 @@ impl<'a> Builder<'a> {
                             for a in args.iter().skip(1) {
                                 visit_expr(a, &mut |x| self.visit(x));
                             }
-                            return false;
+                            return Walk::Skip;
                         }
                         Ok(None) => {}
                         Err(d) => {
                             self.errors.push(d);
-                            return false;
+                            return Walk::Skip;
                         }
                     }
                 }
-                true
+                Walk::Descend
             }
             ExprKind::GlobalVar { .. } | ExprKind::Cast { .. } => {
                 let r = self
@@ -453,14 +512,14 @@ impl<'a> Builder<'a> {
                     }
                     Err(d) => self.errors.push(d),
                 }
-                false
+                Walk::Skip
             }
-            _ => true,
+            _ => Walk::Descend,
         }
     }
 
     fn visit_expr_as_value(&mut self, e: &Expr) {
-        visit_expr(e, &mut |x| self.visit(x));
+        let _ = visit_expr(e, &mut |x| self.visit(x));
     }
 
     fn require_di(&self, e: &Expr, what: &str) -> Result<&'a DebugInfo, Diagnostic> {

@@ -185,7 +185,7 @@ fn check_no_targets(script: &Script) -> Option<Vec<Diagnostic>> {
                             e.span,
                         ));
                     }
-                    true
+                    capture::Walk::Descend
                 });
             }
         }

@@ -79,7 +79,7 @@ fn ids_by_text(script: &Script, sources: &SourceMap) -> HashMap<String, u32> {
             capture::visit_block(&p.body, &mut |e| {
                 m.entry(sources.snippet(e.span).to_string())
                     .or_insert(e.id.0);
-                true
+                capture::Walk::Descend
             });
         }
     }
@@ -563,6 +563,22 @@ fn errors() {
     )
     .unwrap();
     assert_eq!(p.bindings[0].captures.len(), 2, "{}", dump(&p));
+    // Branches guarded by a false @defined are elided, as in stap.
+    let p = plan_text(
+        r#"probe process.function("handle") {
+            x = @defined($nope) ? $nope : $n
+            if (@defined($nope) && $nope > 1) println($nope->a) else println($r->id)
+            if (!@defined($nope)) println($n) else println($nope)
+        }"#,
+        &bin,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(p.bindings[0].captures.len(), 3, "{}", dump(&p));
+    let e = err_text(
+        r#"probe process.function("handle") { if (@defined($n)) println($nope) }"#,
+        &bin,
+    );
+    assert!(e.contains("unable to find local 'nope'"), "{e}");
 }
 
 #[test]
