@@ -358,6 +358,7 @@ pub(crate) fn plan_site(
     let mut captures = std::mem::take(&mut b.captures);
     for d in captures.values_mut() {
         fix_fields(d, n_entry);
+        merge_text(d);
     }
     let id = SiteId(out.plans.sites.len() as u32);
     let kind = match site.kind {
@@ -395,6 +396,20 @@ pub(crate) fn plan_site(
         out.listing.push(site.pp.clone());
     }
     Ok(())
+}
+
+/// Joins adjacent text parts of a pretty decode (`"x=", " "` becomes `"x= "`).
+fn merge_text(d: &mut Decode) {
+    if let Decode::Pretty(parts) = d {
+        let mut out: Vec<PrettyPart> = Vec::with_capacity(parts.len());
+        for p in parts.drain(..) {
+            match (out.last_mut(), p) {
+                (Some(PrettyPart::Text(a)), PrettyPart::Text(b)) => a.push_str(&b),
+                (_, p) => out.push(p),
+            }
+        }
+        *parts = out;
+    }
 }
 
 fn fix_fields(d: &mut Decode, n_entry: u32) {

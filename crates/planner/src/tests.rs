@@ -649,3 +649,48 @@ fn shared_library_sites_use_the_library_module() {
     let e = err_text(r#"probe process("/bin/sh").function("main") { }"#, &bin);
     assert!(e.contains("no debug information found in /"), "{e}");
 }
+
+#[test]
+fn dump_is_symbolic_and_deterministic() {
+    let bin = compile("-O0");
+    let text = r#"probe begin { }
+        probe process.function("handle") { println($n, user_string($r->name), $r->flags, execname(), $$parms) }
+        probe process.function("many").return { println($return, $h) }
+        probe timer.s(2) { }"#;
+    let a = dump(&plan_text(text, &bin).unwrap());
+    let b = dump(&plan_text(text, &bin).unwrap());
+    assert_eq!(a, b);
+    let dir = bin.parent().unwrap().display().to_string();
+    // Addresses and frame offsets depend on the compiler version: mask hex numbers.
+    let mut masked = String::new();
+    let mut rest = a.replace(&dir, "DIR");
+    while let Some(i) = rest.find("0x") {
+        masked.push_str(&rest[..i]);
+        masked.push('X');
+        rest = rest[i + 2..]
+            .trim_start_matches(|c: char| c.is_ascii_hexdigit())
+            .to_string();
+    }
+    masked.push_str(&rest);
+    let expected = r#"begin: probe 0
+timer: probe 3 every 2000000000ns
+site 0 probe 1 entry DIR/app+X process("DIR/app").function("handle@DIR/app.c:8")
+  function handle
+  needs comm
+  field 0 $n: reg(6) const(X) add const(X) add emit_bytes(4)
+  field 1 user_string(...): reg(6) const(X) add const(X) add deref8 const(X) add emit_string(128)
+  field 2 $r->flags: reg(6) const(X) add const(X) add deref8 const(X) add emit_bytes(1)
+  field 3 $r: reg(6) const(X) add const(X) add emit_bytes(8)
+  capture e0 = s32(field 0)
+  capture e2 = str(field 1)
+  capture e3 = ubits[0+3] of 8(field 2)
+  capture e5 = pretty["r=", hex u64(field 3), " n=", hex s32(field 0)]
+site 1 probe 2 return DIR/app+X process("DIR/app").function("many@DIR/app.c:9").return
+  function many
+  field 0 $h: reg(7) const(X) add emit_bytes(8)
+  field 1 (at return) $return: reg(0) emit_value8
+  capture e7 = s64(field 1)
+  capture e8 = s64(field 0)
+"#;
+    assert_eq!(masked, expected);
+}
