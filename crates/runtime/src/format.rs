@@ -1,7 +1,7 @@
 //! `printf`-style formatting with stap's conversions and flags, and string escaping.
 //!
 //! stap's formatter (`runtime/vsprintf.c`) derives from the Linux kernel's: `%#x` prints
-//! `0x` even for zero, `%#o` prints a leading `0`, `%p` is `0x` plus 16 hex digits.
+//! `0x` even for zero, `%#o` prints a leading `0`, and since stap 1.3 `%p` is `%#x`.
 //! Formats are parsed once at elaboration into [`Piece`]s.
 
 use std::fmt::Write as _;
@@ -220,8 +220,8 @@ pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
                     Num::None => -1,
                     Num::Lit(n) => *n,
                     Num::Star => match next() {
-                        Some(Arg::L(v)) => v.clamp(-1, i32::MAX as i64) as i32,
-                        _ => -1,
+                        Some(Arg::L(v)) => v.clamp(0, i32::MAX as i64) as i32,
+                        _ => 0,
                     },
                 };
                 let a = next();
@@ -246,18 +246,25 @@ pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
                             Some(Arg::L(v)) => v,
                             _ => 0,
                         };
-                        pad_str(out, &[v as u8], w, flags);
+                        let c = v as u8;
+                        // `%#c` escapes what is not printable ASCII, and quote/backslash.
+                        let esc;
+                        let bytes: &[u8] = if flags & SPECIAL != 0
+                            && (!(0x20..=0x7e).contains(&c) || c == b'\'' || c == b'\\')
+                        {
+                            esc = escape_char(c);
+                            esc.as_bytes()
+                        } else {
+                            std::slice::from_ref(&c)
+                        };
+                        pad_str(out, bytes, w, flags);
                     }
                     Conv::Binary => {
                         let v = match a {
                             Some(Arg::L(v)) => v,
                             _ => 0,
                         };
-                        let n = match w {
-                            1 | 2 | 4 | 8 => w as usize,
-                            _ => 8,
-                        };
-                        out.extend_from_slice(&v.to_le_bytes()[..n]);
+                        binary(out, v, w, pr, flags);
                     }
                     _ => {
                         let v = match a {
@@ -295,6 +302,51 @@ fn pad_str(out: &mut Vec<u8>, s: &[u8], w: i32, flags: u8) {
     }
 }
 
+/// stap's `%b`: the value's low `precision` bytes (1, 2, 4 or 8), NUL-padded to the
+/// width; an unspecified width or precision defaults to the other, else to 8.
+fn binary(out: &mut Vec<u8>, v: i64, width: i32, prec: i32, flags: u8) {
+    let valid = |p: i32| if matches!(p, 1 | 2 | 4 | 8) { p } else { -1 };
+    let mut prec = valid(prec);
+    let mut width = width;
+    if width == -1 {
+        if prec == -1 {
+            width = 8;
+            prec = 8;
+        } else {
+            width = prec;
+        }
+    } else if prec == -1 {
+        prec = valid(width);
+        if prec == -1 {
+            prec = 8;
+        }
+    }
+    let pad = (width - prec).max(0) as usize;
+    if flags & LEFT == 0 {
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+    out.extend_from_slice(&v.to_le_bytes()[..prec as usize]);
+    if flags & LEFT != 0 {
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+}
+
+/// One character escaped as `%#c` does: C escapes, else three octal digits.
+fn escape_char(c: u8) -> String {
+    match c {
+        0x07 => "\\a".into(),
+        0x08 => "\\b".into(),
+        0x0c => "\\f".into(),
+        b'\n' => "\\n".into(),
+        b'\r' => "\\r".into(),
+        b'\t' => "\\t".into(),
+        0x0b => "\\v".into(),
+        b'\'' => "\\'".into(),
+        b'\\' => "\\\\".into(),
+        _ => format!("\\{c:03o}"),
+    }
+}
+
 /// The kernel-style `number()` conversion stap uses for integers.
 fn number(out: &mut Vec<u8>, v: i64, conv: Conv, width: i32, prec: i32, mut flags: u8) {
     let (base, upper, signed) = match conv {
@@ -310,10 +362,6 @@ fn number(out: &mut Vec<u8>, v: i64, conv: Conv, width: i32, prec: i32, mut flag
     let mut prec = prec;
     if conv == Conv::Pointer {
         flags |= SPECIAL;
-        if size == -1 {
-            size = 18;
-            flags |= ZEROPAD;
-        }
     }
     if flags & LEFT != 0 {
         flags &= !ZEROPAD;
