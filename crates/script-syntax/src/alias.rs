@@ -75,7 +75,10 @@ pub fn expand_aliases(script: &Script, ids: &mut IdGen) -> (Vec<ResolvedProbe>, 
                 span: p.span,
             });
         }
-        for (q, chain) in expanded {
+        for (mut q, chain) in expanded {
+            if let Some(c) = &mut q.condition {
+                visit_expr_mut(c, &mut |e| e.id = ids.fresh());
+            }
             let mut body = user_body(ids);
             for a in chain.iter().rev() {
                 let mut ab = a.body.clone();
@@ -183,27 +186,99 @@ fn expand_point<'a>(
 
 /// Gives every expression in the block a fresh id.
 pub fn renumber_block(b: &mut Block, ids: &mut IdGen) {
-    for s in &mut b.stmts {
-        renumber_stmt(s, ids);
+    visit_block_mut(b, &mut |e| e.id = ids.fresh());
+}
+
+/// Calls `f` on every expression of the script (bodies, probe point conditions).
+pub fn visit_script_mut(s: &mut Script, f: &mut dyn FnMut(&mut Expr)) {
+    let conds = |pts: &mut Vec<ProbePoint>, f: &mut dyn FnMut(&mut Expr)| {
+        for p in pts.iter_mut() {
+            if let Some(c) = &mut p.condition {
+                visit_expr_mut(c, f);
+            }
+        }
+    };
+    for item in &mut s.items {
+        match item {
+            Item::Probe(p) => {
+                conds(&mut p.points, f);
+                visit_block_mut(&mut p.body, f);
+            }
+            Item::Alias(a) => {
+                conds(&mut a.names, f);
+                conds(&mut a.points, f);
+                visit_block_mut(&mut a.body, f);
+            }
+            Item::Function(FunctionDecl {
+                body: FunctionBody::Script(b),
+                ..
+            }) => visit_block_mut(b, f),
+            Item::Function(_) | Item::Global(_) | Item::Embedded(_) => {}
+        }
     }
 }
 
-fn renumber_stmt(s: &mut Stmt, ids: &mut IdGen) {
-    match &mut s.kind {
-        StmtKind::Block(b) => renumber_block(b, ids),
-        StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => {
-            renumber_expr(e, ids)
+/// Expands aliases into a new script: alias declarations are dropped and each user
+/// probe is replaced, in place, by its expanded handlers (so "handler index = index
+/// among `Item::Probe`" holds for the result). New ids start above the script's
+/// highest one.
+pub fn expand_script(script: &Script) -> (Script, Vec<Diagnostic>) {
+    let mut copy = script.clone();
+    let mut next = 0u32;
+    visit_script_mut(&mut copy, &mut |e| {
+        next = next.max(e.id.0.saturating_add(1))
+    });
+    let mut ids = IdGen::starting_at(next);
+    let (probes, diags) = expand_aliases(script, &mut ids);
+    let mut by_probe: Vec<Vec<ResolvedProbe>> = Vec::new();
+    for p in probes {
+        if by_probe.len() <= p.probe_index {
+            by_probe.resize_with(p.probe_index + 1, Vec::new);
         }
+        by_probe[p.probe_index].push(p);
+    }
+    let mut items = Vec::with_capacity(script.items.len());
+    let mut k = 0;
+    for item in &script.items {
+        match item {
+            Item::Probe(_) => {
+                for r in by_probe.get_mut(k).map(std::mem::take).unwrap_or_default() {
+                    items.push(Item::Probe(ProbeDecl {
+                        points: r.points,
+                        body: r.body,
+                        span: r.span,
+                    }));
+                }
+                k += 1;
+            }
+            Item::Alias(_) => {}
+            other => items.push(other.clone()),
+        }
+    }
+    (Script { items }, diags)
+}
+
+/// Calls `f` on every expression in the block, parents before children.
+pub fn visit_block_mut(b: &mut Block, f: &mut dyn FnMut(&mut Expr)) {
+    for s in &mut b.stmts {
+        visit_stmt_mut(s, f);
+    }
+}
+
+fn visit_stmt_mut(s: &mut Stmt, f: &mut dyn FnMut(&mut Expr)) {
+    match &mut s.kind {
+        StmtKind::Block(b) => visit_block_mut(b, f),
+        StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => visit_expr_mut(e, f),
         StmtKind::If { cond, then, els } => {
-            renumber_expr(cond, ids);
-            renumber_stmt(then, ids);
+            visit_expr_mut(cond, f);
+            visit_stmt_mut(then, f);
             if let Some(e) = els {
-                renumber_stmt(e, ids);
+                visit_stmt_mut(e, f);
             }
         }
         StmtKind::While { cond, body } => {
-            renumber_expr(cond, ids);
-            renumber_stmt(body, ids);
+            visit_expr_mut(cond, f);
+            visit_stmt_mut(body, f);
         }
         StmtKind::For {
             init,
@@ -212,19 +287,19 @@ fn renumber_stmt(s: &mut Stmt, ids: &mut IdGen) {
             body,
         } => {
             for e in [init, cond, step].into_iter().flatten() {
-                renumber_expr(e, ids);
+                visit_expr_mut(e, f);
             }
-            renumber_stmt(body, ids);
+            visit_stmt_mut(body, f);
         }
         StmtKind::Foreach { limit, body, .. } => {
             if let Some(l) = limit {
-                renumber_expr(l, ids);
+                visit_expr_mut(l, f);
             }
-            renumber_stmt(body, ids);
+            visit_stmt_mut(body, f);
         }
         StmtKind::Try { body, catch, .. } => {
-            renumber_block(body, ids);
-            renumber_block(catch, ids);
+            visit_block_mut(body, f);
+            visit_block_mut(catch, f);
         }
         StmtKind::Return(None)
         | StmtKind::Break
@@ -235,52 +310,52 @@ fn renumber_stmt(s: &mut Stmt, ids: &mut IdGen) {
     }
 }
 
-fn renumber_path(path: &mut [TargetStep], ids: &mut IdGen) {
+fn visit_path_mut(path: &mut [TargetStep], f: &mut dyn FnMut(&mut Expr)) {
     for st in path {
         if let TargetStep::Index(e) = st {
-            renumber_expr(e, ids);
+            visit_expr_mut(e, f);
         }
     }
 }
 
-fn renumber_expr(e: &mut Expr, ids: &mut IdGen) {
-    e.id = ids.fresh();
+fn visit_expr_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
+    f(e);
     match &mut e.kind {
         ExprKind::Index { keys: v, .. }
         | ExprKind::Call { args: v, .. }
         | ExprKind::In { keys: v, .. } => {
             for x in v {
-                renumber_expr(x, ids);
+                visit_expr_mut(x, f);
             }
         }
-        ExprKind::Target(t) => renumber_path(&mut t.path, ids),
+        ExprKind::Target(t) => visit_path_mut(&mut t.path, f),
         ExprKind::Cast { expr, path, .. } => {
-            renumber_expr(expr, ids);
-            renumber_path(path, ids);
+            visit_expr_mut(expr, f);
+            visit_path_mut(path, f);
         }
-        ExprKind::GlobalVar { path, .. } => renumber_path(path, ids),
-        ExprKind::Entry(x) | ExprKind::Defined(x) => renumber_expr(x, ids),
+        ExprKind::GlobalVar { path, .. } => visit_path_mut(path, f),
+        ExprKind::Entry(x) | ExprKind::Defined(x) => visit_expr_mut(x, f),
         ExprKind::Stat { expr, args, .. } => {
-            renumber_expr(expr, ids);
+            visit_expr_mut(expr, f);
             for x in args {
-                renumber_expr(x, ids);
+                visit_expr_mut(x, f);
             }
         }
-        ExprKind::Unary { expr, .. } => renumber_expr(expr, ids),
+        ExprKind::Unary { expr, .. } => visit_expr_mut(expr, f),
         ExprKind::Binary { lhs, rhs, .. } => {
-            renumber_expr(lhs, ids);
-            renumber_expr(rhs, ids);
+            visit_expr_mut(lhs, f);
+            visit_expr_mut(rhs, f);
         }
         ExprKind::Ternary { cond, then, els } => {
-            renumber_expr(cond, ids);
-            renumber_expr(then, ids);
-            renumber_expr(els, ids);
+            visit_expr_mut(cond, f);
+            visit_expr_mut(then, f);
+            visit_expr_mut(els, f);
         }
         ExprKind::Assign { target, value, .. } => {
-            renumber_expr(target, ids);
-            renumber_expr(value, ids);
+            visit_expr_mut(target, f);
+            visit_expr_mut(value, f);
         }
-        ExprKind::IncDec { target, .. } => renumber_expr(target, ids),
+        ExprKind::IncDec { target, .. } => visit_expr_mut(target, f),
         ExprKind::Number(_)
         | ExprKind::String(_)
         | ExprKind::Var(_)

@@ -23,7 +23,7 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-pub use alias::{expand_aliases, ResolvedProbe};
+pub use alias::{expand_aliases, expand_script, ResolvedProbe};
 pub use diag::{Diagnostic, Label, Severity, SourceFile, SourceMap};
 pub use parser::{parse, parse_files, parse_session, IdGen, ParseOptions};
 pub use preproc::PpConfig;

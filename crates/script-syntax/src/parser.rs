@@ -23,6 +23,11 @@ impl IdGen {
         IdGen::default()
     }
 
+    /// A generator whose first id is `next` (to continue after an existing script).
+    pub fn starting_at(next: u32) -> IdGen {
+        IdGen { next }
+    }
+
     /// A fresh id.
     pub fn fresh(&mut self) -> ExprId {
         let id = ExprId(self.next);

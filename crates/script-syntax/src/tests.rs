@@ -1233,3 +1233,33 @@ fn random_statements_round_trip() {
     }
     assert!(clean > 250, "only {clean} of 500 random scripts parsed");
 }
+
+#[test]
+fn expand_script_replaces_probes_in_place_with_unique_ids() {
+    let text = "global g\n\
+                probe two = timer.s(1), timer.s(2) { a = 1 + 2 }\n\
+                probe begin { b = 3 }\n\
+                probe two, end if (g > 0) { c = g * 2 }\n\
+                function f() { return 1 }\n";
+    let s = ok(text);
+    let (mut x, d) = expand_script(&s);
+    assert!(d.is_empty());
+    let out = print_script(&x);
+    assert_eq!(
+        out,
+        "global g\n\
+         probe begin {\n    b = 3;\n}\n\
+         probe end if (g > 0) {\n    c = g * 2;\n}\n\
+         probe timer.s(1) {\n    {\n        a = 1 + 2;\n    }\n    {\n        c = g * 2;\n    }\n}\n\
+         probe timer.s(2) {\n    {\n        a = 1 + 2;\n    }\n    {\n        c = g * 2;\n    }\n}\n\
+         function f() {\n    return 1;\n}\n"
+    );
+    let mut seen = std::collections::HashSet::new();
+    let mut n = 0;
+    alias::visit_script_mut(&mut x, &mut |e| {
+        n += 1;
+        assert!(seen.insert(e.id), "duplicate {:?}", e.id);
+    });
+    // b = 3 (3), end's condition (3) and body (5), two expansions of (5 + 5), return 1 (1).
+    assert_eq!(n, 3 + 3 + 5 + 2 * 10 + 1);
+}
