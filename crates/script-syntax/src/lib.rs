@@ -5,10 +5,13 @@
 //! and `@define` macros, and [`parser`] builds an [`ast::Script`]: [`parse`] for one
 //! file with a fresh id counter, [`parse_session`] / [`parse_files`] to share one
 //! [`IdGen`] across tapsets and the user script. Parsing never fails: it returns every
-//! error as a [`Diagnostic`], which [`render`] formats as stap does. [`print_script`]
-//! prints a script back in normalised form (`-p1`); [`expand_aliases`] resolves probe
-//! aliases into concrete handlers. Nothing here knows about DWARF, targets or backends,
-//! and nothing here does I/O.
+//! error as a [`Diagnostic`] (parse errors carry stap's token description, such as
+//! `operator '{'`, in their label's message), which [`render`] formats as stap does.
+//! Nesting deeper than 200 levels (statements, parentheses, operator chains) is an
+//! error, which bounds the depth of every tree later passes walk. [`print_script`] prints a
+//! script back in normalised form (`-p1`); [`expand_script`] / [`expand_aliases`]
+//! resolve probe aliases into concrete handlers. Nothing here knows about DWARF,
+//! targets or backends, and nothing here does I/O.
 #![forbid(unsafe_code)]
 
 pub mod alias;
