@@ -339,7 +339,7 @@ pub(crate) fn plan_site(
         site,
         di,
         vars,
-        max_string: sess.opts.max_string.max(1),
+        max_string: sess.opts.max_string.clamp(1, capture_plan::MAX_FIELD_BYTES),
         entry: Vec::new(),
         ret: Vec::new(),
         dedupe: HashMap::new(),
@@ -831,7 +831,7 @@ impl<'a> Builder<'a> {
                 ops.push(Op::Const((1u64 << n) - 1));
                 ops.push(Op::And);
             }
-            if signed && n < 64 {
+            if signed && n > 0 && n < 64 {
                 ops.push(Op::SignExtend(n));
             }
             return Ok(ops);

@@ -13,7 +13,7 @@ const FIXTURE: &str = r#"
 #include <string.h>
 enum color { RED, GREEN = 5, BLUE };
 struct req { int id; char name[16]; struct req *next; unsigned flags:3; int sflag:5; long big; enum color c; short arr[4]; };
-int counter = 7;
+int counter = 7; int step(int a);
 static inline int sq(int v) { return v * v; }
 __attribute__((noipa)) int handle(struct req *r, int n) { int local = n * 2; counter += local + sq(n); return local + r->id; }
 __attribute__((noipa)) long many(long a, long b, long c, long d, long e, long f, long g, long h) { return a+b+c+d+e+f+g+h; }
@@ -21,8 +21,14 @@ __attribute__((noipa)) const char *greet(const char *who, unsigned char u, short
 int main(int argc, char **argv) {
   struct req r = {0}; r.id = 42; strcpy(r.name, "hello"); r.flags = 5; r.sflag = -3; r.c = BLUE;
   r.big = -1234567890123; r.arr[0] = 10; r.arr[1] = -20; r.arr[2] = 30; r.arr[3] = 40;
-  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5);
+  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4);
   printf("%d %d\n", t, sq(argc+3)); return 0; }
+int step(int a) {
+  int b = a * 3;
+  b += 1;
+  { int inner = b * 2; b += inner; }
+  return b;
+}
 "#;
 
 fn compile(opt: &str) -> PathBuf {
@@ -693,4 +699,23 @@ site 1 probe 2 return DIR/app+X process("DIR/app").function("many@DIR/app.c:9").
   capture e8 = s64(field 0)
 "#;
     assert_eq!(masked, expected);
+}
+
+#[test]
+fn o0_statement_probe_values_and_scopes() {
+    if !gdb_available() {
+        return;
+    }
+    let bin = compile("-O0");
+    let v = run(r#"probe process.statement("step@app.c:18") { println($a, $b) }"#, &bin);
+    assert_eq!(v["$a"], V::I(4));
+    assert_eq!(v["$b"], V::I(12));
+    let v = run(r#"probe process.statement("step@app.c:20") { println($b) }"#, &bin);
+    assert_eq!(v["$b"], V::I(39));
+    // `inner` lives in a lexical block that does not contain line 20.
+    let e = err_text(r#"probe process.statement("step@app.c:20") { println($inner) }"#, &bin);
+    assert!(e.contains("unable to find local 'inner'"), "{e}");
+    assert!(e.contains("(alternatives: $a $b)"), "{e}");
+    let e = err_text(r#"probe process.statement("step@app.c:99") { }"#, &bin);
+    assert!(e.contains("no line records for app.c:99"), "{e}");
 }
