@@ -1263,3 +1263,47 @@ fn expand_script_replaces_probes_in_place_with_unique_ids() {
     // b = 3 (3), end's condition (3) and body (5), two expansions of (5 + 5), return 1 (1).
     assert_eq!(n, 3 + 3 + 5 + 2 * 10 + 1);
 }
+
+#[test]
+fn lexer_operators_comments_and_words() {
+    use lexer::Tok;
+    let mut d = Vec::new();
+    let text = "<<< <<= >>= >>> == != <= >= && || ++ -- += -= *= /= %= &= |= ^= .= << >> -> =~ !~ %( %? %: %) \
+                { } ( ) [ ] ; , . = + - * / % < > ! ~ & | ^ ? :";
+    let toks = lexer::lex(FileId(0), text, &mut d);
+    assert!(d.is_empty());
+    let ops: Vec<&str> = toks
+        .iter()
+        .filter_map(|t| match t.tok {
+            Tok::Op(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ops, text.split_whitespace().collect::<Vec<_>>());
+    let text = "# hash\nx // slashes\n/* block\n */ $y$$ @count $$parms $1 @2 $# @# a$b 0x1F 010 \"s\" %{ code %}";
+    let toks = lexer::lex(FileId(0), text, &mut d);
+    assert!(d.is_empty());
+    let shown: Vec<String> = toks
+        .iter()
+        .map(|t| match &t.tok {
+            Tok::Ident(w) => w.clone(),
+            Tok::Number(n) => n.to_string(),
+            Tok::Str(s) => format!("{s:?}"),
+            Tok::Op(o) => o.to_string(),
+            Tok::Embedded => "EMB".into(),
+            Tok::Eof => "EOF".into(),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "x", "$y$$", "@count", "$$parms", "$1", "@2", "$#", "@#", "a$b", "31", "8", "\"s\"",
+            "EMB", "EOF"
+        ]
+    );
+    // Spans locate tokens for diagnostics.
+    assert_eq!(
+        &text[toks[1].span.start as usize..toks[1].span.end as usize],
+        "$y$$"
+    );
+}
