@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol};
+use object::elf::PF_X;
+use object::{Object, ObjectKind, ObjectSegment, ObjectSymbol, SegmentFlags};
 
 use crate::procfs::MapEntry;
 
@@ -16,6 +17,8 @@ pub struct Image {
     pub relocatable: bool,
     /// `(p_vaddr, p_offset)` of each `PT_LOAD` segment.
     pub loads: Vec<(u64, u64)>,
+    /// `(p_vaddr, p_memsz)` of each executable `PT_LOAD` segment.
+    pub exec: Vec<(u64, u64)>,
 }
 
 /// Reads the ELF header and program headers of `path`.
@@ -37,7 +40,18 @@ pub fn read_image(path: &Path) -> Result<Image, String> {
         .segments()
         .map(|s| (s.address(), s.file_range().0))
         .collect();
-    Ok(Image { relocatable, loads })
+    let exec = file
+        .segments()
+        .filter(
+            |s| matches!(s.flags(), SegmentFlags::Elf { p_flags, .. } if p_flags.0 & PF_X.0 != 0),
+        )
+        .map(|s| (s.address(), s.size()))
+        .collect();
+    Ok(Image {
+        relocatable,
+        loads,
+        exec,
+    })
 }
 
 /// The load bias of `img` given the mappings of its file in one process (sorted by
@@ -75,4 +89,18 @@ pub fn symbol_address(path: &Path, name: &str) -> Option<u64> {
         .chain(file.symbols())
         .find(|s| s.name().ok() == Some(name) && s.address() != 0)
         .map(|s| s.address())
+}
+
+/// The slack after the executable segment containing link-time address `vaddr`: the
+/// link-time range from the end of the segment to the end of its last page, which is
+/// mapped (mappings are page-granular) but never used by the program.
+pub fn exec_slack(img: &Image, vaddr: u64) -> Option<(u64, u64)> {
+    img.exec.iter().find_map(|&(start, size)| {
+        let end = start.checked_add(size)?;
+        if vaddr < start || vaddr >= end {
+            return None;
+        }
+        let page_end = end.checked_add(PAGE - 1)? & !(PAGE - 1);
+        Some((end, page_end))
+    })
 }

@@ -17,6 +17,7 @@ use backend::{EventSender, RunSummary, StopToken};
 use capture_plan::PlanSet;
 
 mod elf;
+mod pad;
 mod procfs;
 mod sys;
 mod tracer;
@@ -127,6 +128,13 @@ impl PtraceBackend {
     /// The main target's pid.
     pub fn pid(&self) -> u32 {
         self.core.main_pid()
+    }
+
+    /// Testing aid: never execute probed instructions out of line, always single-step
+    /// them (the slower path that stops the other threads of the process).
+    #[doc(hidden)]
+    pub fn force_single_step(&mut self, on: bool) {
+        self.core.force_single_step(on);
     }
 
     /// Installs the sites, lets the target run and emits records until the main target

@@ -65,7 +65,10 @@ fn bias_of_pie_and_exec() {
     let pie = Image {
         relocatable: true,
         loads: vec![(0, 0), (0x1000, 0x1000), (0x3df0, 0x2df0)],
+        exec: vec![(0x1000, 0x1a5)],
     };
+    assert_eq!(crate::elf::exec_slack(&pie, 0x1010), Some((0x11a5, 0x2000)));
+    assert_eq!(crate::elf::exec_slack(&pie, 0x11a5), None);
     let a = entry(0x5555_5555_4000, 0);
     let b = entry(0x5555_5555_5000, 0x1000);
     assert_eq!(load_bias(&pie, &[&b, &a]), Some(0x5555_5555_4000));
@@ -75,6 +78,7 @@ fn bias_of_pie_and_exec() {
     let so = Image {
         relocatable: true,
         loads: vec![(0x10000, 0)],
+        exec: vec![],
     };
     assert_eq!(
         load_bias(&so, &[&entry(0x7f00_0001_0000, 0)]),
@@ -83,6 +87,7 @@ fn bias_of_pie_and_exec() {
     let exec = Image {
         relocatable: false,
         loads: vec![(0x400000, 0)],
+        exec: vec![],
     };
     assert_eq!(load_bias(&exec, &[&entry(0x400000, 0)]), Some(0));
     assert_eq!(load_bias(&exec, &[]), None);
@@ -143,4 +148,29 @@ fn dwarf_register_numbers() {
     }
     assert_eq!(reg_value(&r, 16), Some(116));
     assert_eq!(reg_value(&r, 17), None);
+}
+
+#[test]
+fn pads_relocate_plain_and_rip_relative_instructions() {
+    use crate::pad::build_pad;
+    // push rbp
+    let p = build_pad(&[0x55, 0x48, 0x89, 0xe5], 0x1000, 0x9000).unwrap();
+    let mut want = vec![0x55, 0xFF, 0x25, 0, 0, 0, 0];
+    want.extend_from_slice(&0x1001u64.to_le_bytes());
+    assert_eq!(p, want);
+    // lea rax, [rip+0x100] at 0x1000 (7 bytes) refers to 0x1107; at 0x9000 the
+    // displacement must become 0x1107 - 0x9007.
+    let p = build_pad(&[0x48, 0x8d, 0x05, 0x00, 0x01, 0x00, 0x00], 0x1000, 0x9000).unwrap();
+    assert_eq!(&p[..3], &[0x48, 0x8d, 0x05]);
+    let disp = i32::from_le_bytes(p[3..7].try_into().unwrap());
+    assert_eq!(0x9007i64 + i64::from(disp), 0x1107);
+    assert_eq!(&p[7..9], &[0xFF, 0x25]);
+    assert_eq!(u64::from_le_bytes(p[13..21].try_into().unwrap()), 0x1007);
+    // ret, call rel32, jmp rel8 and an undecodable byte stay single-stepped.
+    assert!(build_pad(&[0xc3], 0x1000, 0x9000).is_none());
+    assert!(build_pad(&[0xe8, 0, 0, 0, 0], 0x1000, 0x9000).is_none());
+    assert!(build_pad(&[0xeb, 0x10], 0x1000, 0x9000).is_none());
+    assert!(build_pad(&[0x0f, 0xff], 0x1000, 0x9000).is_none());
+    // A rip-relative target more than 2 GiB away cannot be re-encoded.
+    assert!(build_pad(&[0x48, 0x8d, 0x05, 0, 0, 0, 0], 0x1000, 0x7f00_0000_0000).is_none());
 }

@@ -30,7 +30,7 @@ use nix::sys::ptrace;
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::unistd::Pid;
 
-use crate::{elf, procfs, sys, Error, Options};
+use crate::{elf, pad, procfs, sys, Error, Options};
 
 const SI_KERNEL: i32 = 0x80;
 const INT3: u8 = 0xCC;
@@ -242,6 +242,10 @@ struct Proc {
     /// Sites installed (or given up on) in this image: site -> (module, address).
     installed: HashMap<SiteId, (PathBuf, Option<u64>)>,
     rbrk_done: bool,
+    /// Out-of-line pads by breakpoint address (`None`: single-step there instead).
+    pads: HashMap<u64, Option<u64>>,
+    /// Next free byte of the slack after each executable segment, by slack start.
+    slack: HashMap<u64, u64>,
 }
 
 impl Proc {
@@ -253,12 +257,21 @@ impl Proc {
             history: BTreeMap::new(),
             installed: HashMap::new(),
             rbrk_done: false,
+            pads: HashMap::new(),
+            slack: HashMap::new(),
         }
     }
 
     fn poke(&self, addr: u64, byte: u8) -> std::io::Result<()> {
         match &self.mem {
             Some(f) => f.write_all_at(&[byte], addr),
+            None => Err(std::io::Error::other("no /proc/PID/mem")),
+        }
+    }
+
+    fn poke_bytes(&self, addr: u64, bytes: &[u8]) -> std::io::Result<()> {
+        match &self.mem {
+            Some(f) => f.write_all_at(bytes, addr),
             None => Err(std::io::Error::other("no /proc/PID/mem")),
         }
     }
@@ -447,6 +460,7 @@ pub(crate) struct Core {
     ran: bool,
     detached: bool,
     vm_ok: bool,
+    no_pads: bool,
 }
 
 impl Drop for Core {
@@ -513,7 +527,12 @@ impl Core {
             ran: false,
             detached: false,
             vm_ok: true,
+            no_pads: false,
         }
+    }
+
+    pub(crate) fn force_single_step(&mut self, on: bool) {
+        self.no_pads = on;
     }
 
     pub(crate) fn main_pid(&self) -> u32 {
@@ -937,6 +956,8 @@ impl Core {
             cp.history = pp.history.clone();
             cp.installed = pp.installed.clone();
             cp.rbrk_done = pp.rbrk_done;
+            cp.pads = pp.pads.clone();
+            cp.slack = pp.slack.clone();
             cp.bps = pp.bps.clone();
             let mut th = Thread::new(child, child, TState::New, follow, Setup::Fork);
             for bp in cp.bps.values_mut() {
@@ -1467,6 +1488,20 @@ impl Core {
                 }
             }
         }
+        let still = self
+            .procs
+            .get(&memk)
+            .is_some_and(|pr| pr.bps.contains_key(&addr));
+        let mut regs = regs;
+        if still {
+            if let Some(pad) = self.pad_for(memk, addr, t) {
+                regs.rip = pad;
+                if ptrace::setregs(pid(t), regs).is_ok() {
+                    self.resume(t, 0);
+                }
+                return;
+            }
+        }
         if ptrace::setregs(pid(t), regs).is_err() {
             return;
         }
@@ -1483,6 +1518,54 @@ impl Core {
         } else {
             self.resume(t, 0);
         }
+    }
+
+    /// The out-of-line pad for the breakpoint at `addr`, made at its first hit.
+    fn pad_for(&mut self, memk: u32, addr: u64, t: u32) -> Option<u64> {
+        if self.no_pads {
+            return None;
+        }
+        if let Some(p) = self.procs.get(&memk).and_then(|p| p.pads.get(&addr)) {
+            return *p;
+        }
+        let pad = self.make_pad(memk, addr, t);
+        if let Some(p) = self.procs.get_mut(&memk) {
+            p.pads.insert(addr, pad);
+        }
+        pad
+    }
+
+    fn make_pad(&mut self, memk: u32, addr: u64, t: u32) -> Option<u64> {
+        let maps = procfs::read_maps(memk).ok()?;
+        let m = maps
+            .iter()
+            .find(|m| m.start <= addr && addr < m.end && m.path.starts_with('/'))?;
+        let map_end = m.end;
+        let path = PathBuf::from(&m.path);
+        let bias = self.module_bias(&path, &maps)?;
+        let img = self.images.get(&path)?.as_ref()?;
+        let (s, e) = elf::exec_slack(img, addr.wrapping_sub(bias))?;
+        let (rs, re) = (s.wrapping_add(bias), e.wrapping_add(bias));
+        if !maps
+            .iter()
+            .any(|m| m.start <= rs && re <= m.end && rs < re && m.perms.contains('x'))
+        {
+            return None;
+        }
+        let mut vm_ok = self.vm_ok;
+        let p = self.procs.get_mut(&memk)?;
+        let next = *p.slack.get(&rs).unwrap_or(&rs);
+        let at = next.checked_add(15)? & !15;
+        if at.checked_add(pad::PAD_SIZE)? > re {
+            return None;
+        }
+        let mut code = [0u8; 16];
+        let n = (map_end - addr).min(16) as usize;
+        read_mem(t, p.mem.as_ref(), &p.bps, addr, &mut code[..n], &mut vm_ok).ok()?;
+        let bytes = pad::build_pad(&code[..n], addr, at)?;
+        p.poke_bytes(at, &bytes).ok()?;
+        p.slack.insert(rs, at + pad::PAD_SIZE);
+        Some(at)
     }
 
     /// Stops the given running threads; returns those stopped by our interrupt alone

@@ -51,15 +51,16 @@ fn printed_adds(out: &str) -> Vec<(u64, u64)> {
         .collect()
 }
 
-fn check_entry_args(opt: &str) {
+fn check_entry_args(opt: &str, single_step: bool) {
     let dir = TempDir::new();
     let exe = basic(&dir, opt);
     let out = dir.path("out.txt");
-    let o = run_with(
+    let o = run_cfg(
         spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "50"]),
         Options::default(),
         vec![entry_site(0, &exe, "add", vec![reg(5), reg(4)])],
         None,
+        single_step,
     );
     let printed = printed_adds(&read(&out));
     assert_eq!(printed.len(), 50);
@@ -80,12 +81,18 @@ fn check_entry_args(opt: &str) {
 
 #[test]
 fn entry_arguments_match_fixture_o0() {
-    check_entry_args("-O0");
+    check_entry_args("-O0", false);
+}
+
+#[test]
+fn entry_arguments_match_fixture_single_stepped() {
+    check_entry_args("-O0", true);
+    check_entry_args("-O2", true);
 }
 
 #[test]
 fn entry_arguments_match_fixture_o2() {
-    check_entry_args("-O2");
+    check_entry_args("-O2", false);
 }
 
 #[test]
@@ -155,6 +162,15 @@ fn strings_faults_and_no_int3_in_reads() {
 
 #[test]
 fn return_probes_under_recursion() {
+    recursion_run(false);
+}
+
+#[test]
+fn return_probes_under_recursion_single_stepped() {
+    recursion_run(true);
+}
+
+fn recursion_run(single_step: bool) {
     let dir = TempDir::new();
     let exe = basic(&dir, "-O0");
     let out = dir.path("out.txt");
@@ -167,11 +183,12 @@ fn return_probes_under_recursion() {
         },
         plan(vec![reg(5)]),
     );
-    let o = run_with(
+    let o = run_cfg(
         spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "2"]),
         Options::default(),
         vec![fact],
         None,
+        single_step,
     );
     assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
     let text = read(&out);

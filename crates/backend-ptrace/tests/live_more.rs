@@ -107,12 +107,21 @@ int main(int argc, char **argv) {
 
 #[test]
 fn threads_lose_no_hit_and_keep_values_per_thread() {
+    threads_run(false);
+}
+
+#[test]
+fn threads_lose_no_hit_with_single_stepping() {
+    threads_run(true);
+}
+
+fn threads_run(single_step: bool) {
     let dir = TempDir::new();
     let exe = gcc(&dir, "threads", THREADS, &["-O2", "-pthread"]);
     let out = dir.path("out.txt");
     let n = 300u64;
     let work = sym(&exe, "work");
-    let o = run_with(
+    let o = run_cfg(
         spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), &n.to_string()]),
         Options::default(),
         vec![
@@ -128,6 +137,7 @@ fn threads_lose_no_hit_and_keep_values_per_thread() {
             ),
         ],
         None,
+        single_step,
     );
     assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
     let text = read(&out);
@@ -426,4 +436,21 @@ fn bench_ns_per_hit() {
         "ptrace backend: {per_hit} ns per hit ({n} hits, traced {traced:?}, untraced {plain:?})"
     );
     assert!(per_hit < 300_000, "{per_hit} ns per hit");
+    let n2 = n / 4;
+    let t2 = Instant::now();
+    let o = run_cfg(
+        spawn(&[
+            exe.to_str().unwrap(),
+            out.to_str().unwrap(),
+            &n2.to_string(),
+            "0",
+        ]),
+        Options::default(),
+        vec![entry_site(0, &exe, "add", vec![reg(5), reg(4), reg(1)])],
+        None,
+        true,
+    );
+    let stepped = t2.elapsed().as_nanos() as u64 / n2;
+    assert_eq!(o.site(0).len() as u64, n2);
+    eprintln!("ptrace backend, single-step path: {stepped} ns per hit");
 }

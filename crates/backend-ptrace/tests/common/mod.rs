@@ -144,7 +144,19 @@ pub fn run_with(
     sites: Vec<ProbeSite>,
     stop_after: Option<usize>,
 ) -> Outcome {
+    run_cfg(launch, opts, sites, stop_after, false)
+}
+
+/// Like [`run_with`]; `single_step` forces the single-step path (no out-of-line pads).
+pub fn run_cfg(
+    launch: Launch,
+    opts: Options,
+    sites: Vec<ProbeSite>,
+    stop_after: Option<usize>,
+    single_step: bool,
+) -> Outcome {
     let mut be = PtraceBackend::new(launch, opts).expect("start backend");
+    be.force_single_step(single_step);
     let pid = be.pid();
     let (tx, rx) = event_queue(1 << 16);
     let stop = StopToken::new();
