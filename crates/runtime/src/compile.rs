@@ -293,6 +293,8 @@ pub(crate) struct Compiler<'a> {
     capture_ids: Vec<u32>,
     toks: Vec<String>,
     regexes: Vec<regex::Regex>,
+    /// Token of the statement being compiled (array errors are reported near it).
+    cur_stmt: Tok,
     changed: bool,
     n_glong: u32,
     n_gstr: u32,
@@ -333,6 +335,7 @@ impl<'a> Compiler<'a> {
             capture_ids: Vec::new(),
             toks: Vec::new(),
             regexes: Vec::new(),
+            cur_stmt: 0,
             changed: false,
             n_glong: 0,
             n_gstr: 0,
@@ -395,7 +398,16 @@ impl<'a> Compiler<'a> {
         let rest = text.get(p..).unwrap_or("");
         let loc = self.loc(file, pos);
         let first = rest.chars().next().unwrap_or(' ');
-        if first.is_ascii_alphabetic() || first == '_' || first == '$' || first == '@' {
+        if first == '@' {
+            let w: String = rest
+                .chars()
+                .enumerate()
+                .take_while(|(i, ch)| *i == 0 || ch.is_ascii_alphanumeric() || *ch == '_')
+                .map(|(_, ch)| ch)
+                .collect();
+            return format!("operator '{w}' at {loc}");
+        }
+        if first.is_ascii_alphabetic() || first == '_' || first == '$' {
             let w: String = rest
                 .chars()
                 .enumerate()
@@ -483,11 +495,10 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// stap's statement token is the statement's first token (`parse_expr_statement`
+    /// peeks it); MAXACTION and array errors are reported near it.
     fn stmt_tok(&mut self, s: &Stmt) -> Tok {
-        match &s.kind {
-            StmtKind::Expr(e) => self.expr_tok(e),
-            _ => self.tok_at(s.span.file, s.span.start),
-        }
+        self.tok_at(s.span.file, s.span.start)
     }
 
     // ----- symbols -----
@@ -1526,7 +1537,7 @@ impl<'a> Compiler<'a> {
                 Some((Ex::Cond(Box::new(c), Box::new(t), Box::new(el)), tt))
             }
             ExprKind::Assign { op, target, value } => {
-                let tok = self.expr_tok(e);
+                let tok = self.cur_stmt;
                 match op {
                     AssignOp::Aggregate => {
                         let agg = self.agg_ref(sc, target, false)?;
@@ -1610,7 +1621,7 @@ impl<'a> Compiler<'a> {
                 increment,
                 target,
             } => {
-                let tok = self.expr_tok(e);
+                let tok = self.cur_stmt;
                 let (lv, t) = self.lval(sc, target)?;
                 if t != Long {
                     self.err(
@@ -1980,6 +1991,9 @@ impl<'a> Compiler<'a> {
             StmtKind::Block(_) | StmtKind::Empty | StmtKind::Error
         );
         let tok = if tok_needed { self.stmt_tok(s) } else { 0 };
+        if tok_needed {
+            self.cur_stmt = tok;
+        }
         Some(match &s.kind {
             StmtKind::Block(b) => St::Block(self.block(sc, &b.stmts, in_func, ret)),
             StmtKind::Expr(e) => {

@@ -1518,9 +1518,10 @@ fn long_op(op: LOp, a: i64, b: i64, tok: Tok) -> R<i64> {
             }
             a.wrapping_rem(b)
         }
-        LOp::Shl => a.wrapping_shl((b & 63) as u32),
-        LOp::Shr => a.wrapping_shr((b & 63) as u32),
-        LOp::UShr => ((a as u64).wrapping_shr((b & 63) as u32)) as i64,
+        // stap clamps the count to [0, 64]; a count of 64 then wraps as x86 does.
+        LOp::Shl => a.wrapping_shl(b.clamp(0, 64) as u32),
+        LOp::Shr => a.wrapping_shr(b.clamp(0, 64) as u32),
+        LOp::UShr => ((a as u64).wrapping_shr(b.clamp(0, 64) as u32)) as i64,
         LOp::And => a & b,
         LOp::Or => a | b,
         LOp::Xor => a ^ b,

@@ -188,6 +188,11 @@ fn hello_and_arithmetic() {
         out("probe begin { x = 0x7fffffffffffffff; x++; println(x); println(1 << 62 << 1); println(-8 >> 1); println(-8 >>> 60) }"),
         "-9223372036854775808\n-9223372036854775808\n-4\n15\n"
     );
+    // Shift counts are clamped to [0, 64] as stap does, 64 wrapping like x86.
+    assert_eq!(
+        out("probe begin { println(5 << -1, 5 << 64, 1 << 63 >> 70) }"),
+        "55-9223372036854775808\n"
+    );
     assert_eq!(
         out("probe begin { println(!0, !5, ~0, 6 & 3, 6 | 3, 6 ^ 3) }"),
         "10-1275\n"
@@ -458,15 +463,19 @@ fn map_overflow_uses_stap_message() {
     let (_, e) = session(&mut t, &[]);
     let col = col_of(
         "global a probe begin { for (i = 0; i < 10; i++) a[i] = i }",
-        "= i }",
+        "a[i]",
     );
     assert_eq!(
         e,
-        format!("ERROR: Array overflow, check MAXMAPENTRIES near operator '=' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
+        format!("ERROR: Array overflow, check MAXMAPENTRIES near identifier 'a' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
     );
-    let (_, e) = run("global a[3] probe begin { a[1]++; a[2]++; a[3]++; a[4]++ }");
+    let src = "global a[3] probe begin { a[1]++; a[2]++; a[3]++; a[4]++ }";
+    let (_, e) = run(src);
+    let col = col_of(src, "a[4]");
     assert!(
-        e.starts_with("ERROR: Array overflow, check size limit (3) near operator '++'"),
+        e.starts_with(&format!(
+            "ERROR: Array overflow, check size limit (3) near identifier 'a' at <input>:1:{col}\n"
+        )),
         "{e}"
     );
 }
@@ -497,7 +506,7 @@ fn empty_aggregate_is_an_error_except_count_and_sum() {
     let col = col_of(src, "@max");
     assert_eq!(
         e,
-        format!("ERROR: empty aggregate near identifier '@max' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
+        format!("ERROR: empty aggregate near operator '@max' at <input>:1:{col}\nWARNING: Number of errors: 1, skipped probes: 0\n")
     );
 }
 
@@ -671,8 +680,12 @@ fn maxaction_counts_statements() {
     let mut t = build(src);
     assert_eq!(t.rt.run_probe(0), Flow::Exit);
     let e = t.err.text();
-    assert!(e.starts_with("ERROR: MAXACTION exceeded near "), "{e}");
-    // 1000 actions, shared between the loop test and the body.
+    // 1000 actions, shared between the loop test and the body: the body's turn.
+    let col = col_of(src, "n++");
+    assert_eq!(
+        e,
+        format!("ERROR: MAXACTION exceeded near identifier 'n' at <input>:1:{col}\n")
+    );
     t.rt.finish();
     assert!(t.out.text().is_empty());
     // The interruptible begin probe gets ten times as much.
