@@ -29,15 +29,22 @@ pub(crate) fn compile(name: &str, src: &str, opt: &str) -> PathBuf {
         std::env::temp_dir().join(format!("debuginfo-test-{}-{name}{opt}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let c = dir.join(format!("{name}.c"));
-    std::fs::write(&c, src).unwrap();
     let out = dir.join(name);
-    let st = Command::new("gcc")
-        .args(["-g", opt, "-o"])
-        .arg(&out)
-        .arg(&c)
-        .status()
-        .expect("gcc runs");
-    assert!(st.success());
+    // Tests run in parallel: compile once, under a lock, and publish by renaming.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.exists() {
+        std::fs::write(&c, src).unwrap();
+        let tmp = dir.join(format!("{name}.tmp"));
+        let st = Command::new("gcc")
+            .args(["-g", opt, "-o"])
+            .arg(&tmp)
+            .arg(&c)
+            .status()
+            .expect("gcc runs");
+        assert!(st.success());
+        std::fs::rename(&tmp, &out).unwrap();
+    }
     out
 }
 

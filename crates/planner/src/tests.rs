@@ -34,17 +34,22 @@ int step(int a) {
 fn compile(opt: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("planner-test-{}{opt}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // Tests run in parallel: compile once, under a lock, and publish by renaming.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let c = dir.join("app.c");
-    std::fs::write(&c, FIXTURE).unwrap();
     let out = dir.join("app");
     if !out.exists() {
+        std::fs::write(&c, FIXTURE).unwrap();
+        let tmp = dir.join("app.tmp");
         let st = Command::new("gcc")
             .args(["-g", opt, "-o"])
-            .arg(&out)
+            .arg(&tmp)
             .arg(&c)
             .status()
             .expect("gcc runs");
         assert!(st.success());
+        std::fs::rename(&tmp, &out).unwrap();
     }
     std::fs::canonicalize(out).unwrap()
 }
@@ -138,8 +143,10 @@ fn gdb_available() -> bool {
 /// return; gives the stop(s).
 fn stops(bin: &Path, func: &str, off: u64, finish: bool) -> Vec<Stop> {
     let dir = bin.parent().unwrap();
-    let c1 = dir.join(format!("core-{func}-{off}-1"));
-    let c2 = dir.join(format!("core-{func}-{off}-2"));
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let c1 = dir.join(format!("core-{func}-{off}-{n}-1"));
+    let c2 = dir.join(format!("core-{func}-{off}-{n}-2"));
     let mut args: Vec<String> = vec![
         "-batch".into(),
         "-nx".into(),
@@ -707,13 +714,22 @@ fn o0_statement_probe_values_and_scopes() {
         return;
     }
     let bin = compile("-O0");
-    let v = run(r#"probe process.statement("step@app.c:18") { println($a, $b) }"#, &bin);
+    let v = run(
+        r#"probe process.statement("step@app.c:18") { println($a, $b) }"#,
+        &bin,
+    );
     assert_eq!(v["$a"], V::I(4));
     assert_eq!(v["$b"], V::I(12));
-    let v = run(r#"probe process.statement("step@app.c:20") { println($b) }"#, &bin);
+    let v = run(
+        r#"probe process.statement("step@app.c:20") { println($b) }"#,
+        &bin,
+    );
     assert_eq!(v["$b"], V::I(39));
     // `inner` lives in a lexical block that does not contain line 20.
-    let e = err_text(r#"probe process.statement("step@app.c:20") { println($inner) }"#, &bin);
+    let e = err_text(
+        r#"probe process.statement("step@app.c:20") { println($inner) }"#,
+        &bin,
+    );
     assert!(e.contains("unable to find local 'inner'"), "{e}");
     assert!(e.contains("(alternatives: $a $b)"), "{e}");
     let e = err_text(r#"probe process.statement("step@app.c:99") { }"#, &bin);
