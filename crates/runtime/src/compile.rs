@@ -69,6 +69,9 @@ struct FInfo<'a> {
     scope: usize,
     body: &'a FunctionBody,
     span: Span,
+    /// Reachable from a probe: stap elides functions nobody calls, so their untyped
+    /// parameters are no error.
+    called: bool,
 }
 
 /// Signature of a runtime builtin: argument types and return type.
@@ -605,6 +608,7 @@ impl<'a> Compiler<'a> {
                         scope: sc,
                         body: &f.body,
                         span: f.span,
+                        called: false,
                     });
                 }
                 Item::Probe(p) => {
@@ -630,6 +634,9 @@ impl<'a> Compiler<'a> {
         for _ in 0..64 {
             self.changed = false;
             for i in 0..self.funcs.len() {
+                if !self.funcs[i].called {
+                    continue;
+                }
                 let sc = self.funcs[i].scope;
                 if let FunctionBody::Script(b) = self.funcs[i].body {
                     for s in &b.stmts {
@@ -847,6 +854,10 @@ impl<'a> Compiler<'a> {
                     return Some(t);
                 }
                 if let Some(&f) = self.fnames.get(name) {
+                    if !self.funcs[f].called {
+                        self.funcs[f].called = true;
+                        self.changed = true;
+                    }
                     let fsc = self.funcs[f].scope;
                     for (i, a) in args.iter().enumerate() {
                         let pt = self.scopes[fsc].locals.get(i).and_then(|l| l.ty);
@@ -2195,6 +2206,14 @@ impl<'a> Compiler<'a> {
         for i in 0..self.funcs.len() {
             let sc = self.funcs[i].scope;
             let ret = self.funcs[i].ret;
+            if !self.funcs[i].called {
+                funcs.push(Func {
+                    params: Vec::new(),
+                    frame: FrameSize::default(),
+                    body: St::Nop,
+                });
+                continue;
+            }
             let body = match self.funcs[i].body {
                 FunctionBody::Script(b) => St::Block(self.block(sc, &b.stmts, true, ret)),
                 FunctionBody::EmbeddedC(_) => St::Nop,

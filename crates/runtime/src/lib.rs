@@ -16,7 +16,6 @@ mod ir;
 mod map;
 mod stats;
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use capture_plan::{Record, SiteBinding};
@@ -54,7 +53,8 @@ pub struct Runtime {
     prog: Program,
     state: State,
     writer: Box<dyn Write>,
-    bindings: HashMap<u32, BindRt>,
+    /// Bindings indexed by site id (site ids are dense: indexes in the plan set).
+    bindings: Vec<Option<BindRt>>,
     pps: Vec<String>,
     errors: u64,
     skipped: u64,
@@ -144,22 +144,27 @@ impl Runtime {
                 );
             }
         }
-        let mut bmap = HashMap::new();
+        let nsites = bindings
+            .iter()
+            .map(|b| b.site.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut bmap: Vec<Option<BindRt>> = Vec::new();
+        bmap.resize_with(nsites.min(1 << 20), || None);
         for b in bindings {
             let caps = prog
                 .capture_ids
                 .iter()
                 .map(|id| b.captures.get(id).cloned())
                 .collect();
-            bmap.insert(
-                b.site.0,
-                BindRt {
+            if let Some(slot) = bmap.get_mut(b.site.0 as usize) {
+                *slot = Some(BindRt {
                     probe: b.probe,
                     pp: b.pp,
                     function: b.function,
                     caps,
-                },
-            );
+                });
+            }
         }
         let me = SelfCtx {
             pid: std::process::id(),
@@ -220,7 +225,7 @@ impl Runtime {
         if self.state.exit_requested || self.session_error {
             return Flow::Exit;
         }
-        let Some(b) = self.bindings.get(&rec.site.0) else {
+        let Some(Some(b)) = self.bindings.get(rec.site.0 as usize) else {
             return Flow::Continue;
         };
         let Some(h) = self.prog.handlers.get(b.probe as usize) else {
@@ -382,6 +387,12 @@ impl Runtime {
             }
         }
         o
+    }
+
+    /// Counts records that never reached a handler (lost in the queue, or dropped by a
+    /// backend) as stap's "skipped probes" in the final warning.
+    pub fn note_skipped(&mut self, n: u64) {
+        self.skipped += n;
     }
 
     /// Runtime errors reported so far.

@@ -1029,3 +1029,34 @@ fn probe_condition_gates_handler() {
         .unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(session(&mut t, &[record(0, 1, &[])]).0, "0\n");
 }
+
+#[test]
+fn uncalled_functions_are_elided() {
+    assert_eq!(
+        out("function unused(a, b) { return a } probe begin { println(1) }"),
+        "1\n"
+    );
+}
+
+#[test]
+fn skipped_records_are_reported() {
+    let mut t = build("probe begin { println(1) }");
+    t.rt.note_skipped(7);
+    let (o, e) = session(&mut t, &[]);
+    assert_eq!(o, "1\n");
+    assert_eq!(e, "WARNING: Number of errors: 0, skipped probes: 7\n");
+}
+
+#[test]
+fn unknown_sites_are_ignored() {
+    let mut t = build_with(
+        COUNT_SRC,
+        vec![binding(2, 0, vec![])],
+        RuntimeOptions::default(),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(t.rt.handle(&record(9, 1, &[])), Flow::Continue);
+    assert_eq!(t.rt.handle(&record(2, 1, &[])), Flow::Continue);
+    let (o, _) = session(&mut t, &[]);
+    assert_eq!(o, "c[1]=0x1\n");
+}
