@@ -168,6 +168,22 @@ fn section_data(file: &object::File<'_>, name: &str) -> Result<Option<Arc<[u8]>>
 impl DebugInfo {
     /// Reads an ELF file and indexes its DWARF.
     pub fn open(path: &Path) -> Result<DebugInfo, Error> {
+        Self::open_with(path, true)
+    }
+
+    /// Like [`Self::open`], but a file without DWARF is still opened: its functions
+    /// then come from the ELF symbol tables (no variables, no lines, probed at their
+    /// entry), and [`Self::has_debug_info`] is false.
+    pub fn open_or_symbols(path: &Path) -> Result<DebugInfo, Error> {
+        Self::open_with(path, false)
+    }
+
+    /// False when the functions come from the symbol table only.
+    pub fn has_debug_info(&self) -> bool {
+        !self.units.is_empty()
+    }
+
+    fn open_with(path: &Path, require_dwarf: bool) -> Result<DebugInfo, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             msg: e.to_string(),
@@ -177,7 +193,8 @@ impl DebugInfo {
             msg,
         };
         let file = object::File::parse(&*bytes).map_err(|e| bad(e.to_string()))?;
-        if file.section_by_name(".debug_info").is_none() {
+        let has_dwarf = file.section_by_name(".debug_info").is_some();
+        if !has_dwarf && require_dwarf {
             return Err(Error::NoDebugInfo(path.to_path_buf()));
         }
         let endian = if file.is_little_endian() {
@@ -230,9 +247,15 @@ impl DebugInfo {
             pie,
             build_id,
         };
-        di.load_units().map_err(|e| derr(e.to_string()))?;
+        if has_dwarf {
+            di.load_units().map_err(|e| derr(e.to_string()))?;
+        }
         if di.units.is_empty() {
-            return Err(Error::NoDebugInfo(path.to_path_buf()));
+            if require_dwarf {
+                return Err(Error::NoDebugInfo(path.to_path_buf()));
+            }
+            di.functions = symbol_functions(&file);
+            return Ok(di);
         }
         di.index().map_err(|e| derr(e.to_string()))?;
         Ok(di)
@@ -708,6 +731,57 @@ impl DebugInfo {
             .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
             .min_by_key(|f| f.ranges.iter().map(|r| r.1 - r.0).sum::<u64>())
     }
+}
+
+/// Functions from the ELF symbol tables (`.symtab`, else `.dynsym`): defined text
+/// symbols with a size, deduplicated by address, sorted by address.
+fn symbol_functions(file: &object::File<'_>) -> Vec<Function> {
+    use object::{ObjectSymbol, SymbolKind};
+    let mut seen = std::collections::BTreeMap::new();
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.size() == 0 {
+            continue;
+        }
+        let Ok(name) = sym.name() else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        // Prefer the global name when several symbols share an address.
+        let entry =
+            seen.entry(sym.address())
+                .or_insert((name.to_string(), sym.size(), sym.is_global()));
+        if sym.is_global() && !entry.2 {
+            *entry = (name.to_string(), sym.size(), true);
+        }
+    }
+    seen.into_iter()
+        .enumerate()
+        .map(|(i, (addr, (name, size, _)))| {
+            let die = DieRef {
+                unit: usize::MAX,
+                offset: i,
+            };
+            Function {
+                name,
+                low_pc: addr,
+                entry_pc: addr,
+                ranges: vec![(addr, addr + size)],
+                decl_file: None,
+                decl_line: 0,
+                cu_name: String::new(),
+                // No line table to skip a prologue with: probe the entry.
+                optimized: true,
+                inlined: false,
+                call_site: None,
+                die,
+                origin: die,
+                frame_die: die,
+                return_type: None,
+            }
+        })
+        .collect()
 }
 
 /// A location that is a single `DW_OP_addr` (a static variable inside a function).

@@ -732,7 +732,7 @@ impl<'a> Builder<'a> {
         Ok(tv)
     }
 
-    fn base(&mut self, e: &Expr, _di: &DebugInfo, name: &str) -> Result<TVal, Diagnostic> {
+    fn base(&mut self, e: &Expr, di: &DebugInfo, name: &str) -> Result<TVal, Diagnostic> {
         let func = self
             .site
             .func
@@ -764,6 +764,15 @@ impl<'a> Builder<'a> {
                 which: Which::Return,
                 label: "$return".into(),
             });
+        }
+        if !di.has_debug_info() {
+            return Err(sem(
+                format!(
+                    "no debug information in {}: target variable '${name}' is not available (compile with -g)",
+                    self.site.module.display()
+                ),
+                e,
+            ));
         }
         let Some(v) = self.vars.iter().find(|v| v.name == name) else {
             let alts: Vec<String> = self.vars.iter().map(|v| format!("${}", v.name)).collect();

@@ -75,6 +75,7 @@ pub struct Planned {
 pub(crate) struct Session<'a> {
     pub opts: &'a PlanOptions,
     modules: HashMap<PathBuf, Rc<DebugInfo>>,
+    warnings: Vec<Diagnostic>,
 }
 
 impl<'a> Session<'a> {
@@ -82,6 +83,7 @@ impl<'a> Session<'a> {
         Session {
             opts,
             modules: HashMap::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -90,8 +92,20 @@ impl<'a> Session<'a> {
         if let Some(d) = self.modules.get(path) {
             return Ok(d.clone());
         }
-        let di = DebugInfo::open(path)
+        // Without DWARF (stripped binaries, system libraries) functions still resolve
+        // from the symbol table, as entry probes without target variables.
+        let di = DebugInfo::open_or_symbols(path)
             .map_err(|e| Diagnostic::error("semantic error", e.to_string(), span))?;
+        if !di.has_debug_info() {
+            self.warnings.push(Diagnostic::warning(
+                "warning",
+                format!(
+                    "no debug information found in {}; using its symbol table (no target variables, no .statement probes)",
+                    path.display()
+                ),
+                span,
+            ));
+        }
         let di = Rc::new(di);
         self.modules.insert(path.to_path_buf(), di.clone());
         Ok(di)
@@ -160,6 +174,7 @@ pub fn plan(
     if let Some(bad) = check_no_targets(script) {
         errors.extend(bad);
     }
+    out.warnings.append(&mut session.warnings);
     if errors.is_empty() {
         Ok(out)
     } else {
