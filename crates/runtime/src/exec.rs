@@ -875,7 +875,7 @@ impl State {
                 tok,
             } => {
                 if *ty == Ty::Str || *concat {
-                    self.assign_s(p, cx, lv, *concat, val, *tok)?;
+                    self.assign_s(p, cx, lv, *concat, val, *tok, false)?;
                     return Ok(0);
                 }
                 let v = self.ev_l(p, cx, val)?;
@@ -937,6 +937,8 @@ impl State {
         })
     }
 
+    /// String assignment; returns the stored value when `want` (an assignment used as
+    /// a value), without evaluating anything twice.
     fn assign_s(
         &mut self,
         p: &Program,
@@ -945,8 +947,10 @@ impl State {
         concat: bool,
         val: &Ex,
         tok: Tok,
-    ) -> R<()> {
+        want: bool,
+    ) -> R<Option<String>> {
         let v = self.ev_s(p, cx, val)?;
+        let m = self.maxstr();
         match lv {
             LVal::Var(vr) => {
                 let nv = if concat {
@@ -957,35 +961,37 @@ impl State {
                     v
                 };
                 let nv = self.trunc(nv);
+                let ret = want.then(|| nv.clone());
                 self.set_s(*vr, nv);
+                Ok(ret)
             }
             LVal::Elem { arr, keys } => {
                 let k = self.key(p, cx, keys)?;
                 let max = p.arrays[*arr as usize].max;
-                let m = self.maxstr();
                 let ArrayData::S(t) = &mut self.arrays[*arr as usize] else {
                     return fail("internal error: array type", tok);
                 };
-                if let Some(slot) = t.get_mut(&k) {
-                    if concat {
-                        slot.push_str(&v);
-                    } else {
-                        *slot = v;
+                let slot = match t.get_mut(&k) {
+                    Some(slot) => {
+                        if concat {
+                            slot.push_str(&v);
+                        } else {
+                            *slot = v;
+                        }
+                        slot
                     }
-                    let n = format::truncate(slot, m).len();
-                    slot.truncate(n);
-                } else {
-                    if t.len() >= max {
-                        return overflow(p, *arr, tok);
+                    None => {
+                        if t.len() >= max {
+                            return overflow(p, *arr, tok);
+                        }
+                        t.insert_new(k, v)
                     }
-                    let n = format::truncate(&v, m).len();
-                    let mut v = v;
-                    v.truncate(n);
-                    t.insert_new(k, v);
-                }
+                };
+                let n = format::truncate(slot, m).len();
+                slot.truncate(n);
+                Ok(want.then(|| slot.clone()))
             }
         }
-        Ok(())
     }
 
     pub(crate) fn ev_s(&mut self, p: &Program, cx: &Cx<'_>, e: &Ex) -> R<String> {
@@ -1039,13 +1045,9 @@ impl State {
                 val,
                 tok,
                 ..
-            } => {
-                self.assign_s(p, cx, lv, *concat, val, *tok)?;
-                match lv {
-                    LVal::Var(v) => self.get_s(*v).to_string(),
-                    LVal::Elem { .. } => self.ev_s(p, cx, val)?,
-                }
-            }
+            } => self
+                .assign_s(p, cx, lv, *concat, val, *tok, true)?
+                .unwrap_or_default(),
             Ex::Fail { msg, tok } => return fail(msg.clone(), *tok),
             other => self.ev_l(p, cx, other)?.to_string(),
         })

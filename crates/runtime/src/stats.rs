@@ -248,6 +248,10 @@ pub(crate) fn print_histogram(out: &mut String, spec: &HistSpec, st: &Stat) {
             valmax = c;
         }
     }
+    if low < 0 {
+        // No data: stap reports "empty aggregate" before printing.
+        return;
+    }
     // Show up to two zero rows on either side of the data.
     for _ in 0..2 {
         if is_log {

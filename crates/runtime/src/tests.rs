@@ -1060,3 +1060,13 @@ fn unknown_sites_are_ignored() {
     let (o, _) = session(&mut t, &[]);
     assert_eq!(o, "c[1]=0x1\n");
 }
+
+#[test]
+fn string_assignment_as_value_evaluates_once() {
+    assert_eq!(
+        out(
+            r#"global a, n function f() { n++; return "v" } probe begin { x = a["k"] = f(); y = (z = "w"); println(x, y, z, n) }"#
+        ),
+        "vww1\na[\"k\"]=\"v\"\n"
+    );
+}
