@@ -293,6 +293,13 @@ fn decode(rec: &Record, d: &Decode) -> V {
 /// Plans `script` (one probe), runs its single site in the fixture under gdb, and
 /// returns each expression's decoded value by its source text.
 fn run(script: &str, bin: &Path) -> HashMap<String, V> {
+    let mut all = run_all(script, bin);
+    assert_eq!(all.len(), 1);
+    all.remove(0).1
+}
+
+/// Like [`run`] for every site: (the out-of-line function containing it, values).
+fn run_all(script: &str, bin: &Path) -> Vec<(String, HashMap<String, V>)> {
     let (ast, sources) = parse(script);
     let opts = PlanOptions {
         target_exe: Some(bin.to_path_buf()),
@@ -300,36 +307,60 @@ fn run(script: &str, bin: &Path) -> HashMap<String, V> {
     };
     let p = plan(&ast, &sources, &opts).unwrap_or_else(|d| panic!("{d:?}"));
     p.plans.verify().unwrap();
-    assert_eq!(p.plans.sites.len(), 1, "{}", dump(&p));
-    let site = &p.plans.sites[0];
     let di = debuginfo::DebugInfo::open(bin).unwrap();
-    let f = di.function_at(site.addr.0).unwrap();
-    let is_ret = matches!(site.kind, SiteKind::Return { .. });
-    let mut st = stops(bin, &f.name, site.addr.0 - f.low_pc, is_ret);
-    let mut rec = Record::new(site.id, 1, 1, 0, 0);
-    let bias = st[0].regs[&16] - site.addr.0;
-    for s in st.iter_mut() {
-        s.bias = bias;
-    }
-    backend::execute(&site.plan, &mut st[0], &mut rec);
-    if let SiteKind::Return { return_plan } = &site.kind {
-        backend::execute(return_plan, &mut st[1], &mut rec);
-    }
-    for (i, s) in rec.fields.iter().enumerate() {
-        assert!(
-            matches!(s, FieldStatus::Ok { .. }),
-            "field {i}: {s:?}\n{}",
-            dump(&p)
-        );
-    }
     let ids = ids_by_text(&ast, &sources);
-    let mut out = HashMap::new();
-    for (text, id) in ids {
-        if let Some(d) = p.bindings[0].captures.get(&id) {
-            out.insert(text, decode(&rec, d));
+    let mut result = Vec::new();
+    for (site, binding) in p.plans.sites.iter().zip(&p.bindings) {
+        let f = di.function_at(site.addr.0).unwrap();
+        let is_ret = matches!(site.kind, SiteKind::Return { .. });
+        let mut st = stops(bin, &f.name, site.addr.0 - f.low_pc, is_ret);
+        let mut rec = Record::new(site.id, 1, 1, 0, 0);
+        let bias = st[0].regs[&16] - site.addr.0;
+        for s in st.iter_mut() {
+            s.bias = bias;
         }
+        backend::execute(&site.plan, &mut st[0], &mut rec);
+        if let SiteKind::Return { return_plan } = &site.kind {
+            backend::execute(return_plan, &mut st[1], &mut rec);
+        }
+        for (i, s) in rec.fields.iter().enumerate() {
+            assert!(
+                matches!(s, FieldStatus::Ok { .. }),
+                "field {i}: {s:?}\n{}",
+                dump(&p)
+            );
+        }
+        let mut out = HashMap::new();
+        for (text, id) in &ids {
+            if let Some(d) = binding.captures.get(id) {
+                out.insert(text.clone(), decode(&rec, d));
+            }
+        }
+        result.push((f.name.clone(), out));
     }
-    out
+    result
+}
+
+#[test]
+fn o2_inlined_instances_read_their_own_parameter() {
+    if !gdb_available() {
+        return;
+    }
+    let bin = compile("-O2");
+    let all = run_all(r#"probe process.function("sq") { println($v) }"#, &bin);
+    let mut seen: Vec<(String, V)> = all
+        .into_iter()
+        .map(|(f, mut v)| (f, v.remove("$v").unwrap()))
+        .collect();
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    // sq(n) in handle with n = 3; sq(argc + 3) in main with argc = 1.
+    assert_eq!(
+        seen,
+        vec![
+            ("handle".to_string(), V::I(3)),
+            ("main".to_string(), V::I(4))
+        ]
+    );
 }
 
 fn check_handle_values(bin: &Path) {
@@ -446,6 +477,16 @@ fn check_return(bin: &Path) {
     assert_eq!(v["$return"], V::I(48));
     assert_eq!(v["$n"], V::I(3));
     assert_eq!(v["@entry($r->id)"], V::I(42));
+    let v = run(
+        r#"probe process.function("handle").return { println($$return, $$parms) }"#,
+        bin,
+    );
+    assert_eq!(v["$$return"], V::S("return=0x30".into()));
+    let V::S(parms) = &v["$$parms"] else { panic!() };
+    assert!(
+        parms.starts_with("r=0x") && parms.ends_with(" n=0x3"),
+        "{parms}"
+    );
     let v = run(
         r#"probe process.function("greet").return { println(user_string($return)) }"#,
         bin,
