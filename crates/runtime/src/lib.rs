@@ -192,12 +192,15 @@ impl Runtime {
 
     /// Runs a begin, end, error or timer handler (index among the script's probes).
     /// After MAXERRORS was exceeded, `end` handlers are skipped; `error` handlers run
-    /// only then, as in stap. Timer handlers do not run after `exit()`.
+    /// only then, as in stap. Timer handlers do not run after `exit()`. End and error
+    /// handlers always return [`Flow::Continue`]: the session is ending anyway and every
+    /// end handler must get its turn.
     pub fn run_probe(&mut self, probe: u32) -> Flow {
         let Some(h) = self.prog.handlers.get(probe as usize) else {
             return self.flow();
         };
-        let skip = match h.kind {
+        let kind = h.kind;
+        let skip = match kind {
             ProbeKind::End => self.session_error,
             ProbeKind::Error => !self.session_error,
             ProbeKind::Timer | ProbeKind::Site => self.state.exit_requested || self.session_error,
@@ -216,7 +219,10 @@ impl Runtime {
             }
         }
         self.flush();
-        self.flow()
+        match kind {
+            ProbeKind::End | ProbeKind::Error => Flow::Continue,
+            _ => self.flow(),
+        }
     }
 
     /// Runs the handler bound to `rec.site` with the record as context.

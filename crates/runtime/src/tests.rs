@@ -88,7 +88,8 @@ fn session(t: &mut T, records: &[Record]) -> (String, String) {
     }
     for (i, kind) in k.iter().enumerate() {
         if matches!(kind, ProbeKind::End | ProbeKind::Error) {
-            t.rt.run_probe(i as u32);
+            // The driver stops its end loop on Exit; end handlers never ask for that.
+            assert_eq!(t.rt.run_probe(i as u32), Flow::Continue);
         }
     }
     t.rt.finish();
@@ -1069,4 +1070,12 @@ fn string_assignment_as_value_evaluates_once() {
         ),
         "vww1\na[\"k\"]=\"v\"\n"
     );
+}
+
+#[test]
+fn every_end_probe_runs_after_exit() {
+    let (o, _) = run(
+        "probe begin { exit() } probe end { println(\"a\"); exit() } probe end { println(\"b\") }",
+    );
+    assert_eq!(o, "a\nb\n");
 }
