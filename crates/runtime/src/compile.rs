@@ -245,21 +245,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// The kind of probe from its first probe point.
-fn probe_kind(p: &ProbeDecl) -> ProbeKind {
-    let first = p
-        .points
-        .first()
-        .and_then(|pt| pt.components.first())
-        .map(|c| c.name.as_str())
-        .unwrap_or("");
-    match first {
-        "begin" => ProbeKind::Begin,
-        "end" => ProbeKind::End,
-        "error" => ProbeKind::Error,
-        "timer" => ProbeKind::Timer,
-        _ => ProbeKind::Site,
-    }
+/// The kind of each of a probe's points.
+fn probe_kinds(p: &ProbeDecl) -> Vec<ProbeKind> {
+    p.points
+        .iter()
+        .map(
+            |pt| match pt.components.first().map(|c| c.name.as_str()).unwrap_or("") {
+                "begin" => ProbeKind::Begin,
+                "end" => ProbeKind::End,
+                "error" => ProbeKind::Error,
+                "timer" => ProbeKind::Timer,
+                _ => ProbeKind::Site,
+            },
+        )
+        .collect()
 }
 
 /// Parses a number the way stap's lexer does: decimal, `0x` hex, `0` octal.
@@ -2253,7 +2252,8 @@ impl<'a> Compiler<'a> {
             };
             let body = St::Block(self.block(sc, &p.body.stmts, false, None));
             handlers.push(Handler {
-                kind: probe_kind(p),
+                kind: probe_kinds(p).first().copied().unwrap_or(ProbeKind::Site),
+                kinds: probe_kinds(p),
                 frame: self.scopes[sc].frame,
                 cond,
                 body,

@@ -360,7 +360,10 @@ pub(crate) enum ProbeKind {
 /// A compiled probe handler.
 #[derive(Debug)]
 pub(crate) struct Handler {
+    /// Kind of the first probe point (decides MAXACTION_INTERRUPTIBLE).
     pub(crate) kind: ProbeKind,
+    /// Kinds of all its probe points (`probe begin, end` is both).
+    pub(crate) kinds: Vec<ProbeKind>,
     pub(crate) frame: FrameSize,
     pub(crate) cond: Option<Ex>,
     pub(crate) body: St,

@@ -199,12 +199,18 @@ impl Runtime {
         let Some(h) = self.prog.handlers.get(probe as usize) else {
             return self.flow();
         };
-        let kind = h.kind;
-        let skip = match kind {
-            ProbeKind::End => self.session_error,
-            ProbeKind::Error => !self.session_error,
-            ProbeKind::Timer | ProbeKind::Site => self.state.exit_requested || self.session_error,
-            ProbeKind::Begin => self.session_error,
+        let has = |k: ProbeKind| h.kinds.contains(&k);
+        let only_ending = h
+            .kinds
+            .iter()
+            .all(|k| matches!(k, ProbeKind::End | ProbeKind::Error));
+        let was_stopping = self.state.exit_requested || self.session_error;
+        let skip = if self.session_error {
+            !has(ProbeKind::Error)
+        } else if self.state.exit_requested {
+            !has(ProbeKind::End)
+        } else {
+            h.kinds.iter().all(|k| *k == ProbeKind::Error)
         };
         if !skip {
             let pp = self.pps.get(probe as usize).map_or("", |s| s.as_str());
@@ -219,9 +225,12 @@ impl Runtime {
             }
         }
         self.flush();
-        match kind {
-            ProbeKind::End | ProbeKind::Error => Flow::Continue,
-            _ => self.flow(),
+        // A pure end/error handler never stops the driver's end loop; a mixed one
+        // (`probe begin, end`) reports only an exit it caused itself.
+        if only_ending || (was_stopping && (has(ProbeKind::End) || has(ProbeKind::Error))) {
+            Flow::Continue
+        } else {
+            self.flow()
         }
     }
 

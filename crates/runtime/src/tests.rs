@@ -1079,3 +1079,14 @@ fn every_end_probe_runs_after_exit() {
     );
     assert_eq!(o, "a\nb\n");
 }
+
+#[test]
+fn begin_end_probe_runs_in_both_places() {
+    let mut t =
+        build("global n probe begin, end { n++; printf(\"run %d\\n\", n) } probe begin { exit() }");
+    assert_eq!(t.rt.run_probe(0), Flow::Continue);
+    assert_eq!(t.rt.run_probe(1), Flow::Exit);
+    assert_eq!(t.rt.run_probe(0), Flow::Continue);
+    t.rt.finish();
+    assert_eq!(t.out.text(), "run 1\nrun 2\n");
+}
