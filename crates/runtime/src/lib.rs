@@ -204,6 +204,7 @@ impl Runtime {
             .kinds
             .iter()
             .all(|k| matches!(k, ProbeKind::End | ProbeKind::Error));
+        let any_ending = has(ProbeKind::End) || has(ProbeKind::Error);
         let was_stopping = self.state.exit_requested || self.session_error;
         let skip = if self.session_error {
             !has(ProbeKind::Error)
@@ -227,7 +228,7 @@ impl Runtime {
         self.flush();
         // A pure end/error handler never stops the driver's end loop; a mixed one
         // (`probe begin, end`) reports only an exit it caused itself.
-        if only_ending || (was_stopping && (has(ProbeKind::End) || has(ProbeKind::Error))) {
+        if only_ending || (was_stopping && any_ending) {
             Flow::Continue
         } else {
             self.flow()
