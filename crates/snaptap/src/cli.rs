@@ -52,6 +52,10 @@ pub struct Cli {
     pub no_warnings: bool,
 
     /// The script file (unless -e is given), then script arguments ($1, @1, ...).
-    #[arg(value_name = "SCRIPT_AND_ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "SCRIPT_AND_ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     pub rest: Vec<String>,
 }

@@ -39,9 +39,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             let path = rest.remove(0);
             let text = if path == "-" {
-                std::io::read_to_string(std::io::stdin()).context("reading the script from standard input")?
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the script from standard input")?
             } else {
-                std::fs::read_to_string(&path).with_context(|| format!("cannot read script file '{path}'"))?
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read script file '{path}'"))?
             };
             (path, text)
         }
@@ -53,15 +55,32 @@ pub fn run(cli: Cli) -> Result<i32> {
         return Ok(1);
     }
     if cli.pass == Some(1) {
-        print!("{}", script_syntax::print_script(&script));
+        print!(
+            "{}",
+            script_syntax::print_script_with_sources(&script, &sources)
+        );
         return Ok(0);
+    }
+    // Probe aliases are expanded in place, so a handler's index stays its position
+    // among the script's probes for the planner and the runtime alike.
+    let (script, diags) = script_syntax::expand_script(&script);
+    if report(&diags, &sources, cli.no_warnings) {
+        return Ok(1);
     }
 
     let defines = parse_defines(&cli.defines)?;
-    let max_string = defines.iter().find(|(k, _)| k == "MAXSTRINGLEN").and_then(|(_, v)| v.parse().ok()).unwrap_or(128);
+    let max_string = defines
+        .iter()
+        .find(|(k, _)| k == "MAXSTRINGLEN")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(128);
 
     let (launch, target_exe) = target_of(&cli)?;
-    let opts = planner::PlanOptions { target_exe: target_exe.clone(), target_pid: cli.pid, max_string };
+    let opts = planner::PlanOptions {
+        target_exe: target_exe.clone(),
+        target_pid: cli.pid,
+        max_string,
+    };
     let planned = match planner::plan(&script, &sources, &opts) {
         Ok(p) => p,
         Err(diags) => {
@@ -72,8 +91,21 @@ pub fn run(cli: Cli) -> Result<i32> {
     if report(&planned.warnings, &sources, cli.no_warnings) {
         return Ok(1);
     }
+    if planned.plans.sites.is_empty()
+        && planned.begin.is_empty()
+        && planned.end.is_empty()
+        && planned.timers.is_empty()
+        && planned.error.is_empty()
+    {
+        eprintln!("semantic error: no probes found");
+        return Ok(1);
+    }
     if cli.verbose > 0 {
-        eprintln!("Pass 2: resolved {} probe site(s) for {} handler(s).", planned.plans.sites.len(), count_probes(&script));
+        eprintln!(
+            "Pass 2: resolved {} probe site(s) for {} handler(s).",
+            planned.plans.sites.len(),
+            count_probes(&script)
+        );
     }
     if cli.pass == Some(2) {
         for l in &planned.listing {
@@ -85,10 +117,16 @@ pub fn run(cli: Cli) -> Result<i32> {
         print!("{}", planner::dump(&planned));
         return Ok(0);
     }
-    planned.plans.verify().map_err(|e| anyhow::anyhow!("internal error: invalid capture plan: {e}"))?;
+    planned
+        .plans
+        .verify()
+        .map_err(|e| anyhow::anyhow!("internal error: invalid capture plan: {e}"))?;
 
     let out: Box<dyn Write> = match &cli.output {
-        Some(p) => Box::new(std::io::LineWriter::new(std::fs::File::create(p).with_context(|| format!("cannot create output file '{}'", p.display()))?)),
+        Some(p) => Box::new(std::io::LineWriter::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create output file '{}'", p.display()))?,
+        )),
         None => Box::new(std::io::stdout()),
     };
 
@@ -98,8 +136,13 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 
     let interrupted = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        signal_hook::flag::register(sig, interrupted.clone()).context("installing signal handlers")?;
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, interrupted.clone())
+            .context("installing signal handlers")?;
     }
 
     let stop = StopToken::new();
@@ -145,7 +188,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         drop(etx);
     }
 
-    let rt_opts = RuntimeOptions { args: script_args, target_pid, defines };
+    let rt_opts = RuntimeOptions {
+        args: script_args,
+        target_pid,
+        defines,
+    };
     let mut rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
         Ok(rt) => rt,
         Err(diags) => {
@@ -177,7 +224,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 
     let start = Instant::now();
-    let mut timers: Vec<(u32, Duration, Instant)> = planned.timers.iter().map(|&(p, d)| (p, d, start + d)).collect();
+    let mut timers: Vec<(u32, Duration, Instant)> = planned
+        .timers
+        .iter()
+        .map(|&(p, d)| (p, d, start + d))
+        .collect();
     let has_backend = backend_thread.is_some();
     let mut target_ended = false;
     while !exiting {
@@ -192,21 +243,22 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         if has_backend {
             match erx.recv_timeout(wait) {
-                Ok(Some(Event::Record(rec))) => {
-                    if rt.handle(&rec) == Flow::Exit {
-                        exiting = true;
+                Ok(Some(ev)) => {
+                    // Handle what is queued in one batch, then let the output out: stap
+                    // also flushes its buffers when the trace goes quiet.
+                    let mut next = Some(ev);
+                    let mut batch = 0;
+                    while let Some(ev) = next.take() {
+                        if handle_event(ev, &mut rt, &cli, &mut target_ended) == Flow::Exit {
+                            exiting = true;
+                            break;
+                        }
+                        batch += 1;
+                        if batch < 4096 {
+                            next = erx.try_recv();
+                        }
                     }
-                }
-                Ok(Some(Event::TargetEnded { pid, how })) => {
-                    target_ended = true;
-                    if let TargetEnd::Signaled { name, core, .. } = how {
-                        eprintln!("WARNING: target process {pid} was killed by {name}{}", if core { " (core dumped)" } else { "" });
-                    }
-                }
-                Ok(Some(Event::Warning(w))) => {
-                    if !cli.no_warnings {
-                        eprintln!("WARNING: {w}");
-                    }
+                    rt.flush();
                 }
                 Ok(None) => {}
                 Err(()) => break,
@@ -247,10 +299,8 @@ pub fn run(cli: Cli) -> Result<i32> {
     // stap runs no more handlers, and neither do we.
     if !exiting && !interrupted.load(Ordering::Relaxed) {
         while let Some(ev) = erx.try_recv() {
-            if let Event::Record(rec) = ev {
-                if rt.handle(&rec) == Flow::Exit {
-                    break;
-                }
+            if handle_event(ev, &mut rt, &cli, &mut target_ended) == Flow::Exit {
+                break;
             }
         }
     }
@@ -263,7 +313,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     rt.finish();
     let dropped = erx.dropped();
     if dropped > 0 {
-        eprintln!("WARNING: Number of dropped records: {dropped} of {} (the handler queue was full)", erx.sent());
+        eprintln!(
+            "WARNING: Number of dropped records: {dropped} of {} (the handler queue was full)",
+            erx.sent()
+        );
     }
     if let Some(e) = backend_error {
         eprintln!("ERROR: {e}");
@@ -272,15 +325,45 @@ pub fn run(cli: Cli) -> Result<i32> {
     Ok(rt.exit_code())
 }
 
+/// Handles one backend event on the driver thread.
+fn handle_event(ev: Event, rt: &mut Runtime, cli: &Cli, target_ended: &mut bool) -> Flow {
+    match ev {
+        Event::Record(rec) => rt.handle(&rec),
+        Event::TargetEnded { pid, how } => {
+            *target_ended = true;
+            if let TargetEnd::Signaled { name, core, .. } = how {
+                eprintln!(
+                    "WARNING: target process {pid} was killed by {name}{}",
+                    if core { " (core dumped)" } else { "" }
+                );
+            }
+            Flow::Continue
+        }
+        Event::Warning(w) => {
+            if !cli.no_warnings {
+                eprintln!("WARNING: {w}");
+            }
+            Flow::Continue
+        }
+    }
+}
+
 /// Kills a `-c` child that never got to run (the session ended in its begin probes).
 fn kill_unstarted(cli: &Cli, pid: u32) {
     if cli.command.is_some() && pid != 0 {
-        let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
     }
 }
 
 fn count_probes(script: &script_syntax::ast::Script) -> usize {
-    script.items.iter().filter(|i| matches!(i, script_syntax::ast::Item::Probe(_))).count()
+    script
+        .items
+        .iter()
+        .filter(|i| matches!(i, script_syntax::ast::Item::Probe(_)))
+        .count()
 }
 
 /// Prints diagnostics; returns true if any is an error.
@@ -312,12 +395,15 @@ fn target_of(cli: &Cli) -> Result<(Option<Launch>, Option<PathBuf>)> {
         bail!("-c and -x cannot be used together");
     }
     if let Some(cmd) = &cli.command {
-        let argv = shell_words::split(cmd).with_context(|| format!("cannot split command '{cmd}'"))?;
+        let argv =
+            shell_words::split(cmd).with_context(|| format!("cannot split command '{cmd}'"))?;
         if argv.is_empty() {
             bail!("-c needs a command");
         }
-        let exe = resolve_in_path(&argv[0]);
-        return Ok((Some(Launch::Spawn { argv }), exe));
+        let Some(exe) = resolve_in_path(&argv[0]) else {
+            bail!("cannot execute '{}': No such file or directory", argv[0]);
+        };
+        return Ok((Some(Launch::Spawn { argv }), Some(exe)));
     }
     if let Some(pid) = cli.pid {
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -336,7 +422,10 @@ fn resolve_in_path(cmd: &str) -> Option<PathBuf> {
         return std::fs::canonicalize(cmd).ok();
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(cmd)).find(|p| p.is_file()).and_then(|p| std::fs::canonicalize(p).ok())
+    std::env::split_paths(&path)
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file())
+        .and_then(|p| std::fs::canonicalize(p).ok())
 }
 
 /// `-l PROBE` / `-L PROBE`: list matching probe points (with variables for -L).
@@ -349,7 +438,11 @@ fn list(cli: &Cli, pattern: &str) -> Result<i32> {
         return Ok(1);
     }
     let (_, target_exe) = target_of(cli)?;
-    let opts = planner::PlanOptions { target_exe, target_pid: cli.pid, max_string: 128 };
+    let opts = planner::PlanOptions {
+        target_exe,
+        target_pid: cli.pid,
+        max_string: 128,
+    };
     match planner::list_probes(&script, &sources, &opts, cli.list_vars.is_some()) {
         Ok(lines) => {
             for l in lines {

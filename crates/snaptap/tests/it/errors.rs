@@ -19,14 +19,23 @@ fn syntax_error_has_location_and_caret() {
     assert_ne!(code, 0);
     assert!(err.contains("parse error"), "{err}");
     assert!(err.contains("<input>:1:26"), "{err}");
-    assert!(err.lines().any(|l| l.trim() == "^"), "caret line expected: {err}");
-    assert!(!marker.exists(), "the target must not start on a syntax error");
+    assert!(
+        err.lines().any(|l| l.trim() == "^"),
+        "caret line expected: {err}"
+    );
+    assert!(
+        !marker.exists(),
+        "the target must not start on a syntax error"
+    );
 }
 
 #[test]
 fn unknown_function_lists_close_matches() {
     let bin = fixture("threads", "-O0", &[]);
-    let script = format!(r#"probe process("{}").function("wrok") {{ }}"#, bin.display());
+    let script = format!(
+        r#"probe process("{}").function("wrok") {{ }}"#,
+        bin.display()
+    );
     let (err, code) = run_e(&script, &["-c", bin.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("wrok"), "{err}");
@@ -45,19 +54,34 @@ fn binary_without_debug_info() {
     let dir = tempfile("nodebug");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("nodebug");
-    let st = std::process::Command::new("gcc").arg("-O2").arg("-o").arg(&exe).arg(fixtures_src().join("slow.c")).status().unwrap();
+    let st = std::process::Command::new("gcc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&exe)
+        .arg(fixtures_src().join("slow.c"))
+        .status()
+        .unwrap();
     assert!(st.success());
-    let script = format!(r#"probe process("{}").function("tick") {{ printf("%d\n", $i) }}"#, exe.display());
+    let script = format!(
+        r#"probe process("{}").function("tick") {{ printf("%d\n", $i) }}"#,
+        exe.display()
+    );
     let (err, code) = run_e(&script, &["-c", exe.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.to_lowercase().contains("debug"), "{err}");
-    assert!(err.contains(exe.to_str().unwrap()), "must name the file searched: {err}");
+    assert!(
+        err.contains(exe.to_str().unwrap()),
+        "must name the file searched: {err}"
+    );
 }
 
 #[test]
 fn unavailable_variable_names_variable_and_probe() {
     let bin = fixture("threads", "-O0", &[]);
-    let script = format!(r#"probe process("{}").function("work") {{ printf("%d\n", $nosuch) }}"#, bin.display());
+    let script = format!(
+        r#"probe process("{}").function("work") {{ printf("%d\n", $nosuch) }}"#,
+        bin.display()
+    );
     let (err, code) = run_e(&script, &["-c", bin.to_str().unwrap()]);
     assert_ne!(code, 0);
     assert!(err.contains("nosuch"), "{err}");
@@ -68,9 +92,17 @@ fn unavailable_variable_names_variable_and_probe() {
 fn crashing_target_is_reported_with_its_signal() {
     let bin = fixture("crash", "-O0", &[]);
     let out = tempfile("crash");
-    let script = format!(r#"probe process("{}").function("victim") {{ printf("victim %d\n", $p) }}"#, bin.display());
+    let script = format!(
+        r#"probe process("{}").function("victim") {{ printf("victim %d\n", $p) }}"#,
+        bin.display()
+    );
     let mut c = snaptap();
-    c.arg("-o").arg(&out).arg("-e").arg(&script).arg("-c").arg(bin.to_str().unwrap());
+    c.arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(&script)
+        .arg("-c")
+        .arg(bin.to_str().unwrap());
     let o = run_with_timeout(c, 60);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("SIGSEGV"), "{err}");
@@ -81,14 +113,26 @@ fn crashing_target_is_reported_with_its_signal() {
 
 #[test]
 fn missing_command_is_reported() {
-    let (err, code) = run_e(r#"probe process.function("main") { }"#, &["-c", "/nonexistent/prog"]);
+    let (err, code) = run_e(
+        r#"probe process.function("main") { }"#,
+        &["-c", "/nonexistent/prog"],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("/nonexistent/prog"), "{err}");
 }
 
 #[test]
 fn garbage_scripts_never_panic() {
-    for s in ["", "probe", "probe begin {", "}}}}", "probe begin { x = \"unterminated }", "@@@ $$$ %{ ", "function f( { }", "probe begin { printf(\"%d\\n\", 1/0) }"] {
+    for s in [
+        "",
+        "probe",
+        "probe begin {",
+        "}}}}",
+        "probe begin { x = \"unterminated }",
+        "@@@ $$$ %{ ",
+        "function f( { }",
+        "probe begin { printf(\"%d\\n\", 1/0) }",
+    ] {
         let (err, _) = run_e(s, &[]);
         assert!(!err.contains("panicked"), "{s}: {err}");
     }

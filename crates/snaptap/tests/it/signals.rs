@@ -11,7 +11,11 @@ fn expected_sum(n: i64) -> i64 {
 }
 
 fn send(pid: u32, sig: &str) {
-    let st = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -31,9 +35,17 @@ fn wait_hits(path: &std::path::Path, n: usize) {
 fn spawned_target_survives(sig: &str) {
     let bin = fixture("slow", "-O2", &[]);
     let out = tempfile("sig");
-    let script = format!(r#"global n probe process("{}").function("tick") {{ n++; printf("hit %d\n", $i) }} probe end {{ printf("end %d\n", n) }}"#, bin.display());
+    let script = format!(
+        r#"global n probe process("{}").function("tick") {{ n++; printf("hit %d\n", $i) }} probe end {{ printf("end %d\n", n) }}"#,
+        bin.display()
+    );
     let mut c = snaptap();
-    c.arg("-o").arg(&out).arg("-e").arg(&script).arg("-c").arg(format!("{} 60 15", bin.display()));
+    c.arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(&script)
+        .arg("-c")
+        .arg(format!("{} 60 15", bin.display()));
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     let pid = child.id();
@@ -45,9 +57,18 @@ fn spawned_target_survives(sig: &str) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     let text = std::fs::read_to_string(&out).unwrap();
     let hits = text.lines().filter(|l| l.starts_with("hit")).count();
-    assert!(text.contains(&format!("end {hits}")), "end probe must run after {sig}: {text}\n{stderr}");
-    assert!(hits < 60, "the trace should have stopped early ({hits} hits)");
-    assert!(stdout.contains(&format!("truth done {}", expected_sum(60))), "target must finish correctly after {sig}: {stdout}\n{stderr}");
+    assert!(
+        text.contains(&format!("end {hits}")),
+        "end probe must run after {sig}: {text}\n{stderr}"
+    );
+    assert!(
+        hits < 60,
+        "the trace should have stopped early ({hits} hits)"
+    );
+    assert!(
+        stdout.contains(&format!("truth done {}", expected_sum(60))),
+        "target must finish correctly after {sig}: {stdout}\n{stderr}"
+    );
 }
 
 #[test]
@@ -63,15 +84,27 @@ fn sigterm_detaches_spawned_target() {
 #[test]
 fn attach_and_detach_with_x() {
     let bin = fixture("slow", "-O0", &[]);
-    let mut target = Command::new(&bin).args(["80", "15"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut target = Command::new(&bin)
+        .args(["80", "15"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut reader = BufReader::new(target.stdout.take().unwrap());
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
     assert!(first.starts_with("truth pid"), "{first}");
     let out = tempfile("attach");
-    let script = format!(r#"probe process("{}").function("tick") {{ printf("hit %d\n", $i) }}"#, bin.display());
+    let script = format!(
+        r#"probe process("{}").function("tick") {{ printf("hit %d\n", $i) }}"#,
+        bin.display()
+    );
     let mut c = snaptap();
-    c.arg("-o").arg(&out).arg("-e").arg(&script).arg("-x").arg(target.id().to_string());
+    c.arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(&script)
+        .arg("-x")
+        .arg(target.id().to_string());
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let tracer = c.spawn().unwrap();
     let tracer_pid = tracer.id();
@@ -81,11 +114,18 @@ fn attach_and_detach_with_x() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The hits must be consecutive iterations (none lost while attached).
     let text = std::fs::read_to_string(&out).unwrap();
-    let vals: Vec<i64> = text.lines().filter_map(|l| l.strip_prefix("hit ")).map(|v| v.parse().unwrap()).collect();
+    let vals: Vec<i64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("hit "))
+        .map(|v| v.parse().unwrap())
+        .collect();
     assert!(vals.windows(2).all(|w| w[1] == w[0] + 1), "{vals:?}");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
     let st = target.wait().unwrap();
     assert!(st.success(), "target must exit normally");
-    assert!(rest.contains(&format!("truth done {}", expected_sum(80))), "{rest}");
+    assert!(
+        rest.contains(&format!("truth done {}", expected_sum(80))),
+        "{rest}"
+    );
 }

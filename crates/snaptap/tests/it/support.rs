@@ -28,11 +28,23 @@ pub fn fixture(name: &str, opt: &str, extra: &[&str]) -> PathBuf {
     if let Some(p) = map.get(&key) {
         return p.clone();
     }
-    let dir = build_root().join(format!("{name}{opt}{}", extra.join("").replace(['/', ' '], "_")));
+    let dir = build_root().join(format!(
+        "{name}{opt}{}",
+        extra.join("").replace(['/', ' '], "_")
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(name);
     let src = fixtures_src().join(format!("{name}.c"));
-    let st = Command::new("gcc").arg("-g").arg(opt).arg("-o").arg(&out).arg(&src).args(extra).arg("-lpthread").status().expect("gcc runs");
+    let st = Command::new("gcc")
+        .arg("-g")
+        .arg(opt)
+        .arg("-o")
+        .arg(&out)
+        .arg(&src)
+        .args(extra)
+        .arg("-lpthread")
+        .status()
+        .expect("gcc runs");
     assert!(st.success(), "gcc failed for {name} {opt}");
     map.insert(key, out.clone());
     out
@@ -47,7 +59,12 @@ pub fn shared_lib_fixture(opt: &str) -> (PathBuf, PathBuf) {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !exe.exists() {
-        let st = Command::new("gcc").args(["-g", opt, "-shared", "-fPIC", "-o"]).arg(&lib).arg(fixtures_src().join("libdemo.c")).status().unwrap();
+        let st = Command::new("gcc")
+            .args(["-g", opt, "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(fixtures_src().join("libdemo.c"))
+            .status()
+            .unwrap();
         assert!(st.success());
         let st = Command::new("gcc")
             .args(["-g", opt, "-o"])
@@ -107,23 +124,40 @@ pub fn wait_output(mut child: Child, secs: u64) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    Output { status, stdout: t1.join().unwrap(), stderr: t2.join().unwrap() }
+    Output {
+        status,
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+    }
 }
 
 /// Lines starting with `truth` in `text`, in order.
 pub fn truth_lines(text: &str) -> Vec<String> {
-    text.lines().filter(|l| l.starts_with("truth")).map(str::to_string).collect()
+    text.lines()
+        .filter(|l| l.starts_with("truth"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Runs `snaptap -o OUT -e SCRIPT -c CMD`; returns (script output, target+snaptap stdout, stderr, status).
 pub fn trace(script: &str, cmd: &str) -> (String, String, String, std::process::ExitStatus) {
     let out = tempfile("out");
     let mut c = snaptap();
-    c.arg("-o").arg(&out).arg("-e").arg(script).arg("-c").arg(cmd);
+    c.arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(script)
+        .arg("-c")
+        .arg(cmd);
     let o = run_with_timeout(c, 120);
     let script_out = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    (script_out, String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned(), o.status)
+    (
+        script_out,
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status,
+    )
 }
 
 /// A fresh path in the test temp dir.
@@ -137,7 +171,10 @@ pub fn tempfile(tag: &str) -> PathBuf {
 /// Asserts two line lists are equal, printing both on failure.
 pub fn assert_lines(got: &[String], want: &[String], ctx: &str) {
     if got != want {
-        let mut msg = format!("{ctx}: snaptap's lines differ from the fixture's\n--- snaptap ({})\n", got.len());
+        let mut msg = format!(
+            "{ctx}: snaptap's lines differ from the fixture's\n--- snaptap ({})\n",
+            got.len()
+        );
         for l in got.iter().take(40) {
             msg += &format!("{l}\n");
         }

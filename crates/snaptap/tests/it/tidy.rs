@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -19,7 +21,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn crates_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 #[test]
@@ -27,7 +32,15 @@ fn every_rust_file_starts_with_a_module_doc() {
     let mut files = Vec::new();
     rust_files(&crates_dir(), &mut files);
     assert!(files.len() > 10);
-    let missing: Vec<_> = files.iter().filter(|p| !std::fs::read_to_string(p).unwrap_or_default().trim_start().starts_with("//!")).collect();
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .trim_start()
+                .starts_with("//!")
+        })
+        .collect();
     assert!(missing.is_empty(), "files without a //! line: {missing:?}");
 }
 
@@ -39,11 +52,19 @@ fn unsafe_only_in_the_ptrace_syscall_chokepoint() {
         .iter()
         .filter(|p| !p.ends_with("backend-ptrace/src/sys.rs") && !p.ends_with("tests/it/tidy.rs"))
         .filter(|p| {
-            std::fs::read_to_string(p).unwrap_or_default().lines().any(|l| {
-                let code = l.split("//").next().unwrap_or("");
-                code.contains("unsafe {") || code.contains("unsafe fn") || code.contains("unsafe impl")
-            })
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| {
+                    let code = l.split("//").next().unwrap_or("");
+                    code.contains("unsafe {")
+                        || code.contains("unsafe fn")
+                        || code.contains("unsafe impl")
+                })
         })
         .collect();
-    assert!(offenders.is_empty(), "unsafe outside backend-ptrace/src/sys.rs: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "unsafe outside backend-ptrace/src/sys.rs: {offenders:?}"
+    );
 }
