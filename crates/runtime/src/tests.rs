@@ -1090,3 +1090,161 @@ fn begin_end_probe_runs_in_both_places() {
     t.rt.finish();
     assert_eq!(t.out.text(), "run 1\nrun 2\n");
 }
+
+#[test]
+fn defined_and_entry_without_captures() {
+    // Nothing captured anywhere: @defined is 0 and the guarded access never runs.
+    let src = "probe process(\"a.out\").function(\"f\").return { println(@defined($x) ? $x : -1, \" \", @defined(1 + 1)) }";
+    let mut t = build_with(src, vec![binding(0, 0, vec![])], RuntimeOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(session(&mut t, &[record(0, 1, &[])]).0, "-1 1\n");
+
+    // @entry($n) captured through its inner expression, $return directly.
+    let src = "probe process(\"a.out\").function(\"f\").return { printf(\"%d -> %d\\n\", @entry($n), $return) }";
+    let n = find_id(src, &target_named("n"));
+    let r = find_id(src, &target_named("return"));
+    let b = binding(
+        0,
+        0,
+        vec![
+            (
+                n,
+                Decode::Int {
+                    field: 0,
+                    size: 4,
+                    signed: true,
+                },
+            ),
+            (
+                r,
+                Decode::Int {
+                    field: 1,
+                    size: 8,
+                    signed: true,
+                },
+            ),
+        ],
+    );
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let rec = record(0, 1, &[Ok(&5i32.to_le_bytes()), Ok(&120i64.to_le_bytes())]);
+    assert_eq!(session(&mut t, &[rec]).0, "5 -> 120\n");
+}
+
+#[test]
+fn warn_variants_and_kernel_strings() {
+    let src = "probe process(\"a.out\").function(\"f\") { println(\"[\", user_string_warn($p), \"]\"); println(kernel_string($k)) }";
+    let w = find_id(src, &call_named("user_string_warn"));
+    let k = find_id(src, &call_named("kernel_string"));
+    let b = binding(
+        0,
+        0,
+        vec![(w, Decode::Str { field: 0 }), (k, Decode::Str { field: 1 })],
+    );
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let (o, e) = session(
+        &mut t,
+        &[record(0, 1, &[Err(0x20), Err(0xffff800000001000)])],
+    );
+    assert_eq!(o, "[]\n");
+    let col = col_of(src, "kernel_string");
+    assert_eq!(
+        e,
+        format!(
+            "WARNING: user string copy fault -14 at 0x0000000000000020 [man error::fault]\n\
+             ERROR: kernel string copy fault at 0xffff800000001000 [man error::fault] near identifier 'kernel_string' at <input>:1:{col}\n\
+             WARNING: Number of errors: 1, skipped probes: 0\n"
+        )
+    );
+}
+
+#[test]
+fn signed_bitfields_and_short_fields() {
+    let src = "probe process(\"a.out\").function(\"f\") { println($b, \" \", $c, \" \", $u) }";
+    let b = find_id(src, &target_named("b"));
+    let c = find_id(src, &target_named("c"));
+    let u = find_id(src, &target_named("u"));
+    let bind = binding(
+        0,
+        0,
+        vec![
+            (
+                b,
+                Decode::Bitfield {
+                    field: 0,
+                    size: 1,
+                    signed: true,
+                    bit_offset: 1,
+                    bit_size: 3,
+                },
+            ),
+            (
+                c,
+                Decode::Int {
+                    field: 1,
+                    size: 1,
+                    signed: true,
+                },
+            ),
+            (
+                u,
+                Decode::Int {
+                    field: 1,
+                    size: 1,
+                    signed: false,
+                },
+            ),
+        ],
+    );
+    let mut t =
+        build_with(src, vec![bind], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    // bits 1..3 of 0b0000_1100 are 0b110 = -2 as a signed 3-bit value.
+    let rec = record(0, 1, &[Ok(&[0b0000_1100]), Ok(&[0xff])]);
+    assert_eq!(session(&mut t, &[rec]).0, "-2 -1 255\n");
+}
+
+#[test]
+fn missing_register_is_an_internal_error() {
+    let src = "probe process(\"a.out\").function(\"f\") { println($x) }";
+    let x = find_id(src, &target_named("x"));
+    let b = binding(
+        0,
+        0,
+        vec![(
+            x,
+            Decode::Int {
+                field: 0,
+                size: 8,
+                signed: false,
+            },
+        )],
+    );
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let mut rec = record(0, 1, &[]);
+    rec.fields.push(FieldStatus::NoRegister(33));
+    let (_, e) = session(&mut t, &[rec]);
+    assert!(
+        e.starts_with("ERROR: internal error: DWARF register 33 is not available"),
+        "{e}"
+    );
+}
+
+#[test]
+fn string_keys_and_values_in_records() {
+    let src = "global last probe process(\"a.out\").function(\"f\") { last[execname(), tid()] = user_string($p) } probe end { foreach ([n, t+] in last) printf(\"%s/%d=%s\\n\", n, t, last[n, t]) }";
+    let us = find_id(src, &call_named("user_string"));
+    let b = binding(0, 0, vec![(us, Decode::Str { field: 0 })]);
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let recs = [
+        record(0, 9, &[Ok(b"nine\0")]),
+        record(0, 3, &[Ok(b"three\0")]),
+        record(0, 9, &[Ok(b"nine again")]),
+    ];
+    assert_eq!(
+        session(&mut t, &recs).0,
+        "a.out/3=three\na.out/9=nine again\n"
+    );
+}
