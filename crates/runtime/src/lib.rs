@@ -60,6 +60,7 @@ pub struct Runtime {
     skipped: u64,
     /// MAXERRORS was exceeded: end probes are skipped, error probes run.
     session_error: bool,
+    last_flush: std::time::Instant,
 }
 
 fn define<T: std::str::FromStr>(
@@ -182,6 +183,7 @@ impl Runtime {
             errors: 0,
             skipped: 0,
             session_error: false,
+            last_flush: std::time::Instant::now(),
         })
     }
 
@@ -255,8 +257,15 @@ impl Runtime {
         if let Some(e) = self.state.run_handler(&self.prog, h, &cx) {
             self.report(e);
         }
-        if self.state.out.len() >= 1 << 16 {
-            self.flush();
+        if !self.state.out.is_empty() {
+            // Keep traces live without a write per record: flush when the buffer is big
+            // or output has waited long enough.
+            let now = std::time::Instant::now();
+            if self.state.out.len() >= 1 << 16
+                || now.duration_since(self.last_flush).as_millis() >= 100
+            {
+                self.flush();
+            }
         }
         self.flow()
     }
@@ -288,8 +297,10 @@ impl Runtime {
         }
     }
 
-    /// Writes buffered script output to the output writer.
+    /// Writes buffered script output to the output writer. Handlers flush by size and
+    /// age on their own; a driver may call this when its queue is idle.
     pub fn flush(&mut self) {
+        self.last_flush = std::time::Instant::now();
         if !self.state.out.is_empty() {
             let _ = self.writer.write_all(&self.state.out);
             self.state.out.clear();
