@@ -120,6 +120,13 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "matched" => (B::Matched, &[L], S),
         "string" => (B::LongToString, &[L], S),
         "ascii" => (B::Ascii, &[L], S),
+        "ctime" => (B::Ctime, &[L], S),
+        "is_return" => (B::IsReturn, &[], L),
+        "abort" => (B::Abort, &[], L),
+        "local_clock_ns" | "cpu_clock_ns" | "get_cycles" => (B::Time(1), &[], L),
+        "local_clock_us" | "cpu_clock_us" => (B::Time(1_000), &[], L),
+        "local_clock_ms" | "cpu_clock_ms" => (B::Time(1_000_000), &[], L),
+        "local_clock_s" | "cpu_clock_s" => (B::Time(1_000_000_000), &[], L),
         _ => return None,
     };
     Some(Sig { f, args, ret })

@@ -113,6 +113,8 @@ pub(crate) struct State {
     ret_l: i64,
     ret_s: String,
     pub(crate) exit_requested: bool,
+    /// `abort()` was called: no more handlers of any kind.
+    pub(crate) aborted: bool,
     pub(crate) limits: Limits,
     pub(crate) me: SelfCtx,
     tokenize_rest: Option<String>,
@@ -239,6 +241,38 @@ pub(crate) fn decode_str(rec: &Record, d: &Decode, max: usize) -> Result<String,
     }
 }
 
+/// stap's `ctime(epochsecs)`: `Wed Jun 30 21:49:08 1993`, in UTC.
+fn ctime(secs: i64) -> String {
+    // stap refuses times that do not fit a 32-bit time_t.
+    if !(i32::MIN as i64..=i32::MAX as i64).contains(&secs) {
+        return "<invalid time>".to_string();
+    }
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let wd = WD[days.rem_euclid(7) as usize];
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{wd} {} {d:2} {:02}:{:02}:{:02} {y}",
+        MON[(m - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// C `strtol` on a script string: leading blanks, sign, optional base prefix.
 fn strtol(s: &str, base: i64) -> i64 {
     let b = s.trim_start().as_bytes();
@@ -299,6 +333,7 @@ impl State {
             ret_l: 0,
             ret_s: String::new(),
             exit_requested: false,
+            aborted: false,
             limits,
             me,
             tokenize_rest: None,
@@ -1075,6 +1110,12 @@ impl State {
                 self.exit_requested = true;
                 0
             }
+            B::Abort => {
+                self.exit_requested = true;
+                self.aborted = true;
+                return Err(Ctl::Next);
+            }
+            B::IsReturn => i64::from(cx.bind.is_some_and(|b| b.pp.ends_with(".return"))),
             B::Error => {
                 let m = self.arg_s(p, cx, args, 0)?;
                 return fail(m, tok);
@@ -1239,6 +1280,7 @@ impl State {
                 }
             }
             B::LongToString => self.arg_l(p, cx, args, 0)?.to_string(),
+            B::Ctime => ctime(self.arg_l(p, cx, args, 0)?),
             B::Ascii => {
                 let v = self.arg_l(p, cx, args, 0)?;
                 (v as u8 as char).to_string()

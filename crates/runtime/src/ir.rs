@@ -143,6 +143,12 @@ pub(crate) enum Builtin {
     /// `string(n)` / `sprint(n)` of a long.
     LongToString,
     Ascii,
+    /// `ctime(secs)`: `Wed Jun 30 21:49:08 1993` (UTC).
+    Ctime,
+    /// `is_return()`: the site is a `.return` probe.
+    IsReturn,
+    /// `abort()`: stop at once, skipping end probes.
+    Abort,
 }
 
 /// How `print` family calls lay out their arguments.

@@ -208,7 +208,9 @@ impl Runtime {
             .all(|k| matches!(k, ProbeKind::End | ProbeKind::Error));
         let any_ending = has(ProbeKind::End) || has(ProbeKind::Error);
         let was_stopping = self.state.exit_requested || self.session_error;
-        let skip = if self.session_error {
+        let skip = if self.state.aborted {
+            true
+        } else if self.session_error {
             !has(ProbeKind::Error)
         } else if self.state.exit_requested {
             !has(ProbeKind::End)
@@ -271,7 +273,7 @@ impl Runtime {
     }
 
     fn flow(&self) -> Flow {
-        if self.state.exit_requested || self.session_error {
+        if self.state.exit_requested || self.session_error || self.state.aborted {
             Flow::Exit
         } else {
             Flow::Continue
@@ -311,7 +313,7 @@ impl Runtime {
     /// Call once after the end probes: prints globals that were written but never read
     /// (as stap's synthetic end probes do), the error summary, and flushes.
     pub fn finish(&mut self) {
-        if !self.session_error {
+        if !self.session_error && !self.state.aborted {
             let text = self.unread_globals();
             self.state.out.extend_from_slice(text.as_bytes());
         }

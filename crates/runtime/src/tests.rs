@@ -1248,3 +1248,13 @@ fn string_keys_and_values_in_records() {
         "a.out/3=three\na.out/9=nine again\n"
     );
 }
+
+#[test]
+fn ctime_and_abort() {
+    assert_eq!(
+        out("probe begin { println(ctime(0)); println(ctime(741476948)); println(ctime(1700000000)); println(ctime(-1)) }"),
+        "Thu Jan  1 00:00:00 1970\nWed Jun 30 21:49:08 1993\nTue Nov 14 22:13:20 2023\nWed Dec 31 23:59:59 1969\n"
+    );
+    let (o, _) = run("global x probe begin { x = 1; abort(); println(\"not reached\") } probe end { println(\"end\") }");
+    assert_eq!(o, "");
+}
