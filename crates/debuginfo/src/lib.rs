@@ -130,8 +130,9 @@ struct UnitData {
     optimized: bool,
     /// Files of the line program by raw index.
     files: Vec<Option<String>>,
-    /// Rows of the line program in program order (sequences kept apart by `end_seq`).
-    lines: Vec<LineRow>,
+    /// Rows of the line program in program order (sequences kept apart by `end_seq`),
+    /// read on first use: large programs have big line tables that most queries skip.
+    lines: std::sync::OnceLock<Vec<LineRow>>,
 }
 
 /// One ELF file's debug information.
@@ -312,13 +313,13 @@ impl DebugInfo {
                     }
                 }
             }
-            let (files, lines) = self.read_lines(&unit)?;
+            let files = self.read_files(&unit);
             self.units.push(UnitData {
                 unit,
                 name,
                 optimized,
                 files,
-                lines,
+                lines: std::sync::OnceLock::new(),
             });
         }
         Ok(())
@@ -331,15 +332,11 @@ impl DebugInfo {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn read_lines(
-        &self,
-        unit: &gimli::Unit<R>,
-    ) -> gimli::Result<(Vec<Option<String>>, Vec<LineRow>)> {
-        let Some(program) = unit.line_program.clone() else {
-            return Ok((Vec::new(), Vec::new()));
+    fn read_files(&self, unit: &gimli::Unit<R>) -> Vec<Option<String>> {
+        let Some(program) = unit.line_program.as_ref() else {
+            return Vec::new();
         };
-        let header = program.header().clone();
+        let header = program.header();
         let comp_dir = unit
             .comp_dir
             .as_ref()
@@ -355,24 +352,38 @@ impl DebugInfo {
             if let Some(c) = &comp_dir {
                 path.push(c);
             }
-            if let Some(dir) = entry.directory(&header) {
+            if let Some(dir) = entry.directory(header) {
                 path.push(self.attr_str(unit, dir));
             }
             path.push(self.attr_str(unit, entry.path_name()));
             files.push(Some(normalize(&path)));
         }
-        let mut rows = program.rows();
-        let mut lines = Vec::new();
-        while let Some((_, row)) = rows.next_row()? {
-            lines.push(LineRow {
-                addr: row.address(),
-                file: row.file_index() as usize,
-                line: row.line().map_or(0, |l| l.get() as u32),
-                is_stmt: row.is_stmt(),
-                end_seq: row.end_sequence(),
-            });
-        }
-        Ok((files, lines))
+        files
+    }
+
+    /// The line rows of unit `ui` (read once; a malformed program yields the rows
+    /// before the error).
+    fn lines(&self, ui: usize) -> &[LineRow] {
+        let Some(u) = self.units.get(ui) else {
+            return &[];
+        };
+        u.lines.get_or_init(|| {
+            let mut lines = Vec::new();
+            let Some(program) = u.unit.line_program.clone() else {
+                return lines;
+            };
+            let mut rows = program.rows();
+            while let Ok(Some((_, row))) = rows.next_row() {
+                lines.push(LineRow {
+                    addr: row.address(),
+                    file: row.file_index() as usize,
+                    line: row.line().map_or(0, |l| l.get() as u32),
+                    is_stmt: row.is_stmt(),
+                    end_seq: row.end_sequence(),
+                });
+            }
+            lines
+        })
     }
 
     fn entry(&self, d: DieRef) -> Option<gimli::DebuggingInformationEntry<R>> {
@@ -652,9 +663,8 @@ impl DebugInfo {
             .ranges
             .iter()
             .find(|r| r.0 <= f.entry_pc && f.entry_pc < r.1)?;
-        let u = self.units.get(f.die.unit)?;
-        let mut rows: Vec<&LineRow> = u
-            .lines
+        let mut rows: Vec<&LineRow> = self
+            .lines(f.die.unit)
             .iter()
             .filter(|r| !r.end_seq && r.addr >= lo && r.addr < hi && r.line != 0)
             .collect();
@@ -675,7 +685,7 @@ impl DebugInfo {
     pub fn line_addrs(&self, file: &str, line: u32) -> Vec<u64> {
         let mut hits = Vec::new();
         for (ui, u) in self.units.iter().enumerate() {
-            for r in &u.lines {
+            for r in self.lines(ui) {
                 if r.end_seq || r.line != line || !r.is_stmt {
                     continue;
                 }
@@ -700,9 +710,9 @@ impl DebugInfo {
 
     /// The source line (file, line) of an address, if the line table has it.
     pub fn line_at(&self, addr: u64) -> Option<(String, u32)> {
-        for u in &self.units {
+        for (ui, u) in self.units.iter().enumerate() {
             let mut prev: Option<&LineRow> = None;
-            for r in &u.lines {
+            for r in self.lines(ui) {
                 if let Some(p) = prev {
                     if !p.end_seq && p.addr <= addr && addr < r.addr {
                         let f = u.files.get(p.file).cloned().flatten()?;
