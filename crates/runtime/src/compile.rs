@@ -123,6 +123,8 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "ctime" => (B::Ctime, &[L], S),
         "is_return" => (B::IsReturn, &[], L),
         "abort" => (B::Abort, &[], L),
+        "thread_indent" => (B::ThreadIndent, &[L], S),
+        "indent" => (B::Indent, &[L], S),
         "local_clock_ns" | "cpu_clock_ns" | "get_cycles" => (B::Time(1), &[], L),
         "local_clock_us" | "cpu_clock_us" => (B::Time(1_000), &[], L),
         "local_clock_ms" | "cpu_clock_ms" => (B::Time(1_000_000), &[], L),

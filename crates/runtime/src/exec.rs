@@ -120,6 +120,8 @@ pub(crate) struct State {
     tokenize_rest: Option<String>,
     last_match: Vec<Option<String>>,
     rng: u64,
+    /// `thread_indent` / `indent` state: depth and first timestamp per thread.
+    indent: crate::map::FxMap<i64, (i64, i64)>,
 }
 
 fn now_ns() -> u64 {
@@ -339,6 +341,7 @@ impl State {
             tokenize_rest: None,
             last_match: Vec::new(),
             rng: now_ns() | 1,
+            indent: Default::default(),
         };
         for i in &prog.inits {
             match i {
@@ -1281,6 +1284,28 @@ impl State {
             }
             B::LongToString => self.arg_l(p, cx, args, 0)?.to_string(),
             B::Ctime => ctime(self.arg_l(p, cx, args, 0)?),
+            B::ThreadIndent | B::Indent => {
+                let delta = self.arg_l(p, cx, args, 0)?;
+                let tid = cx.rec.map_or(self.me.pid, |r| r.tid);
+                let (idx, desc) = if f == B::ThreadIndent {
+                    let comm = cx.rec.map_or(self.me.comm.as_str(), |r| r.comm.as_str());
+                    (i64::from(tid), format!("{comm}({tid})"))
+                } else {
+                    (-1, String::new())
+                };
+                let ts = (cx.rec.map_or_else(now_ns, |r| r.time_ns) / 1000) as i64;
+                // stap's tapset: pre-increment for a positive delta, post-decrement for a
+                // negative one, the time relative to the first call at depth 0.
+                let e = self.indent.entry(idx).or_insert((0, ts));
+                if e.0 == 0 {
+                    e.1 = ts;
+                }
+                let x = e.0 + delta.max(0);
+                e.0 += delta;
+                let width = if x > 0 { (x - 1) as usize } else { 0 };
+                let s = format!("{:6} {desc}:{:width$}", ts - e.1, "");
+                self.trunc(s)
+            }
             B::Ascii => {
                 let v = self.arg_l(p, cx, args, 0)?;
                 (v as u8 as char).to_string()

@@ -149,6 +149,10 @@ pub(crate) enum Builtin {
     IsReturn,
     /// `abort()`: stop at once, skipping end probes.
     Abort,
+    /// `thread_indent(delta)`.
+    ThreadIndent,
+    /// `indent(delta)`.
+    Indent,
 }
 
 /// How `print` family calls lay out their arguments.

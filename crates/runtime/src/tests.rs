@@ -1258,3 +1258,25 @@ fn ctime_and_abort() {
     let (o, _) = run("global x probe begin { x = 1; abort(); println(\"not reached\") } probe end { println(\"end\") }");
     assert_eq!(o, "");
 }
+
+#[test]
+fn thread_indent_nests_per_thread() {
+    let src = "probe process(\"a.out\").function(\"f\") { printf(\"%s->f\\n\", thread_indent(1)) } probe process(\"a.out\").function(\"f\").return { printf(\"%s<-f\\n\", thread_indent(-1)) }";
+    let mut t = build_with(
+        src,
+        vec![binding(0, 0, vec![]), binding(1, 1, vec![])],
+        RuntimeOptions::default(),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let mut recs = Vec::new();
+    for (i, site) in [0u32, 0, 1, 1].iter().enumerate() {
+        let mut r = record(*site, 5, &[]);
+        r.time_ns = 1_000_000 + i as u64 * 7_000;
+        recs.push(r);
+    }
+    let (o, _) = session(&mut t, &recs);
+    assert_eq!(
+        o,
+        "     0 a.out(5):->f\n     7 a.out(5): ->f\n    14 a.out(5): <-f\n    21 a.out(5):<-f\n"
+    );
+}
