@@ -1938,17 +1938,9 @@ impl<'a> Compiler<'a> {
                     if to_string { Str } else { Long },
                 ))
             }
-            "sprint_string" => None,
             _ => {
-                if name == "sprint" || name == "string" {
-                    // handled by builtin_sig for "string"
-                }
                 if let Some(sig) = builtin_sig(name) {
-                    let min = match sig.f {
-                        Builtin::Exit | Builtin::Randint | Builtin::Abs => sig.args.len(),
-                        _ => sig.args.len(),
-                    };
-                    if args.len() != min && !(sig.f == Builtin::TextStrn && args.len() == 3) {
+                    if args.len() != sig.args.len() {
                         self.err(
                             format!(
                                 "function '{name}' called with {} argument(s), expects {}",
