@@ -148,6 +148,8 @@ pub struct DebugInfo {
     globals: Vec<(String, DieRef)>,
     pie: bool,
     build_id: Option<Vec<u8>>,
+    /// Recursion depth of [`DebugInfo::type_of`], to survive cyclic type DWARF.
+    type_depth: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for DebugInfo {
@@ -247,6 +249,7 @@ impl DebugInfo {
             globals: Vec::new(),
             pie,
             build_id,
+            type_depth: std::sync::atomic::AtomicU32::new(0),
         };
         if has_dwarf {
             di.load_units().map_err(|e| derr(e.to_string()))?;

@@ -89,6 +89,20 @@ pub struct Type {
 impl DebugInfo {
     /// The type at `r` (`None` means void).
     pub fn type_of(&self, r: Option<DieRef>) -> Type {
+        use std::sync::atomic::Ordering;
+        // Type names and sizes recurse through pointers, typedefs and arrays; malformed
+        // DWARF can make that a cycle, so the depth is bounded.
+        let depth = self.type_depth.fetch_add(1, Ordering::Relaxed);
+        let t = if depth > 64 {
+            other()
+        } else {
+            self.type_of_inner(r)
+        };
+        self.type_depth.fetch_sub(1, Ordering::Relaxed);
+        t
+    }
+
+    fn type_of_inner(&self, r: Option<DieRef>) -> Type {
         let Some(r) = r else {
             return Type {
                 name: "void".into(),

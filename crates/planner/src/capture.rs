@@ -1282,6 +1282,12 @@ impl<'a> Builder<'a> {
         parts: &mut Vec<PrettyPart>,
     ) {
         let (_, t) = di.strip(tv.ty);
+        // Nesting is bounded by the value budget for real types; this bounds
+        // malformed (cyclic) DWARF too.
+        if tv.label.len() > 512 {
+            parts.push(PrettyPart::Text("?".into()));
+            return;
+        }
         if tv.bits.is_some() {
             // Bitfields always print numerically, even when their type is a char.
             return self.pretty_scalar(e, di, tv, false, budget, parts);

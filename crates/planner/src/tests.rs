@@ -32,7 +32,11 @@ int step(int a) {
 "#;
 
 fn compile(opt: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("planner-test-{}{opt}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "planner-test-{}{}",
+        std::process::id(),
+        opt.replace(' ', "")
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     // Tests run in parallel: compile once, under a lock, and publish by renaming.
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -43,7 +47,9 @@ fn compile(opt: &str) -> PathBuf {
         std::fs::write(&c, FIXTURE).unwrap();
         let tmp = dir.join("app.tmp");
         let st = Command::new("gcc")
-            .args(["-g", opt, "-o"])
+            .arg("-g")
+            .args(opt.split_whitespace())
+            .arg("-o")
             .arg(&tmp)
             .arg(&c)
             .status()
@@ -815,4 +821,20 @@ fn o0_statement_probe_values_and_scopes() {
     assert!(e.contains("(alternatives: $a $b)"), "{e}");
     let e = err_text(r#"probe process.statement("step@app.c:99") { }"#, &bin);
     assert!(e.contains("no line records for app.c:99"), "{e}");
+}
+
+#[test]
+fn non_pie_globals_and_values() {
+    if !gdb_available() {
+        return;
+    }
+    let bin = compile("-O0 -no-pie");
+    assert!(!debuginfo::DebugInfo::open(&bin).unwrap().is_pie());
+    let v = run(
+        r#"probe process.function("handle") { println(@var("counter"), $n, $r->id) }"#,
+        &bin,
+    );
+    assert_eq!(v["@var(\"counter\")"], V::I(7));
+    assert_eq!(v["$n"], V::I(3));
+    assert_eq!(v["$r->id"], V::I(42));
 }
