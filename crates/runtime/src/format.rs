@@ -6,6 +6,9 @@
 
 use std::fmt::Write as _;
 
+/// Largest width or precision honoured (stap clamps to its print buffer size).
+const MAX_FIELD: i32 = 8192;
+
 /// `-` flag.
 pub(crate) const LEFT: u8 = 1;
 /// `+` flag.
@@ -121,7 +124,7 @@ pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
             if s == *i {
                 Num::None
             } else {
-                Num::Lit(f[s..*i].parse::<i32>().unwrap_or(i32::MAX))
+                Num::Lit(f[s..*i].parse::<i32>().unwrap_or(MAX_FIELD).min(MAX_FIELD))
             }
         };
         let width = num(&mut i);
@@ -207,7 +210,7 @@ pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
                     Num::None => -1,
                     Num::Lit(n) => *n,
                     Num::Star => match next() {
-                        Some(Arg::L(v)) => v.clamp(i32::MIN as i64, i32::MAX as i64) as i32,
+                        Some(Arg::L(v)) => v.clamp(-(MAX_FIELD as i64), MAX_FIELD as i64) as i32,
                         _ => -1,
                     },
                 };
@@ -220,7 +223,7 @@ pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
                     Num::None => -1,
                     Num::Lit(n) => *n,
                     Num::Star => match next() {
-                        Some(Arg::L(v)) => v.clamp(0, i32::MAX as i64) as i32,
+                        Some(Arg::L(v)) => v.clamp(0, MAX_FIELD as i64) as i32,
                         _ => 0,
                     },
                 };

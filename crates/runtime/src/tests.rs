@@ -1280,3 +1280,9 @@ fn thread_indent_nests_per_thread() {
         "     0 a.out(5):->f\n     7 a.out(5): ->f\n    14 a.out(5): <-f\n    21 a.out(5):<-f\n"
     );
 }
+
+#[test]
+fn huge_widths_are_clamped() {
+    let o = out(r#"probe begin { printf("%999999999d|%*s|\n", 1, 2000000000, "x") }"#);
+    assert_eq!(o.len(), 8192 + 1 + 8192 + 2);
+}
