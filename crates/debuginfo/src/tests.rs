@@ -241,3 +241,85 @@ fn wildcards_and_distance() {
     assert!(!producer_optimized("GNU C17 12.2.0 -O2 -O0 -g"));
     assert!(!producer_optimized("GNU C17 12.2.0 -g"));
 }
+
+/// Exercises every query on `di`; used on corrupted files, where only "no panic"
+/// matters.
+fn exercise(di: &DebugInfo) {
+    for f in di.functions().iter().chain(di.inline_instances_all()) {
+        let pc = di.probe_addr(f);
+        let _ = di.cfa_at(pc);
+        let _ = di.variables_at_entry(f);
+        for v in di.variables_at(f, pc) {
+            let t = di.type_of(v.ty);
+            let (_, s) = di.strip(v.ty);
+            if let TypeKind::Pointer(p) = s.kind {
+                let _ = di.type_of(p);
+                let _ = di.strip(p);
+            }
+            let _ = t.name.len();
+        }
+        let _ = di.inline_instances(f);
+        let _ = di.line_at(pc);
+    }
+    let _ = di.line_addrs("*", 9);
+    let _ = di.match_functions("*@*.c:9");
+    let _ = di.close_matches("handel");
+    let _ = di.global_at("counter", None, 0x1000);
+    let _ = di.find_type("struct req");
+}
+
+#[test]
+fn corrupted_dwarf_never_panics() {
+    use object::{Object, ObjectSection};
+    let bin = compile("f", FIXTURE, "-O2");
+    let bytes = std::fs::read(&bin).unwrap();
+    let ranges: Vec<(usize, usize)> = {
+        let file = object::File::parse(&*bytes).unwrap();
+        [
+            ".debug_info",
+            ".debug_abbrev",
+            ".debug_line",
+            ".debug_loclists",
+            ".debug_rnglists",
+            ".eh_frame",
+            ".debug_str",
+        ]
+        .iter()
+        .filter_map(|n| file.section_by_name(n)?.file_range())
+        .map(|(o, l)| (o as usize, l as usize))
+        .collect()
+    };
+    assert!(ranges.len() >= 5);
+    let dir = bin.parent().unwrap().to_path_buf();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut opened = 0;
+    for round in 0..200 {
+        let mut b = bytes.clone();
+        let (off, len) = ranges[(next() as usize) % ranges.len()];
+        for _ in 0..1 + next() % 8 {
+            let i = off + (next() as usize) % len.max(1);
+            b[i] = next() as u8;
+        }
+        let p = dir.join(format!("corrupt-{round}"));
+        std::fs::write(&p, &b).unwrap();
+        if let Ok(di) = DebugInfo::open(&p) {
+            exercise(&di);
+            opened += 1;
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+    // Most single-byte corruptions still open: the queries above really ran.
+    assert!(opened > 50, "{opened}");
+    // Truncations and garbage never panic either.
+    for cut in [0usize, 10, 64, 1000, bytes.len() / 2] {
+        let p = dir.join("truncated");
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        assert!(DebugInfo::open(&p).is_err() || cut > 1000);
+    }
+}

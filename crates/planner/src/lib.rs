@@ -152,6 +152,12 @@ pub fn plan(
                 ));
             }
             for r in resolved {
+                if !matches!(r, resolve::Resolved::Site(_)) {
+                    let line = resolve::simple_pp(point, &r);
+                    if !out.listing.contains(&line) {
+                        out.listing.push(line);
+                    }
+                }
                 match r {
                     resolve::Resolved::Begin => out.begin.push(idx),
                     resolve::Resolved::End => out.end.push(idx),

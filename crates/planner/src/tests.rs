@@ -533,8 +533,11 @@ fn pp_listing_and_kinds() {
     assert_eq!(
         p.listing,
         vec![
+            "begin".to_string(),
             format!("process(\"{exe}\").function(\"handle@{c}:8\")"),
             format!("process(\"{exe}\").function(\"many@{c}:9\").return"),
+            "timer.ms(100)".to_string(),
+            "end".to_string(),
         ]
     );
     assert_eq!(p.begin, vec![0]);
