@@ -52,10 +52,8 @@ pub struct Cli {
     pub no_warnings: bool,
 
     /// The script file (unless -e is given), then script arguments ($1, @1, ...).
-    #[arg(
-        value_name = "SCRIPT_AND_ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// Options may follow the script, as in `snaptap script.stp ARG -c CMD`; put
+    /// arguments that start with `-` after `--`.
+    #[arg(value_name = "SCRIPT_AND_ARGS")]
     pub rest: Vec<String>,
 }

@@ -132,3 +132,24 @@ fn context_functions_and_exit() {
     assert!(line.contains(".function(\"work@"), "{line}");
     assert_eq!(out.lines().count(), 1, "exit() stops handlers: {out}");
 }
+
+#[test]
+fn options_after_the_script_and_script_arguments() {
+    let bin = fixture("slow", "-O0", &[]);
+    let dir = tempfile("args");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("args.stp");
+    std::fs::write(&script, "global n\nprobe process.function(\"tick\") { if ($i == $1) printf(\"%s %d\\n\", @2, $i); n++ }\nprobe end { printf(\"n=%d\\n\", n) }\n").unwrap();
+    let out = dir.join("out");
+    let mut c = snaptap();
+    c.arg(&script)
+        .arg("3")
+        .arg("label")
+        .arg("-c")
+        .arg(format!("{} 5 1", bin.display()))
+        .arg("-o")
+        .arg(&out);
+    let o = run_with_timeout(c, 60);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "label 3\nn=5\n");
+}
