@@ -841,3 +841,87 @@ fn non_pie_globals_and_values() {
     assert_eq!(v["$n"], V::I(3));
     assert_eq!(v["$r->id"], V::I(42));
 }
+
+#[test]
+fn odd_scripts_never_panic() {
+    let bin = compile("-O2");
+    let bodies = [
+        "$r->next->next->next->id",
+        "$r[99999999999]",
+        "$r->arr[-1]",
+        "user_string_n($r->name, -1)",
+        "user_string_n($r->name, $n)",
+        "user_string($n)",
+        "user_string($r->name + $n * 2 - 1)",
+        "user_string($r->id < 3)",
+        "$n$ . $n$$ . $$parms$$ . $$foo . $$locals$ . $$vars",
+        "@cast(0, \"struct nope\")->x",
+        "@cast($n, \"int\")",
+        "@cast($r, \"struct req\")$$",
+        "@var(\"nope\")",
+        "@var(\"counter\", \"/nonexistent\")",
+        "@var(\"counter@nofile.c\")",
+        "@entry($n)",
+        "$return->x",
+        "$r->id->x",
+        "$r->flags[2]",
+        "$n->x",
+        "$$return",
+        "@defined(@defined($n))",
+        "user_char($r) + user_long($r->next) + user_uint16($r->name)",
+        "kernel_string($r->name) . user_string2($r->name, \"err\") . user_string_quoted($r->name)",
+        "user_string()",
+        "user_string(1, 2, 3)",
+    ];
+    let points = [
+        "process.function(\"handle\")",
+        "process.function(\"handle\").return",
+        "process.function(\"sq\")",
+        "process.function(\"*\")",
+        "process.statement(\"handle@app.c:8\")",
+        "process.begin",
+        "begin",
+    ];
+    for p in points {
+        for b in bodies {
+            let text = format!("probe {p} {{ println({b}) }}");
+            let mut sources = SourceMap::default();
+            let f = sources.add("<input>", text.clone());
+            let (script, _) = script_syntax::parse(&sources, f, &[]);
+            let opts = PlanOptions {
+                target_exe: Some(bin.clone()),
+                ..PlanOptions::default()
+            };
+            if let Ok(planned) = plan(&script, &sources, &opts) {
+                planned
+                    .plans
+                    .verify()
+                    .unwrap_or_else(|e| panic!("{text}: {e}"));
+                let _ = dump(&planned);
+            }
+        }
+    }
+    for p in [
+        "process(\"\").function(\"\")",
+        "timer.ms(0)",
+        "timer.foo(1)",
+        "foo.bar",
+        "process.statement(\"handle\")",
+        "process.statement(\"x@y:z\")",
+        "process.statement(-1)",
+        "process.function(\"handle\").foo",
+        "process(12345678).function(\"f\")",
+        "process.function(\"handle\") if ($n > 1)",
+    ] {
+        let text = format!("probe {p} {{ }}");
+        let mut sources = SourceMap::default();
+        let f = sources.add("<input>", text.clone());
+        let (script, _) = script_syntax::parse(&sources, f, &[]);
+        let opts = PlanOptions {
+            target_exe: Some(bin.clone()),
+            ..PlanOptions::default()
+        };
+        let _ = plan(&script, &sources, &opts);
+        let _ = list_probes(&script, &sources, &opts, true);
+    }
+}
