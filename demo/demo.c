@@ -20,7 +20,7 @@ static volatile unsigned long checksum;
 
 __attribute__((noinline)) int handle_request(struct request *req, int worker)
 {
-    unsigned long c = 0;
+    unsigned long c = strlen(req->client) + (unsigned long)req->method;
     for (size_t i = 0; i < req->len; i += 64)
         c += i ^ (unsigned long)req->id;
     checksum += c;
