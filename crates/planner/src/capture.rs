@@ -485,6 +485,15 @@ impl<'a> Builder<'a> {
                     "execname" => self.needs.comm = true,
                     "ppid" => self.needs.ppid = true,
                     "cpu" => self.needs.cpu = true,
+                    "register" | "u_register" | "uaddr" => {
+                        match self.capture_register(e, name, args) {
+                            Ok(d) => {
+                                self.captures.insert(e.id.0, d);
+                            }
+                            Err(d) => self.errors.push(d),
+                        }
+                        return Walk::Skip;
+                    }
                     _ => {}
                 }
                 if string_fn(name).is_some() || mem_fn(name).is_some() {
@@ -1083,6 +1092,57 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// `register("rax")`, `u_register("edi")`, `uaddr()`: a register at the probe.
+    /// 32-bit names read the low half, sign-extended by `register` and zero-extended
+    /// by `u_register`, as stap does.
+    fn capture_register(
+        &mut self,
+        e: &Expr,
+        name: &str,
+        args: &[Expr],
+    ) -> Result<Decode, Diagnostic> {
+        self.require_di(e, name)?;
+        let (reg, size) = if name == "uaddr" {
+            (DwarfReg::RIP.0, 8)
+        } else {
+            let Some(ExprKind::String(r)) = args.first().map(|a| &a.kind) else {
+                return Err(sem(
+                    format!("{name}: the register name must be a literal string"),
+                    e,
+                ));
+            };
+            register_number(r).ok_or_else(|| {
+                sem(
+                    format!(
+                        "{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"
+                    ),
+                    e,
+                )
+            })?
+        };
+        let which = if self.site.kind == SpecKind::Return {
+            // At the return stop rax holds the return value; other registers were
+            // saved at entry, like every other value of a return probe.
+            if reg == DwarfReg::RAX.0 {
+                Which::Return
+            } else {
+                Which::Entry
+            }
+        } else {
+            Which::Entry
+        };
+        let field = self.add_field(
+            which,
+            vec![Op::Reg(DwarfReg(reg)), Op::EmitValue(size)],
+            name,
+        );
+        Ok(Decode::Int {
+            field,
+            size,
+            signed: name == "register",
+        })
+    }
+
     /// `user_string($p)`, `user_int($p + 4)`... Returns `None` when the first argument
     /// has no target data (the runtime then reports its own error).
     fn capture_call(
@@ -1484,6 +1544,26 @@ fn loc_to_val(loc: &Location) -> Result<Val, String> {
         }
         Location::Unavailable(why) => return Err(why.clone()),
     })
+}
+
+/// DWARF number and width of an x86_64 register name (64- or 32-bit spelling).
+fn register_number(name: &str) -> Option<(u16, u8)> {
+    const R64: [&str; 17] = [
+        "rax", "rdx", "rcx", "rbx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12",
+        "r13", "r14", "r15", "rip",
+    ];
+    const R32: [&str; 16] = [
+        "eax", "edx", "ecx", "ebx", "esi", "edi", "ebp", "esp", "r8d", "r9d", "r10d", "r11d",
+        "r12d", "r13d", "r14d", "r15d",
+    ];
+    let n = name.to_ascii_lowercase();
+    if let Some(i) = R64.iter().position(|r| *r == n) {
+        return Some((i as u16, 8));
+    }
+    if n == "ip" {
+        return Some((16, 8));
+    }
+    R32.iter().position(|r| *r == n).map(|i| (i as u16, 4))
 }
 
 /// Finds a member by name, looking into anonymous struct/union members; returns its

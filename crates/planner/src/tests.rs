@@ -444,6 +444,19 @@ fn check_many_and_greet(bin: &Path) {
     assert_eq!(v["$g"], V::I(7));
     assert_eq!(v["$h"], V::I(8));
     let v = run(
+        r#"probe process.function("many") { println(register("rdi"), u_register("esi"), register("r9"), uaddr()) }"#,
+        bin,
+    );
+    if bin.to_string_lossy().contains("O2") {
+        // At -O2 the probe is at the entry, where the arguments are still in their
+        // ABI registers.
+        assert_eq!(v["register(\"rdi\")"], V::I(1));
+        assert_eq!(v["u_register(\"esi\")"], V::I(2));
+        assert_eq!(v["register(\"r9\")"], V::I(6));
+    }
+    let V::I(ip) = v["uaddr()"] else { panic!() };
+    assert!(ip > 0x1000);
+    let v = run(
         r#"probe process.function("greet") { println(user_string($who), $u, $s, $$parms, $$parms$) }"#,
         bin,
     );
