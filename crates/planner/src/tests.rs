@@ -938,3 +938,14 @@ fn odd_scripts_never_panic() {
         let _ = list_probes(&script, &sources, &opts, true);
     }
 }
+
+#[test]
+fn dwarf4_loc_and_bit_offset() {
+    if !gdb_available() {
+        return;
+    }
+    // DWARF 4: .debug_loc location lists and DW_AT_bit_offset bitfields.
+    check_handle_values(&compile("-O2 -gdwarf-4"));
+    check_handle_values(&compile("-O0 -gdwarf-4"));
+    check_return(&compile("-O2 -gdwarf-4"));
+}
