@@ -323,3 +323,31 @@ fn corrupted_dwarf_never_panics() {
         assert!(DebugInfo::open(&p).is_err() || cut > 1000);
     }
 }
+
+#[test]
+fn compressed_debug_sections() {
+    // `-gz` compresses the DWARF sections (SHF_COMPRESSED, zlib).
+    let dir = std::env::temp_dir().join(format!("debuginfo-gz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join("f.c");
+    std::fs::write(&c, FIXTURE).unwrap();
+    let out = dir.join("f");
+    let ok = Command::new("gcc")
+        .args(["-g", "-gz", "-O0", "-o"])
+        .arg(&out)
+        .arg(&c)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return; // The toolchain cannot compress: nothing to test.
+    }
+    let di = DebugInfo::open(&out).unwrap();
+    let f = func(&di, "handle");
+    assert_eq!(f.low_pc, nm_addr(&out, "handle"));
+    let names: Vec<String> = di
+        .variables_at(f, di.probe_addr(f))
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["r", "n", "local"]);
+}
