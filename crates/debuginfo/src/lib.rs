@@ -45,9 +45,9 @@ pub enum Error {
         /// Details.
         msg: String,
     },
-    /// The file has no DWARF debug information.
-    #[error("no debug information found in {0} (compile with -g)")]
-    NoDebugInfo(PathBuf),
+    /// The file has no DWARF debug information, nor a separate debug file.
+    #[error("no debug information found in {} (compile with -g){}", .0.display(), searched(.1))]
+    NoDebugInfo(PathBuf, Vec<PathBuf>),
     /// The DWARF data is malformed or uses something unsupported.
     #[error("bad DWARF in {path}: {msg}")]
     Dwarf {
@@ -99,6 +99,9 @@ pub struct Function {
     pub frame_die: DieRef,
     /// Return type (`None` for void).
     pub return_type: Option<DieRef>,
+    /// Other ELF symbol names at the entry (`malloc` for glibc's `__libc_malloc`);
+    /// patterns match these too.
+    pub aliases: Vec<String>,
 }
 
 /// One variable (parameter or local) visible at some pc.
@@ -196,9 +199,25 @@ impl DebugInfo {
             msg,
         };
         let file = object::File::parse(&*bytes).map_err(|e| bad(e.to_string()))?;
-        let has_dwarf = file.section_by_name(".debug_info").is_some();
+        // Distribution binaries keep their DWARF in a separate file (by build-id or
+        // .gnu_debuglink under /usr/lib/debug); its addresses are the same.
+        let mut searched = Vec::new();
+        let separate = if file.section_by_name(".debug_info").is_some() {
+            None
+        } else {
+            find_separate_debug(&file, path, &mut searched)
+        };
+        let dbg_file = match &separate {
+            Some((p, b)) => Some(object::File::parse(&**b).map_err(|e| Error::BadElf {
+                path: p.clone(),
+                msg: e.to_string(),
+            })?),
+            None => None,
+        };
+        let dwarf_src = dbg_file.as_ref().unwrap_or(&file);
+        let has_dwarf = dwarf_src.section_by_name(".debug_info").is_some();
         if !has_dwarf && require_dwarf {
-            return Err(Error::NoDebugInfo(path.to_path_buf()));
+            return Err(Error::NoDebugInfo(path.to_path_buf(), searched));
         }
         let endian = if file.is_little_endian() {
             RunTimeEndian::Little
@@ -211,7 +230,7 @@ impl DebugInfo {
         };
         let empty: Arc<[u8]> = Arc::from(&[][..]);
         let dwarf = gimli::Dwarf::load(|id| -> Result<R, String> {
-            let data = section_data(&file, id.name())?.unwrap_or_else(|| empty.clone());
+            let data = section_data(dwarf_src, id.name())?.unwrap_or_else(|| empty.clone());
             Ok(EndianArcSlice::new(data, endian))
         })
         .map_err(derr)?;
@@ -230,7 +249,7 @@ impl DebugInfo {
             }
             None => None,
         };
-        let debug_frame = match section_data(&file, ".debug_frame").map_err(bad)? {
+        let debug_frame = match section_data(dwarf_src, ".debug_frame").map_err(bad)? {
             Some(d) => {
                 let mut sec = gimli::DebugFrame::from(EndianArcSlice::new(d, endian));
                 sec.set_address_size(8);
@@ -256,12 +275,13 @@ impl DebugInfo {
         }
         if di.units.is_empty() {
             if require_dwarf {
-                return Err(Error::NoDebugInfo(path.to_path_buf()));
+                return Err(Error::NoDebugInfo(path.to_path_buf(), searched));
             }
             di.functions = symbol_functions(&file);
             return Ok(di);
         }
         di.index().map_err(|e| derr(e.to_string()))?;
+        di.add_aliases(&file);
         Ok(di)
     }
 
@@ -592,6 +612,7 @@ impl DebugInfo {
                     origin: origin_ref,
                     frame_die: frame,
                     return_type,
+                    aliases: Vec::new(),
                 };
                 if inlined {
                     inls.push(f);
@@ -607,6 +628,34 @@ impl DebugInfo {
             .filter_map(|d| Some((self.die_name(d)?, d)))
             .collect();
         Ok(())
+    }
+
+    /// Records the symbol-table names of each out-of-line function's entry that differ
+    /// from its DWARF name.
+    fn add_aliases(&mut self, file: &object::File<'_>) {
+        use object::{ObjectSymbol, SymbolKind};
+        let mut by_addr: HashMap<u64, Vec<String>> = HashMap::new();
+        for sym in file.symbols().chain(file.dynamic_symbols()) {
+            if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+                continue;
+            }
+            if let Ok(name) = sym.name() {
+                if !name.is_empty() {
+                    by_addr
+                        .entry(sym.address())
+                        .or_default()
+                        .push(name.to_string());
+                }
+            }
+        }
+        for f in &mut self.functions {
+            if let Some(names) = by_addr.get(&f.low_pc) {
+                let mut a: Vec<String> = names.iter().filter(|n| **n != f.name).cloned().collect();
+                a.sort();
+                a.dedup();
+                f.aliases = a;
+            }
+        }
     }
 
     /// Functions (out-of-line) matching a stap function pattern `NAME[@FILE[:LINE]]`,
@@ -637,7 +686,9 @@ impl DebugInfo {
             .functions
             .iter()
             .chain(self.inlines.iter())
-            .map(|f| f.name.as_str())
+            .flat_map(|f| {
+                std::iter::once(f.name.as_str()).chain(f.aliases.iter().map(String::as_str))
+            })
             .collect();
         names.sort();
         names.dedup();
@@ -746,6 +797,61 @@ impl DebugInfo {
     }
 }
 
+fn searched(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return String::new();
+    }
+    let v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    format!("; also searched {}", v.join(", "))
+}
+
+/// Root of separate debug files, as gdb and elfutils use it.
+const DEBUG_ROOT: &str = "/usr/lib/debug";
+
+/// Finds a separate debug file: `/usr/lib/debug/.build-id/xx/rest.debug`, then the
+/// `.gnu_debuglink` name next to the file, in its `.debug/` directory, and under
+/// `/usr/lib/debug/<dir>/`. Records every path tried in `searched`.
+fn find_separate_debug(
+    file: &object::File<'_>,
+    path: &Path,
+    searched: &mut Vec<PathBuf>,
+) -> Option<(PathBuf, Vec<u8>)> {
+    let mut candidates = Vec::new();
+    if let Ok(Some(id)) = file.build_id() {
+        if id.len() > 1 {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            candidates.push(
+                Path::new(DEBUG_ROOT)
+                    .join(".build-id")
+                    .join(&hex[..2])
+                    .join(format!("{}.debug", &hex[2..])),
+            );
+        }
+    }
+    if let Ok(Some((name, _crc))) = file.gnu_debuglink() {
+        let name = String::from_utf8_lossy(name).into_owned();
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        candidates.push(dir.join(&name));
+        candidates.push(dir.join(".debug").join(&name));
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        candidates.push(Path::new(DEBUG_ROOT).join(rel).join(&name));
+    }
+    for c in candidates {
+        if c == path {
+            continue;
+        }
+        searched.push(c.clone());
+        if let Ok(bytes) = std::fs::read(&c) {
+            let has = object::File::parse(&*bytes)
+                .is_ok_and(|f| f.section_by_name(".debug_info").is_some());
+            if has {
+                return Some((c, bytes));
+            }
+        }
+    }
+    None
+}
+
 /// Functions from the ELF symbol tables (`.symtab`, else `.dynsym`): defined text
 /// symbols with a size, deduplicated by address, sorted by address.
 fn symbol_functions(file: &object::File<'_>) -> Vec<Function> {
@@ -792,6 +898,7 @@ fn symbol_functions(file: &object::File<'_>) -> Vec<Function> {
                 origin: die,
                 frame_die: die,
                 return_type: None,
+                aliases: Vec::new(),
             }
         })
         .collect()
@@ -870,7 +977,9 @@ impl<'a> FuncPattern<'a> {
     }
 
     fn matches(&self, f: &Function) -> bool {
-        if !wildcard_match(self.name, &f.name) {
+        if !wildcard_match(self.name, &f.name)
+            && !f.aliases.iter().any(|a| wildcard_match(self.name, a))
+        {
             return false;
         }
         if let Some(file) = self.file {

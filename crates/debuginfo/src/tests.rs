@@ -223,7 +223,7 @@ fn no_debug_info_names_the_file() {
         .unwrap()
         .success());
     let err = DebugInfo::open(&out).unwrap_err();
-    assert!(matches!(err, Error::NoDebugInfo(_)));
+    assert!(matches!(err, Error::NoDebugInfo(..)));
     assert!(err.to_string().contains(&out.display().to_string()));
 }
 
@@ -350,4 +350,29 @@ fn compressed_debug_sections() {
         .map(|v| v.name)
         .collect();
     assert_eq!(names, ["r", "n", "local"]);
+}
+
+#[test]
+fn separate_debug_file_by_build_id() {
+    // Debian's libc6-dbg puts libc's DWARF under /usr/lib/debug/.build-id.
+    let libc = Command::new("gcc")
+        .arg("-print-file-name=libc.so.6")
+        .output()
+        .unwrap();
+    let libc = std::fs::canonicalize(String::from_utf8_lossy(&libc.stdout).trim()).unwrap();
+    match DebugInfo::open(&libc) {
+        Ok(di) => {
+            assert!(di.has_debug_info());
+            let m = di.match_functions("malloc");
+            assert!(!m.is_empty());
+            let vars = di.variables_at(m[0], di.probe_addr(m[0]));
+            assert_eq!(vars[0].name, "bytes");
+        }
+        Err(e) => {
+            // No libc debug package here: the error names what was searched.
+            let text = e.to_string();
+            assert!(text.contains("no debug information found in"), "{text}");
+            assert!(text.contains("/usr/lib/debug/.build-id/"), "{text}");
+        }
+    }
 }

@@ -727,26 +727,30 @@ fn shared_library_sites_use_the_library_module() {
         )]
     );
     // A library without DWARF resolves from its symbol table, with a warning.
-    let libc = Command::new("gcc")
-        .arg("-print-file-name=libc.so.6")
-        .output()
+    let stripped = dir.join("libstripped.so");
+    let st = Command::new("gcc")
+        .args(["-O0", "-shared", "-fPIC", "-Wl,--build-id=none", "-o"])
+        .arg(&stripped)
+        .arg(&c)
+        .status()
         .unwrap();
-    let libc = std::fs::canonicalize(String::from_utf8_lossy(&libc.stdout).trim()).unwrap();
+    assert!(st.success());
+    let stripped = std::fs::canonicalize(&stripped).unwrap();
     let p = plan_text(
         &format!(
-            r#"probe process("{}").function("malloc") {{ }}"#,
-            libc.display()
+            r#"probe process("{}").function("lf") {{ }}"#,
+            stripped.display()
         ),
         &bin,
     )
     .unwrap_or_else(|d| panic!("{d:?}"));
     assert_eq!(p.plans.sites.len(), 1);
-    assert_eq!(p.plans.sites[0].module, libc);
+    assert_eq!(p.plans.sites[0].module, stripped);
     assert_eq!(
         p.listing,
         vec![format!(
-            "process(\"{}\").function(\"malloc\")",
-            libc.display()
+            "process(\"{}\").function(\"lf\")",
+            stripped.display()
         )]
     );
     assert!(
@@ -758,12 +762,38 @@ fn shared_library_sites_use_the_library_module() {
     );
     let e = err_text(
         &format!(
-            r#"probe process("{}").function("malloc") {{ println($bytes) }}"#,
-            libc.display()
+            r#"probe process("{}").function("lf") {{ println($x) }}"#,
+            stripped.display()
         ),
         &bin,
     );
     assert!(e.contains("no debug information in"), "{e}");
+
+    // With a separate debug file (Debian's libc6-dbg), glibc's `malloc` is the alias
+    // of `__libc_malloc` and its parameter is available.
+    let libc = Command::new("gcc")
+        .arg("-print-file-name=libc.so.6")
+        .output()
+        .unwrap();
+    let libc = std::fs::canonicalize(String::from_utf8_lossy(&libc.stdout).trim()).unwrap();
+    if debuginfo::DebugInfo::open(&libc).is_ok() {
+        let p = plan_text(
+            &format!(
+                r#"probe process("{}").function("malloc") {{ println($bytes) }}"#,
+                libc.display()
+            ),
+            &bin,
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        assert_eq!(p.plans.sites.len(), 1);
+        assert_eq!(p.plans.sites[0].module, libc);
+        assert!(
+            p.listing[0].contains(".function(\"__libc_malloc@"),
+            "{:?}",
+            p.listing
+        );
+        assert!(p.warnings.is_empty());
+    }
 }
 
 #[test]
