@@ -153,3 +153,91 @@ fn options_after_the_script_and_script_arguments() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "label 3\nn=5\n");
 }
+
+#[test]
+fn follows_forks_and_execs_under_c() {
+    let bin = fixture("forker", "-O2", &[]);
+    let bin = bin.to_str().unwrap();
+    let script = format!(
+        r#"probe process("{bin}").function("step") {{ printf("truth step %d %d\n", $who, $i) }}
+probe process("{bin}").begin {{ printf("begin\n") }}
+probe process("{bin}").end {{ printf("end\n") }}"#
+    );
+    let (out, stdout, stderr, st) = trace(&script, bin);
+    assert!(st.success(), "snaptap failed: {stderr}");
+    let mut want = truth_lines(&stdout);
+    assert_eq!(want.len(), 9, "{stdout}");
+    let mut got = truth_lines(&out);
+    want.sort();
+    got.sort();
+    assert_lines(&got, &want, "fork + exec");
+    // One begin and one end per process image: parent, forked child, exec'd child.
+    let begins = out.lines().filter(|l| *l == "begin").count();
+    let ends = out.lines().filter(|l| *l == "end").count();
+    assert!(begins >= 2 && ends >= 2, "process.begin/end: {out}");
+}
+
+#[test]
+fn statement_probe_sees_locals_at_that_line() {
+    let bin = fixture("structs", "-O0", &[]);
+    let src = fixtures_src().join("structs.c");
+    let text = std::fs::read_to_string(&src).unwrap();
+    // The line after the loop summing vals: `sum` is complete there.
+    let line = text
+        .lines()
+        .position(|l| l.contains("printf(\"truth handle"))
+        .unwrap()
+        + 1;
+    let script = format!(
+        r#"probe process("{}").statement("handle@structs.c:{line}") {{ printf("truth return %d\n", $sum + $n) }}"#,
+        bin.display()
+    );
+    let (out, stdout, stderr, st) = trace(&script, &format!("{} 6", bin.display()));
+    assert!(st.success(), "snaptap failed: {stderr}");
+    let want: Vec<String> = truth_lines(&stdout)
+        .into_iter()
+        .filter(|l| l.starts_with("truth return"))
+        .collect();
+    assert_eq!(want.len(), 6);
+    assert_lines(&truth_lines(&out), &want, "statement probe");
+}
+
+#[test]
+fn wildcards_parms_and_pretty_printing() {
+    let bin = fixture("recursion", "-O0", &[]);
+    let script = format!(
+        r#"probe process("{}").function("user_*") {{ printf("%s %s\n", ppfunc(), $$parms) }}"#,
+        bin.display()
+    );
+    let (out, stdout, stderr, st) = trace(&script, &format!("{} 3", bin.display()));
+    assert!(st.success(), "snaptap failed: {stderr}");
+    // user_a(i) and user_b(i) for i in 0..3; the fixture reports twice's argument, from
+    // which v follows: user_a prints v+1, user_b prints v*3.
+    let twice: Vec<i64> = truth_lines(&stdout)
+        .iter()
+        .filter_map(|l| l.strip_prefix("truth twice "))
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(twice.len(), 6);
+    let mut want = Vec::new();
+    for (k, t) in twice.iter().enumerate() {
+        let (f, v) = if k % 2 == 0 {
+            ("user_a", t - 1)
+        } else {
+            ("user_b", t / 3)
+        };
+        want.push(format!("{f} v={v:#x}"));
+    }
+    let got: Vec<String> = out.lines().map(str::to_string).collect();
+    assert_lines(&got, &want, "$$parms");
+}
+
+#[test]
+fn timers_and_begin_end_without_target() {
+    let script = "global n probe begin { printf(\"begin\\n\") } probe timer.ms(20) { n++; if (n == 5) exit() } probe end { printf(\"end %d\\n\", n) }";
+    let mut c = snaptap();
+    c.arg("-e").arg(script);
+    let o = run_with_timeout(c, 30);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "begin\nend 5\n");
+}
