@@ -327,38 +327,45 @@ fn resolve_statement(
     }
     let spec = string_arg(c).ok_or_else(|| err(point, "statement(...) needs an argument"))?;
     let (func, rest) = spec.split_once('@').unwrap_or(("*", spec));
-    let (file, line) = match rest.rsplit_once(':') {
-        Some((f, l)) => match l.parse::<u32>() {
-            Ok(l) => (f, l),
-            Err(_) => {
-                return Err(err(
-                    point,
-                    format!("statement(\"{spec}\"): expected FUNC@FILE:LINE"),
-                ))
-            }
-        },
+    // LINE, or a range LO-HI (every line of it that has code), as stap accepts.
+    let bad = || {
+        err(
+            point,
+            format!("statement(\"{spec}\"): expected FUNC@FILE:LINE or FUNC@FILE:LO-HI"),
+        )
+    };
+    let (file, lines) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let (lo, hi) = match lines.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u32>().map_err(|_| bad())?,
+            b.parse::<u32>().map_err(|_| bad())?,
+        ),
         None => {
-            return Err(err(
-                point,
-                format!("statement(\"{spec}\"): expected FUNC@FILE:LINE"),
-            ))
+            let l = lines.parse::<u32>().map_err(|_| bad())?;
+            (l, l)
         }
     };
+    if hi < lo || hi - lo > 10_000 {
+        return Err(bad());
+    }
+    let line = lines;
     let mut out = Vec::new();
-    for addr in di.line_addrs(file, line) {
-        let Some(outer) = di.function_at(addr) else {
-            continue;
-        };
-        if !debuginfo::wildcard_match(func, &outer.name) {
-            continue;
+    for l in lo..=hi {
+        for addr in di.line_addrs(file, l) {
+            let Some(outer) = di.function_at(addr) else {
+                continue;
+            };
+            if !debuginfo::wildcard_match(func, &outer.name) {
+                continue;
+            }
+            let scope = di.scope_at(addr).cloned().unwrap_or_else(|| outer.clone());
+            let path = di
+                .line_at(addr)
+                .map(|(p, _)| p)
+                .unwrap_or_else(|| file.to_string());
+            let pp = format!("{proc_pp}.statement(\"{}@{}:{}\")", outer.name, path, l);
+            out.push(site(addr, scope, pp));
         }
-        let scope = di.scope_at(addr).cloned().unwrap_or_else(|| outer.clone());
-        let path = di
-            .line_at(addr)
-            .map(|(p, _)| p)
-            .unwrap_or_else(|| file.to_string());
-        let pp = format!("{proc_pp}.statement(\"{}@{}:{}\")", outer.name, path, line);
-        out.push(site(addr, scope, pp));
     }
     if out.is_empty() && !point.optional {
         return Err(err(
