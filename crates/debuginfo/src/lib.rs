@@ -475,6 +475,14 @@ impl DebugInfo {
     }
 
     fn die_ranges(&self, d: DieRef) -> Vec<(u64, u64)> {
+        let mut out = self.die_ranges_listed(d);
+        out.sort();
+        out
+    }
+
+    /// The ranges in DWARF order: for a function split into hot and cold parts the
+    /// first listed range starts at its entry, whichever part has the lower address.
+    fn die_ranges_listed(&self, d: DieRef) -> Vec<(u64, u64)> {
         let Some(e) = self.entry(d) else {
             return Vec::new();
         };
@@ -487,7 +495,6 @@ impl DebugInfo {
                 }
             }
         }
-        out.sort();
         out
     }
 
@@ -555,10 +562,13 @@ impl DebugInfo {
                 let Some(name) = self.die_name(d) else {
                     continue;
                 };
-                let ranges = self.die_ranges(d);
-                let Some(&(low, _)) = ranges.first() else {
+                let listed = self.die_ranges_listed(d);
+                let Some(&(first, _)) = listed.first() else {
                     continue;
                 };
+                let mut ranges = listed;
+                ranges.sort();
+                let low = ranges[0].0;
                 let entry_pc = match entry_pc {
                     Some(AttributeValue::Addr(a)) => a,
                     Some(v) => match self.dwarf.attr_address(&self.units[ui].unit, v.clone()) {
@@ -571,7 +581,7 @@ impl DebugInfo {
                     },
                     None => {
                         // low_pc is the entry when present; for ranges-only DIEs it is
-                        // the first range's start unless low_pc says otherwise.
+                        // the first listed range's start (as gdb takes it).
                         self.entry(d)
                             .and_then(|e| e.attr_value(gimli::DW_AT_low_pc))
                             .and_then(|v| {
@@ -580,7 +590,7 @@ impl DebugInfo {
                                     .ok()
                                     .flatten()
                             })
-                            .unwrap_or(low)
+                            .unwrap_or(first)
                     }
                 };
                 let origin_ref = origin.and_then(|v| self.resolve_ref(ui, v)).unwrap_or(d);
@@ -649,7 +659,7 @@ impl DebugInfo {
             }
         }
         for f in &mut self.functions {
-            if let Some(names) = by_addr.get(&f.low_pc) {
+            if let Some(names) = by_addr.get(&f.entry_pc) {
                 let mut a: Vec<String> = names.iter().filter(|n| **n != f.name).cloned().collect();
                 a.sort();
                 a.dedup();

@@ -376,3 +376,26 @@ fn separate_debug_file_by_build_id() {
         }
     }
 }
+
+#[test]
+fn split_hot_cold_function_enters_at_its_hot_part() {
+    let src = r#"
+#include <stdio.h>
+#include <stdlib.h>
+__attribute__((cold,noinline)) void oops(const char *m, int x) { fprintf(stderr, "%s %d\n", m, x); }
+__attribute__((noipa)) int split(int x) {
+  if (__builtin_expect(x > 1000, 0)) { oops("big", x); oops("very", x + 1); if (x > 5000) abort(); return -1; }
+  return x * 2;
+}
+int main(int argc, char **argv) { return split(argc) + split(atoi(argc > 1 ? argv[1] : "0")); }
+"#;
+    let bin = compile("split", src, "-O2");
+    let di = DebugInfo::open(&bin).unwrap();
+    let f = func(&di, "split");
+    // gcc puts split.cold (in .text.unlikely) below split itself.
+    assert_eq!(f.ranges.len(), 2, "{f:?}");
+    assert!(f.low_pc < f.entry_pc);
+    assert_eq!(di.probe_addr(f), nm_addr(&bin, "split"));
+    let vars = di.variables_at(f, f.entry_pc);
+    assert_eq!(vars[0].location, Location::Register(5));
+}
