@@ -305,7 +305,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
     }
 
-    for &p in &planned.end {
+    // The runtime decides which of these run: end probes normally, error probes only
+    // after MAXERRORS was exceeded, as in stap.
+    let mut ending: Vec<u32> = planned.end.iter().chain(&planned.error).copied().collect();
+    ending.dedup();
+    for p in ending {
         if rt.run_probe(p) == Flow::Exit {
             break;
         }
