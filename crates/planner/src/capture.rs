@@ -250,6 +250,16 @@ pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnos
     errs
 }
 
+/// Sets the context a call to the named function needs from the backend.
+pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
+    match name {
+        "execname" => needs.comm = true,
+        "ppid" => needs.ppid = true,
+        "cpu" => needs.cpu = true,
+        _ => {}
+    }
+}
+
 /// String-copying functions: (bound argument index if any).
 fn string_fn(name: &str) -> Option<Option<usize>> {
     match name {
@@ -318,6 +328,8 @@ struct Builder<'a> {
     captures: BTreeMap<u32, Decode>,
     needs: ContextNeeds,
     errors: Vec<Diagnostic>,
+    user_functions: &'a std::collections::HashSet<String>,
+    function_needs: ContextNeeds,
 }
 
 /// Plans one resolved site: adds its `ProbeSite`, `SiteBinding` and listing line.
@@ -346,6 +358,8 @@ pub(crate) fn plan_site(
         captures: BTreeMap::new(),
         needs: ContextNeeds::default(),
         errors: Vec::new(),
+        user_functions: &sess.user_functions,
+        function_needs: sess.function_needs,
     };
     if let Some(c) = &point.condition {
         visit_expr(c, &mut |e| b.visit(e));
@@ -481,10 +495,14 @@ impl<'a> Builder<'a> {
                 Walk::Known(self.captures.contains_key(&inner.id.0))
             }
             ExprKind::Call { name, args } => {
+                note_context_call(name, &mut self.needs);
+                if self.user_functions.contains(name) {
+                    let f = self.function_needs;
+                    self.needs.comm |= f.comm;
+                    self.needs.ppid |= f.ppid;
+                    self.needs.cpu |= f.cpu;
+                }
                 match name.as_str() {
-                    "execname" => self.needs.comm = true,
-                    "ppid" => self.needs.ppid = true,
-                    "cpu" => self.needs.cpu = true,
                     "register" | "u_register" | "uaddr" => {
                         match self.capture_register(e, name, args) {
                             Ok(d) => {

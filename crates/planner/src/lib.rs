@@ -76,6 +76,11 @@ pub(crate) struct Session<'a> {
     pub opts: &'a PlanOptions,
     modules: HashMap<PathBuf, Rc<DebugInfo>>,
     warnings: Vec<Diagnostic>,
+    /// Names of the script's functions.
+    pub user_functions: std::collections::HashSet<String>,
+    /// Context that any script function asks for (`execname()` in a helper): sites
+    /// whose handler calls a script function collect it too.
+    pub function_needs: capture_plan::ContextNeeds,
 }
 
 impl<'a> Session<'a> {
@@ -84,6 +89,8 @@ impl<'a> Session<'a> {
             opts,
             modules: HashMap::new(),
             warnings: Vec::new(),
+            user_functions: Default::default(),
+            function_needs: Default::default(),
         }
     }
 
@@ -124,6 +131,19 @@ pub fn plan(
     // Spans are enough for diagnostics; the sources are not needed to plan.
     let _ = sources;
     let mut session = Session::new(opts);
+    for item in &script.items {
+        if let Item::Function(f) = item {
+            session.user_functions.insert(f.name.clone());
+            if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
+                capture::visit_block(b, &mut |e| {
+                    if let script_syntax::ast::ExprKind::Call { name, .. } = &e.kind {
+                        capture::note_context_call(name, &mut session.function_needs);
+                    }
+                    capture::Walk::Descend
+                });
+            }
+        }
+    }
     let mut out = Planned::default();
     let mut errors = Vec::new();
     let mut handler = 0u32;

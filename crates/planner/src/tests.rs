@@ -561,6 +561,20 @@ fn pp_listing_and_kinds() {
     assert!(matches!(p.plans.sites[1].kind, SiteKind::Return { .. }));
     let text = dump(&p);
     assert!(text.contains("site 1 probe 2 return"), "{text}");
+    // Context used by a script function reaches the sites whose handler calls it.
+    let p = plan_text(
+        r#"function who() { return execname() . sprint(cpu()) }
+        probe process.function("handle") { println(who()) }
+        probe process.function("many") { println(1) }"#,
+        &bin,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let n = p.plans.sites[0].needs;
+    assert!(n.comm && n.cpu && !n.ppid);
+    assert_eq!(
+        p.plans.sites[1].needs,
+        capture_plan::ContextNeeds::default()
+    );
 }
 
 #[test]
