@@ -456,6 +456,22 @@ fn sem(msg: impl Into<String>, e: &Expr) -> Diagnostic {
 
 impl<'a> Builder<'a> {
     fn visit(&mut self, e: &Expr) -> Walk {
+        if let ExprKind::Assign { target: t, .. } | ExprKind::IncDec { target: t, .. } = &e.kind {
+            if matches!(
+                t.kind,
+                ExprKind::Target(_) | ExprKind::GlobalVar { .. } | ExprKind::Cast { .. }
+            ) {
+                // The design is read-only: a capture plan has no write operation.
+                self.errors.push(sem(
+                    format!(
+                        "cannot write to target variable '{}': snaptap never modifies the traced program",
+                        self.sess_snippet(t)
+                    ),
+                    t,
+                ));
+                return Walk::Skip;
+            }
+        }
         match &e.kind {
             ExprKind::Target(t) => {
                 match self.target_decode(e, t) {
@@ -557,6 +573,15 @@ impl<'a> Builder<'a> {
                 Walk::Skip
             }
             _ => Walk::Descend,
+        }
+    }
+
+    /// A short spelling of a target expression for messages.
+    fn sess_snippet(&self, e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Target(t) => format!("${}", t.name),
+            ExprKind::GlobalVar { name, .. } => format!("@var(\"{name}\")"),
+            _ => "@cast(...)".to_string(),
         }
     }
 

@@ -638,6 +638,12 @@ fn errors() {
         &bin,
     );
     assert!(e.contains("only available in .return probes"), "{e}");
+    let e = err_text(
+        r#"probe process.function("handle") { $n = 5; $r->id++ }"#,
+        &bin,
+    );
+    assert!(e.contains("cannot write to target variable '$n'"), "{e}");
+    assert!(e.contains("cannot write to target variable '$r'"), "{e}");
     let e = err_text(r#"probe begin { println($x) }"#, &bin);
     assert!(e.contains("unresolved target-symbol expression"), "{e}");
     let e = err_text(
