@@ -280,8 +280,8 @@ static s32 self_msg(mach_port_t port, s32 id, u32 send_size, int quiet)
 	return 0;
 }
 
-/* The child thread: sends one message to the port in its %ebx... we pass
- * arguments through a static block instead, which is simpler. */
+/* The child thread's arguments, passed through statics because the child
+ * starts with a fresh register state and stack. */
 static volatile mach_port_t child_port;
 static volatile u32 child_round;
 
@@ -421,6 +421,8 @@ void wl_main(u32 *sp)
 			report = parse_num(argv[i] + 7);
 	}
 
+	/* The kernel prints "start NAME: " without a newline before we run. */
+	out_end();
 	task_port = mach_task_self();
 	reply_port = mach_reply_port();
 	out_str("truth start task=");
