@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod loc;
+mod sdt;
 mod types;
 
 #[cfg(test)]
@@ -22,6 +23,7 @@ use gimli::{AttributeValue, EndianArcSlice, Reader, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection};
 
 pub use loc::Location;
+pub use sdt::{SdtArg, SdtProbe};
 pub use types::{Enumerator, Member, Type, TypeKind};
 
 pub(crate) type R = EndianArcSlice<RunTimeEndian>;
@@ -151,6 +153,8 @@ pub struct DebugInfo {
     globals: Vec<(String, DieRef)>,
     pie: bool,
     build_id: Option<Vec<u8>>,
+    /// SDT (USDT) probes from `.note.stapsdt`.
+    sdt: Vec<SdtProbe>,
     /// Recursion depth of [`DebugInfo::type_of`], to survive cyclic type DWARF.
     type_depth: std::sync::atomic::AtomicU32,
 }
@@ -268,8 +272,10 @@ impl DebugInfo {
             globals: Vec::new(),
             pie,
             build_id,
+            sdt: Vec::new(),
             type_depth: std::sync::atomic::AtomicU32::new(0),
         };
+        di.sdt = sdt::read_notes(&file, pie);
         if has_dwarf {
             di.load_units().map_err(|e| derr(e.to_string()))?;
         }
@@ -299,6 +305,11 @@ impl DebugInfo {
     /// The GNU build-id note, if present.
     pub fn build_id(&self) -> Option<&[u8]> {
         self.build_id.as_deref()
+    }
+
+    /// The SDT (USDT) probes compiled into the file, in note order.
+    pub fn sdt_probes(&self) -> &[SdtProbe] {
+        &self.sdt
     }
 
     /// Every out-of-line function with code, in DWARF order.

@@ -399,3 +399,62 @@ int main(int argc, char **argv) { return split(argc) + split(atoi(argc > 1 ? arg
     let vars = di.variables_at(f, f.entry_pc);
     assert_eq!(vars[0].location, Location::Register(5));
 }
+
+#[test]
+fn sdt_notes_and_operands() {
+    let src = r###"#include <stdio.h>
+#define SDT_NOTE(prov, nm, argfmt) \
+  "990: nop\n" \
+  ".pushsection .note.stapsdt,\"?\",\"note\"\n" \
+  ".balign 4\n" \
+  ".4byte 992f-991f, 994f-993f, 3\n" \
+  "991: .asciz \"stapsdt\"\n" \
+  "992: .balign 4\n" \
+  "993: .8byte 990b\n" \
+  ".8byte _.stapsdt.base\n" \
+  ".8byte 0\n" \
+  ".asciz \"" #prov "\"\n" \
+  ".asciz \"" #nm "\"\n" \
+  ".asciz \"" argfmt "\"\n" \
+  "994: .balign 4\n" \
+  ".popsection\n" \
+  ".ifndef _.stapsdt.base\n" \
+  ".pushsection .stapsdt.base,\"aG\",\"progbits\",.stapsdt.base,comdat\n" \
+  ".weak _.stapsdt.base\n" \
+  ".hidden _.stapsdt.base\n" \
+  "_.stapsdt.base: .space 1\n" \
+  ".size _.stapsdt.base, 1\n" \
+  ".popsection\n" \
+  ".endif\n"
+#define PROBE4(prov, nm, a, b, c, d) __asm__ __volatile__(SDT_NOTE(prov, nm, "-4@%[A] 8@%[B] 8@%[C] -2@%[D]") :: [A] "nor" (a), [B] "nor" (b), [C] "m" (c), [D] "n" (d))
+long total = 5;
+const char *names[] = { "zero", "one", "two", "three" };
+__attribute__((noipa)) void work(int i, const char *name) {
+  PROBE4(app, step, i, name, total, -7);
+  total += i;
+  printf("work %d %s\n", i, name);
+}
+int main(void) { for (int i = 0; i < 3; i++) work(i - 1, names[i]); return 0; }
+"###;
+    for opt in ["-O0", "-O2"] {
+        let bin = compile("sdt", src, opt);
+        let di = DebugInfo::open(&bin).unwrap();
+        let p = &di.sdt_probes()[0];
+        assert_eq!(
+            (p.provider.as_str(), p.name.as_str(), p.semaphore),
+            ("app", "step", 0)
+        );
+        assert_eq!(p.args.len(), 4);
+        assert_eq!((p.args[0].size, p.args[0].signed), (4, true));
+        assert_eq!((p.args[1].size, p.args[1].signed), (8, false));
+        // `8@total(%rip)`: the global, relative to rip in this PIE.
+        let total = di.global_at("total", None, p.pc).unwrap();
+        assert_eq!(p.args[2].location, total.location, "{opt}");
+        assert_eq!(
+            p.args[3].location,
+            Location::Constant((-7i64 as u64).to_le_bytes().to_vec())
+        );
+        // The probe address is the nop inside work().
+        assert_eq!(di.function_at(p.pc).unwrap().name, "work");
+    }
+}

@@ -56,6 +56,8 @@ struct TVal {
     which: Which,
     /// Script spelling for labels and messages, e.g. `$r->name`.
     label: String,
+    /// For SDT arguments, which have no DWARF type: (size, signed).
+    sdt: Option<(u8, bool)>,
 }
 
 /// What a visitor wants after seeing an expression.
@@ -343,6 +345,8 @@ pub(crate) fn plan_site(
 ) -> Result<(), Vec<Diagnostic>> {
     let di = site.di.as_deref();
     let vars = match (di, &site.func, site.kind) {
+        // A mark's context is its SDT arguments, not the DWARF scope around it.
+        _ if site.sdt.is_some() => Vec::new(),
         (Some(di), Some(f), SpecKind::Return) => di.variables_at_entry(f),
         (Some(di), Some(f), _) => di.variables_at(f, site.addr),
         _ => Vec::new(),
@@ -592,6 +596,7 @@ impl<'a> Builder<'a> {
     fn require_di(&self, e: &Expr, what: &str) -> Result<&'a DebugInfo, Diagnostic> {
         match (self.di, &self.site.func) {
             (Some(di), Some(_)) => Ok(di),
+            (Some(di), None) if self.site.sdt.is_some() => Ok(di),
             _ => Err(sem(
                 format!(
                     "unresolved target-symbol expression: '{what}' is not available in probe point {}",
@@ -729,6 +734,7 @@ impl<'a> Builder<'a> {
             )
         })?;
         let tv = TVal {
+            sdt: None,
             val,
             ty: v.ty,
             bits: None,
@@ -759,6 +765,7 @@ impl<'a> Builder<'a> {
         })?;
         let (ops, which) = self.lower_value(addr)?;
         let tv = TVal {
+            sdt: None,
             val: Val::Mem(ops),
             ty: Some(ty),
             bits: None,
@@ -785,6 +792,9 @@ impl<'a> Builder<'a> {
     }
 
     fn base(&mut self, e: &Expr, di: &DebugInfo, name: &str) -> Result<TVal, Diagnostic> {
+        if let Some(p) = &self.site.sdt {
+            return sdt_arg(p, name, &self.site.pp, e);
+        }
         let func = self
             .site
             .func
@@ -810,6 +820,7 @@ impl<'a> Builder<'a> {
                 ));
             }
             return Ok(TVal {
+                sdt: None,
                 val: Val::Reg(DwarfReg::RAX.0),
                 ty: func.return_type,
                 bits: None,
@@ -852,6 +863,7 @@ impl<'a> Builder<'a> {
             )
         })?;
         Ok(TVal {
+            sdt: None,
             val,
             ty: v.ty,
             bits: None,
@@ -862,7 +874,7 @@ impl<'a> Builder<'a> {
 
     /// Ops that push the value of a scalar (integer, enum, pointer, bitfield).
     fn load_value(&self, e: &Expr, di: &DebugInfo, tv: &TVal) -> Result<Vec<Op>, Diagnostic> {
-        let (_, t) = di.strip(tv.ty);
+        let (_, t) = tv_type(di, tv);
         let (size, signed) = scalar_shape(&t).ok_or_else(|| {
             sem(
                 format!(
@@ -928,7 +940,7 @@ impl<'a> Builder<'a> {
         di: &DebugInfo,
         tv: &TVal,
     ) -> Result<(Vec<Op>, Option<DieRef>, Type), Diagnostic> {
-        let (_, t) = di.strip(tv.ty);
+        let (_, t) = tv_type(di, tv);
         match t.kind {
             TypeKind::Pointer(p) => {
                 let ops = self.load_value(e, di, tv)?;
@@ -952,7 +964,7 @@ impl<'a> Builder<'a> {
         tv: TVal,
         name: &str,
     ) -> Result<TVal, Diagnostic> {
-        let (_, t) = di.strip(tv.ty);
+        let (_, t) = tv_type(di, &tv);
         let (base, st) = match t.kind {
             TypeKind::Pointer(p) => {
                 let ops = self.load_value(e, di, &tv)?;
@@ -999,6 +1011,7 @@ impl<'a> Builder<'a> {
             ops.push(Op::Add);
         }
         Ok(TVal {
+            sdt: None,
             val: Val::Mem(ops),
             ty: m.ty,
             bits: m.bits,
@@ -1046,6 +1059,7 @@ impl<'a> Builder<'a> {
             }
         };
         Ok(TVal {
+            sdt: None,
             val: Val::Mem(ops),
             ty: elem,
             bits: None,
@@ -1066,7 +1080,7 @@ impl<'a> Builder<'a> {
                     return Err(sem("a pretty-printed value is a string, not a number", e));
                 }
                 let tv = self.resolve_target(e, di, t)?;
-                let (_, ty) = di.strip(tv.ty);
+                let (_, ty) = tv_type(di, &tv);
                 let ops = if matches!(ty.kind, TypeKind::Array { .. }) {
                     self.address(e, &tv)?
                 } else {
@@ -1082,7 +1096,7 @@ impl<'a> Builder<'a> {
                     return Err(sem("a pretty-printed value is a string, not a number", e));
                 }
                 let di = self.require_di(e, &tv.label)?;
-                let (_, ty) = di.strip(tv.ty);
+                let (_, ty) = tv_type(di, &tv);
                 let ops = if matches!(ty.kind, TypeKind::Array { .. }) {
                     self.address(e, &tv)?
                 } else {
@@ -1240,7 +1254,7 @@ impl<'a> Builder<'a> {
 
     /// A scalar value as one field.
     fn scalar(&mut self, e: &Expr, di: &DebugInfo, tv: &TVal) -> Result<Decode, Diagnostic> {
-        let (_, t) = di.strip(tv.ty);
+        let (_, t) = tv_type(di, tv);
         if let TypeKind::Array { .. } = t.kind {
             // Arrays used as values are their address, as in C and stap.
             let mut ops = self.address(e, tv)?;
@@ -1311,8 +1325,23 @@ impl<'a> Builder<'a> {
         pretty: u8,
     ) -> Result<Decode, Diagnostic> {
         let mut parts = Vec::new();
+        if let Some(p) = &self.site.sdt {
+            match which {
+                "name" => return Ok(Decode::Pretty(vec![PrettyPart::Text(p.name.clone())])),
+                "provider" => {
+                    return Ok(Decode::Pretty(vec![PrettyPart::Text(p.provider.clone())]))
+                }
+                _ => {}
+            }
+        }
+        let sdt_names: Option<Vec<String>> = self
+            .site
+            .sdt
+            .as_ref()
+            .map(|p| (1..=p.args.len()).map(|i| format!("arg{i}")).collect());
         let names: Vec<String> = match which {
             "return" => vec!["return".into()],
+            "parms" | "vars" if sdt_names.is_some() => sdt_names.unwrap_or_default(),
             "parms" | "locals" | "vars" => {
                 let (params, locals) = (which != "locals", which != "parms");
                 self.vars
@@ -1384,7 +1413,7 @@ impl<'a> Builder<'a> {
         budget: &mut u32,
         parts: &mut Vec<PrettyPart>,
     ) {
-        let (_, t) = di.strip(tv.ty);
+        let (_, t) = tv_type(di, tv);
         // Nesting is bounded by the value budget for real types; this bounds
         // malformed (cyclic) DWARF too.
         if tv.label.len() > 512 {
@@ -1435,6 +1464,7 @@ impl<'a> Builder<'a> {
                         ops.push(Op::Add);
                     }
                     let mtv = TVal {
+                        sdt: None,
                         val: Val::Mem(ops),
                         ty: m.ty,
                         bits: m.bits,
@@ -1497,6 +1527,7 @@ impl<'a> Builder<'a> {
                         ops.push(Op::Add);
                     }
                     let etv = TVal {
+                        sdt: None,
                         val: Val::Mem(ops),
                         ty: *elem,
                         bits: None,
@@ -1533,6 +1564,7 @@ impl<'a> Builder<'a> {
                 if top && pointee_known && pt.kind != TypeKind::Function {
                     if let Ok(ops) = self.load_value(e, di, tv) {
                         let pointee = TVal {
+                            sdt: None,
                             val: Val::Mem(ops),
                             ty: *p,
                             bits: None,
@@ -1587,6 +1619,65 @@ fn loc_to_val(loc: &Location) -> Result<Val, String> {
         }
         Location::Unavailable(why) => return Err(why.clone()),
     })
+}
+
+/// `$argN` of an SDT probe.
+fn sdt_arg(p: &debuginfo::SdtProbe, name: &str, pp: &str, e: &Expr) -> Result<TVal, Diagnostic> {
+    let arg = name
+        .strip_prefix("arg")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .and_then(|n| p.args.get(n - 1));
+    let Some(arg) = arg else {
+        let alts: Vec<String> = (1..=p.args.len()).map(|i| format!("$arg{i}")).collect();
+        let mut msg = format!("unable to find '${name}' in probe point {pp}");
+        if alts.is_empty() {
+            msg.push_str(" (the probe has no arguments)");
+        } else {
+            msg.push_str(&format!(
+                " (alternatives: {} $$name $$provider $$parms)",
+                alts.join(" ")
+            ));
+        }
+        return Err(sem(msg, e));
+    };
+    let val = loc_to_val(&arg.location).map_err(|why| {
+        sem(
+            format!(
+                "unable to find location for '${name}' ({}) at {pp}: {why}",
+                arg.text
+            ),
+            e,
+        )
+    })?;
+    Ok(TVal {
+        val,
+        ty: None,
+        bits: None,
+        which: Which::Entry,
+        label: format!("${name}"),
+        sdt: Some((arg.size, arg.signed)),
+    })
+}
+
+/// The (typedef- and qualifier-stripped) type of a value; SDT arguments are integers
+/// of their declared width.
+fn tv_type(di: &DebugInfo, tv: &TVal) -> (Option<DieRef>, Type) {
+    match tv.sdt {
+        Some((size, signed)) => (
+            None,
+            Type {
+                name: "long".into(),
+                size: Some(u64::from(size)),
+                kind: TypeKind::Base {
+                    signed,
+                    is_char: false,
+                    is_float: false,
+                },
+            },
+        ),
+        None => di.strip(tv.ty),
+    }
 }
 
 /// DWARF number and width of an x86_64 register name (64- or 32-bit spelling).

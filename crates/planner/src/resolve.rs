@@ -42,6 +42,8 @@ pub(crate) struct SiteSpec {
     pub func: Option<Function>,
     /// `pp()`, stap's spelling.
     pub pp: String,
+    /// For `.mark` sites, the SDT probe (its arguments are `$arg1`...).
+    pub sdt: Option<debuginfo::SdtProbe>,
 }
 
 fn err(point: &ProbePoint, msg: impl Into<String>) -> Vec<Diagnostic> {
@@ -204,6 +206,7 @@ fn resolve_process(
             addr: 0,
             func: None,
             pp: format!("{proc_pp}.{which}"),
+            sdt: None,
         }))]),
         ["process", "function", rest @ ..] => {
             let pat = string_arg(&c[1])
@@ -243,6 +246,7 @@ fn resolve_process(
                         addr,
                         func: Some(f.clone()),
                         pp: format!("{proc_pp}.function(\"{}\"){sfx}", func_spec(f)),
+                        sdt: None,
                     })));
                 }
             }
@@ -256,6 +260,7 @@ fn resolve_process(
                         addr: di.probe_addr(f),
                         func: Some(f.clone()),
                         pp: format!("{proc_pp}.function(\"{}\"){sfx}", func_spec(f)),
+                        sdt: None,
                     })));
                 }
             }
@@ -270,6 +275,51 @@ fn resolve_process(
                     d = d.with_note(format!("did you mean: {}?", close.join(", ")));
                 }
                 return Err(vec![d]);
+            }
+            Ok(out)
+        }
+        ["process", "mark"] | ["process", "provider", "mark"] => {
+            let (provider, mark) = if names.len() == 3 {
+                (string_arg(&c[1]), string_arg(&c[2]))
+            } else {
+                (Some("*"), string_arg(&c[1]))
+            };
+            let (Some(provider), Some(mark)) = (provider, mark) else {
+                return Err(err(point, "provider(...) and mark(...) need string arguments"));
+            };
+            // SDT probes need no DWARF: the notes are in the ELF file itself.
+            let di = sess.module(&module, point.span).map_err(|d| vec![d])?;
+            let mut out = Vec::new();
+            for p in di.sdt_probes() {
+                if !debuginfo::wildcard_match(provider, &p.provider)
+                    || !debuginfo::wildcard_match(mark, &p.name)
+                {
+                    continue;
+                }
+                if p.semaphore != 0 {
+                    sess.warn(Diagnostic::warning(
+                        "warning",
+                        format!(
+                            "probe {}:{} in {} is guarded by a semaphore; snaptap never writes to the traced program, so it fires only if something else enables it",
+                            p.provider,
+                            p.name,
+                            module.display()
+                        ),
+                        point.span,
+                    ));
+                }
+                out.push(Resolved::Site(Box::new(SiteSpec {
+                    module: module.clone(),
+                    di: Some(di.clone()),
+                    kind: SpecKind::Entry,
+                    addr: p.pc,
+                    func: di.function_at(p.pc).cloned(),
+                    pp: format!(
+                        "{proc_pp}.provider(\"{}\").mark(\"{}\")",
+                        p.provider, p.name
+                    ),
+                    sdt: Some(p.clone()),
+                })));
             }
             Ok(out)
         }
@@ -311,6 +361,7 @@ fn resolve_statement(
             addr,
             func: Some(f),
             pp,
+            sdt: None,
         }))
     };
     if let Some(addr) = number_arg(c) {

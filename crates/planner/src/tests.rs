@@ -1002,3 +1002,94 @@ fn dwarf4_loc_and_bit_offset() {
     check_handle_values(&compile("-O0 -gdwarf-4"));
     check_return(&compile("-O2 -gdwarf-4"));
 }
+
+/// A program with an SDT probe written the way `<sys/sdt.h>` writes it (that header
+/// is not installed here): a `nop`, a `.note.stapsdt` note, `.stapsdt.base`.
+const SDT_FIXTURE: &str = r###"#include <stdio.h>
+#define SDT_NOTE(prov, nm, argfmt) \
+  "990: nop\n" \
+  ".pushsection .note.stapsdt,\"?\",\"note\"\n" \
+  ".balign 4\n" \
+  ".4byte 992f-991f, 994f-993f, 3\n" \
+  "991: .asciz \"stapsdt\"\n" \
+  "992: .balign 4\n" \
+  "993: .8byte 990b\n" \
+  ".8byte _.stapsdt.base\n" \
+  ".8byte 0\n" \
+  ".asciz \"" #prov "\"\n" \
+  ".asciz \"" #nm "\"\n" \
+  ".asciz \"" argfmt "\"\n" \
+  "994: .balign 4\n" \
+  ".popsection\n" \
+  ".ifndef _.stapsdt.base\n" \
+  ".pushsection .stapsdt.base,\"aG\",\"progbits\",.stapsdt.base,comdat\n" \
+  ".weak _.stapsdt.base\n" \
+  ".hidden _.stapsdt.base\n" \
+  "_.stapsdt.base: .space 1\n" \
+  ".size _.stapsdt.base, 1\n" \
+  ".popsection\n" \
+  ".endif\n"
+#define PROBE4(prov, nm, a, b, c, d) __asm__ __volatile__(SDT_NOTE(prov, nm, "-4@%[A] 8@%[B] 8@%[C] -2@%[D]") :: [A] "nor" (a), [B] "nor" (b), [C] "m" (c), [D] "n" (d))
+long total = 5;
+const char *names[] = { "zero", "one", "two", "three" };
+__attribute__((noipa)) void work(int i, const char *name) {
+  PROBE4(app, step, i, name, total, -7);
+  total += i;
+  printf("work %d %s\n", i, name);
+}
+int main(void) { for (int i = 0; i < 3; i++) work(i - 1, names[i]); return 0; }
+"###;
+
+#[test]
+fn sdt_marks_read_their_arguments() {
+    if !gdb_available() {
+        return;
+    }
+    for opt in ["-O0", "-O2"] {
+        let dir = std::env::temp_dir().join(format!("planner-sdt-{}{opt}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let c = dir.join("s.c");
+        std::fs::write(&c, SDT_FIXTURE).unwrap();
+        let bin = dir.join("s");
+        let st = Command::new("gcc")
+            .args(["-g", opt, "-o"])
+            .arg(&bin)
+            .arg(&c)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let bin = std::fs::canonicalize(bin).unwrap();
+        let v = run(
+            r#"probe process.provider("app").mark("st*") {
+                println($arg1, user_string($arg2), $arg3, $arg4, $$name, $$provider, $$parms)
+            }"#,
+            &bin,
+        );
+        // The first hit is work(-1, "zero") with total = 5.
+        assert_eq!(v["$arg1"], V::I(-1), "{opt}");
+        assert_eq!(v["user_string($arg2)"], V::S("zero".into()), "{opt}");
+        assert_eq!(v["$arg3"], V::I(5), "{opt}");
+        assert_eq!(v["$arg4"], V::I(-7), "{opt}");
+        assert_eq!(v["$$name"], V::S("step".into()));
+        assert_eq!(v["$$provider"], V::S("app".into()));
+        let V::S(parms) = &v["$$parms"] else { panic!() };
+        assert!(
+            parms.starts_with("arg1=0xffffffffffffffff arg2=0x"),
+            "{parms}"
+        );
+        assert!(
+            parms.ends_with(" arg3=0x5 arg4=0xfffffffffffffff9"),
+            "{parms}"
+        );
+        let p = plan_text(r#"probe process.mark("step") { }"#, &bin).unwrap();
+        assert_eq!(
+            p.listing,
+            vec![format!(
+                "process(\"{}\").provider(\"app\").mark(\"step\")",
+                bin.display()
+            )]
+        );
+        let e = err_text(r#"probe process.mark("step") { println($arg5) }"#, &bin);
+        assert!(e.contains("(alternatives: $arg1 $arg2 $arg3 $arg4"), "{e}");
+    }
+}
