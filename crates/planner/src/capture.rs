@@ -1744,6 +1744,11 @@ fn scalar_shape(t: &Type) -> Option<(u8, bool)> {
 
 /// ` $name:type` for each variable visible at a site (stap `-L`).
 pub(crate) fn var_listing(site: &SiteSpec) -> String {
+    if let Some(p) = &site.sdt {
+        return (1..=p.args.len())
+            .map(|i| format!(" $arg{i}:long"))
+            .collect();
+    }
     let (Some(di), Some(f)) = (site.di.as_deref(), site.func.as_ref()) else {
         return String::new();
     };

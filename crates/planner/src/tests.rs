@@ -1089,6 +1089,16 @@ fn sdt_marks_read_their_arguments() {
                 bin.display()
             )]
         );
+        let (ast, sources) = parse(r#"probe process.mark("*") {}"#);
+        let opts = PlanOptions {
+            target_exe: Some(bin.clone()),
+            ..PlanOptions::default()
+        };
+        let l = list_probes(&ast, &sources, &opts, true).unwrap();
+        assert!(
+            l[0].ends_with(".mark(\"step\") $arg1:long $arg2:long $arg3:long $arg4:long"),
+            "{l:?}"
+        );
         let e = err_text(r#"probe process.mark("step") { println($arg5) }"#, &bin);
         assert!(e.contains("(alternatives: $arg1 $arg2 $arg3 $arg4"), "{e}");
     }
