@@ -76,6 +76,8 @@ pub(crate) struct Session<'a> {
     pub opts: &'a PlanOptions,
     modules: HashMap<PathBuf, Rc<DebugInfo>>,
     warnings: Vec<Diagnostic>,
+    /// The kernel ELF that `kernel.*` probe points resolve against, if any.
+    pub kernel: Option<PathBuf>,
     /// Names of the script's functions.
     pub user_functions: std::collections::HashSet<String>,
     /// Context that any script function asks for (`execname()` in a helper): sites
@@ -89,6 +91,7 @@ impl<'a> Session<'a> {
             opts,
             modules: HashMap::new(),
             warnings: Vec::new(),
+            kernel: None,
             user_functions: Default::default(),
             function_needs: Default::default(),
         }
@@ -133,9 +136,22 @@ pub fn plan(
     sources: &SourceMap,
     opts: &PlanOptions,
 ) -> Result<Planned, Vec<Diagnostic>> {
+    plan_with_kernel(script, sources, opts, None)
+}
+
+/// Like [`plan`], with `kernel.function(...)`/`kernel.statement(...)` probe points
+/// resolved against the kernel ELF `kernel` (for the VM backends). Kernel sites have
+/// that file as their module and its link-time addresses.
+pub fn plan_with_kernel(
+    script: &Script,
+    sources: &SourceMap,
+    opts: &PlanOptions,
+    kernel: Option<&Path>,
+) -> Result<Planned, Vec<Diagnostic>> {
     // Spans are enough for diagnostics; the sources are not needed to plan.
     let _ = sources;
     let mut session = Session::new(opts);
+    session.kernel = kernel.map(canonical);
     for item in &script.items {
         if let Item::Function(f) = item {
             session.user_functions.insert(f.name.clone());
@@ -214,6 +230,10 @@ pub fn plan(
     }
 }
 
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// Target expressions in places that have no probe context (functions) are errors.
 fn check_no_targets(script: &Script) -> Option<Vec<Diagnostic>> {
     let mut errs = Vec::new();
@@ -252,9 +272,21 @@ pub fn list_probes(
     opts: &PlanOptions,
     with_vars: bool,
 ) -> Result<Vec<String>, Vec<Diagnostic>> {
+    list_probes_with_kernel(script, sources, opts, with_vars, None)
+}
+
+/// Like [`list_probes`], with `kernel.*` points resolved against `kernel`.
+pub fn list_probes_with_kernel(
+    script: &Script,
+    sources: &SourceMap,
+    opts: &PlanOptions,
+    with_vars: bool,
+    kernel: Option<&Path>,
+) -> Result<Vec<String>, Vec<Diagnostic>> {
     // Spans are enough for diagnostics; the sources are not needed to plan.
     let _ = sources;
     let mut session = Session::new(opts);
+    session.kernel = kernel.map(canonical);
     let mut lines = Vec::new();
     let mut errors = Vec::new();
     for item in &script.items {

@@ -140,6 +140,15 @@ fn resolve_inner(
             Ok(vec![Resolved::Timer(d)])
         }
         ["process", ..] => resolve_process(sess, point),
+        ["kernel", ..] => {
+            let Some(kernel) = sess.kernel.clone() else {
+                return Err(err(
+                    point,
+                    "kernel probes need the kernel's ELF file: give the VM kernel target option",
+                ));
+            };
+            resolve_in_module(sess, point, kernel, "kernel".to_string(), true)
+        }
         _ => Err(err(
             point,
             format!(
@@ -193,6 +202,19 @@ fn resolve_process(
         },
     };
     let proc_pp = format!("process(\"{}\")", module.display());
+    resolve_in_module(sess, point, module, proc_pp, false)
+}
+
+/// Resolves the components after `process(...)` or `kernel` against one module;
+/// `prefix` is how resolved points spell the module part.
+fn resolve_in_module(
+    sess: &mut Session<'_>,
+    point: &ProbePoint,
+    module: PathBuf,
+    proc_pp: String,
+    kernel: bool,
+) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
+    let c = &point.components;
     let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
     match names.as_slice() {
         ["process", which @ ("begin" | "end")] => Ok(vec![Resolved::Site(Box::new(SiteSpec {
@@ -208,7 +230,7 @@ fn resolve_process(
             pp: format!("{proc_pp}.{which}"),
             sdt: None,
         }))]),
-        ["process", "function", rest @ ..] => {
+        [_, "function", rest @ ..] => {
             let pat = string_arg(&c[1])
                 .ok_or_else(|| err(point, "function(...) needs a string argument"))?;
             let suffix = match rest {
@@ -278,7 +300,7 @@ fn resolve_process(
             }
             Ok(out)
         }
-        ["process", "mark"] | ["process", "provider", "mark"] => {
+        ["process", "mark"] | ["process", "provider", "mark"] if !kernel => {
             let (provider, mark) = if names.len() == 3 {
                 (string_arg(&c[1]), string_arg(&c[2]))
             } else {
@@ -323,7 +345,7 @@ fn resolve_process(
             }
             Ok(out)
         }
-        ["process", "statement"] => {
+        [_, "statement"] => {
             let di = sess.module(&module, point.span).map_err(|d| vec![d])?;
             resolve_statement(&di, &module, &proc_pp, point)
         }

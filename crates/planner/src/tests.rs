@@ -1103,3 +1103,33 @@ fn sdt_marks_read_their_arguments() {
         assert!(e.contains("(alternatives: $arg1 $arg2 $arg3 $arg4"), "{e}");
     }
 }
+
+#[test]
+fn kernel_points_resolve_against_the_given_elf() {
+    // Any ELF with DWARF stands in for a kernel image here.
+    let bin = compile("-O0 -no-pie");
+    let (ast, sources) = parse(
+        r#"probe kernel.function("handle") { println($n) } probe kernel.function("many").return { println($return) }"#,
+    );
+    let opts = PlanOptions::default();
+    let p = plan_with_kernel(&ast, &sources, &opts, Some(&bin)).unwrap_or_else(|d| panic!("{d:?}"));
+    let c = bin.with_file_name("app.c").display().to_string();
+    assert_eq!(
+        p.listing,
+        vec![
+            format!("kernel.function(\"handle@{c}:8\")"),
+            format!("kernel.function(\"many@{c}:9\").return"),
+        ]
+    );
+    assert_eq!(p.plans.sites[0].module, bin);
+    let e = match plan(&ast, &sources, &opts) {
+        Ok(_) => panic!("kernel probes without a kernel"),
+        Err(d) => d[0].message.clone(),
+    };
+    assert!(
+        e.contains("kernel probes need the kernel's ELF file"),
+        "{e}"
+    );
+    let l = list_probes_with_kernel(&ast, &sources, &opts, true, Some(&bin)).unwrap();
+    assert!(l[0].ends_with(" $r:struct req* $n:int $local:int"), "{l:?}");
+}
