@@ -137,3 +137,65 @@ fn attach_to_threads_then_detach() {
     assert!(st.success(), "{st:?}");
     assert!(read(&out).starts_with("total "));
 }
+
+#[test]
+fn stop_mid_run_with_threads_single_stepped() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "spin", SPIN, &["-O2", "-pthread"]);
+    let out = dir.path("out.txt");
+    let o = run_cfg(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "1200"]),
+        Options::default(),
+        vec![entry_site(0, &exe, "tick", vec![reg(5), reg(4)])],
+        Some(200),
+        true,
+    );
+    assert!(o.ended().is_none());
+    assert!(o.site(0).len() >= 200);
+    for k in 0..3 {
+        let is: Vec<u64> = o
+            .site(0)
+            .iter()
+            .filter(|r| val(r, 0) == k)
+            .map(|r| val(r, 1))
+            .collect();
+        assert!(!is.is_empty(), "thread {k} never seen");
+        for w in is.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "thread {k}");
+        }
+    }
+    assert_eq!(wait_child(o.pid), 0);
+    assert!(read(&out).starts_with("total "));
+}
+
+#[test]
+fn attached_process_exit_ends_the_session() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "spin", SPIN, &["-O2", "-pthread"]);
+    let out = dir.path("out.txt");
+    // Started through a shell in the background so that, as with `-x PID`, the target
+    // is not the tracer's child.
+    let sh = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' '{}' 600 >/dev/null 2>&1 & echo $!",
+            exe.display(),
+            out.display()
+        ))
+        .output()
+        .expect("start fixture");
+    let target: u32 = String::from_utf8_lossy(&sh.stdout).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let end = site(1, &exe, 0, capture_plan::SiteKind::ProcessEnd, plan(vec![]));
+    let o = run_with(
+        Launch::Attach { pid: target },
+        Options::default(),
+        vec![entry_site(0, &exe, "tick", vec![reg(5)]), end],
+        None,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert!(!o.site(0).is_empty());
+    assert_eq!(o.site(1).len(), 1);
+    assert_eq!(o.pid, target);
+    assert!(read(&out).starts_with("total "));
+}
