@@ -8,6 +8,8 @@
  *   rounds=N   number of full rounds (default 3); 0 skips straight to the loop
  *   report=N   after the rounds, the endless IPC loop prints "bench count=..."
  *              every N iterations (default 100000); 0 makes the loop silent
+ *   idle=1     after the rounds, block forever in one receive instead of the
+ *              IPC loop (handy with a debugger: no further kernel activity)
  *
  * Message sizes on this kernel (x86_64 GNU Mach with 32-bit user tasks):
  * the user header is 24 bytes, the kernel's is 32; copyinmsg takes
@@ -409,7 +411,7 @@ void wl_main(u32 *sp)
 {
 	u32 argc = sp[0];
 	char **argv = (char **)(sp + 1);
-	u32 rounds = 3, report = 100000, i, r;
+	u32 rounds = 3, report = 100000, idle = 0, i, r;
 	mach_port_t port = 0, dead = 0;
 	s32 kr;
 	static const u32 sizes[] = {32, 64, 128, 256, 512, 1024};
@@ -419,6 +421,8 @@ void wl_main(u32 *sp)
 			rounds = parse_num(argv[i] + 7);
 		else if (starts_with(argv[i], "report="))
 			report = parse_num(argv[i] + 7);
+		else if (starts_with(argv[i], "idle="))
+			idle = parse_num(argv[i] + 5);
 	}
 
 	/* The kernel prints "start NAME: " without a newline before we run. */
@@ -522,6 +526,11 @@ void wl_main(u32 *sp)
 	out_str(" bench_id=");
 	out_dec(ID_BENCH_MSG);
 	out_end();
+	if (idle) {
+		/* Nobody ever sends to this port: the task sleeps for good. */
+		for (;;)
+			mach_msg_trap(&msgbuf, MACH_RCV_MSG, 0, sizeof msgbuf, port, 0, 0);
+	}
 	for (i = 0;;) {
 		kr = self_msg(port, ID_BENCH_MSG, 32, 1);
 		if (kr) {
