@@ -1,0 +1,808 @@
+//! The probing loop: site installation (module bias, byte check, breakpoints), hits,
+//! step-over, return probes, and the cleanup that leaves no breakpoint behind.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backend::{execute, Event, EventSender, RunSummary, StopToken, TargetAccess, TargetEnd};
+use capture_plan::{DwarfReg, PlanSet, Record, SiteId, SiteKind};
+
+use crate::commands::bp::BpType;
+use crate::commands::mem::MemError;
+use crate::commands::query::parse_svr4;
+use crate::commands::regs::{RegMap, RegValues};
+use crate::commands::run::{StopReply, ThreadId};
+use crate::conn::Conn;
+use crate::elf::Module;
+use crate::session::{RunState, Session};
+use crate::{Error, GdbOptions};
+
+/// How long to wait for QEMU's unsolicited stop reply after connecting.
+const INITIAL_DRAIN: Duration = Duration::from_millis(250);
+/// Bytes compared between the module file and the target at each site.
+const CHECK_BYTES: usize = 16;
+/// Bound on return probes waiting for their return (oldest dropped first).
+const MAX_PENDING_RETURNS: usize = 4096;
+
+/// Counters of a run: what the measurement reports.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Records emitted.
+    pub hits: u64,
+    /// Stop replies received after a continue.
+    pub stops: u64,
+    /// Packets sent (requests and resumes).
+    pub packets: u64,
+    /// Time from the first continue to the end of the run.
+    pub elapsed: Duration,
+}
+
+impl Stats {
+    /// Hits per second over the run.
+    pub fn hits_per_sec(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 {
+            self.hits as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// How to get past a breakpoint the target stopped at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepMode {
+    /// The stub executes the instruction under a breakpoint on `s` (QEMU: its
+    /// breakpoints are not written into guest memory). Checked on the first step.
+    InPlace { checked: bool },
+    /// Remove, step, reinsert (gdbserver writes `int3`).
+    RemoveStep,
+}
+
+#[derive(Debug)]
+struct Bp {
+    ty: BpType,
+    /// Sites installed here.
+    sites: Vec<usize>,
+    /// Return probes waiting for a return here.
+    ret_refs: u32,
+}
+
+#[derive(Debug)]
+struct PendingReturn {
+    site: usize,
+    thread: ThreadId,
+    ret: u64,
+    sp_after: u64,
+    rec: Record,
+}
+
+/// The state of one connection.
+#[derive(Debug)]
+pub(crate) struct Core {
+    opts: GdbOptions,
+    s: Option<Session>,
+    pub(crate) map: RegMap,
+    pub(crate) machine: bool,
+    pid: Option<u64>,
+    last_thread: Option<ThreadId>,
+    bps: BTreeMap<u64, Bp>,
+    sw_unsupported: bool,
+    step: StepMode,
+    pending: Vec<PendingReturn>,
+    ran: bool,
+    /// The target process exited: nothing to clean.
+    gone: bool,
+    warnings: Vec<String>,
+    pub(crate) stats: Stats,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn signame(sig: u8) -> String {
+    let names = [
+        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGEMT", "SIGFPE",
+        "SIGKILL", "SIGBUS", "SIGSEGV", "SIGSYS", "SIGPIPE", "SIGALRM", "SIGTERM",
+    ];
+    names
+        .get(usize::from(sig))
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| format!("signal {sig}"))
+}
+
+/// The target as [`backend::execute`] sees it: registers read once, memory through `m`.
+struct Access<'a> {
+    s: &'a mut Session,
+    regs: &'a RegValues,
+    fatal: Option<Error>,
+}
+
+impl TargetAccess for Access<'_> {
+    fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
+        self.regs.get(reg.0)
+    }
+
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        if self.fatal.is_some() {
+            return Err(addr);
+        }
+        match self.s.read_memory(addr, buf) {
+            Ok(()) => Ok(()),
+            Err(MemError::Fault(a)) => Err(a),
+            Err(MemError::Fatal(e)) => {
+                self.fatal = Some(e);
+                Err(addr)
+            }
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+impl Core {
+    pub(crate) fn connect(opts: GdbOptions) -> Result<Core, Error> {
+        let conn = Conn::connect(&opts.addr, opts.connect_timeout).map_err(Error::Connect)?;
+        let mut s = Session::new(conn, opts.connect_timeout.max(Duration::from_secs(2)));
+        let initial = s.drain(INITIAL_DRAIN)?;
+        s.negotiate()?;
+        s.probe_vcont()?;
+        let mut last_thread = None;
+        let now = s.request(b"?")?;
+        for st in [initial, crate::commands::run::parse_stop(&now)]
+            .into_iter()
+            .flatten()
+        {
+            if let StopReply::Signal {
+                thread: Some(t), ..
+            } = st
+            {
+                last_thread = Some(t);
+            }
+        }
+        let mut warnings = Vec::new();
+        let map = if s.features.xfer_features {
+            match s.read_xfer("features", "target.xml")? {
+                Some(top) => {
+                    let top = String::from_utf8_lossy(&top).into_owned();
+                    let mut fetch = |href: &str| -> Option<String> {
+                        s.read_xfer("features", href)
+                            .ok()
+                            .flatten()
+                            .map(|d| String::from_utf8_lossy(&d).into_owned())
+                    };
+                    match RegMap::from_target_xml(&top, &mut fetch) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            warnings.push(format!(
+                                "unusable target description ({e}); assuming the x86_64 register layout"
+                            ));
+                            RegMap::fixed_x86_64()
+                        }
+                    }
+                }
+                None => RegMap::fixed_x86_64(),
+            }
+        } else {
+            RegMap::fixed_x86_64()
+        };
+        let machine = !s.features.xfer_auxv;
+        Ok(Core {
+            opts,
+            map,
+            machine,
+            pid: last_thread.and_then(|t| t.pid),
+            last_thread,
+            bps: BTreeMap::new(),
+            sw_unsupported: false,
+            step: if machine {
+                StepMode::InPlace { checked: false }
+            } else {
+                StepMode::RemoveStep
+            },
+            pending: Vec::new(),
+            ran: false,
+            gone: false,
+            warnings,
+            stats: Stats::default(),
+            s: Some(s),
+        })
+    }
+
+    fn sess(&mut self) -> Result<&mut Session, Error> {
+        self.s.as_mut().ok_or(Error::Disconnected)
+    }
+
+    pub(crate) fn run(
+        &mut self,
+        plans: &PlanSet,
+        tx: &EventSender,
+        stop: &StopToken,
+    ) -> Result<RunSummary, Error> {
+        if self.ran {
+            return Err(Error::AlreadyRan);
+        }
+        self.ran = true;
+        plans.verify()?;
+        // The loop polls the socket every few milliseconds and checks the token, so
+        // the waker has nothing to do; registering one replaces any stale waker.
+        stop.set_waker(Box::new(|| {}));
+        for w in std::mem::take(&mut self.warnings) {
+            tx.control(Event::Warning(w));
+        }
+        let mut summary = RunSummary::default();
+        let module = Module::load(&self.opts.module).map_err(Error::Module);
+        let result = match module {
+            Ok(m) => self.run_inner(plans, tx, stop, &m, &mut summary),
+            Err(e) => Err(e),
+        };
+        summary.hits = self.stats.hits;
+        let cleaned = self.cleanup();
+        match result {
+            Ok(()) => {
+                cleaned?;
+                Ok(summary)
+            }
+            Err(Error::Disconnected) => {
+                tx.control(Event::Warning(format!(
+                    "the gdbstub at {} closed the connection (the VM or gdbserver is gone)",
+                    self.opts.addr
+                )));
+                tx.control(Event::TargetEnded {
+                    pid: self.pid.unwrap_or(0) as u32,
+                    how: TargetEnd::Exited(0),
+                });
+                Ok(summary)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn bias(&mut self, module: &Module) -> Result<u64, String> {
+        if !module.relocatable {
+            return Ok(0);
+        }
+        let s = self.s.as_mut().ok_or("not connected")?;
+        let fail = |e: Error| e.to_string();
+        if let Some(off) = s.text_offset().map_err(fail)? {
+            return Ok(off);
+        }
+        if s.features.xfer_svr4 {
+            if let Some(xml) = s.read_xfer("libraries-svr4", "").map_err(fail)? {
+                let xml = String::from_utf8_lossy(&xml);
+                for (name, l_addr) in parse_svr4(&xml) {
+                    if !name.is_empty() && same_file(Path::new(&name), &module.path) {
+                        return Ok(l_addr);
+                    }
+                }
+            }
+        }
+        let is_main = if s.features.xfer_exec_file {
+            let annex = self.pid.map(|p| format!("{p:x}")).unwrap_or_default();
+            match s.read_xfer("exec-file", &annex).map_err(fail)? {
+                Some(f) => same_file(Path::new(&*String::from_utf8_lossy(&f)), &module.path),
+                None => false,
+            }
+        } else {
+            false
+        };
+        if is_main && s.features.xfer_auxv {
+            let word = self.map.arch.ptr_size();
+            if let Some(at_entry) = s.auxv_entry(9, word).map_err(fail)? {
+                return Ok(at_entry.wrapping_sub(module.entry));
+            }
+        }
+        Err(format!(
+            "cannot tell where {} is loaded: the stub reports no qOffsets, no matching \
+             libraries-svr4 entry and no auxiliary vector for it",
+            module.path.display()
+        ))
+    }
+
+    fn install(
+        &mut self,
+        plans: &PlanSet,
+        module: &Module,
+        summary: &mut RunSummary,
+    ) -> Result<(), Error> {
+        let what = if self.machine { "kernel" } else { "process" };
+        let mut bias: Option<Result<u64, String>> = None;
+        let mut checked: BTreeMap<u64, Result<(), String>> = BTreeMap::new();
+        for (i, site) in plans.sites.iter().enumerate() {
+            let label = format!(
+                "site {} ({:#x} in {})",
+                i,
+                site.addr.0,
+                site.module.display()
+            );
+            match site.kind {
+                SiteKind::ProcessBegin | SiteKind::ProcessEnd => {
+                    summary.failed_sites.push(format!(
+                        "site {i}: process begin/end probes do not apply to a gdb remote target"
+                    ));
+                    continue;
+                }
+                SiteKind::Entry | SiteKind::Return { .. } => {}
+            }
+            if !same_file(&site.module, &module.path) {
+                summary.failed_sites.push(format!(
+                    "{label}: not in {}, the module of the gdb target",
+                    module.path.display()
+                ));
+                continue;
+            }
+            let b = match bias.get_or_insert_with(|| self.bias(module)) {
+                Ok(b) => *b,
+                Err(e) => {
+                    summary.failed_sites.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
+            let addr = site.addr.0.wrapping_add(b);
+            if let std::collections::btree_map::Entry::Vacant(v) = checked.entry(addr) {
+                v.insert(self.check_bytes(module, site.addr.0, addr, what)?);
+            }
+            if let Some(Err(e)) = checked.get(&addr) {
+                summary.failed_sites.push(format!("{label}: {e}"));
+                continue;
+            }
+            if let Some(bp) = self.bps.get_mut(&addr) {
+                bp.sites.push(i);
+                continue;
+            }
+            let mut swu = self.sw_unsupported;
+            let r = self.sess()?.insert_bp(addr, &mut swu)?;
+            self.sw_unsupported = swu;
+            match r {
+                Ok(ty) => {
+                    self.bps.insert(
+                        addr,
+                        Bp {
+                            ty,
+                            sites: vec![i],
+                            ret_refs: 0,
+                        },
+                    );
+                }
+                Err(e) => summary.failed_sites.push(format!("{label}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares the target's bytes at `addr` with the module file's at `file_addr`.
+    /// `Ok(Err(reason))` refuses the site; `Err` is a connection failure.
+    fn check_bytes(
+        &mut self,
+        module: &Module,
+        file_addr: u64,
+        addr: u64,
+        what: &str,
+    ) -> Result<Result<(), String>, Error> {
+        let Some(want) = module.bytes_at(file_addr, CHECK_BYTES) else {
+            return Ok(Err(format!(
+                "{file_addr:#x} is not in a loaded segment of {}",
+                module.name()
+            )));
+        };
+        let mut got = vec![0u8; want.len()];
+        match self.sess()?.read_memory(addr, &mut got) {
+            Ok(()) => {}
+            Err(MemError::Fault(a)) => {
+                return Ok(Err(format!(
+                    "cannot read the {what}'s memory at {a:#x} (not mapped now?)"
+                )))
+            }
+            Err(MemError::Fatal(e)) => return Err(e),
+        }
+        if got != want {
+            return Ok(Err(format!(
+                "{what} does not match {}: bytes at {addr:#x} differ (target {}, file {})",
+                module.name(),
+                crate::packet::to_hex(&got),
+                crate::packet::to_hex(want)
+            )));
+        }
+        Ok(Ok(()))
+    }
+
+    fn run_inner(
+        &mut self,
+        plans: &PlanSet,
+        tx: &EventSender,
+        stop: &StopToken,
+        module: &Module,
+        summary: &mut RunSummary,
+    ) -> Result<(), Error> {
+        self.install(plans, module, summary)?;
+        let start = Instant::now();
+        let mut signal: Option<(u8, Option<ThreadId>)> = None;
+        let result = loop {
+            if stop.is_requested() {
+                break Ok(());
+            }
+            let s = self.sess()?;
+            match signal.take() {
+                Some((sig, t)) => s.cont_with_signal(sig, t)?,
+                None => s.cont()?,
+            }
+            let st = match self.sess()?.wait_stop(stop, None) {
+                Ok(st) => st,
+                Err(e) => break Err(e),
+            };
+            self.stats.stops += 1;
+            match st {
+                StopReply::Exited { code, pid } => {
+                    self.gone = true;
+                    tx.control(Event::TargetEnded {
+                        pid: pid.or(self.pid).unwrap_or(0) as u32,
+                        how: TargetEnd::Exited(i32::from(code)),
+                    });
+                    break Ok(());
+                }
+                StopReply::Killed { signal, pid } => {
+                    self.gone = true;
+                    tx.control(Event::TargetEnded {
+                        pid: pid.or(self.pid).unwrap_or(0) as u32,
+                        how: TargetEnd::Signaled {
+                            signal: i32::from(signal),
+                            name: signame(signal),
+                            core: false,
+                        },
+                    });
+                    break Ok(());
+                }
+                StopReply::NoResumed => {
+                    self.gone = true;
+                    tx.control(Event::TargetEnded {
+                        pid: self.pid.unwrap_or(0) as u32,
+                        how: TargetEnd::Exited(0),
+                    });
+                    break Ok(());
+                }
+                StopReply::Signal {
+                    signal: sig,
+                    thread,
+                    ..
+                } => {
+                    let thread = thread
+                        .or(self.last_thread)
+                        .unwrap_or(ThreadId { pid: None, tid: 1 });
+                    self.last_thread = Some(thread);
+                    if let Some(p) = thread.pid {
+                        self.pid = Some(p);
+                    }
+                    let hit = match self.on_stop(plans, thread, tx, stop) {
+                        Ok(h) => h,
+                        Err(e) => break Err(e),
+                    };
+                    // A process's own signal (not our breakpoint trap, not our
+                    // interrupt) goes back to it on the next resume.
+                    let ours = hit || self.machine || sig == 5 || (sig == 2 && stop.is_requested());
+                    if !ours {
+                        signal = Some((sig, Some(thread)));
+                    }
+                }
+            }
+        };
+        self.stats.elapsed = start.elapsed();
+        if let Some(s) = &self.s {
+            self.stats.packets = s.round_trips;
+        }
+        result
+    }
+
+    /// Handles a stop of `thread`: hits at its pc, then the step over the breakpoint.
+    /// `Ok(false)` when the stop was not at one of our breakpoints.
+    fn on_stop(
+        &mut self,
+        plans: &PlanSet,
+        thread: ThreadId,
+        tx: &EventSender,
+        stop: &StopToken,
+    ) -> Result<bool, Error> {
+        let map = self.map.clone();
+        let regs = self.sess()?.read_regs(&map)?;
+        let Some(pc) = regs.get(map.arch.pc()) else {
+            return Err(Error::Protocol("the stub did not report the pc".into()));
+        };
+        if !self.bps.contains_key(&pc) {
+            return Ok(false);
+        }
+        self.returns_at(plans, pc, thread, &regs, tx)?;
+        let sites = self
+            .bps
+            .get(&pc)
+            .map(|b| b.sites.clone())
+            .unwrap_or_default();
+        for i in sites {
+            let Some(site) = plans.sites.get(i) else {
+                continue;
+            };
+            let mut rec = self.new_record(i, thread, pc);
+            self.capture(&site.plan, &regs, &mut rec)?;
+            match &site.kind {
+                SiteKind::Return { .. } => self.entry_of_return(i, thread, &regs, rec, tx)?,
+                _ => {
+                    self.stats.hits += 1;
+                    tx.record(rec);
+                }
+            }
+        }
+        if stop.is_requested() {
+            // Cleanup removes the breakpoint and detaches; the instruction runs then.
+            return Ok(true);
+        }
+        if let Some(ty) = self.bps.get(&pc).map(|b| b.ty) {
+            self.step_over(thread, pc, ty, stop)?;
+        }
+        Ok(true)
+    }
+
+    fn new_record(&self, site: usize, thread: ThreadId, pc: u64) -> Record {
+        let tid = thread.tid.min(u64::from(u32::MAX)) as u32;
+        if self.machine {
+            let mut r = Record::new(SiteId(site as u32), 0, tid, now_ns(), pc);
+            r.cpu = tid.saturating_sub(1);
+            r
+        } else {
+            let pid = thread.pid.or(self.pid).unwrap_or(0) as u32;
+            Record::new(SiteId(site as u32), pid, tid, now_ns(), pc)
+        }
+    }
+
+    fn capture(
+        &mut self,
+        plan: &capture_plan::CapturePlan,
+        regs: &RegValues,
+        rec: &mut Record,
+    ) -> Result<(), Error> {
+        let s = self.s.as_mut().ok_or(Error::Disconnected)?;
+        let mut acc = Access {
+            s,
+            regs,
+            fatal: None,
+        };
+        execute(plan, &mut acc, rec);
+        match acc.fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// At the entry of a return probe: remember the frame and break at the return
+    /// address.
+    fn entry_of_return(
+        &mut self,
+        site: usize,
+        thread: ThreadId,
+        regs: &RegValues,
+        rec: Record,
+        tx: &EventSender,
+    ) -> Result<(), Error> {
+        let arch = self.map.arch;
+        let Some(sp) = regs.get(arch.sp()) else {
+            return Ok(());
+        };
+        let w = arch.ptr_size();
+        let mut b = [0u8; 8];
+        match self.sess()?.read_memory(sp, &mut b[..w]) {
+            Ok(()) => {}
+            Err(MemError::Fault(a)) => {
+                tx.control(Event::Warning(format!(
+                    "site {site}: cannot read the return address at {a:#x}; return not probed"
+                )));
+                return Ok(());
+            }
+            Err(MemError::Fatal(e)) => return Err(e),
+        }
+        let ret = u64::from_le_bytes(b);
+        if let Some(bp) = self.bps.get_mut(&ret) {
+            bp.ret_refs += 1;
+        } else {
+            let mut swu = self.sw_unsupported;
+            match self.sess()?.insert_bp(ret, &mut swu)? {
+                Ok(ty) => {
+                    self.bps.insert(
+                        ret,
+                        Bp {
+                            ty,
+                            sites: Vec::new(),
+                            ret_refs: 1,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tx.control(Event::Warning(format!(
+                        "site {site}: return not probed: {e}"
+                    )));
+                    return Ok(());
+                }
+            }
+        }
+        if self.pending.len() >= MAX_PENDING_RETURNS {
+            let old = self.pending.remove(0);
+            self.release(old.ret)?;
+        }
+        self.pending.push(PendingReturn {
+            site,
+            thread,
+            ret,
+            sp_after: sp.wrapping_add(w as u64),
+            rec,
+        });
+        Ok(())
+    }
+
+    /// Completes the return probes whose frame returns to `pc` now.
+    fn returns_at(
+        &mut self,
+        plans: &PlanSet,
+        pc: u64,
+        thread: ThreadId,
+        regs: &RegValues,
+        tx: &EventSender,
+    ) -> Result<(), Error> {
+        let Some(sp) = regs.get(self.map.arch.sp()) else {
+            return Ok(());
+        };
+        let machine = self.machine;
+        // Kernel threads migrate between vCPUs but keep their stack, so on a machine
+        // the stack pointer alone identifies the frame; in a process the thread too.
+        let same_thread = |p: &PendingReturn| machine || p.thread.tid == thread.tid;
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &self.pending[i];
+            if p.ret != pc || !same_thread(p) {
+                i += 1;
+                continue;
+            }
+            if p.sp_after == sp {
+                let mut p = self.pending.remove(i);
+                if let Some(SiteKind::Return { return_plan }) =
+                    plans.sites.get(p.site).map(|s| &s.kind)
+                {
+                    p.rec.ip = pc;
+                    p.rec.time_ns = now_ns();
+                    self.capture(return_plan, regs, &mut p.rec)?;
+                    self.stats.hits += 1;
+                    tx.record(p.rec);
+                }
+                self.release(pc)?;
+            } else if !machine && p.sp_after < sp {
+                // The frame is gone without returning here (longjmp, exception).
+                self.pending.remove(i);
+                self.release(pc)?;
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops one return reference at `addr`, removing the breakpoint when unused.
+    fn release(&mut self, addr: u64) -> Result<(), Error> {
+        let remove = match self.bps.get_mut(&addr) {
+            Some(bp) => {
+                bp.ret_refs = bp.ret_refs.saturating_sub(1);
+                bp.ret_refs == 0 && bp.sites.is_empty()
+            }
+            None => false,
+        };
+        if remove {
+            if let Some(bp) = self.bps.remove(&addr) {
+                self.sess()?.remove_bp(addr, bp.ty)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Executes the instruction under the breakpoint at `pc` in `thread`.
+    fn step_over(
+        &mut self,
+        thread: ThreadId,
+        pc: u64,
+        ty: BpType,
+        stop: &StopToken,
+    ) -> Result<(), Error> {
+        let step_wait = Some(self.sess()?.timeout);
+        let never = StopToken::new();
+        if let StepMode::InPlace { checked } = self.step {
+            let s = self.sess()?;
+            s.step(Some(thread))?;
+            let st = s.wait_stop(&never, step_wait)?;
+            self.after_step(&st)?;
+            if checked {
+                return Ok(());
+            }
+            let map = self.map.clone();
+            let now = self.sess()?.read_regs(&map)?.get(map.arch.pc());
+            if now != Some(pc) {
+                self.step = StepMode::InPlace { checked: true };
+                return Ok(());
+            }
+            // The stub re-reported the breakpoint instead of executing the instruction.
+            self.step = StepMode::RemoveStep;
+        }
+        let _ = stop;
+        let s = self.sess()?;
+        s.remove_bp(pc, ty)?;
+        s.step(Some(thread))?;
+        let st = s.wait_stop(&never, step_wait)?;
+        let mut swu = self.sw_unsupported;
+        if let Ok(Err(e)) = self.sess()?.insert_bp(pc, &mut swu) {
+            self.bps.remove(&pc);
+            return Err(Error::Protocol(format!(
+                "cannot reinsert a breakpoint: {e}"
+            )));
+        }
+        self.sw_unsupported = swu;
+        self.after_step(&st)
+    }
+
+    fn after_step(&mut self, st: &StopReply) -> Result<(), Error> {
+        match st {
+            StopReply::Signal { .. } => Ok(()),
+            _ => {
+                self.gone = true;
+                Err(Error::Protocol(format!(
+                    "the target ended while stepping over a breakpoint ({st:?})"
+                )))
+            }
+        }
+    }
+
+    /// Stops the target if it runs, removes every breakpoint, detaches and closes.
+    fn cleanup(&mut self) -> Result<(), Error> {
+        let Some(mut s) = self.s.take() else {
+            return Ok(());
+        };
+        self.pending.clear();
+        if self.gone {
+            s.conn.shutdown();
+            self.bps.clear();
+            return Ok(());
+        }
+        let mut first_err = None;
+        if s.state == RunState::Running {
+            let t = StopToken::new();
+            t.request();
+            let w = Some(s.timeout);
+            if let Err(e) = s.wait_stop(&t, w) {
+                first_err = Some(e);
+            }
+        }
+        if first_err.is_none() {
+            for (addr, bp) in std::mem::take(&mut self.bps) {
+                if let Err(e) = s.remove_bp(addr, bp.ty) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if let Err(e) = s.detach(self.pid) {
+                first_err.get_or_insert(e);
+            }
+        }
+        s.conn.shutdown();
+        match first_err {
+            None | Some(Error::Disconnected) => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        let _ = self.cleanup();
+    }
+}
