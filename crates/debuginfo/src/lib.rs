@@ -155,6 +155,11 @@ pub struct DebugInfo {
     build_id: Option<Vec<u8>>,
     /// SDT (USDT) probes from `.note.stapsdt`.
     sdt: Vec<SdtProbe>,
+    /// Bytes in an address (8, or 4 for 32-bit files).
+    addr_size: u8,
+    /// A 32-bit x86 file: its DWARF register numbers are mapped to the x86_64
+    /// numbering that capture plans use (eax is rax's column, and so on).
+    i386: bool,
     /// Recursion depth of [`DebugInfo::type_of`], to survive cyclic type DWARF.
     type_depth: std::sync::atomic::AtomicU32,
 }
@@ -239,13 +244,15 @@ impl DebugInfo {
         })
         .map_err(derr)?;
         let pie = file.kind() == object::ObjectKind::Dynamic;
+        let addr_size: u8 = if file.is_64() { 8 } else { 4 };
+        let i386 = file.architecture() == object::Architecture::I386;
         let build_id = file.build_id().ok().flatten().map(|b| b.to_vec());
         let text_addr = file.section_by_name(".text").map_or(0, |s| s.address());
         let eh_frame = match file.section_by_name(".eh_frame") {
             Some(s) => {
                 let data = s.uncompressed_data().map_err(|e| bad(e.to_string()))?;
                 let mut sec = gimli::EhFrame::from(EndianArcSlice::new(Arc::from(&*data), endian));
-                sec.set_address_size(8);
+                sec.set_address_size(addr_size);
                 let bases = gimli::BaseAddresses::default()
                     .set_eh_frame(s.address())
                     .set_text(text_addr);
@@ -256,7 +263,7 @@ impl DebugInfo {
         let debug_frame = match section_data(dwarf_src, ".debug_frame").map_err(bad)? {
             Some(d) => {
                 let mut sec = gimli::DebugFrame::from(EndianArcSlice::new(d, endian));
-                sec.set_address_size(8);
+                sec.set_address_size(addr_size);
                 Some((sec, gimli::BaseAddresses::default().set_text(text_addr)))
             }
             None => None,
@@ -273,6 +280,8 @@ impl DebugInfo {
             pie,
             build_id,
             sdt: Vec::new(),
+            addr_size,
+            i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
         };
         di.sdt = sdt::read_notes(&file, pie);
@@ -300,6 +309,32 @@ impl DebugInfo {
     /// addresses are relocated by a load bias.
     pub fn is_pie(&self) -> bool {
         self.pie
+    }
+
+    /// Bytes in an address: 8, or 4 for 32-bit files.
+    pub fn address_size(&self) -> u8 {
+        self.addr_size
+    }
+
+    /// Maps a DWARF register number of this file to the x86_64 numbering of
+    /// [`capture_plan::DwarfReg`]. i386 numbers eax ecx edx ebx esp ebp esi edi eip
+    /// as 0-8.
+    pub fn plan_reg(&self, r: u16) -> u16 {
+        if !self.i386 {
+            return r;
+        }
+        match r {
+            0 => 0,
+            1 => 2,
+            2 => 1,
+            3 => 3,
+            4 => 7,
+            5 => 6,
+            6 => 4,
+            7 => 5,
+            8 => 16,
+            other => other + 100,
+        }
     }
 
     /// The GNU build-id note, if present.

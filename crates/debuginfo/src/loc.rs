@@ -120,6 +120,9 @@ impl DebugInfo {
         if f.optimized || f.inlined {
             return vars;
         }
+        if self.i386 {
+            return self.entry_stack_params(vars);
+        }
         const ARG_REGS: [u16; 6] = [5, 4, 1, 2, 8, 9];
         let mut next_reg = 0usize;
         let mut stack_off = 8u64;
@@ -148,6 +151,20 @@ impl DebugInfo {
                 stack_off += 8;
                 Location::Memory(ops)
             };
+            out.push(v);
+        }
+        out
+    }
+
+    /// i386 cdecl: at the entry every parameter is on the stack above the return
+    /// address, each in slots of 4 bytes.
+    fn entry_stack_params(&self, vars: Vec<Variable>) -> Vec<Variable> {
+        let mut off = 4u64;
+        let mut out = Vec::new();
+        for mut v in vars.into_iter().filter(|v| v.is_param) {
+            let size = self.type_of(v.ty).size.unwrap_or(4).max(1);
+            v.location = Location::Memory(vec![Op::Reg(DwarfReg::RSP), Op::Const(off), Op::Add]);
+            off += size.div_ceil(4) * 4;
             out.push(v);
         }
         out
@@ -350,7 +367,7 @@ impl DebugInfo {
                 sec.unwind_info_for_address(bases, &mut ctx, pc, gimli::EhFrame::cie_from_offset)
             {
                 if let gimli::CfaRule::RegisterAndOffset { register, offset } = row.cfa() {
-                    return Some((register.0, *offset));
+                    return Some((self.plan_reg(register.0), *offset));
                 }
             }
         }
@@ -360,7 +377,7 @@ impl DebugInfo {
                 sec.unwind_info_for_address(bases, &mut ctx, pc, gimli::DebugFrame::cie_from_offset)
             {
                 if let gimli::CfaRule::RegisterAndOffset { register, offset } = row.cfa() {
-                    return Some((register.0, *offset));
+                    return Some((self.plan_reg(register.0), *offset));
                 }
             }
         }
@@ -440,11 +457,13 @@ impl DebugInfo {
                 return Err("unsupported location (composite)".into());
             }
             match op {
-                Operation::Register { register } => result = Some(Location::Register(register.0)),
+                Operation::Register { register } => {
+                    result = Some(Location::Register(self.plan_reg(register.0)))
+                }
                 Operation::RegisterOffset {
                     register, offset, ..
                 } => {
-                    ops.push(Op::Reg(DwarfReg(register.0)));
+                    ops.push(Op::Reg(DwarfReg(self.plan_reg(register.0))));
                     if offset != 0 {
                         ops.push(Op::Const(offset as u64));
                         ops.push(Op::Add);
@@ -477,7 +496,7 @@ impl DebugInfo {
                 Operation::Deref {
                     size, space: false, ..
                 } => {
-                    let size = if size == 0 { 8 } else { size };
+                    let size = if size == 0 { self.addr_size } else { size };
                     if !matches!(size, 1 | 2 | 4 | 8) {
                         return Err(format!("unsupported DW_OP_deref_size {size}"));
                     }
@@ -506,7 +525,9 @@ impl DebugInfo {
                     // parameters, which a capture plan cannot evaluate.
                     let mut inner = gimli::Expression(expression).operations(encoding);
                     let reg = match (inner.next(), inner.next()) {
-                        (Ok(Some(Operation::Register { register })), Ok(None)) => register.0,
+                        (Ok(Some(Operation::Register { register })), Ok(None)) => {
+                            self.plan_reg(register.0)
+                        }
                         _ => return Err("unsupported DW_OP_entry_value".into()),
                     };
                     if ctx.func.map(|f| f.entry_pc) != Some(ctx.pc) {

@@ -170,7 +170,7 @@ impl DebugInfo {
         };
         let size = match (&kind, size) {
             (_, Some(s)) => Some(s),
-            (TypeKind::Pointer(_), None) => Some(8),
+            (TypeKind::Pointer(_), None) => Some(u64::from(self.addr_size)),
             (TypeKind::Typedef(t) | TypeKind::Qualified(t), None) => self.type_of(*t).size,
             (TypeKind::Array { elem, dims }, None) => {
                 let es = self.type_of(*elem).size;

@@ -1737,7 +1737,7 @@ fn scalar_shape(t: &Type) -> Option<(u8, bool)> {
             ..
         } => Some((size, signed)),
         TypeKind::Enum { signed, .. } => Some((size, signed)),
-        TypeKind::Pointer(_) => Some((8, false)),
+        TypeKind::Pointer(_) => Some((size, false)),
         _ => None,
     }
 }

@@ -185,7 +185,16 @@ fn stops(bin: &Path, func: &str, off: u64, finish: bool) -> Vec<Stop> {
     for line in text.lines() {
         let w: Vec<&str> = line.split_whitespace().collect();
         if w.len() >= 2 {
-            if let Some(i) = names.iter().position(|n| *n == w[0]) {
+            // 32-bit names map to the x86_64 numbering, as debuginfo maps i386 DWARF.
+            let names32 = [
+                "eax", "edx", "ecx", "ebx", "esi", "edi", "ebp", "esp", "", "", "", "", "", "", "",
+                "", "eip",
+            ];
+            let pos = names
+                .iter()
+                .position(|n| *n == w[0])
+                .or_else(|| names32.iter().position(|n| !n.is_empty() && *n == w[0]));
+            if let Some(i) = pos {
                 if i == 0 {
                     blocks.push(HashMap::new());
                 }
@@ -384,7 +393,12 @@ fn check_handle_values(bin: &Path) {
     assert_eq!(v["$r->flags"], V::I(5));
     assert_eq!(v["$r->sflag"], V::I(-3));
     assert_eq!(v["$r->c"], V::I(6));
-    assert_eq!(v["$r->big"], V::I(-1234567890123));
+    let big = if bin.to_string_lossy().contains("m32") {
+        i64::from(-1234567890123i64 as i32)
+    } else {
+        -1234567890123
+    };
+    assert_eq!(v["$r->big"], V::I(big));
     assert_eq!(v["$r->arr[1]"], V::I(-20));
     assert_eq!(v["$r->arr[$n]"], V::I(40));
     assert_eq!(v["$r->name[1]"], V::I(i64::from(b'e')));
@@ -405,7 +419,9 @@ fn check_handle_values(bin: &Path) {
     );
     assert_eq!(
         v["$r$"],
-        V::S("{.id=42, .name=[...], .next=0x0, .flags=5, .sflag=-3, .big=-1234567890123, .c=6, .arr=[...]}".into())
+        V::S(format!(
+            "{{.id=42, .name=[...], .next=0x0, .flags=5, .sflag=-3, .big={big}, .c=6, .arr=[...]}}"
+        ))
     );
     let v = run(
         r#"probe process.function("handle") { println($r$$, $r->arr$) }"#,
@@ -413,7 +429,7 @@ fn check_handle_values(bin: &Path) {
     );
     assert_eq!(
         v["$r$$"],
-        V::S("{.id=42, .name=\"hello\", .next=0x0, .flags=5, .sflag=-3, .big=-1234567890123, .c=6, .arr=[10, -20, 30, 40]}".into())
+        V::S(format!("{{.id=42, .name=\"hello\", .next=0x0, .flags=5, .sflag=-3, .big={big}, .c=6, .arr=[10, -20, 30, 40]}}"))
     );
     assert_eq!(v["$r->arr$"], V::S("[10, -20, 30, 40]".into()));
 }
@@ -1132,4 +1148,17 @@ fn kernel_points_resolve_against_the_given_elf() {
     );
     let l = list_probes_with_kernel(&ast, &sources, &opts, true, Some(&bin)).unwrap();
     assert!(l[0].ends_with(" $r:struct req* $n:int $local:int"), "{l:?}");
+}
+
+#[test]
+fn i386_binaries() {
+    if !gdb_available() {
+        return;
+    }
+    // 32-bit code: i386 DWARF registers, 4-byte pointers, cdecl stack arguments.
+    for opt in ["-O0 -m32", "-O2 -m32"] {
+        let bin = compile(opt);
+        check_handle_values(&bin);
+        check_return(&bin);
+    }
 }
