@@ -7,6 +7,25 @@
 //! handler body ([`capture`]) and adds a [`FieldPlan`] plus a [`Decode`] for every
 //! expression the runtime will need from the target. [`list_probes`] serves `-l`/`-L`
 //! and [`dump`] prints a deterministic text form of the result for `-p3` and tests.
+//!
+//! Semantics worth knowing (each follows stap unless said otherwise):
+//! - Function probes stop after the prologue in unoptimised code and at the entry pc in
+//!   optimised code (see `debuginfo::DebugInfo::probe_addr`); inlined instances are
+//!   sites of their own, `.call` excludes them, `.inline` keeps only them.
+//! - In `.return` probes every target value except `$return` (and `register("rax")`)
+//!   is captured at the function's entry, as stap saves `$param` there; `@entry(X)`
+//!   is the same capture. Unoptimised parameters at the entry come from the calling
+//!   convention, because their DWARF frame slots are not written yet.
+//! - Static addresses (`@var`, `DW_OP_addr`, `sym(%rip)` SDT operands) in
+//!   relocatable modules are computed as `rip + (addr - site)`: the backend reports
+//!   `Reg(RIP)` as the probed address, so entry plans need no load bias.
+//! - `@defined(X)` never fails: X is captured when possible, and branches guarded by
+//!   a false `@defined` are not planned (so their target uses raise no errors).
+//! - Captured calls (`user_string*`, `kernel_string*`, `user_<int type>`,
+//!   `register`, `u_register`, `uaddr`) are keyed by the call's expression id; their
+//!   address argument must be computable at the probe from target values, numbers and
+//!   `+ - * & | ^ << >>`, since nothing can be read later.
+//! - Writes to target values are errors: the design is read-only.
 #![forbid(unsafe_code)]
 
 mod capture;
