@@ -98,6 +98,7 @@ fn trace_options() -> ptrace::Options {
         | ptrace::Options::PTRACE_O_TRACEVFORK
         | ptrace::Options::PTRACE_O_TRACEEXEC
         | ptrace::Options::PTRACE_O_TRACEEXIT
+        | ptrace::Options::PTRACE_O_TRACEVFORKDONE
 }
 
 fn pid(t: u32) -> Pid {
@@ -359,6 +360,9 @@ struct Thread {
     /// Records are emitted for this thread.
     emit: bool,
     setup: Setup,
+    /// Blocked in vfork until its child execs or exits (it cannot be interrupted then,
+    /// and reports `PTRACE_EVENT_VFORK_DONE` before it runs user code again).
+    vfork_wait: bool,
 }
 
 impl Thread {
@@ -372,6 +376,7 @@ impl Thread {
             frames: Vec::new(),
             emit,
             setup,
+            vfork_wait: false,
         }
     }
 }
@@ -912,6 +917,15 @@ impl Core {
             {
                 if let Ok(child) = ptrace::getevent(pid(t)) {
                     self.new_task(t, child as u32, e);
+                }
+                self.resume(t, 0);
+                if let Some(th) = self.threads.get_mut(&t) {
+                    th.vfork_wait = e == libc::PTRACE_EVENT_VFORK;
+                }
+            }
+            Ev::Event(libc::PTRACE_EVENT_VFORK_DONE, _) => {
+                if let Some(th) = self.threads.get_mut(&t) {
+                    th.vfork_wait = false;
                 }
                 self.resume(t, 0);
             }
@@ -1624,7 +1638,10 @@ impl Core {
             .threads
             .iter()
             .filter(|(&k, x)| {
-                k != t && x.mem == memk && matches!(x.state, TState::Running | TState::Listening)
+                k != t
+                    && x.mem == memk
+                    && !x.vfork_wait
+                    && matches!(x.state, TState::Running | TState::Listening)
             })
             .map(|(&k, _)| k)
             .collect();
@@ -1804,13 +1821,16 @@ impl Core {
                 self.cleanup_event(t, st);
             }
             let mut pending = false;
-            let ids: Vec<(u32, TState, u32)> = self
+            let ids: Vec<(u32, TState, u32, bool)> = self
                 .threads
                 .iter()
-                .map(|(&k, x)| (k, x.state, x.pid))
+                .map(|(&k, x)| (k, x.state, x.pid, x.vfork_wait))
                 .collect();
-            for (k, state, p) in ids {
+            for (k, state, p, vfork_wait) in ids {
                 match state {
+                    // Released only once its child (which we hold) execs or exits:
+                    // detached after the others, below.
+                    TState::Running if vfork_wait => {}
                     TState::Running | TState::Listening => {
                         pending = true;
                         if interrupted.insert(k) && ptrace::interrupt(pid(k)).is_err() {
@@ -1851,8 +1871,42 @@ impl Core {
         for (t, _) in std::mem::take(&mut self.unclaimed) {
             let _ = sys::detach(t as i32, 0);
         }
+        self.detach_vfork_parents();
         self.threads.clear();
         self.procs.clear();
+    }
+
+    /// Waits (bounded) for threads blocked in vfork to be released by their children,
+    /// now detached, and detaches them at their `PTRACE_EVENT_VFORK_DONE` stop.
+    fn detach_vfork_parents(&mut self) {
+        let mut waiting: HashSet<u32> = self
+            .threads
+            .iter()
+            .filter(|(_, x)| x.vfork_wait && x.state == TState::Running)
+            .map(|(&k, _)| k)
+            .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !waiting.is_empty() && std::time::Instant::now() < deadline {
+            match sys::wait_raw(-1, WAIT_ALL | libc::WNOHANG) {
+                Ok((0, _)) => std::thread::sleep(Duration::from_millis(2)),
+                Ok((t, st)) => {
+                    let t = t as u32;
+                    if is_stop(st) {
+                        let sig = match self.threads.get(&t) {
+                            Some(th) if waiting.contains(&t) => {
+                                let memk = th.mem;
+                                self.settle_for_detach(t, memk, Some(st))
+                            }
+                            _ => 0,
+                        };
+                        let _ = sys::detach(t as i32, sig);
+                    }
+                    waiting.remove(&t);
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
     }
 
     /// Decides the signal to detach thread `t` with, rewinding it if it is caught on one

@@ -199,3 +199,64 @@ fn attached_process_exit_ends_the_session() {
     assert_eq!(o.pid, target);
     assert!(read(&out).starts_with("total "));
 }
+
+const VFORK: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/wait.h>
+__attribute__((noipa)) long add(long a, long b) { return a + b; }
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[1], "w");
+    pid_t c = vfork();
+    if (c == 0) { add(7, 0); usleep(300000); add(8, 0); _exit(0); }
+    int st;
+    waitpid(c, &st, 0);
+    add(9, 0);
+    fprintf(out, "done %d\n", WEXITSTATUS(st));
+    fclose(out);
+    return 0;
+}
+"#;
+
+#[test]
+fn stop_while_a_vfork_child_runs() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "vfork", VFORK, &["-O0"]);
+    let out = dir.path("out.txt");
+    let o = run_with(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+        Options { follow_forks: true },
+        vec![entry_site(0, &exe, "add", vec![reg(5)])],
+        Some(1),
+    );
+    let first = o.site(0)[0];
+    assert_eq!(val(first, 0), 7);
+    assert_ne!(first.pid, o.pid, "the vfork child's own pid");
+    assert_eq!(wait_child(o.pid), 0);
+    assert_eq!(read(&out), "done 0\n");
+}
+
+#[test]
+fn vfork_child_followed_to_the_end() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "vfork", VFORK, &["-O0"]);
+    let out = dir.path("out.txt");
+    for follow in [true, false] {
+        let o = run_with(
+            spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+            Options {
+                follow_forks: follow,
+            },
+            vec![entry_site(0, &exe, "add", vec![reg(5)])],
+            None,
+        );
+        assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+        let vals: Vec<u64> = o.site(0).iter().map(|r| val(r, 0)).collect();
+        if follow {
+            assert_eq!(vals, vec![7, 8, 9]);
+        } else {
+            assert_eq!(vals, vec![9]);
+        }
+        assert_eq!(read(&out), "done 0\n");
+    }
+}
