@@ -2,9 +2,9 @@
 //! of target data (`$x`, `user_string($p)`, `$$parms`, `$return`) into capture plans.
 //!
 //! Overview: [`plan`] walks the script's `probe` items in order (the handler index is
-//! the position among `Item::Probe`s), classifies each probe point ([`resolve`]),
-//! resolves process probe points to [`ProbeSite`]s with `debuginfo`, then walks each
-//! handler body ([`capture`]) and adds a [`FieldPlan`] plus a [`Decode`] for every
+//! the position among `Item::Probe`s), classifies each probe point (`resolve`),
+//! resolves process probe points to `ProbeSite`s with `debuginfo`, then walks each
+//! handler body (`capture`) and adds a `FieldPlan` plus a `Decode` for every
 //! expression the runtime will need from the target. [`list_probes`] serves `-l`/`-L`
 //! and [`dump`] prints a deterministic text form of the result for `-p3` and tests.
 //!
