@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
 "#;
 
 fn basic(dir: &TempDir, opt: &str) -> std::path::PathBuf {
-    gcc(dir, &format!("basic{opt}"), BASIC, &[opt])
+    let args: Vec<&str> = opt.split(' ').collect();
+    gcc(dir, &format!("basic{}", args[0]), BASIC, &args)
 }
 
 /// The (a, b) pairs the fixture printed for `add`.
@@ -82,6 +83,11 @@ fn check_entry_args(opt: &str, single_step: bool) {
 #[test]
 fn entry_arguments_match_fixture_o0() {
     check_entry_args("-O0", false);
+}
+
+#[test]
+fn entry_arguments_match_fixture_non_pie() {
+    check_entry_args("-O2 -no-pie", false);
 }
 
 #[test]
@@ -281,4 +287,58 @@ fn process_begin_and_end_records() {
     assert_eq!(ids, vec![0, 2, 1]);
     assert_eq!(o.records[0].pid, o.pid);
     assert!(o.records[0].comm.starts_with("basic"));
+}
+
+const LONGJMP: &str = r#"
+#include <setjmp.h>
+#include <stdio.h>
+static jmp_buf env;
+__attribute__((noipa)) long deep(long n, long jump) {
+    if (n == 0) {
+        if (jump) longjmp(env, 1);
+        return 100;
+    }
+    return deep(n - 1, jump) + 1;
+}
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[1], "w");
+    /* The nop keeps the longjmp landing point apart from deep's return address: a
+       breakpoint at a return address cannot tell a longjmp to that very address, with
+       the caller's stack pointer, from a return. */
+    if (!setjmp(env)) { deep(5, 1); __asm__ volatile("nop"); }
+    long r = deep(2, 0);
+    fprintf(out, "r %ld\n", r);
+    fclose(out);
+    return 0;
+}
+"#;
+
+#[test]
+fn return_probes_discard_frames_skipped_by_longjmp() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "longjmp", LONGJMP, &["-O0"]);
+    let out = dir.path("out.txt");
+    let o = run_with(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+        Options::default(),
+        vec![site(
+            0,
+            &exe,
+            sym(&exe, "deep"),
+            SiteKind::Return {
+                return_plan: plan(vec![reg(0)]),
+            },
+            plan(vec![reg(5), reg(4)]),
+        )],
+        None,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert_eq!(read(&out), "r 102\n");
+    // Only the three calls of deep(2, 0) return; the six longjmp'ed frames never do.
+    let got: Vec<(u64, u64, u64)> = o
+        .site(0)
+        .iter()
+        .map(|r| (val(r, 0), val(r, 1), val(r, 2)))
+        .collect();
+    assert_eq!(got, vec![(0, 0, 100), (1, 0, 101), (2, 0, 102)]);
 }

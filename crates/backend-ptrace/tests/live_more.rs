@@ -84,6 +84,26 @@ int main(int argc, char **argv) {
 }
 "#;
 
+const FORKRET: &str = r#"
+#include <stdio.h>
+#include <unistd.h>
+#include <sys/wait.h>
+__attribute__((noipa)) long split(long x) {
+    pid_t c = fork();
+    return c == 0 ? x + 1 : x + 2;
+}
+int main(int argc, char **argv) {
+    long r = split(40);
+    if (r == 41) _exit(0);
+    int st;
+    wait(&st);
+    FILE *out = fopen(argv[1], "w");
+    fprintf(out, "ok %ld\n", r);
+    fclose(out);
+    return 0;
+}
+"#;
+
 const LIBFIX: &str = "__attribute__((noipa)) int lib_fn(int x) { return x * 2; }\n";
 const LIBDYN: &str = "__attribute__((noipa)) int dl_fn(int x) { return x + 7; }\n";
 const LIBMAIN: &str = r#"
@@ -453,4 +473,42 @@ fn bench_ns_per_hit() {
     let stepped = t2.elapsed().as_nanos() as u64 / n2;
     assert_eq!(o.site(0).len() as u64, n2);
     eprintln!("ptrace backend, single-step path: {stepped} ns per hit");
+}
+
+#[test]
+fn fork_child_inherits_pending_returns() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "forkret", FORKRET, &["-O0"]);
+    let out = dir.path("out.txt");
+    for follow in [true, false] {
+        let o = run_with(
+            spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+            Options {
+                follow_forks: follow,
+            },
+            vec![site(
+                0,
+                &exe,
+                sym(&exe, "split"),
+                SiteKind::Return {
+                    return_plan: plan(vec![reg(0)]),
+                },
+                plan(vec![reg(5)]),
+            )],
+            None,
+        );
+        assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+        assert_eq!(read(&out), "ok 42\n");
+        let mut got: Vec<(bool, u64, u64)> = o
+            .site(0)
+            .iter()
+            .map(|r| (r.pid == o.pid, val(r, 0), val(r, 1)))
+            .collect();
+        got.sort();
+        if follow {
+            assert_eq!(got, vec![(false, 40, 41), (true, 40, 42)]);
+        } else {
+            assert_eq!(got, vec![(true, 40, 42)]);
+        }
+    }
 }
