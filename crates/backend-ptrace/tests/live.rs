@@ -342,3 +342,29 @@ fn return_probes_discard_frames_skipped_by_longjmp() {
         .collect();
     assert_eq!(got, vec![(0, 0, 100), (1, 0, 101), (2, 0, 102)]);
 }
+
+#[test]
+fn attach_to_a_traced_process_explains_why_it_fails() {
+    let dir = TempDir::new();
+    let exe = basic(&dir, "-O0");
+    let out = dir.path("out.txt");
+    let first = PtraceBackend::new(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "1"]),
+        Options::default(),
+    )
+    .expect("spawn");
+    let p = first.pid();
+    let e = PtraceBackend::new(Launch::Attach { pid: p }, Options::default())
+        .expect_err("already traced");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot attach to {p}: Operation not permitted (is it already traced? see \
+             /proc/sys/kernel/yama/ptrace_scope)"
+        )
+    );
+    // Dropping a backend that never ran detaches: the target runs to its end.
+    drop(first);
+    assert_eq!(wait_child(p), 0);
+    assert!(read(&out).contains("sum 100"));
+}
