@@ -103,7 +103,17 @@ impl DebugInfo {
             }
         }
         params.extend(locals);
-        params
+        // A declaration in an inner block shadows outer ones of the same name; the DFS
+        // walk meets the innermost last, so keep the last of each name, in place of
+        // the first.
+        let mut out: Vec<Variable> = Vec::with_capacity(params.len());
+        for v in params {
+            match out.iter_mut().find(|o| o.name == v.name) {
+                Some(slot) => *slot = v,
+                None => out.push(v),
+            }
+        }
+        out
     }
 
     /// The parameters at a function's real entry pc (where `.return` probes stop).

@@ -13,7 +13,7 @@ const FIXTURE: &str = r#"
 #include <string.h>
 enum color { RED, GREEN = 5, BLUE };
 struct req { int id; char name[16]; struct req *next; unsigned flags:3; int sflag:5; long big; enum color c; short arr[4]; };
-int counter = 7; int step(int a);
+int counter = 7; int step(int a); int shadow(int a);
 static inline int sq(int v) { return v * v; }
 __attribute__((noipa)) int handle(struct req *r, int n) { int local = n * 2; counter += local + sq(n); return local + r->id; }
 __attribute__((noipa)) long many(long a, long b, long c, long d, long e, long f, long g, long h) { return a+b+c+d+e+f+g+h; }
@@ -21,13 +21,19 @@ __attribute__((noipa)) const char *greet(const char *who, unsigned char u, short
 int main(int argc, char **argv) {
   struct req r = {0}; r.id = 42; strcpy(r.name, "hello"); r.flags = 5; r.sflag = -3; r.c = BLUE;
   r.big = -1234567890123; r.arr[0] = 10; r.arr[1] = -20; r.arr[2] = 30; r.arr[3] = 40;
-  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4);
+  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4); t += shadow(2);
   printf("%d %d\n", t, sq(argc+3)); return 0; }
 int step(int a) {
   int b = a * 3;
   b += 1;
   { int inner = b * 2; b += inner; }
   return b;
+}
+int shadow(int a) {
+  int v = a + 1;
+  { int v = a * 10;
+    a += v; }
+  return a + v;
 }
 "#;
 
@@ -904,6 +910,19 @@ fn o0_statement_probe_values_and_scopes() {
     let p = plan_text(r#"probe process.statement("step@app.c:17-20") { }"#, &bin).unwrap();
     assert_eq!(p.plans.sites.len(), 4, "{:?}", p.listing);
     assert!(p.listing[3].ends_with("app.c:20\")"), "{:?}", p.listing);
+    // An inner `v` shadows the outer one inside its block.
+    let v = run(
+        r#"probe process.statement("shadow@app.c:25") { println($v, $a) }"#,
+        &bin,
+    );
+    assert_eq!(v["$v"], V::I(20));
+    assert_eq!(v["$a"], V::I(2));
+    let v = run(
+        r#"probe process.statement("shadow@app.c:26") { println($v, $a) }"#,
+        &bin,
+    );
+    assert_eq!(v["$v"], V::I(3));
+    assert_eq!(v["$a"], V::I(22));
     let e = err_text(r#"probe process.statement("step@app.c:99") { }"#, &bin);
     assert!(e.contains("no line records for app.c:99"), "{e}");
 }
