@@ -636,6 +636,8 @@ impl DebugInfo {
                                     .ok()
                                     .flatten()
                             })
+                            // A low_pc outside the ranges is a base address, not code.
+                            .filter(|a| ranges.iter().any(|r| r.0 <= *a && *a < r.1))
                             .unwrap_or(first)
                     }
                 };
