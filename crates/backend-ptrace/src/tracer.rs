@@ -233,6 +233,9 @@ impl TargetAccess for Access<'_> {
     }
 }
 
+/// Identifies one mapping (start address, inode) across rescans of the maps.
+type MapId = (u64, u64);
+
 /// One address space we trace (a process; vfork children share their parent's).
 struct Proc {
     mem: Option<File>,
@@ -243,10 +246,11 @@ struct Proc {
     /// Sites installed (or given up on) in this image: site -> (module, address).
     installed: HashMap<SiteId, (PathBuf, Option<u64>)>,
     rbrk_done: bool,
-    /// Out-of-line pads by breakpoint address (`None`: single-step there instead).
-    pads: HashMap<u64, Option<u64>>,
+    /// Out-of-line pads by breakpoint address (`None`: single-step there instead),
+    /// with the identity (start, inode) of the mapping that holds the pad.
+    pads: HashMap<u64, Option<(u64, MapId)>>,
     /// Next free byte of the slack after each executable segment, by slack start.
-    slack: HashMap<u64, u64>,
+    slack: HashMap<u64, (u64, MapId)>,
 }
 
 impl Proc {
@@ -1216,6 +1220,18 @@ impl Core {
             return;
         };
         let plans = self.plans.clone();
+        // Pads in mappings that are gone (dlclose) went with them; a module loaded again
+        // at the same place must get new ones.
+        let live: HashSet<MapId> = maps
+            .iter()
+            .filter(|m| m.inode != 0)
+            .map(|m| (m.start, m.inode))
+            .collect();
+        if let Some(p) = self.procs.get_mut(&memk) {
+            p.pads
+                .retain(|_, v| v.is_none_or(|(_, id)| live.contains(&id)));
+            p.slack.retain(|_, (_, id)| live.contains(id));
+        }
         // Sites of modules unmapped since (dlclose): their bytes are gone with them.
         let gone: Vec<(SiteId, Option<u64>)> = match self.procs.get(&memk) {
             Some(p) => p
@@ -1540,16 +1556,16 @@ impl Core {
             return None;
         }
         if let Some(p) = self.procs.get(&memk).and_then(|p| p.pads.get(&addr)) {
-            return *p;
+            return p.map(|(a, _)| a);
         }
         let pad = self.make_pad(memk, addr, t);
         if let Some(p) = self.procs.get_mut(&memk) {
             p.pads.insert(addr, pad);
         }
-        pad
+        pad.map(|(a, _)| a)
     }
 
-    fn make_pad(&mut self, memk: u32, addr: u64, t: u32) -> Option<u64> {
+    fn make_pad(&mut self, memk: u32, addr: u64, t: u32) -> Option<(u64, MapId)> {
         let maps = procfs::read_maps(memk).ok()?;
         let m = maps
             .iter()
@@ -1560,15 +1576,13 @@ impl Core {
         let img = self.images.get(&path)?.as_ref()?;
         let (s, e) = elf::exec_slack(img, addr.wrapping_sub(bias))?;
         let (rs, re) = (s.wrapping_add(bias), e.wrapping_add(bias));
-        if !maps
+        let holder = maps
             .iter()
-            .any(|m| m.start <= rs && re <= m.end && rs < re && m.perms.contains('x'))
-        {
-            return None;
-        }
+            .find(|m| m.start <= rs && re <= m.end && rs < re && m.perms.contains('x'))?;
+        let id = (holder.start, holder.inode);
         let mut vm_ok = self.vm_ok;
         let p = self.procs.get_mut(&memk)?;
-        let next = *p.slack.get(&rs).unwrap_or(&rs);
+        let next = p.slack.get(&rs).map_or(rs, |s| s.0);
         let at = next.checked_add(15)? & !15;
         if at.checked_add(pad::PAD_SIZE)? > re {
             return None;
@@ -1578,8 +1592,8 @@ impl Core {
         read_mem(t, p.mem.as_ref(), &p.bps, addr, &mut code[..n], &mut vm_ok).ok()?;
         let bytes = pad::build_pad(&code[..n], addr, at)?;
         p.poke_bytes(at, &bytes).ok()?;
-        p.slack.insert(rs, at + pad::PAD_SIZE);
-        Some(at)
+        p.slack.insert(rs, (at + pad::PAD_SIZE, id));
+        Some((at, id))
     }
 
     /// Stops the given running threads; returns those stopped by our interrupt alone

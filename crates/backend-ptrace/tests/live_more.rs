@@ -104,6 +104,23 @@ int main(int argc, char **argv) {
 }
 "#;
 
+const LIBCYCLE: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[1], "w");
+    for (int i = 0; i < 3; i++) {
+        void *h = dlopen(argv[2], RTLD_NOW);
+        if (!h) { fprintf(out, "dlopen failed %s\n", dlerror()); return 1; }
+        int (*f)(int) = (int (*)(int))dlsym(h, "dl_fn");
+        fprintf(out, "%d\n", f(i));
+        dlclose(h);
+    }
+    fclose(out);
+    return 0;
+}
+"#;
+
 const LIBFIX: &str = "__attribute__((noipa)) int lib_fn(int x) { return x * 2; }\n";
 const LIBDYN: &str = "__attribute__((noipa)) int dl_fn(int x) { return x + 7; }\n";
 const LIBMAIN: &str = r#"
@@ -511,4 +528,43 @@ fn fork_child_inherits_pending_returns() {
             assert_eq!(got, vec![(true, 40, 42)]);
         }
     }
+}
+
+#[test]
+fn library_loaded_unloaded_and_loaded_again() {
+    let dir = TempDir::new();
+    let libdyn = gcc(&dir, "libdyn.so", LIBDYN, &["-O2", "-shared", "-fPIC"]);
+    let exe = gcc(&dir, "libcycle", LIBCYCLE, &["-O2", "-ldl"]);
+    let out = dir.path("out.txt");
+    let o = run_with(
+        spawn(&[
+            exe.to_str().unwrap(),
+            out.to_str().unwrap(),
+            libdyn.to_str().unwrap(),
+        ]),
+        Options::default(),
+        vec![
+            entry_site(0, &libdyn, "dl_fn", vec![reg(5)]),
+            site(
+                1,
+                &libdyn,
+                sym(&libdyn, "dl_fn"),
+                SiteKind::Return {
+                    return_plan: plan(vec![reg(0)]),
+                },
+                plan(vec![reg(5)]),
+            ),
+        ],
+        None,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert_eq!(read(&out), "7\n8\n9\n");
+    let entries: Vec<u64> = o.site(0).iter().map(|r| val(r, 0) & 0xffff_ffff).collect();
+    assert_eq!(entries, vec![0, 1, 2]);
+    let rets: Vec<(u64, u64)> = o
+        .site(1)
+        .iter()
+        .map(|r| (val(r, 0) & 0xffff_ffff, val(r, 1) & 0xffff_ffff))
+        .collect();
+    assert_eq!(rets, vec![(0, 7), (1, 8), (2, 9)]);
 }
