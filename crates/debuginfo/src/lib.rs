@@ -160,6 +160,8 @@ pub struct DebugInfo {
     /// A 32-bit x86 file: its DWARF register numbers are mapped to the x86_64
     /// numbering that capture plans use (eax is rax's column, and so on).
     i386: bool,
+    /// Named types already looked up by [`DebugInfo::find_type`].
+    type_cache: std::sync::Mutex<HashMap<String, Option<DieRef>>>,
     /// Recursion depth of [`DebugInfo::type_of`], to survive cyclic type DWARF.
     type_depth: std::sync::atomic::AtomicU32,
 }
@@ -283,6 +285,7 @@ impl DebugInfo {
             addr_size,
             i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
+            type_cache: Default::default(),
         };
         di.sdt = sdt::read_notes(&file, pie);
         if has_dwarf {

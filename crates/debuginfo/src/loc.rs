@@ -264,6 +264,19 @@ impl DebugInfo {
     /// or base type name. Prefers complete definitions over declarations.
     pub fn find_type(&self, spelled: &str) -> Option<DieRef> {
         let spelled = spelled.trim();
+        if let Ok(cache) = self.type_cache.lock() {
+            if let Some(hit) = cache.get(spelled) {
+                return *hit;
+            }
+        }
+        let found = self.find_type_uncached(spelled);
+        if let Ok(mut cache) = self.type_cache.lock() {
+            cache.insert(spelled.to_string(), found);
+        }
+        found
+    }
+
+    fn find_type_uncached(&self, spelled: &str) -> Option<DieRef> {
         let (tags, name): (&[gimli::DwTag], &str) = if let Some(n) = spelled.strip_prefix("struct ")
         {
             (

@@ -458,3 +458,41 @@ int main(void) { for (int i = 0; i < 3; i++) work(i - 1, names[i]); return 0; }
         assert_eq!(di.function_at(p.pc).unwrap().name, "work");
     }
 }
+
+#[test]
+fn declared_struct_resolves_to_its_definition() {
+    let dir = std::env::temp_dir().join(format!("debuginfo-decl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.c"),
+        "struct opaque;\nint use(struct opaque *o);\nint main(void) { return use(0) ; }\n\
+         __attribute__((noipa)) int peek(struct opaque *o) { return o != 0; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b.c"),
+        "struct opaque { int x; long y; };\nint use(struct opaque *o) { return o ? o->x : 0; }\n",
+    )
+    .unwrap();
+    let out = dir.join("ab");
+    let st = Command::new("gcc")
+        .args(["-g", "-O0", "-o"])
+        .arg(&out)
+        .arg(dir.join("a.c"))
+        .arg(dir.join("b.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let di = DebugInfo::open(&out).unwrap();
+    let f = func(&di, "peek");
+    let vars = di.variables_at(f, di.probe_addr(f));
+    let TypeKind::Pointer(p) = di.type_of(vars[0].ty).kind else {
+        panic!()
+    };
+    let (_, t) = di.strip(p);
+    let TypeKind::Struct { members, .. } = t.kind else {
+        panic!("{t:?}")
+    };
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["x", "y"]);
+}

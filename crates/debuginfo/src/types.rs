@@ -183,15 +183,30 @@ impl DebugInfo {
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
+    /// A struct or union only declared here (`struct req;`) resolves to its
+    /// definition elsewhere in the file, as stap does.
     pub fn strip(&self, mut r: Option<DieRef>) -> (Option<DieRef>, Type) {
         for _ in 0..32 {
             let t = self.type_of(r);
             match t.kind {
                 TypeKind::Typedef(n) | TypeKind::Qualified(n) => r = n,
+                TypeKind::Struct { ref members, .. }
+                    if members.is_empty() && r.is_some_and(|d| self.is_declaration(d)) =>
+                {
+                    return match self.find_type(&t.name) {
+                        Some(def) if Some(def) != r => (Some(def), self.type_of(Some(def))),
+                        _ => (r, t),
+                    };
+                }
                 _ => return (r, t),
             }
         }
         (r, other())
+    }
+
+    fn is_declaration(&self, d: DieRef) -> bool {
+        self.entry(d)
+            .is_some_and(|e| e.attr_value(gimli::DW_AT_declaration).is_some())
     }
 
     fn spell(
