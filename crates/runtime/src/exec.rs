@@ -1300,10 +1300,16 @@ impl State {
                 if e.0 == 0 {
                     e.1 = ts;
                 }
-                let x = e.0 + delta.max(0);
-                e.0 += delta;
-                let width = if x > 0 { (x - 1) as usize } else { 0 };
-                let s = format!("{:6} {desc}:{:width$}", ts - e.1, "");
+                // stap's longs wrap; the padding is bounded by the string length limit,
+                // as stap's `%-*s` is by its print buffer.
+                let x = e.0.wrapping_add(delta.max(0));
+                e.0 = e.0.wrapping_add(delta);
+                let width = if x > 0 {
+                    ((x - 1) as u64).min(self.limits.maxstringlen as u64) as usize
+                } else {
+                    0
+                };
+                let s = format!("{:6} {desc}:{:width$}", ts.wrapping_sub(e.1), "");
                 self.trunc(s)
             }
             B::Ascii => {

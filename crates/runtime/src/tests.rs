@@ -1286,3 +1286,307 @@ fn huge_widths_are_clamped() {
     let o = out(r#"probe begin { printf("%999999999d|%*s|\n", 1, 2000000000, "x") }"#);
     assert_eq!(o.len(), 8192 + 1 + 8192 + 2);
 }
+
+// ---------------------------------------------------------------- robustness
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+}
+
+/// A random long-valued expression (sometimes ill-typed, which elaboration must reject).
+fn rand_long(r: &mut Rng, d: usize) -> String {
+    const LEAVES: &[&str] = &[
+        "0",
+        "1",
+        "-1",
+        "7",
+        "x",
+        "n",
+        "a[1]",
+        "a[n]",
+        "b[\"k\", 2]",
+        "@count(s)",
+        "@sum(s)",
+        "@min(s)",
+        "@avg(s)",
+        "@variance(s)",
+        "@max(h[1])",
+        "strlen(t)",
+        "$#",
+        "pid()",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "0x10",
+        "gettimeofday_s()",
+        "y",
+        "stringat(t, n)",
+        "strtol(t, 16)",
+        "isinstr(t, \"a\")",
+        "randint(5)",
+        "f(n)",
+        "g(t)",
+        "1 in a",
+        "[1, \"k\"] in b",
+        "t =~ \"a+\"",
+        "t !~ \"^[a-c]*$\"",
+        "abs(n)",
+    ];
+    if d == 0 || r.below(3) == 0 {
+        return r.pick(LEAVES).to_string();
+    }
+    let op = r.pick(&[
+        "+", "-", "*", "/", "%", "<<", ">>", ">>>", "&", "|", "^", "&&", "||", "<", "==",
+    ]);
+    match r.below(6) {
+        0 => format!("({} {op} {})", rand_long(r, d - 1), rand_long(r, d - 1)),
+        1 => format!("(t < {})", rand_str(r, d - 1)),
+        2 => format!(
+            "({} ? {} : {})",
+            rand_long(r, d - 1),
+            rand_long(r, d - 1),
+            rand_long(r, d - 1)
+        ),
+        3 => format!("(x = {})", rand_long(r, d - 1)),
+        4 => format!("-{}", rand_long(r, d - 1)),
+        _ => format!("a[{}]++", rand_long(r, d - 1)),
+    }
+}
+
+/// A random string-valued expression.
+fn rand_str(r: &mut Rng, d: usize) -> String {
+    const LEAVES: &[&str] = &[
+        "\"\"",
+        "\"abc\"",
+        "\"a\\n\\\"b\"",
+        "t",
+        "u",
+        "@1",
+        "execname()",
+        "pp()",
+        "matched(0)",
+        "b[\"k\", 1]",
+        "sprint(n)",
+        "sprintln(t, n)",
+        "ctime(n)",
+        "error_str",
+    ];
+    if d == 0 || r.below(3) == 0 {
+        return r.pick(LEAVES).to_string();
+    }
+    // Formats with the argument types they consume: long, long, string.
+    let fmt = r.pick(&[
+        "%d%d%s",
+        "%d%x%s",
+        "%-*d%s",
+        "%*.*s",
+        "%#x%05o%s",
+        "%+i%c%10.3s",
+        "%b%.2b%s",
+        "%p%u%% %s",
+        "%#c%d%s",
+        "%*d%s",
+    ]);
+    match r.below(10) {
+        0 => format!("({} . {})", rand_str(r, d - 1), rand_str(r, d - 1)),
+        1 => format!(
+            "substr({}, {}, {})",
+            rand_str(r, d - 1),
+            rand_long(r, d - 1),
+            rand_long(r, d - 1)
+        ),
+        2 => format!(
+            "sprintf(\"{fmt}\", {}, {}, {})",
+            rand_long(r, d - 1),
+            rand_long(r, d - 1),
+            rand_str(r, d - 1)
+        ),
+        3 => format!(
+            "str_replace({}, {}, \"xy\")",
+            rand_str(r, d - 1),
+            rand_str(r, d - 1)
+        ),
+        4 => format!("tokenize({}, \" ,\")", rand_str(r, d - 1)),
+        5 => format!(
+            "text_strn({}, {}, {})",
+            rand_str(r, d - 1),
+            rand_long(r, d - 1),
+            rand_long(r, d - 1)
+        ),
+        6 => format!("(u = {})", rand_str(r, d - 1)),
+        7 => format!(
+            "sprintf(\"%s%d\", {}, {})",
+            rand_str(r, d - 1),
+            rand_long(r, d - 1)
+        ),
+        8 => format!("thread_indent({})", rand_long(r, d - 1)),
+        _ => format!("string_quoted({})", rand_str(r, d - 1)),
+    }
+}
+
+fn rand_stmt(r: &mut Rng, d: usize) -> String {
+    let simple = |r: &mut Rng| -> String {
+        match r.below(24) {
+            0 => format!("x = {}", rand_long(r, 2)),
+            1 => format!("t = {}", rand_str(r, 2)),
+            2 => format!("a[{}] = {}", rand_long(r, 1), rand_long(r, 2)),
+            3 => format!(
+                "b[{}, {}] = {}",
+                rand_str(r, 1),
+                rand_long(r, 1),
+                rand_str(r, 2)
+            ),
+            4 => format!("s <<< {}", rand_long(r, 2)),
+            5 => format!("h[{}] <<< {}", rand_long(r, 1), rand_long(r, 2)),
+            6 => "print(@hist_log(s))".into(),
+            7 => "print(@hist_linear(h[1], -10, 100, 7))".into(),
+            8 => format!(
+                "printf(\"%d %s\\n\", {}, {})",
+                rand_long(r, 2),
+                rand_str(r, 2)
+            ),
+            9 => format!("println({}, {})", rand_long(r, 2), rand_str(r, 1)),
+            10 => "delete a".into(),
+            11 => format!("delete b[{}, 1]", rand_str(r, 1)),
+            12 => format!("printd(\"::\", {}, {})", rand_long(r, 1), rand_str(r, 1)),
+            13 => "next".into(),
+            14 => r
+                .pick(&["exit()", "error(\"boom\")", "warn(t)", "break", "continue"])
+                .into(),
+            15 => format!("n = {}", rand_long(r, 3)),
+            16 => "delete s".into(),
+            17 => format!("u .= {}", rand_str(r, 2)),
+            18 => format!(
+                "x {}= {}",
+                r.pick(&["+", "-", "*", "/", "%", "<<", ">>", "&", "|", "^"]),
+                rand_long(r, 2)
+            ),
+            19 => "print(@hist_log(s))".into(),
+            20 => format!("printdln(\",\", {}, {})", rand_long(r, 1), rand_str(r, 1)),
+            21 => format!("print(@hist_linear(h[{}], -10, 100, 7))", rand_long(r, 1)),
+            22 => format!("y = {}", rand_long(r, 2)),
+            _ => rand_long(r, 2),
+        }
+    };
+    if d == 0 {
+        return simple(r);
+    }
+    match r.below(10) {
+        0 => format!(
+            "if ({}) {{ {} }} else {{ {} }}",
+            rand_long(r, 2),
+            rand_stmt(r, d - 1),
+            rand_stmt(r, d - 1)
+        ),
+        1 => format!("while ({}) {{ {} }}", rand_long(r, 1), rand_stmt(r, d - 1)),
+        2 => format!(
+            "for (i = 0; i < {}; i++) {{ {} }}",
+            rand_long(r, 1),
+            rand_stmt(r, d - 1)
+        ),
+        3 => format!(
+            "foreach ([k{}] in a{} limit {}) {{ {} }}",
+            r.pick(&["", "+", "-"]),
+            "",
+            rand_long(r, 1),
+            rand_stmt(r, d - 1)
+        ),
+        4 => format!("foreach ([p, q-] in b) {{ {} }}", rand_stmt(r, d - 1)),
+        5 => format!(
+            "try {{ {} }} catch (error_str) {{ {} }}",
+            rand_stmt(r, d - 1),
+            rand_stmt(r, d - 1)
+        ),
+        6 => format!("foreach ([k] in h-) {{ {} }}", rand_stmt(r, d - 1)),
+        _ => format!("{}; {}", rand_stmt(r, d - 1), rand_stmt(r, d - 1)),
+    }
+}
+
+/// Random scripts through parse, elaboration and the begin/end probes with tiny limits:
+/// whatever the script does, nothing panics and every handler terminates.
+#[test]
+fn random_scripts_never_panic() {
+    let mut r = Rng(0x5eed_cafe);
+    let mut ran = 0;
+    for case in 0..1500 {
+        let text = format!(
+            "global a, b, s, h, y\n\
+             function f(n) {{ if (n > 0) return f(n - 1) + 1; {} ; return n }}\n\
+             function g(t:string) {{ {} ; if (t == \"\") return 2; return strlen(t) }}\n\
+             probe begin {{ n = 3; t = \"a,b c\"; u = \"\"; error_str = \"\"; {} }}\n\
+             probe begin {{ {} }}\n\
+             probe end {{ {} }}\n\
+             probe error {{ {} }}\n",
+            rand_stmt(&mut r, 1),
+            rand_stmt(&mut r, 1),
+            rand_stmt(&mut r, 3),
+            rand_stmt(&mut r, 2),
+            rand_stmt(&mut r, 2),
+            rand_stmt(&mut r, 1),
+        );
+        let mut sm = SourceMap::default();
+        let f = sm.add("<random>", text.clone());
+        let (script, diags) = script_syntax::parse(&sm, f, &["7".to_string()]);
+        let _ = script_syntax::render_all(&diags, &sm);
+        if !diags.is_empty() {
+            if std::env::var_os("RANDOM_SCRIPTS_DEBUG").is_some() {
+                eprintln!("PARSE {}", script_syntax::render_all(&diags[..1], &sm));
+            }
+            continue;
+        }
+        let opts = RuntimeOptions {
+            args: vec!["7".to_string()],
+            defines: vec![
+                ("MAXACTION".into(), (5 + case % 50).to_string()),
+                ("MAXSTRINGLEN".into(), (8 + case % 100).to_string()),
+                ("MAXMAPENTRIES".into(), (1 + case % 20).to_string()),
+                ("MAXERRORS".into(), (case % 3).to_string()),
+            ],
+            ..Default::default()
+        };
+        let out = Buf::default();
+        let mut rt = match Runtime::new(&script, &sm, Vec::new(), opts, Box::new(out.clone())) {
+            Ok(rt) => rt,
+            Err(d) => {
+                // Every elaboration error has a location to point at.
+                let rendered = script_syntax::render_all(&d, &sm);
+                assert!(rendered.contains("semantic error"), "{text}\n{rendered}");
+                if std::env::var_os("RANDOM_SCRIPTS_DEBUG").is_some() {
+                    eprintln!("SEM {}", script_syntax::render_all(&d[..1], &sm));
+                    eprintln!("TEXT {text}");
+                }
+                continue;
+            }
+        };
+        let err = Buf::default();
+        rt.set_stderr(Box::new(err.clone()));
+        let mut t = T { rt, out, err };
+        let _ = session(&mut t, &[record(0, 1, &[])]);
+        ran += 1;
+    }
+    assert!(ran > 200, "only {ran} of 1500 random scripts ran");
+}
+
+/// Found by `random_scripts_never_panic`: a huge `thread_indent` delta used to overflow
+/// and ask for a padding width the formatter rejects.
+#[test]
+fn thread_indent_with_huge_delta_is_bounded() {
+    let o = out(
+        "probe begin { s = thread_indent(9223372036854775807); t = thread_indent(9223372036854775807); println(strlen(s) <= 512, strlen(t) <= 512) }",
+    );
+    assert_eq!(o, "11\n");
+}
