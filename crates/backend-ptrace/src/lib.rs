@@ -80,6 +80,9 @@ pub enum Error {
     /// `run` was called twice.
     #[error("the backend has already run")]
     AlreadyRan,
+    /// `run` was called on another thread than `new` (ptrace ties tracees to a thread).
+    #[error("the ptrace backend must run on the thread that created it")]
+    WrongThread,
     /// A system call failed in a way the backend cannot recover from.
     #[error("{what}: {reason}")]
     Sys {

@@ -470,6 +470,8 @@ pub(crate) struct Core {
     detached: bool,
     vm_ok: bool,
     no_pads: bool,
+    /// The thread that made the tracees: the only one ptrace lets drive them.
+    tracer_tid: i32,
 }
 
 impl Drop for Core {
@@ -537,6 +539,7 @@ impl Core {
             detached: false,
             vm_ok: true,
             no_pads: false,
+            tracer_tid: nix::unistd::gettid().as_raw(),
         }
     }
 
@@ -751,6 +754,9 @@ impl Core {
     ) -> Result<RunSummary, Error> {
         if self.ran {
             return Err(Error::AlreadyRan);
+        }
+        if nix::unistd::gettid().as_raw() != self.tracer_tid {
+            return Err(Error::WrongThread);
         }
         self.ran = true;
         let ids_ok = plans

@@ -368,3 +368,36 @@ fn attach_to_a_traced_process_explains_why_it_fails() {
     assert_eq!(wait_child(p), 0);
     assert!(read(&out).contains("sum 100"));
 }
+
+#[test]
+fn run_on_another_thread_is_refused_and_the_target_survives() {
+    let dir = TempDir::new();
+    let exe = basic(&dir, "-O0");
+    let out = dir.path("out.txt");
+    let mut be = PtraceBackend::new(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "1"]),
+        Options::default(),
+    )
+    .expect("spawn");
+    let p = be.pid();
+    let be = std::thread::spawn(move || {
+        let (tx, _rx) = backend::event_queue(16);
+        let e = be
+            .run(
+                &capture_plan::PlanSet::default(),
+                &tx,
+                &backend::StopToken::new(),
+            )
+            .expect_err("wrong thread");
+        assert_eq!(
+            e.to_string(),
+            "the ptrace backend must run on the thread that created it"
+        );
+        be
+    })
+    .join()
+    .unwrap();
+    drop(be);
+    assert_eq!(wait_child(p), 0);
+    assert!(read(&out).contains("sum 100"));
+}
