@@ -1537,6 +1537,16 @@ impl Core {
                 }
                 return;
             }
+            // A `ret` (the dynamic linker's `_dl_debug_state` is one) cannot run out of
+            // line, but its effect is only on registers: pop rip.
+            if let Some(ret) = self.emulated_ret(memk, addr, t, &regs) {
+                regs.rip = ret;
+                regs.rsp = regs.rsp.wrapping_add(8);
+                if ptrace::setregs(pid(t), regs).is_ok() {
+                    self.resume(t, 0);
+                }
+                return;
+            }
         }
         if ptrace::setregs(pid(t), regs).is_err() {
             return;
@@ -1554,6 +1564,27 @@ impl Core {
         } else {
             self.resume(t, 0);
         }
+    }
+
+    /// The return address a `ret` at `addr` would jump to, if the original instruction
+    /// there is a plain `ret`.
+    fn emulated_ret(
+        &mut self,
+        memk: u32,
+        addr: u64,
+        t: u32,
+        regs: &libc::user_regs_struct,
+    ) -> Option<u64> {
+        if self.no_pads {
+            return None;
+        }
+        let p = self.procs.get(&memk)?;
+        if p.bps.get(&addr)?.orig != 0xC3 {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        read_mem(t, p.mem.as_ref(), &p.bps, regs.rsp, &mut b, &mut self.vm_ok).ok()?;
+        Some(u64::from_le_bytes(b))
     }
 
     /// The out-of-line pad for the breakpoint at `addr`, made at its first hit.
