@@ -819,9 +819,26 @@ impl<'a> Builder<'a> {
                     e,
                 ));
             }
+            // 32-bit code returns 8-byte values in edx:eax.
+            let wide32 = di.address_size() == 4 && di.strip(func.return_type).1.size == Some(8);
+            let val = if wide32 {
+                Val::Value(vec![
+                    Op::Reg(DwarfReg(1)),
+                    Op::Const(0xffff_ffff),
+                    Op::And,
+                    Op::Const(32),
+                    Op::Shl,
+                    Op::Reg(DwarfReg::RAX),
+                    Op::Const(0xffff_ffff),
+                    Op::And,
+                    Op::Or,
+                ])
+            } else {
+                Val::Reg(DwarfReg::RAX.0)
+            };
             return Ok(TVal {
                 sdt: None,
-                val: Val::Reg(DwarfReg::RAX.0),
+                val,
                 ty: func.return_type,
                 bits: None,
                 which: Which::Return,

@@ -13,7 +13,7 @@ const FIXTURE: &str = r#"
 #include <string.h>
 enum color { RED, GREEN = 5, BLUE };
 struct req { int id; char name[16]; struct req *next; unsigned flags:3; int sflag:5; long big; enum color c; short arr[4]; };
-int counter = 7; int step(int a); int shadow(int a);
+int counter = 7; int step(int a); int shadow(int a); long long wide(int x);
 static inline int sq(int v) { return v * v; }
 __attribute__((noipa)) int handle(struct req *r, int n) { int local = n * 2; counter += local + sq(n); return local + r->id; }
 __attribute__((noipa)) long many(long a, long b, long c, long d, long e, long f, long g, long h) { return a+b+c+d+e+f+g+h; }
@@ -21,7 +21,7 @@ __attribute__((noipa)) const char *greet(const char *who, unsigned char u, short
 int main(int argc, char **argv) {
   struct req r = {0}; r.id = 42; strcpy(r.name, "hello"); r.flags = 5; r.sflag = -3; r.c = BLUE;
   r.big = -1234567890123; r.arr[0] = 10; r.arr[1] = -20; r.arr[2] = 30; r.arr[3] = 40;
-  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4); t += shadow(2);
+  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4); t += shadow(2); t += (int)(wide(3) >> 33);
   printf("%d %d\n", t, sq(argc+3)); return 0; }
 int step(int a) {
   int b = a * 3;
@@ -35,6 +35,7 @@ int shadow(int a) {
     a += v; }
   return a + v;
 }
+__attribute__((noipa)) long long wide(int x) { return (long long)x << 33; }
 "#;
 
 fn compile(opt: &str) -> PathBuf {
@@ -516,6 +517,18 @@ fn check_return(bin: &Path) {
     );
     // handle returns local + r->id = 2n + 42 with n = 3.
     assert_eq!(v["$return"], V::I(48));
+    // many returns a long: 36; wide a long long, in edx:eax on i386.
+    let v2 = run(
+        r#"probe process.function("many").return { println($return) }"#,
+        bin,
+    );
+    assert_eq!(v2["$return"], V::I(36));
+    let v3 = run(
+        r#"probe process.function("wide").return { println($return, $x) }"#,
+        bin,
+    );
+    assert_eq!(v3["$return"], V::I(3 << 33));
+    assert_eq!(v3["$x"], V::I(3));
     assert_eq!(v["$n"], V::I(3));
     assert_eq!(v["@entry($r->id)"], V::I(42));
     let v = run(
