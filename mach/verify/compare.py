@@ -48,6 +48,19 @@ def main():
         check(any(x["size"] == t["size"] and x["addr"] == t["addr"] for x in vdel),
               f"mach.vm.deallocate size={t['size']} addr={t['addr']}")
 
+    # The same results read from the MIG replies at ipc_kmsg_put (mach.ipc.put),
+    # which works without return-time reads of out-parameters.
+    puts = taps_of("mach.ipc.put")
+    for t in (kv(l) for l in truth if l.startswith("truth vm_allocate ")):
+        check(any(x["id"] == "2121" and x["reply_retcode"] == "0" and x["reply_value"] == t["addr"] for x in puts),
+              f"mach.ipc.put id=2121 (vm_allocate reply) reply_value={t['addr']}")
+    for t in (kv(l) for l in truth if l.startswith("truth port_allocate ")):
+        check(any(x["id"] == "3304" and x["reply_retcode"] == "0" and x["reply_value"] == t["name"] for x in puts),
+              f"mach.ipc.put id=3304 (mach_port_allocate reply) reply_value={t['name']}")
+    for t in (kv(l) for l in truth if l.startswith("truth thread_create ")):
+        check(any(x["id"] == "2161" and x["reply_retcode"] == "0" and x["reply_value"] == t["thread"] for x in puts),
+              f"mach.ipc.put id=2161 (thread_create reply) reply_value={t['thread']}")
+
     pret = taps_of("mach.port.allocate.return")
     rights = {"receive": "1", "dead_name": "4"}
     for t in (kv(l) for l in truth if l.startswith("truth port_allocate ")):

@@ -110,9 +110,20 @@ def ipc_receive():
 
 
 def ipc_put():
+    # tapset: reply_retcode = kernel_int($kmsg + 68), reply_value =
+    # kernel_int($kmsg + 76) & 0xffffffff (ikm_header at +32; the MIG reply
+    # body has RetCode at header+36 and the first out value at header+44).
+    k = i("(long)kmsg")
     out(
-        "tap mach.ipc.put id=%d size=%d uaddr=%#x %s"
-        % (i("kmsg->ikm_header.msgh_id"), i("size"), i("(long)msg"), ctx())
+        "tap mach.ipc.put id=%d size=%d uaddr=%#x reply_retcode=%d reply_value=%#x %s"
+        % (
+            i("kmsg->ikm_header.msgh_id"),
+            i("size"),
+            i("(long)msg"),
+            i("*(int*)%d" % (k + 68)),
+            i("*(unsigned*)%d" % (k + 76)),
+            ctx(),
+        )
     )
 
 
