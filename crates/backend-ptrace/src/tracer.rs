@@ -457,6 +457,8 @@ pub(crate) struct Core {
     /// Threads stopped by `new`, resumed when `run` starts.
     initial: Vec<u32>,
     comms: HashMap<u32, String>,
+    /// `(ppid, cpu)` of process leaders, read at their exit stop for end records.
+    end_ctx: HashMap<u32, (u32, u32)>,
     images: HashMap<PathBuf, Option<elf::Image>>,
     ids: HashMap<PathBuf, Option<(u64, u64)>>,
     plans: Arc<PlanSet>,
@@ -526,6 +528,7 @@ impl Core {
             unclaimed: HashMap::new(),
             initial: Vec::new(),
             comms: HashMap::new(),
+            end_ctx: HashMap::new(),
             images: HashMap::new(),
             ids: HashMap::new(),
             plans: Arc::new(PlanSet::default()),
@@ -941,6 +944,9 @@ impl Core {
             }
             Ev::Event(libc::PTRACE_EVENT_EXEC, _) => self.on_exec(t),
             Ev::Event(libc::PTRACE_EVENT_EXIT, _) => {
+                if self.threads.get(&t).is_some_and(|x| x.pid == t) {
+                    self.remember_for_end(t);
+                }
                 self.resume(t, 0);
                 if let Some(th) = self.threads.get_mut(&t) {
                     th.state = TState::Exiting;
@@ -1058,11 +1064,11 @@ impl Core {
         let Some(th) = self.threads.remove(&t) else {
             return;
         };
-        self.comms.remove(&t);
         for f in &th.frames {
             self.unref_ret(th.mem, f.ret);
         }
         if t != th.pid {
+            self.comms.remove(&t);
             return;
         }
         // The last thread of a process (its leader is reported last).
@@ -1074,6 +1080,8 @@ impl Core {
                 .unwrap_or_default();
             self.process_event(t, &exe, false);
         }
+        self.comms.remove(&t);
+        self.end_ctx.remove(&t);
         if th.mem == t {
             self.procs.remove(&t);
             self.threads.retain(|_, x| x.mem != t || x.pid != t);
@@ -1367,6 +1375,28 @@ impl Core {
         }
     }
 
+    /// Reads, while the process still exists, the context its end records may need.
+    fn remember_for_end(&mut self, t: u32) {
+        let needs = self
+            .plans
+            .sites
+            .iter()
+            .filter(|s| s.kind == SiteKind::ProcessEnd)
+            .fold((false, false), |a, s| {
+                (a.0 || s.needs.comm, a.1 || s.needs.ppid || s.needs.cpu)
+            });
+        if needs.0 {
+            if let Some(c) = procfs::comm(t) {
+                self.comms.insert(t, c);
+            }
+        }
+        if needs.1 {
+            if let Some(pc) = procfs::ppid_cpu(t) {
+                self.end_ctx.insert(t, pc);
+            }
+        }
+    }
+
     fn new_record(&mut self, site: &ProbeSite, p: u32, t: u32, ip: u64) -> Record {
         let mut rec = Record::new(site.id, p, t, now_ns(), ip);
         if site.needs.comm {
@@ -1377,7 +1407,11 @@ impl Core {
                 .clone();
         }
         if site.needs.ppid || site.needs.cpu {
-            if let Some((pp, cpu)) = procfs::ppid_cpu(t) {
+            let ctx = match self.end_ctx.get(&t) {
+                Some(c) => Some(*c),
+                None => procfs::ppid_cpu(t),
+            };
+            if let Some((pp, cpu)) = ctx {
                 if site.needs.ppid {
                     rec.ppid = pp;
                 }

@@ -276,7 +276,9 @@ fn process_begin_and_end_records() {
     let out = dir.path("out.txt");
     let mut begin = site(0, &exe, 0, SiteKind::ProcessBegin, plan(vec![]));
     begin.needs.comm = true;
-    let end = site(1, &exe, 0, SiteKind::ProcessEnd, plan(vec![]));
+    let mut end = site(1, &exe, 0, SiteKind::ProcessEnd, plan(vec![]));
+    end.needs.comm = true;
+    end.needs.ppid = true;
     let o = run_with(
         spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "1"]),
         Options::default(),
@@ -287,6 +289,8 @@ fn process_begin_and_end_records() {
     assert_eq!(ids, vec![0, 2, 1]);
     assert_eq!(o.records[0].pid, o.pid);
     assert!(o.records[0].comm.starts_with("basic"));
+    assert!(o.records[2].comm.starts_with("basic"));
+    assert_eq!(o.records[2].ppid, std::process::id());
 }
 
 const LONGJMP: &str = r#"
