@@ -87,6 +87,21 @@ fn define<T: std::str::FromStr>(
     }
 }
 
+/// `pp()` of a begin/end/error/timer point: its source text without the `if (...)`
+/// condition and the `?`/`!` markers, which are not part of stap's probe point name.
+fn point_text(pt: &script_syntax::ast::ProbePoint, sources: &SourceMap) -> String {
+    let end = pt.condition.as_ref().map_or(pt.span.end, |c| {
+        c.span.start.clamp(pt.span.start, pt.span.end)
+    });
+    let text = sources.snippet(Span { end, ..pt.span });
+    let mut t = text.trim_end();
+    if pt.condition.is_some() {
+        t = t.strip_suffix('(').unwrap_or(t).trim_end();
+        t = t.strip_suffix("if").unwrap_or(t).trim_end();
+    }
+    t.trim_end_matches(['?', '!']).trim_end().to_string()
+}
+
 fn own_comm() -> String {
     std::fs::read_to_string("/proc/self/comm")
         .map(|s| s.trim_end().to_string())
@@ -140,7 +155,7 @@ impl Runtime {
                 pps.push(
                     p.points
                         .first()
-                        .map(|pt| sources.snippet(pt.span).to_string())
+                        .map(|pt| point_text(pt, sources))
                         .unwrap_or_default(),
                 );
             }

@@ -1590,3 +1590,30 @@ fn thread_indent_with_huge_delta_is_bounded() {
     );
     assert_eq!(o, "11\n");
 }
+
+#[test]
+fn conditions_of_multi_point_probes_apply_per_point() {
+    // The driver expands the script first, which gives each conditional point its own
+    // handler; only the point whose condition holds (or that has none) runs.
+    let src = "global on = 0, off = 0\n\
+               probe begin if (off), begin, end if (on) { println(pp()) }\n\
+               probe begin { on = 1 }\n";
+    let (script, sm) = parse(src);
+    let (script, d) = script_syntax::expand_script(&script);
+    assert!(d.is_empty());
+    let out = Buf::default();
+    let err = Buf::default();
+    let mut rt = Runtime::new(
+        &script,
+        &sm,
+        Vec::new(),
+        RuntimeOptions::default(),
+        Box::new(out.clone()),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    rt.set_stderr(Box::new(err.clone()));
+    let mut t = T { rt, out, err };
+    let (o, e) = session(&mut t, &[]);
+    assert_eq!(e, "");
+    assert_eq!(o, "begin\nend\n");
+}

@@ -67,9 +67,24 @@ pub fn expand_aliases(script: &Script, ids: &mut IdGen) -> (Vec<ResolvedProbe>, 
             first_use = false;
             b
         };
-        if !plain.is_empty() {
+        // A condition belongs to its own probe point (stap derives each point
+        // separately), but a handler learns only which probe fired, not which point:
+        // so every conditional point gets a handler of its own, while the points
+        // without a condition stay together.
+        let (conditional, unconditional): (Vec<ProbePoint>, Vec<ProbePoint>) =
+            plain.into_iter().partition(|q| q.condition.is_some());
+        if !unconditional.is_empty() {
             out.push(ResolvedProbe {
-                points: plain,
+                points: unconditional,
+                body: user_body(ids),
+                probe_index,
+                span: p.span,
+            });
+        }
+        // Each condition is a distinct expression of the source, so its ids are unique.
+        for q in conditional {
+            out.push(ResolvedProbe {
+                points: vec![q],
                 body: user_body(ids),
                 probe_index,
                 span: p.span,
@@ -108,6 +123,22 @@ pub fn expand_aliases(script: &Script, ids: &mut IdGen) -> (Vec<ResolvedProbe>, 
         }
     }
     (out, diags)
+}
+
+/// A point's condition and its alias target's condition both apply, as in stap.
+fn and_conditions(user: Option<Expr>, alias: Option<Expr>) -> Option<Expr> {
+    match (user, alias) {
+        (Some(u), Some(a)) => Some(Expr {
+            id: u.id,
+            span: u.span,
+            kind: ExprKind::Binary {
+                op: BinaryOp::And,
+                lhs: Box::new(a),
+                rhs: Box::new(u),
+            },
+        }),
+        (u, a) => u.or(a),
+    }
 }
 
 /// Does the alias name `name` match the first components of `pt`?
@@ -174,7 +205,7 @@ fn expand_point<'a>(
                 components,
                 optional: pt.optional || target.optional,
                 sufficient: pt.sufficient || target.sufficient,
-                condition: pt.condition.clone().or_else(|| target.condition.clone()),
+                condition: and_conditions(pt.condition.clone(), target.condition.clone()),
                 span: pt.span,
             };
             let mut c = chain.clone();

@@ -1307,3 +1307,36 @@ fn lexer_operators_comments_and_words() {
         "$y$$"
     );
 }
+
+#[test]
+fn conditional_points_get_handlers_of_their_own() {
+    // A handler does not know which of its points fired, so each conditional point is
+    // split off with a copy of the body (fresh ids); unconditional points stay together.
+    let s = ok("global g, h\n\
+                probe begin if (g), end, timer.s(1) if (h > 1), timer.s(2) { x = 1 }\n");
+    let (mut x, d) = expand_script(&s);
+    assert!(d.is_empty(), "{d:?}");
+    assert_eq!(
+        print_script(&x),
+        "global g\n\
+         global h\n\
+         probe end, timer.s(2) {\n    x = 1;\n}\n\
+         probe begin if (g) {\n    x = 1;\n}\n\
+         probe timer.s(1) if (h > 1) {\n    x = 1;\n}\n"
+    );
+    let mut seen = std::collections::HashSet::new();
+    alias::visit_script_mut(&mut x, &mut |e| {
+        assert!(seen.insert(e.id), "duplicate {:?}", e.id);
+    });
+    // An alias's condition and the user's both apply.
+    let s = ok("global g, h\n\
+                probe ticks = timer.s(1) if (g) { }\n\
+                probe ticks if (h) { }\n");
+    let (x, d) = expand_script(&s);
+    assert!(d.is_empty(), "{d:?}");
+    assert!(
+        print_script(&x).contains("probe timer.s(1) if (g && h) {"),
+        "{}",
+        print_script(&x)
+    );
+}
