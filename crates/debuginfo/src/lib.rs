@@ -947,7 +947,7 @@ fn symbol_functions(file: &object::File<'_>) -> Vec<Function> {
                 name,
                 low_pc: addr,
                 entry_pc: addr,
-                ranges: vec![(addr, addr + size)],
+                ranges: vec![(addr, addr.saturating_add(size))],
                 decl_file: None,
                 decl_line: 0,
                 cu_name: String::new(),

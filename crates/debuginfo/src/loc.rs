@@ -174,7 +174,7 @@ impl DebugInfo {
         for mut v in vars.into_iter().filter(|v| v.is_param) {
             let size = self.type_of(v.ty).size.unwrap_or(4).max(1);
             v.location = Location::Memory(vec![Op::Reg(DwarfReg::RSP), Op::Const(off), Op::Add]);
-            off += size.div_ceil(4) * 4;
+            off = off.saturating_add(size.div_ceil(4).saturating_mul(4));
             out.push(v);
         }
         out

@@ -137,7 +137,11 @@ fn lower_operand(op: &str, ctx: &OperandCtx<'_>) -> Result<Location, String> {
         (n, None)
     } else {
         // SYMBOL, SYMBOL+N or SYMBOL-N.
-        let cut = disp[1..].find(['+', '-']).map(|i| i + 1);
+        let cut = disp
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == '+' || *c == '-')
+            .map(|(i, _)| i);
         let (sym, off) = match cut {
             Some(i) => (&disp[..i], parse_int(&disp[i..]).ok_or("bad offset")?),
             None => (disp, 0),

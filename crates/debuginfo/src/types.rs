@@ -174,7 +174,10 @@ impl DebugInfo {
             (TypeKind::Typedef(t) | TypeKind::Qualified(t), None) => self.type_of(*t).size,
             (TypeKind::Array { elem, dims }, None) => {
                 let es = self.type_of(*elem).size;
-                es.and_then(|es| dims.iter().try_fold(es, |acc, d| d.map(|d| acc * d)))
+                es.and_then(|es| {
+                    dims.iter()
+                        .try_fold(es, |acc, d| d.and_then(|d| acc.checked_mul(d)))
+                })
             }
             _ => None,
         };
@@ -343,11 +346,13 @@ impl DebugInfo {
                             .attr_value(gimli::DW_AT_bit_offset)
                             .and_then(|v| v.udata_value())
                             .unwrap_or(0);
-                        (loc * 8 + storage * 8).saturating_sub(bo + bits)
+                        loc.saturating_mul(8)
+                            .saturating_add(storage.saturating_mul(8))
+                            .saturating_sub(bo.saturating_add(bits))
                     };
                     let byte = abs / 8;
                     let lo = (abs % 8) as u8;
-                    let need = u64::from(lo) + bits;
+                    let need = u64::from(lo).saturating_add(bits);
                     let storage: u8 = match need {
                         0..=8 => 1,
                         9..=16 => 2,
@@ -386,7 +391,8 @@ impl DebugInfo {
                         .attr_value(gimli::DW_AT_lower_bound)
                         .and_then(|v| v.udata_value())
                         .unwrap_or(0);
-                    Some(upper + 1 - lower.min(upper + 1))
+                    let n = upper.checked_add(1)?;
+                    Some(n - lower.min(n))
                 });
             dims.push(count);
         }

@@ -1540,7 +1540,7 @@ impl<'a> Builder<'a> {
                     }
                     let mut ops = addr.clone();
                     if i > 0 {
-                        ops.push(Op::Const(i * stride));
+                        ops.push(Op::Const(i.wrapping_mul(stride)));
                         ops.push(Op::Add);
                     }
                     let etv = TVal {

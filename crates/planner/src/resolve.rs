@@ -127,7 +127,7 @@ fn resolve_inner(
                 "ms" => Duration::from_millis(n),
                 "s" | "sec" => Duration::from_secs(n),
                 "hz" => Duration::from_nanos(1_000_000_000 / n.max(1)),
-                "jiffies" => Duration::from_millis(n * 4),
+                "jiffies" => Duration::from_millis(n.saturating_mul(4)),
                 _ => {
                     return Err(err(
                         point,
