@@ -87,6 +87,11 @@ def main():
         new = own[k]["new_thread"] if k < len(own) else "?"
         check(any(x["id"] == t["id"] and x["option"] == "1" and x["thread_id"] == new for x in traps),
               f"mach.msg.trap id={t['id']} option=1 from thread_id()={new} (the created thread)")
+    sw = taps_of("mach.sched.switch")
+    for k in range(len(own)):
+        new = own[k]["new_thread"]
+        check(any(x["new_thread"] == new and x["new_task"].endswith("workload") for x in sw),
+              f"mach.sched.switch to the created thread {new} (thread_invoke new_thread, its task name)")
     nsw = sum(1 for l in truth if l == "truth thread_switch")
     check(len(taps_of("mach.thread.switch")) >= nsw > 0, f"mach.thread.switch hits >= {nsw}")
 
