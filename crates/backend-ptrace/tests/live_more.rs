@@ -156,7 +156,7 @@ fn threads_run(single_step: bool) {
     let dir = TempDir::new();
     let exe = gcc(&dir, "threads", THREADS, &["-O2", "-pthread"]);
     let out = dir.path("out.txt");
-    let n = 300u64;
+    let n = 1500u64;
     let work = sym(&exe, "work");
     let o = run_cfg(
         spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), &n.to_string()]),
