@@ -1744,7 +1744,7 @@ fn find_member(
 }
 
 /// (size, signed) of a type usable as a `long`: integers, chars, bools, enums,
-/// pointers. Floats, structs, arrays and void are not.
+/// pointers, and floats as their bits. Structs, arrays and void are not.
 fn scalar_shape(t: &Type) -> Option<(u8, bool)> {
     let size = t.size.filter(|s| matches!(s, 1 | 2 | 4 | 8))? as u8;
     match t.kind {
@@ -1753,6 +1753,9 @@ fn scalar_shape(t: &Type) -> Option<(u8, bool)> {
             is_float: false,
             ..
         } => Some((size, signed)),
+        // Floating-point values are their IEEE bits, as stap's fp_* tapset expects
+        // (fp32_to_fp64 widens a float's 32 bits).
+        TypeKind::Base { is_float: true, .. } if size == 4 || size == 8 => Some((size, false)),
         TypeKind::Enum { signed, .. } => Some((size, signed)),
         TypeKind::Pointer(_) => Some((size, false)),
         _ => None,

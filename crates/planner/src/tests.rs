@@ -13,7 +13,7 @@ const FIXTURE: &str = r#"
 #include <string.h>
 enum color { RED, GREEN = 5, BLUE };
 struct req { int id; char name[16]; struct req *next; unsigned flags:3; int sflag:5; long big; enum color c; short arr[4]; };
-int counter = 7; int step(int a); int shadow(int a); long long wide(int x);
+int counter = 7; int step(int a); int shadow(int a); long long wide(int x); double scale(double d);
 static inline int sq(int v) { return v * v; }
 __attribute__((noipa)) int handle(struct req *r, int n) { int local = n * 2; counter += local + sq(n); return local + r->id; }
 __attribute__((noipa)) long many(long a, long b, long c, long d, long e, long f, long g, long h) { return a+b+c+d+e+f+g+h; }
@@ -21,7 +21,7 @@ __attribute__((noipa)) const char *greet(const char *who, unsigned char u, short
 int main(int argc, char **argv) {
   struct req r = {0}; r.id = 42; strcpy(r.name, "hello"); r.flags = 5; r.sflag = -3; r.c = BLUE;
   r.big = -1234567890123; r.arr[0] = 10; r.arr[1] = -20; r.arr[2] = 30; r.arr[3] = 40;
-  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4); t += shadow(2); t += (int)(wide(3) >> 33);
+  int t = handle(&r, argc + 2); t += many(1,2,3,4,5,6,7,8); greet("world", 200, -5); t += step(4); t += shadow(2); t += (int)(wide(3) >> 33); t += (int)scale(1.5);
   printf("%d %d\n", t, sq(argc+3)); return 0; }
 int step(int a) {
   int b = a * 3;
@@ -36,6 +36,7 @@ int shadow(int a) {
   return a + v;
 }
 __attribute__((noipa)) long long wide(int x) { return (long long)x << 33; }
+__attribute__((noipa)) double scale(double d) { return d * 2; }
 "#;
 
 fn compile(opt: &str) -> PathBuf {
@@ -936,6 +937,13 @@ fn o0_statement_probe_values_and_scopes() {
     );
     assert_eq!(v["$v"], V::I(3));
     assert_eq!(v["$a"], V::I(22));
+    // A double is its IEEE bits, as stap's fp_* functions take it.
+    let v = run(
+        r#"probe process.function("scale") { println($d, $d$) }"#,
+        &bin,
+    );
+    assert_eq!(v["$d"], V::I(1.5f64.to_bits() as i64));
+    assert_eq!(v["$d$"], V::S("?".into()));
     let e = err_text(r#"probe process.statement("step@app.c:99") { }"#, &bin);
     assert!(e.contains("no line records for app.c:99"), "{e}");
 }
