@@ -174,3 +174,40 @@ fn pads_relocate_plain_and_rip_relative_instructions() {
     // A rip-relative target more than 2 GiB away cannot be re-encoded.
     assert!(build_pad(&[0x48, 0x8d, 0x05, 0, 0, 0, 0], 0x1000, 0x7f00_0000_0000).is_none());
 }
+
+#[test]
+fn memory_reads_hide_our_breakpoints_and_report_the_first_bad_byte() {
+    use crate::tracer::{read_mem, Bp};
+    use std::collections::BTreeMap;
+    // Our own memory stands in for a target: same calls, no ptrace needed.
+    let me = std::process::id();
+    let data: Vec<u8> = (0u8..32).collect();
+    let base = data.as_ptr() as u64;
+    let mut bps = BTreeMap::new();
+    bps.insert(
+        base + 3,
+        Bp {
+            orig: 0xAA,
+            entry: vec![],
+            ret_refs: 1,
+            rbrk: false,
+        },
+    );
+    let mem = std::fs::File::open("/proc/self/mem").ok();
+    for vm_ok in [true, false] {
+        let mut vm = vm_ok;
+        let mut buf = [0u8; 8];
+        read_mem(me, mem.as_ref(), &bps, base, &mut buf, &mut vm).unwrap();
+        assert_eq!(buf, [0, 1, 2, 0xAA, 4, 5, 6, 7]);
+    }
+    let mut vm = true;
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        read_mem(me, mem.as_ref(), &bps, 8, &mut buf, &mut vm),
+        Err(8)
+    );
+    assert_eq!(
+        read_mem(me, mem.as_ref(), &bps, u64::MAX - 1, &mut buf, &mut vm),
+        Err(u64::MAX - 1)
+    );
+}

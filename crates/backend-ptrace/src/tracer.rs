@@ -171,8 +171,10 @@ enum Use {
 }
 
 /// Reads target memory for a capture plan: `process_vm_readv`, falling back to
-/// `/proc/PID/mem` for what it could not read (it refuses some mappings), then puts the
-/// original bytes back where our own `int3`s are, so a plan never sees them.
+/// `/proc/PID/mem` for what it could not read (it refuses some mappings, such as
+/// read-protected ones ptrace may still read), or `PTRACE_PEEKDATA` if that file could
+/// not be opened; then puts the original bytes back where our own `int3`s are, so a
+/// plan never sees them.
 pub(crate) fn read_mem(
     tid: u32,
     mem: Option<&File>,
@@ -201,13 +203,24 @@ pub(crate) fn read_mem(
         }
     }
     while done < buf.len() {
-        let Some(f) = mem else {
-            return Err(addr + done as u64);
+        let at = addr + done as u64;
+        let n = match mem {
+            Some(f) => f.read_at(&mut buf[done..], at).unwrap_or(0),
+            // Last resort: word by word (the thread is stopped at a hit).
+            None => match ptrace::read(pid(tid), at as ptrace::AddressType) {
+                Ok(w) => {
+                    let w = (w as u64).to_le_bytes();
+                    let n = (buf.len() - done).min(8);
+                    buf[done..done + n].copy_from_slice(&w[..n]);
+                    n
+                }
+                Err(_) => 0,
+            },
         };
-        match f.read_at(&mut buf[done..], addr + done as u64) {
-            Ok(0) | Err(_) => return Err(addr + done as u64),
-            Ok(n) => done += n,
+        if n == 0 {
+            return Err(at);
         }
+        done += n;
     }
     for (a, bp) in bps.range(addr..end) {
         buf[(a - addr) as usize] = bp.orig;
@@ -337,7 +350,7 @@ enum TState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Setup {
     None,
-    /// A fork child with its own copy of the memory of `parent`.
+    /// A fork child with its own copy of its parent's memory.
     Fork,
     /// A vfork child running in its parent's memory until it execs.
     Vfork,
