@@ -68,8 +68,14 @@ def main():
               f"mach.port.allocate.return right={rights[t['right']]} name={t['name']}")
     for kind in ("deallocate", "destroy"):
         got = taps_of("mach.port." + kind)
-        for t in (kv(l) for l in truth if l.startswith(f"truth port_{kind} ")):
+        for t in (kv(l) for l in truth if l.startswith(f"truth port_{kind} ") or (kind == "destroy" and l.startswith("truth thread_port_destroy "))):
             check(any(x["name"] == t["name"] for x in got), f"mach.port.{kind} name={t['name']}")
+    for t in (kv(l) for l in truth if l.startswith("truth stack_allocate ")):
+        check(any(x["size"] == t["size"] and x["addr"] == t["addr"] and x["kr"] == "0" for x in vret),
+              f"mach.vm.allocate.return (thread stack) size={t['size']} addr={t['addr']}")
+    for t in (kv(l) for l in truth if l.startswith("truth stack_deallocate ")):
+        check(any(x["size"] == t["size"] and x["addr"] == t["addr"] for x in vdel),
+              f"mach.vm.deallocate (thread stack) size={t['size']} addr={t['addr']}")
 
     created = [x for x in taps_of("mach.thread.create.return") if x["parent_task"].endswith("workload") and x["kr"] == "0"]
     # The bootstrap creates the workload's first thread too; the rest are the workload's own.

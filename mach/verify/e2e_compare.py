@@ -39,14 +39,16 @@ for kind, routine, key in (("vm_allocate", "vm_allocate", "addr"), ("port_alloca
               f"rpc_reply routine={routine} value={t[key]}")
 for t in (kv(l) for l in truth if l.startswith("truth vm_allocate ")):
     check(any(x["size"] == t["size"] and x["anywhere"] == "1" for x in of("vm_allocate")), f"vm_allocate size={t['size']}")
-for t in (kv(l) for l in truth if l.startswith("truth vm_deallocate ")):
+for t in (kv(l) for l in truth if l.startswith("truth stack_allocate ")):
+    check(any(x["routine"] == "vm_allocate" and x["value"] == t["addr"] for x in replies), f"rpc_reply routine=vm_allocate value={t['addr']} (thread stack)")
+for t in (kv(l) for l in truth if l.startswith("truth vm_deallocate ") or l.startswith("truth stack_deallocate ")):
     check(any(x["size"] == t["size"] and x["addr"] == t["addr"] for x in of("vm_deallocate")), f"vm_deallocate addr={t['addr']}")
 for t in (kv(l) for l in truth if l.startswith("truth thread_set_state ")):
     check(any(x["eip"] == t["eip"] and x["uesp"] == t["esp"] for x in of("thread_set_state")), f"thread_set_state eip={t['eip']} uesp={t['esp']}")
 for t in (kv(l) for l in truth if l.startswith("truth thread_msg ")):
     check(any(x["id"] == t["id"] and x["option"] == "1" for x in of("msg_trap")), f"msg_trap id={t['id']} from the created thread")
 for kind in ("port_deallocate", "port_destroy"):
-    for t in (kv(l) for l in truth if l.startswith(f"truth {kind} ")):
+    for t in (kv(l) for l in truth if l.startswith(f"truth {kind} ") or (kind == "port_destroy" and l.startswith("truth thread_port_destroy "))):
         check(any(x["name"] == t["name"] for x in of(kind)), f"{kind} name={t['name']}")
 check(len(of("thread_switch")) >= sum(1 for l in truth if l == "truth thread_switch") > 0, "thread_switch")
 print(f"{fails} failures")

@@ -311,6 +311,8 @@ static void child_main(void)
 		swtch();
 }
 
+static u32 prev_stack;
+
 static void thread_round(u32 round, mach_port_t port)
 {
 	mach_port_t thread = 0;
@@ -318,11 +320,30 @@ static void thread_round(u32 round, mach_port_t port)
 	u32 st[17], cs, ds, ss, es, fs, gs;
 	s32 kr;
 
+	/* The previous round's child has long terminated: free its stack so
+	 * that any number of rounds fits in the address space. */
+	if (prev_stack) {
+		kr = vm_deallocate(prev_stack, size);
+		if (kr)
+			fail("stack_deallocate", (u32)kr);
+		out_str("truth stack_deallocate size=");
+		out_dec(size);
+		out_str(" addr=");
+		out_hex(prev_stack);
+		out_end();
+		prev_stack = 0;
+	}
 	kr = vm_allocate(&stack, size, 1);
 	if (kr) {
-		fail("thread_stack", (u32)kr);
+		fail("stack_allocate", (u32)kr);
 		return;
 	}
+	out_str("truth stack_allocate size=");
+	out_dec(size);
+	out_str(" addr=");
+	out_hex(stack);
+	out_end();
+	prev_stack = stack;
 	kr = thread_create(&thread);
 	if (kr) {
 		fail("thread_create", (u32)kr);
@@ -384,11 +405,16 @@ static void thread_round(u32 round, mach_port_t port)
 		out_str(msgbuf.h.id == ID_THREAD_MSG + (s32)round ? " ok" : " MISMATCH");
 		out_end();
 	}
-	/* Let the child reach thread_terminate, then drop our name for it. */
+	/* Let the child reach thread_terminate, then drop our name for it. The
+	 * name holds two user references (thread_create's reply and the child's
+	 * mach_thread_self()), so destroy it rather than deallocate one. */
 	swtch_pri(0);
-	port_name_op(ID_PORT_DEALLOCATE, thread);
-	/* The stack is not freed: the child may still be on it until the
-	 * kernel reaps it; 16 KiB per round is cheap. */
+	kr = port_name_op(ID_PORT_DESTROY, thread);
+	if (kr)
+		fail("thread_port_destroy", (u32)kr);
+	out_str("truth thread_port_destroy name=");
+	out_hex(thread);
+	out_end();
 }
 
 static u32 parse_num(const char *s)
