@@ -37,6 +37,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    eprint!("{}", script_syntax::render_all(rt.warnings(), &sm));
     let kinds: Vec<String> = script
         .items
         .iter()

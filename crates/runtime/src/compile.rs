@@ -239,7 +239,7 @@ fn fill(slot: &mut Option<Ty>, t: Option<Ty>, changed: &mut bool) {
 }
 
 /// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -763,7 +763,8 @@ impl<'a> Compiler<'a> {
             } => {
                 if let Some(g) = self.global_array(array, keys.len()) {
                     for (i, k) in keys.iter().enumerate() {
-                        let sy = self.sym(sc, k, s.span);
+                        let at = crate::lint::word_span(self.sources, s.span, k);
+                        let sy = self.sym(sc, k, at);
                         let kt = self.globals[g].keys.get(i).copied().flatten();
                         let mut ch = false;
                         fill(self.sym_ty(sc, sy), kt, &mut ch);
@@ -774,7 +775,8 @@ impl<'a> Compiler<'a> {
                         self.changed |= ch;
                     }
                     if let Some(v) = value {
-                        let sy = self.sym(sc, v, s.span);
+                        let at = crate::lint::word_span(self.sources, s.span, v);
+                        let sy = self.sym(sc, v, at);
                         let gt = self.globals[g].ty;
                         let mut ch = false;
                         if gt != Some(Ty::Stats) {
@@ -807,7 +809,8 @@ impl<'a> Compiler<'a> {
                     self.inf_stmt(sc, s, func);
                 }
                 if let Some(v) = var {
-                    let sy = self.sym(sc, v, s.span);
+                    let at = crate::lint::word_after(self.sources, s.span, "catch", v);
+                    let sy = self.sym(sc, v, at);
                     let mut ch = false;
                     fill(self.sym_ty(sc, sy), Some(Ty::Str), &mut ch);
                     self.changed |= ch;
@@ -1258,7 +1261,9 @@ impl<'a> Compiler<'a> {
     fn array_ref(&mut self, name: &str, nkeys: usize, span: Span) -> Option<(u32, usize)> {
         let Some(&g) = self.gnames.get(name) else {
             self.err(
-                format!("unresolved array '{name}': arrays must be declared global"),
+                format!(
+                    "unresolved arity-{nkeys} global array {name}, missing global declaration?"
+                ),
                 span,
             );
             return None;
@@ -2060,16 +2065,18 @@ impl<'a> Compiler<'a> {
                 limit,
                 body,
             } => {
-                let (arr, g) = self.array_ref(array, keys.len(), s.span)?;
+                let array_at = crate::lint::word_after(self.sources, s.span, "in", array);
+                let (arr, g) = self.array_ref(array, keys.len(), array_at)?;
                 self.globals[g].read = true;
                 let meta = self.arrays[arr as usize].clone();
                 let mut kv = Vec::new();
                 for (k, kt) in keys.iter().zip(meta.keys.iter()) {
-                    let (v, t) = self.var_ref(sc, k, s.span, false)?;
+                    let k_at = crate::lint::word_span(self.sources, s.span, k);
+                    let (v, t) = self.var_ref(sc, k, k_at, false)?;
                     if t != *kt {
                         self.err(
                             format!("type mismatch ({} vs. {})", kt.name(), t.name()),
-                            s.span,
+                            k_at,
                         );
                         return None;
                     }
@@ -2077,18 +2084,16 @@ impl<'a> Compiler<'a> {
                 }
                 let val = match value {
                     Some(v) => {
+                        let v_at = crate::lint::word_span(self.sources, s.span, v);
                         if meta.val == Ty::Stats {
-                            self.err(
-                                "foreach value of an aggregate array is not supported",
-                                s.span,
-                            );
+                            self.err("foreach value of an aggregate array is not supported", v_at);
                             return None;
                         }
-                        let (vr, t) = self.var_ref(sc, v, s.span, false)?;
+                        let (vr, t) = self.var_ref(sc, v, v_at, false)?;
                         if t != meta.val {
                             self.err(
                                 format!("type mismatch ({} vs. {})", meta.val.name(), t.name()),
-                                s.span,
+                                v_at,
                             );
                             return None;
                         }

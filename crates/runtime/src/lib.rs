@@ -13,6 +13,7 @@ mod compile;
 mod exec;
 mod format;
 mod ir;
+mod lint;
 mod map;
 mod stats;
 
@@ -61,6 +62,7 @@ pub struct Runtime {
     /// MAXERRORS was exceeded: end probes are skipped, error probes run.
     session_error: bool,
     last_flush: std::time::Instant,
+    warnings: Vec<Diagnostic>,
 }
 
 fn define<T: std::str::FromStr>(
@@ -149,6 +151,7 @@ impl Runtime {
             },
         );
         let prog = c.compile()?;
+        let warnings = lint::warnings(script, sources);
         let mut pps = Vec::new();
         for item in &script.items {
             if let Item::Probe(p) = item {
@@ -199,7 +202,15 @@ impl Runtime {
             skipped: 0,
             session_error: false,
             last_flush: std::time::Instant::now(),
+            warnings,
         })
+    }
+
+    /// stap's elaboration warnings for the script (unused functions and variables,
+    /// never-assigned variables, dead assignments, side-effect-free statements), in
+    /// stap's order, for the driver to render unless `-w` was given.
+    pub fn warnings(&self) -> &[Diagnostic] {
+        &self.warnings
     }
 
     /// Sends errors and warnings to `w` instead of stderr (tests, or a log file).

@@ -779,7 +779,10 @@ fn arity_and_undeclared_arrays() {
     let d = errors("function f(a, b) { return a + b } probe begin { f(1) }");
     assert!(d[0].message.contains("expects 2"), "{d:?}");
     let d = errors("probe begin { a[1] = 2 }");
-    assert!(d[0].message.contains("must be declared global"), "{d:?}");
+    assert_eq!(
+        d[0].message,
+        "unresolved arity-1 global array a, missing global declaration?"
+    );
     let d = errors("global a probe begin { a[1] = 1; a[1, 2] = 2 }");
     assert!(d[0].message.contains("index"), "{d:?}");
     let d = errors("probe begin { strlen(1, 2) }");
@@ -1616,4 +1619,93 @@ fn conditions_of_multi_point_probes_apply_per_point() {
     let (o, e) = session(&mut t, &[]);
     assert_eq!(e, "");
     assert_eq!(o, "begin\nend\n");
+}
+
+fn warnings_of(src: &str) -> String {
+    let (script, sm) = parse(src);
+    let rt = Runtime::new(
+        &script,
+        &sm,
+        Vec::new(),
+        RuntimeOptions::default(),
+        Box::new(Buf::default()),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    script_syntax::render_all(rt.warnings(), &sm)
+}
+
+#[test]
+fn unused_code_warnings_follow_stap() {
+    // stap's optimiser order: unused functions, never-assigned variables and unused
+    // globals, dead assignments, side-effect-free statements, then the locals those
+    // assignments left unused.
+    let src = "global hits, spare, never\n\
+               function used() { return 1 }\n\
+               function lonely(a) { return a }\n\
+               probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }\n";
+    let w = warnings_of(src);
+    let expected = "\
+WARNING: Eliding unused function 'lonely': identifier 'lonely' at <input>:3:10
+ source: function lonely(a) { return a }
+                  ^
+WARNING: never-assigned local variable 'y' (similar: w, z, hits, never, spare): identifier 'y' at <input>:4:40
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                                ^
+WARNING: Eliding unused variable 'spare': identifier 'spare' at <input>:1:14
+ source: global hits, spare, never
+                      ^
+WARNING: never-assigned global variable 'never' (similar: hits, spare): identifier 'never' at <input>:1:21
+ source: global hits, spare, never
+                             ^
+WARNING: Eliding assignment to 'z': operator '=' at <input>:4:27
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                   ^
+WARNING: Eliding assignment to 'w': operator '=' at <input>:4:54
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                                              ^
+WARNING: Eliding side-effect-free expression : identifier 'z' at <input>:4:25
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                 ^
+WARNING: Eliding side-effect-free expression : number '5' at <input>:4:64
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                                                        ^
+WARNING: Eliding unused variable 'z': identifier 'z' at <input>:4:25
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                 ^
+WARNING: Eliding unused variable 'w': identifier 'w' at <input>:4:52
+ source: probe begin { hits = 1; z = 3; println(y + never); w = used(); 5 }
+                                                            ^
+";
+    assert_eq!(w, expected);
+    // Written-but-unread globals are printed at the end instead; read locals, foreach
+    // variables, catch variables and compound assignments are no dead code.
+    assert_eq!(
+        warnings_of(
+            "global g, a\n\
+             probe begin { g = 1; a[1] = 2; x = 1; x += 2; println(x); foreach ([k] in a) { }\n\
+             try { error(\"e\") } catch (m) { } for (i = 0; i < 2; i++) { } }"
+        ),
+        ""
+    );
+}
+
+#[test]
+fn foreach_diagnostics_point_at_the_names() {
+    let src = "global a\nprobe begin { a[\"x\"] = 1; k = 1; foreach ([k] in a) { } }";
+    let d = errors(src);
+    let (_, sm) = parse(src);
+    let r = script_syntax::render_all(&d, &sm);
+    assert!(
+        r.starts_with(
+            "semantic error: type mismatch (string vs. long): identifier 'k' at <input>:2:44\n"
+        ),
+        "{r}"
+    );
+    let src = "probe begin { foreach ([k, v] in nosuch) { } }";
+    let d = errors(src);
+    let (_, sm) = parse(src);
+    assert_eq!(
+        script_syntax::render_all(&d, &sm),
+        "semantic error: unresolved arity-2 global array nosuch, missing global declaration?: identifier 'nosuch' at <input>:1:34\n        source: probe begin { foreach ([k, v] in nosuch) { } }\n                                                 ^\n1 semantic error.\n"
+    );
 }

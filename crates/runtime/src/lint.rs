@@ -1,0 +1,570 @@
+//! stap's elaboration warnings about unused code: unused functions and variables,
+//! never-assigned variables, dead assignments and side-effect-free statements.
+//!
+//! stap reports these while its optimiser (`semantic_pass_opt1..4` in `elaborate.cxx`)
+//! removes the code; snaptap runs the code unchanged (it is harmless) but prints the
+//! same warnings in the same order: unused functions (by name), never-assigned locals
+//! and globals and unused globals, dead assignments, side-effect-free statements, and
+//! finally the locals that the removed assignments left unused. Only code in user files
+//! (files holding a `probe`) is reported, as stap skips tapsets. The model is
+//! deliberately conservative: a statement counts as side-effect-free only when it holds
+//! no call, assignment or target access at all.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use script_syntax::ast::{
+    AssignOp, Block, Expr, ExprKind, FileId, FunctionBody, FunctionDecl, Item, Script, Span, Stmt,
+    StmtKind,
+};
+use script_syntax::{Diagnostic, SourceMap};
+
+/// What one body does with one variable.
+#[derive(Default)]
+struct VarUse {
+    /// First occurrence (stap's declaration token of an implicit local).
+    first: Option<Span>,
+    read: bool,
+    /// Written by anything (assignment, `foreach`, `catch`, `++`, ...).
+    written: bool,
+    /// Written by something other than a plain `=` to the bare name.
+    written_otherwise: bool,
+    /// Spans of the `=` operators of plain assignments to the bare name.
+    plain_assigns: Vec<Span>,
+}
+
+/// Variable use inside one probe or function body.
+struct Body<'a> {
+    /// Names that are locals here (everything not global, plus shadowing parameters).
+    params: HashSet<&'a str>,
+    locals: Vec<String>,
+    uses: HashMap<String, VarUse>,
+    /// Expression statements, for the side-effect-free check after dead assignments go.
+    expr_stmts: Vec<&'a Stmt>,
+    calls: Vec<&'a str>,
+}
+
+struct Lint<'a> {
+    sources: &'a SourceMap,
+    globals: &'a HashSet<&'a str>,
+    /// Global reads and writes, over every reachable body.
+    g_read: HashSet<String>,
+    g_written: HashSet<String>,
+}
+
+impl<'a> Lint<'a> {
+    fn is_local(&self, b: &Body<'_>, name: &str) -> bool {
+        b.params.contains(name) || !self.globals.contains(name)
+    }
+
+    fn note_local(b: &mut Body<'_>, name: &str, span: Span) {
+        if !b.uses.contains_key(name) {
+            b.locals.push(name.to_string());
+        }
+        let u = b.uses.entry(name.to_string()).or_default();
+        if u.first.is_none() {
+            u.first = Some(span);
+        }
+    }
+
+    fn read(&mut self, b: &mut Body<'_>, name: &str, span: Span) {
+        if self.is_local(b, name) {
+            Self::note_local(b, name, span);
+            if let Some(u) = b.uses.get_mut(name) {
+                u.read = true;
+            }
+        } else {
+            self.g_read.insert(name.to_string());
+        }
+    }
+
+    fn write(&mut self, b: &mut Body<'_>, name: &str, span: Span, plain_op: Option<Span>) {
+        if self.is_local(b, name) {
+            Self::note_local(b, name, span);
+            if let Some(u) = b.uses.get_mut(name) {
+                u.written = true;
+                match plain_op {
+                    Some(op) => u.plain_assigns.push(op),
+                    None => u.written_otherwise = true,
+                }
+            }
+        } else {
+            self.g_written.insert(name.to_string());
+        }
+    }
+
+    /// The span of the operator text `op` between two operands (stap's token for an
+    /// assignment), found in the source; the left operand's end if it cannot be found.
+    fn op_span(&self, lhs: Span, rhs: Span, op: &str) -> Span {
+        let gap = Span {
+            file: lhs.file,
+            start: lhs.end,
+            end: rhs.start.max(lhs.end),
+        };
+        let text = self.sources.snippet(gap);
+        let at = text.find(op).unwrap_or(0) as u32;
+        Span {
+            file: lhs.file,
+            start: lhs.end + at,
+            end: lhs.end + at + op.len() as u32,
+        }
+    }
+
+    fn expr(&mut self, b: &mut Body<'a>, e: &'a Expr) {
+        match &e.kind {
+            ExprKind::Var(n) => self.read(b, n, e.span),
+            ExprKind::Index { array, keys } => {
+                self.read(b, array, e.span);
+                for k in keys {
+                    self.expr(b, k);
+                }
+            }
+            ExprKind::In { keys, array } => {
+                for k in keys {
+                    self.expr(b, k);
+                }
+                self.read(b, array, e.span);
+            }
+            ExprKind::Call { name, args } => {
+                b.calls.push(name.as_str());
+                for a in args {
+                    self.expr(b, a);
+                }
+            }
+            ExprKind::Assign { op, target, value } => {
+                match (&target.kind, op) {
+                    (ExprKind::Var(n), AssignOp::Set) => {
+                        let ops = self.op_span(target.span, value.span, "=");
+                        self.write(b, n, target.span, Some(ops));
+                    }
+                    (ExprKind::Var(n), AssignOp::Aggregate) => {
+                        self.write(b, n, target.span, None);
+                    }
+                    (ExprKind::Var(n), AssignOp::Compound(_)) => {
+                        self.read(b, n, target.span);
+                        self.write(b, n, target.span, None);
+                    }
+                    (ExprKind::Index { array, keys }, op) => {
+                        if !matches!(op, AssignOp::Set | AssignOp::Aggregate) {
+                            self.read(b, array, target.span);
+                        }
+                        self.write(b, array, target.span, None);
+                        for k in keys {
+                            self.expr(b, k);
+                        }
+                    }
+                    _ => self.expr(b, target),
+                }
+                self.expr(b, value);
+            }
+            ExprKind::IncDec { target, .. } => match &target.kind {
+                ExprKind::Var(n) => {
+                    self.read(b, n, target.span);
+                    self.write(b, n, target.span, None);
+                }
+                ExprKind::Index { array, keys } => {
+                    self.read(b, array, target.span);
+                    self.write(b, array, target.span, None);
+                    for k in keys {
+                        self.expr(b, k);
+                    }
+                }
+                _ => self.expr(b, target),
+            },
+            ExprKind::Stat { expr, args, .. } => {
+                self.expr(b, expr);
+                for a in args {
+                    self.expr(b, a);
+                }
+            }
+            ExprKind::Unary { expr, .. } | ExprKind::Entry(expr) | ExprKind::Defined(expr) => {
+                self.expr(b, expr)
+            }
+            ExprKind::Binary { lhs, rhs, .. } => {
+                self.expr(b, lhs);
+                self.expr(b, rhs);
+            }
+            ExprKind::Ternary { cond, then, els } => {
+                self.expr(b, cond);
+                self.expr(b, then);
+                self.expr(b, els);
+            }
+            ExprKind::Cast { expr, .. } => self.expr(b, expr),
+            ExprKind::Number(_)
+            | ExprKind::String(_)
+            | ExprKind::ScriptArg { .. }
+            | ExprKind::ArgCount
+            | ExprKind::Target(_)
+            | ExprKind::GlobalVar { .. }
+            | ExprKind::ProbeWrite(_)
+            | ExprKind::Error => {}
+        }
+    }
+
+    fn stmt(&mut self, b: &mut Body<'a>, s: &'a Stmt) {
+        match &s.kind {
+            StmtKind::Block(bl) => self.block(b, bl),
+            StmtKind::Expr(e) => {
+                b.expr_stmts.push(s);
+                self.expr(b, e);
+            }
+            StmtKind::If { cond, then, els } => {
+                self.expr(b, cond);
+                self.stmt(b, then);
+                if let Some(e) = els {
+                    self.stmt(b, e);
+                }
+            }
+            StmtKind::While { cond, body } => {
+                self.expr(b, cond);
+                self.stmt(b, body);
+            }
+            StmtKind::For {
+                init,
+                cond,
+                step,
+                body,
+            } => {
+                for e in [init, cond, step].into_iter().flatten() {
+                    self.expr(b, e);
+                }
+                self.stmt(b, body);
+            }
+            StmtKind::Foreach {
+                keys,
+                value,
+                array,
+                limit,
+                body,
+                ..
+            } => {
+                for k in keys {
+                    self.write(b, k, s.span, None);
+                }
+                if let Some(v) = value {
+                    self.write(b, v, s.span, None);
+                }
+                self.read(b, array, s.span);
+                if let Some(l) = limit {
+                    self.expr(b, l);
+                }
+                self.stmt(b, body);
+            }
+            StmtKind::Return(Some(e)) => self.expr(b, e),
+            StmtKind::Delete(e) => match &e.kind {
+                ExprKind::Var(n) => self.write(b, n, e.span, None),
+                ExprKind::Index { array, keys } => {
+                    self.write(b, array, e.span, None);
+                    for k in keys {
+                        self.expr(b, k);
+                    }
+                }
+                _ => self.expr(b, e),
+            },
+            StmtKind::Try { body, var, catch } => {
+                self.block(b, body);
+                if let Some(v) = var {
+                    // An unread catch variable is dropped silently by stap.
+                    if self.is_local(b, v) {
+                        Self::note_local(b, v, s.span);
+                        if let Some(u) = b.uses.get_mut(v.as_str()) {
+                            u.written = true;
+                            u.written_otherwise = true;
+                            u.read = true;
+                        }
+                    }
+                }
+                self.block(b, catch);
+            }
+            StmtKind::Return(None)
+            | StmtKind::Break
+            | StmtKind::Continue
+            | StmtKind::Next
+            | StmtKind::Empty
+            | StmtKind::Error => {}
+        }
+    }
+
+    fn block(&mut self, b: &mut Body<'a>, bl: &'a Block) {
+        for s in &bl.stmts {
+            self.stmt(b, s);
+        }
+    }
+}
+
+/// The expression left after stap's dead-assignment removal: `x = EXPR` with `x`
+/// never read becomes `EXPR`, repeatedly.
+fn after_elision<'e>(e: &'e Expr, dead: &dyn Fn(&str) -> bool) -> &'e Expr {
+    match &e.kind {
+        ExprKind::Assign {
+            op: AssignOp::Set,
+            target,
+            value,
+        } if matches!(&target.kind, ExprKind::Var(n) if dead(n)) => after_elision(value, dead),
+        _ => e,
+    }
+}
+
+/// Whether evaluating `e` can have no effect (conservatively: no calls, assignments,
+/// increments or target accesses anywhere in it).
+fn side_effect_free(e: &Expr) -> bool {
+    match &e.kind {
+        ExprKind::Number(_)
+        | ExprKind::String(_)
+        | ExprKind::Var(_)
+        | ExprKind::ScriptArg { .. }
+        | ExprKind::ArgCount => true,
+        ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => {
+            keys.iter().all(side_effect_free)
+        }
+        ExprKind::Unary { expr, .. } => side_effect_free(expr),
+        ExprKind::Binary { lhs, rhs, .. } => side_effect_free(lhs) && side_effect_free(rhs),
+        ExprKind::Ternary { cond, then, els } => {
+            side_effect_free(cond) && side_effect_free(then) && side_effect_free(els)
+        }
+        _ => false,
+    }
+}
+
+/// stap's `levenshtein_suggest`: up to five names within edit distance 7, nearest
+/// first, formatted as ` (similar: a, b)`; empty when nothing is close.
+fn similar(name: &str, candidates: &[&str]) -> String {
+    let mut scored: Vec<(usize, &str)> = candidates
+        .iter()
+        .filter(|c| !c.is_empty() && **c != name)
+        .map(|c| (crate::compile::edit_distance(name, c), *c))
+        .filter(|(d, _)| *d <= 7)
+        .collect();
+    scored.sort();
+    scored.dedup();
+    if scored.is_empty() {
+        return String::new();
+    }
+    let list: Vec<&str> = scored.iter().take(5).map(|(_, c)| *c).collect();
+    format!(" (similar: {})", list.join(", "))
+}
+
+/// The span of the first whole-word occurrence of `word` inside `within` (statements
+/// name their variables as plain strings; diagnostics point at the name itself).
+pub(crate) fn word_span(sources: &SourceMap, within: Span, word: &str) -> Span {
+    let text = sources.snippet(within);
+    let bytes = text.as_bytes();
+    let is_id = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'@';
+    let mut from = 0;
+    while let Some(i) = text.get(from..).and_then(|t| t.find(word)) {
+        let at = from + i;
+        let end = at + word.len();
+        let before_ok = at == 0 || !is_id(bytes[at - 1]);
+        let after_ok = end >= bytes.len() || !is_id(bytes[end]);
+        if before_ok && after_ok {
+            return Span {
+                file: within.file,
+                start: within.start + at as u32,
+                end: within.start + end as u32,
+            };
+        }
+        from = end;
+    }
+    within
+}
+
+/// The span of `word` after the first whole word `after` inside `within` (the array
+/// of `foreach (... in ARRAY)`).
+pub(crate) fn word_after(sources: &SourceMap, within: Span, after: &str, word: &str) -> Span {
+    let kw = word_span(sources, within, after);
+    if kw == within {
+        return word_span(sources, within, word);
+    }
+    let rest = Span {
+        start: kw.end,
+        ..within
+    };
+    let found = word_span(sources, rest, word);
+    if found == rest {
+        within
+    } else {
+        found
+    }
+}
+
+fn warn(message: String, span: Span) -> Diagnostic {
+    Diagnostic::warning("warning", message, span)
+}
+
+/// stap's warnings for `script` (already alias-expanded), in stap's order.
+pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> {
+    let user: HashSet<FileId> = script
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Probe(p) => Some(p.span.file),
+            _ => None,
+        })
+        .collect();
+    let is_user = |s: Span| user.contains(&s.file);
+    let mut gdecls: Vec<(&str, Span, bool)> = Vec::new();
+    let mut funcs: BTreeMap<&str, &FunctionDecl> = BTreeMap::new();
+    for item in &script.items {
+        match item {
+            Item::Global(g) => gdecls.push((g.name.as_str(), g.span, g.init.is_some())),
+            Item::Function(f) => {
+                funcs.insert(f.name.as_str(), f);
+            }
+            _ => {}
+        }
+    }
+    let globals: HashSet<&str> = gdecls.iter().map(|g| g.0).collect();
+    let mut lint = Lint {
+        sources,
+        globals: &globals,
+        g_read: HashSet::new(),
+        g_written: HashSet::new(),
+    };
+    let new_body = |params: HashSet<&'static str>| Body {
+        params,
+        locals: Vec::new(),
+        uses: HashMap::new(),
+        expr_stmts: Vec::new(),
+        calls: Vec::new(),
+    };
+    // Probe bodies (with their conditions), then every function reachable from them.
+    let mut probe_bodies = Vec::new();
+    for item in &script.items {
+        if let Item::Probe(p) = item {
+            let mut b = new_body(HashSet::new());
+            for pt in &p.points {
+                if let Some(c) = &pt.condition {
+                    lint.expr(&mut b, c);
+                }
+            }
+            lint.block(&mut b, &p.body);
+            probe_bodies.push(b);
+        }
+    }
+    let mut reached: BTreeMap<&str, Body<'_>> = BTreeMap::new();
+    let mut work: Vec<&str> = probe_bodies
+        .iter()
+        .flat_map(|b| b.calls.iter().copied())
+        .collect();
+    while let Some(name) = work.pop() {
+        if reached.contains_key(name) {
+            continue;
+        }
+        let Some(f) = funcs.get(name) else { continue };
+        let mut b = Body {
+            params: f.params.iter().map(|p| p.name.as_str()).collect(),
+            locals: Vec::new(),
+            uses: HashMap::new(),
+            expr_stmts: Vec::new(),
+            calls: Vec::new(),
+        };
+        if let FunctionBody::Script(bl) = &f.body {
+            lint.block(&mut b, bl);
+        }
+        work.extend(b.calls.iter().copied());
+        reached.insert(name, b);
+    }
+
+    let mut out = Vec::new();
+    // opt1: functions nobody calls, in name order.
+    for (name, f) in &funcs {
+        if !reached.contains_key(name) && is_user(f.span) {
+            out.push(warn(
+                format!("Eliding unused function '{name}'"),
+                word_span(sources, f.span, name),
+            ));
+        }
+    }
+    // opt2, first iteration: never-assigned locals, then globals.
+    let gnames: Vec<&str> = gdecls.iter().map(|g| g.0).collect();
+    let reached_bodies: Vec<(&str, &Body<'_>)> = reached.iter().map(|(n, b)| (*n, b)).collect();
+    let all_bodies: Vec<&Body<'_>> = probe_bodies
+        .iter()
+        .chain(reached_bodies.iter().map(|(_, b)| *b))
+        .collect();
+    for b in &all_bodies {
+        for l in &b.locals {
+            let u = &b.uses[l];
+            if u.read && !u.written && !b.params.contains(l.as_str()) {
+                let Some(at) = u.first.filter(|s| is_user(*s)) else {
+                    continue;
+                };
+                let mut cands: Vec<&str> = b.locals.iter().map(|s| s.as_str()).collect();
+                cands.extend(b.params.iter().copied());
+                cands.extend(gnames.iter().copied());
+                out.push(warn(
+                    format!("never-assigned local variable '{l}'{}", similar(l, &cands)),
+                    at,
+                ));
+            }
+        }
+    }
+    for (name, span, init) in &gdecls {
+        if !is_user(*span) {
+            continue;
+        }
+        let read = lint.g_read.contains(*name);
+        let written = lint.g_written.contains(*name);
+        if !read && !written {
+            out.push(warn(format!("Eliding unused variable '{name}'"), *span));
+        } else if read && !written && !init {
+            out.push(warn(
+                format!(
+                    "never-assigned global variable '{name}'{}",
+                    similar(name, &gnames)
+                ),
+                *span,
+            ));
+        }
+    }
+    // opt3: assignments to locals nobody reads.
+    let dead_in = |b: &Body<'_>, n: &str| -> bool { !globals.contains(n) || b.params.contains(n) };
+    for b in &all_bodies {
+        let mut ops: Vec<Span> = Vec::new();
+        for l in &b.locals {
+            let u = &b.uses[l];
+            if !u.read && dead_in(b, l) {
+                ops.extend(u.plain_assigns.iter().copied().filter(|s| is_user(*s)));
+            }
+        }
+        ops.sort_by_key(|s| (s.file.0, s.start));
+        for op in ops {
+            let name = b
+                .locals
+                .iter()
+                .find(|l| b.uses[l.as_str()].plain_assigns.contains(&op))
+                .cloned()
+                .unwrap_or_default();
+            out.push(warn(format!("Eliding assignment to '{name}'"), op));
+        }
+    }
+    // opt4: statements without effect, counting what the removed assignments left.
+    for b in &all_bodies {
+        let dead = |n: &str| b.uses.get(n).is_some_and(|u| !u.read) && dead_in(b, n);
+        for s in &b.expr_stmts {
+            if let StmtKind::Expr(e) = &s.kind {
+                if is_user(s.span) && side_effect_free(after_elision(e, &dead)) {
+                    out.push(warn(
+                        "Eliding side-effect-free expression ".to_string(),
+                        s.span,
+                    ));
+                }
+            }
+        }
+    }
+    // opt2, next iteration: locals whose every write was a removed assignment.
+    for b in &all_bodies {
+        for l in &b.locals {
+            let u = &b.uses[l];
+            if !u.read
+                && !u.written_otherwise
+                && !u.plain_assigns.is_empty()
+                && !b.params.contains(l.as_str())
+            {
+                if let Some(at) = u.first.filter(|s| is_user(*s)) {
+                    out.push(warn(format!("Eliding unused variable '{l}'"), at));
+                }
+            }
+        }
+    }
+    out
+}
