@@ -47,6 +47,20 @@ pub struct Cli {
     #[arg(short = 'v', action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Trace a kernel (or a gdbserver process) through the GDB remote protocol at
+    /// HOST:PORT, e.g. QEMU's gdbstub.
+    #[arg(long = "gdb", value_name = "HOST:PORT")]
+    pub gdb: Option<String>,
+
+    /// Start a virtual machine with COMMAND (split as a shell would; snaptap adds its
+    /// gdbstub options), trace its kernel, pass its console through, stop it at the end.
+    #[arg(long = "vm", value_name = "COMMAND")]
+    pub vm: Option<String>,
+
+    /// The kernel ELF, with DWARF, that runs in the VM (for kernel.function probes).
+    #[arg(long = "kernel", value_name = "ELF")]
+    pub kernel: Option<std::path::PathBuf>,
+
     /// Suppress warnings.
     #[arg(short = 'w')]
     pub no_warnings: bool,

@@ -12,6 +12,8 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::vm;
+
 use anyhow::{bail, Context, Result};
 use backend::{Event, StopToken, TargetEnd};
 use backend_ptrace::{Launch, Options, PtraceBackend};
@@ -80,8 +82,9 @@ pub fn run(cli: Cli) -> Result<i32> {
         target_exe: target_exe.clone(),
         target_pid: cli.pid,
         max_string,
+        ..Default::default()
     };
-    let planned = match planner::plan(&script, &sources, &opts) {
+    let planned = match planner::plan_with_kernel(&script, &sources, &opts, cli.kernel.as_deref()) {
         Ok(p) => p,
         Err(diags) => {
             report(&diags, &sources, cli.no_warnings);
@@ -131,9 +134,40 @@ pub fn run(cli: Cli) -> Result<i32> {
     };
 
     let needs_target = !planned.plans.sites.is_empty();
-    if needs_target && launch.is_none() {
-        bail!("process probes need a target: give -c CMD or -x PID (snaptap traces processes through ptrace)");
-    }
+    let target = match (launch, &cli.gdb, &cli.vm) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            bail!("-c/-x trace a local process; --gdb/--vm trace a VM: use one or the other")
+        }
+        (_, Some(_), Some(_)) => bail!("--gdb and --vm cannot be used together"),
+        (Some(l), None, None) => {
+            if needs_target || cli.command.is_some() {
+                Some(Target::Process(l))
+            } else {
+                None
+            }
+        }
+        (None, gdb, vm) if gdb.is_some() || vm.is_some() => {
+            let Some(kernel) = cli.kernel.clone() else {
+                bail!("--gdb and --vm need --kernel ELF: the kernel image with its DWARF");
+            };
+            let vm = match vm {
+                Some(cmd) => Some(vm::start(cmd)?),
+                None => None,
+            };
+            let addr = match (&vm, gdb) {
+                (Some(v), _) => v.gdb_addr.clone(),
+                (None, Some(a)) => a.clone(),
+                (None, None) => unreachable!("one of --gdb/--vm is set"),
+            };
+            Some(Target::Gdb { addr, kernel, vm })
+        }
+        (None, _, _) => {
+            if needs_target {
+                bail!("process probes need a target: give -c CMD or -x PID (snaptap traces processes through ptrace)");
+            }
+            None
+        }
+    };
 
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [
@@ -150,26 +184,70 @@ pub fn run(cli: Cli) -> Result<i32> {
     let mut backend_thread = None;
     let mut go_tx = None;
     let mut target_pid = cli.pid.unwrap_or(0);
-    if let Some(launch) = launch.filter(|_| needs_target || cli.command.is_some()) {
+    let mut machine = None;
+    if let Some(target) = target {
         let (pid_tx, pid_rx) = mpsc::channel::<Result<u32, String>>();
         let (gtx, go_rx) = mpsc::channel::<bool>();
         let plans = planned.plans.clone();
         let stop2 = stop.clone();
+        let spec = match target {
+            Target::Gdb { addr, kernel, vm } => {
+                machine = vm;
+                BackendSpec::Gdb {
+                    addr,
+                    kernel,
+                    verbose: cli.verbose > 0,
+                }
+            }
+            Target::Process(l) => BackendSpec::Process(l),
+        };
         let handle = thread::Builder::new()
             .name("snaptap-backend".into())
             .spawn(move || -> Result<backend::RunSummary, String> {
-                let mut be = match PtraceBackend::new(launch, Options { follow_forks: true }) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = pid_tx.send(Err(e.to_string()));
-                        return Err(e.to_string());
+                let r = match spec {
+                    BackendSpec::Process(launch) => {
+                        let mut be =
+                            match PtraceBackend::new(launch, Options { follow_forks: true }) {
+                                Ok(b) => b,
+                                Err(e) => {
+                                    let _ = pid_tx.send(Err(e.to_string()));
+                                    return Err(e.to_string());
+                                }
+                            };
+                        let _ = pid_tx.send(Ok(be.pid()));
+                        if !go_rx.recv().unwrap_or(false) {
+                            stop2.request();
+                        }
+                        be.run(&plans, &etx, &stop2).map_err(|e| e.to_string())
+                    }
+                    BackendSpec::Gdb {
+                        addr,
+                        kernel,
+                        verbose,
+                    } => {
+                        let opts = backend_gdb::GdbOptions {
+                            addr,
+                            connect_timeout: Duration::from_secs(10),
+                            module: kernel,
+                        };
+                        let mut be = match backend_gdb::GdbBackend::connect(opts) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                let _ = pid_tx.send(Err(e.to_string()));
+                                return Err(e.to_string());
+                            }
+                        };
+                        let _ = pid_tx.send(Ok(0));
+                        if !go_rx.recv().unwrap_or(false) {
+                            stop2.request();
+                        }
+                        let r = be.run(&plans, &etx, &stop2).map_err(|e| e.to_string());
+                        if verbose {
+                            eprintln!("gdb backend: {:?}", be.stats());
+                        }
+                        r
                     }
                 };
-                let _ = pid_tx.send(Ok(be.pid()));
-                if !go_rx.recv().unwrap_or(false) {
-                    stop2.request();
-                }
-                let r = be.run(&plans, &etx, &stop2).map_err(|e| e.to_string());
                 drop(etx);
                 r
             })
@@ -178,6 +256,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(Ok(pid)) => target_pid = pid,
             Ok(Err(e)) => {
                 let _ = handle.join();
+                if let Some(m) = machine.take() {
+                    m.stop();
+                }
                 bail!("{e}");
             }
             Err(_) => bail!("the backend thread ended before it started the target"),
@@ -295,6 +376,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             Err(_) => backend_error = Some("the backend thread panicked".into()),
         }
     }
+    if let Some(m) = machine.take() {
+        m.stop();
+    }
     // Records that were queued before the target ended are still handled; after exit()
     // stap runs no more handlers, and neither do we.
     if !exiting && !interrupted.load(Ordering::Relaxed) {
@@ -327,6 +411,31 @@ pub fn run(cli: Cli) -> Result<i32> {
         return Ok(1);
     }
     Ok(rt.exit_code())
+}
+
+/// What snaptap traces.
+enum Target {
+    /// A local process through ptrace.
+    Process(Launch),
+    /// A kernel (or gdbserver process) through the GDB remote protocol.
+    Gdb {
+        /// `host:port` of the stub.
+        addr: String,
+        /// The kernel ELF with DWARF.
+        kernel: PathBuf,
+        /// The VM snaptap started (`--vm`), stopped at the end.
+        vm: Option<vm::Machine>,
+    },
+}
+
+/// What the backend thread builds (the part of [`Target`] that moves to it).
+enum BackendSpec {
+    Process(Launch),
+    Gdb {
+        addr: String,
+        kernel: PathBuf,
+        verbose: bool,
+    },
 }
 
 /// Handles one backend event on the driver thread.
