@@ -82,7 +82,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         target_exe: target_exe.clone(),
         target_pid: cli.pid,
         max_string,
-        ..Default::default()
     };
     let planned = match planner::plan_with_kernel(&script, &sources, &opts, cli.kernel.as_deref()) {
         Ok(p) => p,
