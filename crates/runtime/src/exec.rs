@@ -89,6 +89,8 @@ pub(crate) struct Limits {
     pub(crate) maxstringlen: usize,
     pub(crate) maxerrors: u64,
     pub(crate) maxnesting: usize,
+    /// How histograms are drawn (`-D HIST_WIDTH`, `-D HIST_ELISION`).
+    pub(crate) hist: crate::stats::HistLayout,
 }
 
 /// Facts about snaptap itself, used as the context of begin/end/timer probes.
@@ -854,8 +856,9 @@ impl State {
             }
             Ex::PrintHist { agg, spec, tok } => {
                 let mut text = String::new();
+                let layout = self.limits.hist;
                 match self.agg_get(p, cx, agg)? {
-                    Some((s, _, _)) if s.count > 0 => print_histogram(&mut text, spec, s),
+                    Some((s, _, _)) if s.count > 0 => print_histogram(&mut text, spec, s, layout),
                     _ => return fail("empty aggregate", *tok),
                 }
                 self.out.extend_from_slice(text.as_bytes());

@@ -35,7 +35,7 @@ pub struct RuntimeOptions {
     /// `target()`: the pid given with `-x` or started with `-c`.
     pub target_pid: u32,
     /// `-D NAME=VALUE` settings: MAXACTION, MAXMAPENTRIES, MAXSTRINGLEN, MAXERRORS,
-    /// MAXNESTING, MAXACTION_INTERRUPTIBLE. Others are ignored.
+    /// MAXNESTING, MAXACTION_INTERRUPTIBLE, HIST_WIDTH, HIST_ELISION. Others are ignored.
     pub defines: Vec<(String, String)>,
 }
 
@@ -137,6 +137,11 @@ impl Runtime {
             // Each nested call costs native stack here; beyond a thousand levels a deep
             // recursion would overflow it instead of failing with stap's error.
             maxnesting: define(&opts, "MAXNESTING", 10usize, &mut diags).clamp(1, 1000),
+            // A bar wider than the print buffer is meaningless; stap would overflow it.
+            hist: stats::HistLayout {
+                width: define(&opts, "HIST_WIDTH", 50i64, &mut diags).clamp(1, 4096),
+                elision: define(&opts, "HIST_ELISION", 2i64, &mut diags).clamp(-1, 1 << 20),
+            },
         };
         if !diags.is_empty() {
             return Err(diags);

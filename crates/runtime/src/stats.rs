@@ -10,10 +10,23 @@ use std::fmt::Write as _;
 pub(crate) const LOG_BUCKETS: usize = 128;
 /// The bucket of the value 0 in a log histogram (stap's `HIST_LOG_BUCKET0`).
 const LOG_BUCKET0: usize = 64;
-/// Width of the histogram bar (stap's `HIST_WIDTH`).
-const HIST_WIDTH: i64 = 50;
-/// Zero rows kept around data before eliding (stap's `HIST_ELISION`).
-const HIST_ELISION: i64 = 2;
+/// How histograms are drawn: stap's compile-time `HIST_WIDTH` (bar width, default 50)
+/// and `HIST_ELISION` (zero rows kept next to data before a `~`, default 2; negative
+/// turns elision off), both settable with `-D`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HistLayout {
+    pub(crate) width: i64,
+    pub(crate) elision: i64,
+}
+
+impl Default for HistLayout {
+    fn default() -> Self {
+        HistLayout {
+            width: 50,
+            elision: 2,
+        }
+    }
+}
 /// Most buckets a linear histogram may have, under- and overflow included.
 pub(crate) const MAX_LINEAR_BUCKETS: i64 = 128;
 
@@ -227,7 +240,8 @@ fn needed_space(v: i64) -> i64 {
 
 /// Renders a histogram exactly as stap's `_stp_stat_print_histogram` does. The caller
 /// checks that the aggregate is not empty (stap reports "empty aggregate" first).
-pub(crate) fn print_histogram(out: &mut String, spec: &HistSpec, st: &Stat) {
+pub(crate) fn print_histogram(out: &mut String, spec: &HistSpec, st: &Stat, layout: HistLayout) {
+    let (hist_width, hist_elision) = (layout.width, layout.elision);
     let h = &st.hist;
     let nb = h.len() as i64;
     if nb == 0 {
@@ -280,10 +294,10 @@ pub(crate) fn print_histogram(out: &mut String, spec: &HistSpec, st: &Stat) {
             over = 1;
         }
     }
-    let scale = if valmax <= HIST_WIDTH {
+    let scale = if valmax <= hist_width {
         1
     } else {
-        valmax / HIST_WIDTH + i64::from(valmax % HIST_WIDTH != 0)
+        valmax / hist_width + i64::from(valmax % hist_width != 0)
     };
     let cnt_space = needed_space(valmax);
     let mut val_space = match spec {
@@ -296,24 +310,28 @@ pub(crate) fn print_histogram(out: &mut String, spec: &HistSpec, st: &Stat) {
     };
     val_space = val_space.max(5);
     let _ = write!(out, "{:>w$} |", "value", w = val_space as usize);
-    for _ in 0..HIST_WIDTH {
+    for _ in 0..hist_width {
         out.push('-');
     }
     out.push_str(" count\n");
     let mut eliding = false;
     let mut i = low;
     while i <= high {
-        let min_b = low.max(i - HIST_ELISION);
-        let max_b = high.min(i + HIST_ELISION);
-        let elide = (min_b..=max_b).all(|k| h[k as usize] == 0);
-        if elide {
-            eliding = true;
-            i += 1;
-            continue;
-        }
-        if eliding {
-            let _ = writeln!(out, "{:>w$} ~", "", w = val_space as usize);
-            eliding = false;
+        if hist_elision >= 0 {
+            // stap never elides more than the number of buckets.
+            let max_elide = hist_elision.min(nb);
+            let min_b = low.max(i - max_elide);
+            let max_b = high.min(i + max_elide);
+            let elide = (min_b..=max_b).all(|k| h[k as usize] == 0);
+            if elide {
+                eliding = true;
+                i += 1;
+                continue;
+            }
+            if eliding {
+                let _ = writeln!(out, "{:>w$} ~", "", w = val_space as usize);
+                eliding = false;
+            }
         }
         let (val, prefix) = match spec {
             HistSpec::Linear {
@@ -336,7 +354,7 @@ pub(crate) fn print_histogram(out: &mut String, spec: &HistSpec, st: &Stat) {
         for _ in 0..v {
             out.push('@');
         }
-        let cw = (HIST_WIDTH - v + 1 + cnt_space).max(0) as usize;
+        let cw = (hist_width - v + 1 + cnt_space).max(0) as usize;
         let _ = writeln!(out, "{c:>cw$}");
         i += 1;
     }

@@ -1709,3 +1709,38 @@ fn foreach_diagnostics_point_at_the_names() {
         "semantic error: unresolved arity-2 global array nosuch, missing global declaration?: identifier 'nosuch' at <input>:1:34\n        source: probe begin { foreach ([k, v] in nosuch) { } }\n                                                 ^\n1 semantic error.\n"
     );
 }
+
+#[test]
+fn hist_elision_and_width_follow_defines() {
+    let src = "global s probe begin { for (i = 0; i < 30; i++) s <<< 1; s <<< 1000; print(@hist_log(s)) }";
+    let run_with = |defs: &[(&str, &str)]| {
+        let opts = RuntimeOptions {
+            defines: defs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let mut t = build_with(src, Vec::new(), opts).unwrap_or_else(|d| panic!("{d:?}"));
+        session(&mut t, &[]).0
+    };
+    // HIST_ELISION=0 keeps no zero rows between data rows.
+    assert_eq!(
+        run_with(&[("HIST_ELISION", "0")]),
+        format!(
+            "value |{d} count\n      ~\n    1 |{a}{s}30\n      ~\n  512 |@{s1}1\n\n",
+            d = dashes(),
+            a = "@".repeat(30),
+            s = spaces(21),
+            s1 = spaces(51)
+        )
+    );
+    // A negative HIST_ELISION shows every row in range; HIST_WIDTH scales the bars.
+    let all = run_with(&[("HIST_ELISION", "-1"), ("HIST_WIDTH", "10")]);
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines[0], "value |---------- count");
+    assert_eq!(lines[2], "    1 |@@@@@@@@@@ 30");
+    assert!(!all.contains('~'), "{all}");
+    // Rows 0, 1, 2, ..., 2048 (two past the data), then the blank line.
+    assert_eq!(lines.len(), 1 + 13 + 1, "{all}");
+}
