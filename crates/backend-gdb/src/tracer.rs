@@ -327,9 +327,13 @@ impl Core {
                 site.module.display()
             );
             match site.kind {
-                SiteKind::ProcessBegin | SiteKind::ProcessEnd => {
+                SiteKind::ProcessBegin
+                | SiteKind::ProcessEnd
+                | SiteKind::SyscallEntry
+                | SiteKind::SyscallReturn
+                | SiteKind::Semaphore => {
                     summary.failed_sites.push(format!(
-                        "site {i}: process begin/end probes do not apply to a gdb remote target"
+                        "site {i}: process begin/end, syscall and USDT semaphore sites do not apply to a gdb remote target"
                     ));
                     continue;
                 }

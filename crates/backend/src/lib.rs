@@ -205,6 +205,16 @@ pub enum Event {
         /// How.
         how: TargetEnd,
     },
+    /// An executable file is mapped in a traced process at this load bias (link-time
+    /// address + bias = runtime address). Lets the driver symbolise and unwind stacks.
+    ModuleMapped {
+        /// Process id.
+        pid: u32,
+        /// Canonical path of the file.
+        path: std::path::PathBuf,
+        /// Load bias.
+        bias: u64,
+    },
     /// A non-fatal problem worth a warning (a site that could not be installed, a
     /// process that could not be followed).
     Warning(String),

@@ -37,6 +37,9 @@ impl DwarfReg {
     pub const RSP: DwarfReg = DwarfReg(7);
     /// `rip`, the program counter (DWARF's "return address" column 16).
     pub const RIP: DwarfReg = DwarfReg(16);
+    /// Not a DWARF register: the system call number at a syscall stop (`orig_rax` on
+    /// x86_64 Linux). Only syscall sites can read it.
+    pub const SYSCALL_NR: DwarfReg = DwarfReg(0x8000);
 }
 
 /// One operation of a field program. The machine is a stack of `u64`.
@@ -226,6 +229,18 @@ pub enum SiteKind {
     ProcessBegin,
     /// A process of the target module ended; no address.
     ProcessEnd,
+    /// Every system call entry of a process running `module` (`process.syscall`); no
+    /// address. `DwarfReg::SYSCALL_NR` is the call's number, arguments are in their
+    /// registers (rdi, rsi, rdx, r10, r8, r9).
+    SyscallEntry,
+    /// Every system call exit of a process running `module` (`process.syscall.return`);
+    /// no address. `rax` holds the return value, `DwarfReg::SYSCALL_NR` the number.
+    SyscallReturn,
+    /// Not a probe: a USDT semaphore, the 2-byte counter at `addr` in `module` that the
+    /// program tests before evaluating a marker's arguments. While the session runs the
+    /// backend adds one to it in every process of the module, and takes it off again at
+    /// detach. Emits no records; its plan is empty.
+    Semaphore,
 }
 
 /// Context a site's handler needs, which the backend must collect at the hit.

@@ -34,6 +34,9 @@ pub fn dump(p: &Planned) -> String {
             SiteKind::Return { .. } => "return",
             SiteKind::ProcessBegin => "process-begin",
             SiteKind::ProcessEnd => "process-end",
+            SiteKind::SyscallEntry => "syscall",
+            SiteKind::SyscallReturn => "syscall-return",
+            SiteKind::Semaphore => "semaphore",
         };
         let _ = writeln!(
             s,

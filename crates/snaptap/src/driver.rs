@@ -451,6 +451,8 @@ fn handle_event(ev: Event, rt: &mut Runtime, cli: &Cli, target_ended: &mut bool)
             }
             Flow::Continue
         }
+        // Unwinding user stacks is not wired yet; mappings are only of use to it.
+        Event::ModuleMapped { .. } => Flow::Continue,
         Event::Warning(w) => {
             if !cli.no_warnings {
                 eprintln!("WARNING: {w}");
