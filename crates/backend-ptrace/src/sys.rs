@@ -84,7 +84,7 @@ pub fn wait_raw(pid: i32, flags: i32) -> Result<(i32, i32), Errno> {
 }
 
 fn ptrace_sig(req: libc::c_uint, tid: i32, sig: i32) -> Result<(), Errno> {
-    // SAFETY: CONT, SINGLESTEP, DETACH and LISTEN take no pointer arguments: `addr` is
+    // SAFETY: CONT, SYSCALL, SINGLESTEP, DETACH and LISTEN take no pointer arguments: `addr` is
     // ignored and `data` is a signal number passed by value.
     let r = unsafe {
         libc::ptrace(
@@ -100,6 +100,32 @@ fn ptrace_sig(req: libc::c_uint, tid: i32, sig: i32) -> Result<(), Errno> {
 /// `PTRACE_CONT` delivering signal number `sig` (0 for none).
 pub fn cont(tid: i32, sig: i32) -> Result<(), Errno> {
     ptrace_sig(libc::PTRACE_CONT, tid, sig)
+}
+
+/// `PTRACE_SYSCALL` delivering signal number `sig` (0 for none): like `cont`, but the
+/// thread also stops at the next system call entry or exit.
+pub fn cont_syscall(tid: i32, sig: i32) -> Result<(), Errno> {
+    ptrace_sig(libc::PTRACE_SYSCALL, tid, sig)
+}
+
+/// What kind of system call stop thread `tid` is in, from `PTRACE_GET_SYSCALL_INFO`:
+/// `PTRACE_SYSCALL_INFO_ENTRY` (1), `_EXIT` (2), `_SECCOMP` (3) or `_NONE` (0).
+pub fn syscall_stop_kind(tid: i32) -> Result<u8, Errno> {
+    // Only the first byte (`op`) is wanted; the kernel copies at most the size we give,
+    // so the buffer is small and needs no layout of the whole structure.
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is valid and writable for `buf.len()` bytes, the size passed in
+    // `addr`; the kernel writes no more than that.
+    let r = unsafe {
+        libc::ptrace(
+            libc::PTRACE_GET_SYSCALL_INFO,
+            tid,
+            buf.len() as *mut libc::c_void,
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+        )
+    };
+    Errno::result(r)?;
+    Ok(buf[0])
 }
 
 /// `PTRACE_SINGLESTEP` delivering signal number `sig` (0 for none).

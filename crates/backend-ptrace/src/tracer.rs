@@ -11,7 +11,7 @@
 //! lost; a thread that trapped on a breakpoint removed meanwhile is recognised by the
 //! address being in the breakpoint history and rewound.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -33,6 +33,8 @@ use nix::unistd::Pid;
 use crate::{elf, pad, procfs, sys, Error, Options};
 
 const SI_KERNEL: i32 = 0x80;
+/// The stop signal of a system call stop under `PTRACE_O_TRACESYSGOOD`.
+const SYSCALL_TRAP: i32 = libc::SIGTRAP | 0x80;
 const INT3: u8 = 0xCC;
 /// The signal that interrupts our blocking `waitpid` when a stop is requested. Its
 /// default action is to be ignored, and we install a do-nothing handler for it.
@@ -50,6 +52,8 @@ pub(crate) enum Ev {
     Signal(i32),
     /// A ptrace event stop: (event, signal).
     Event(i32, i32),
+    /// A system call entry or exit stop (`SIGTRAP | 0x80` with `PTRACE_O_TRACESYSGOOD`).
+    Syscall,
     /// Anything else (continued).
     Other,
 }
@@ -65,6 +69,8 @@ pub(crate) fn decode(status: i32) -> Ev {
         let event = (status >> 16) & 0xffff;
         if event != 0 {
             Ev::Event(event, sig)
+        } else if sig == SYSCALL_TRAP {
+            Ev::Syscall
         } else {
             Ev::Signal(sig)
         }
@@ -99,6 +105,9 @@ fn trace_options() -> ptrace::Options {
         | ptrace::Options::PTRACE_O_TRACEEXEC
         | ptrace::Options::PTRACE_O_TRACEEXIT
         | ptrace::Options::PTRACE_O_TRACEVFORKDONE
+        // Only matters for threads resumed with PTRACE_SYSCALL: it makes their system
+        // call stops distinguishable from a real SIGTRAP.
+        | ptrace::Options::PTRACE_O_TRACESYSGOOD
 }
 
 fn pid(t: u32) -> Pid {
@@ -234,10 +243,15 @@ struct Access<'a> {
     mem: Option<&'a File>,
     bps: &'a BTreeMap<u64, Bp>,
     vm_ok: &'a mut bool,
+    /// The system call number, at a system call stop only.
+    sys_nr: Option<u64>,
 }
 
 impl TargetAccess for Access<'_> {
     fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
+        if reg == DwarfReg::SYSCALL_NR {
+            return self.sys_nr;
+        }
         reg_value(self.regs, reg.0)
     }
 
@@ -264,6 +278,13 @@ struct Proc {
     pads: HashMap<u64, Option<(u64, MapId)>>,
     /// Next free byte of the slack after each executable segment, by slack start.
     slack: HashMap<u64, (u64, MapId)>,
+    /// Syscall entry sites whose module this image maps (it is then resumed with
+    /// `PTRACE_SYSCALL`).
+    sys_entry: Vec<SiteId>,
+    /// Syscall return sites whose module this image maps.
+    sys_exit: Vec<SiteId>,
+    /// USDT semaphores (runtime addresses) we added one to in this image.
+    sems: BTreeSet<u64>,
 }
 
 impl Proc {
@@ -277,6 +298,50 @@ impl Proc {
             rbrk_done: false,
             pads: HashMap::new(),
             slack: HashMap::new(),
+            sys_entry: Vec::new(),
+            sys_exit: Vec::new(),
+            sems: BTreeSet::new(),
+        }
+    }
+
+    /// True if threads of this image stop at system calls.
+    fn traces_syscalls(&self) -> bool {
+        !self.sys_entry.is_empty() || !self.sys_exit.is_empty()
+    }
+
+    fn read_u16(&self, addr: u64) -> Option<u16> {
+        let mut b = [0u8; 2];
+        self.mem.as_ref()?.read_exact_at(&mut b, addr).ok()?;
+        Some(u16::from_le_bytes(b))
+    }
+
+    /// Adds one to the USDT semaphore at `addr` (once per address per image).
+    fn sem_up(&mut self, addr: u64) -> Result<(), String> {
+        if self.sems.contains(&addr) {
+            return Ok(());
+        }
+        let v = self
+            .read_u16(addr)
+            .ok_or_else(|| format!("cannot read the semaphore at {addr:#x}"))?;
+        // A counter at its maximum cannot take one more without reading as 0 (off).
+        let nv = v
+            .checked_add(1)
+            .ok_or_else(|| format!("the semaphore at {addr:#x} is saturated"))?;
+        self.poke_bytes(addr, &nv.to_le_bytes())
+            .map_err(|e| format!("cannot write the semaphore at {addr:#x}: {e}"))?;
+        self.sems.insert(addr);
+        Ok(())
+    }
+
+    /// Takes our one off every semaphore we raised, never below zero; a process that
+    /// is gone (its memory file no longer readable) needs nothing.
+    fn restore_semaphores(&self) {
+        for &addr in &self.sems {
+            if let Some(v) = self.read_u16(addr) {
+                if v > 0 {
+                    let _ = self.poke_bytes(addr, &(v - 1).to_le_bytes());
+                }
+            }
         }
     }
 
@@ -485,6 +550,11 @@ pub(crate) struct Core {
     detached: bool,
     vm_ok: bool,
     no_pads: bool,
+    /// The plan set has system call sites: only then is any thread resumed with
+    /// `PTRACE_SYSCALL`.
+    any_sys: bool,
+    /// `(pid, path, bias)` of the executable mappings already announced.
+    announced: HashSet<(u32, PathBuf, u64)>,
     /// The thread that made the tracees: the only one ptrace lets drive them.
     tracer_tid: i32,
 }
@@ -555,6 +625,8 @@ impl Core {
             detached: false,
             vm_ok: true,
             no_pads: false,
+            any_sys: false,
+            announced: HashSet::new(),
             tracer_tid: nix::unistd::gettid().as_raw(),
         }
     }
@@ -608,7 +680,7 @@ impl Core {
             let st = wait_for(c).map_err(|e| Error::sys("waitpid", e))?;
             match decode(st) {
                 Ev::Event(libc::PTRACE_EVENT_EXEC, _) => break,
-                Ev::Event(_, _) => {
+                Ev::Event(_, _) | Ev::Syscall => {
                     let _ = sys::cont(child, 0);
                 }
                 Ev::Signal(sig) => {
@@ -792,6 +864,10 @@ impl Core {
             return Err(e.into());
         }
         self.plans = Arc::new(plans.clone());
+        self.any_sys = plans
+            .sites
+            .iter()
+            .any(|s| matches!(s.kind, SiteKind::SyscallEntry | SiteKind::SyscallReturn));
         self.tx = Some(tx.clone());
         let wake = install_waker(stop);
         let res = self.run_loop(stop, &wake);
@@ -872,8 +948,19 @@ impl Core {
     }
 
     fn resume(&mut self, t: u32, sig: i32) {
-        let _ = sys::cont(t as i32, sig);
-        if let Some(th) = self.threads.get_mut(&t) {
+        let th = self.threads.get_mut(&t);
+        // Threads of images with system call sites also stop at every system call;
+        // every other thread runs without that cost.
+        let syscalls = self.any_sys
+            && th.as_ref().is_some_and(|x| {
+                x.emit && self.procs.get(&x.mem).is_some_and(|p| p.traces_syscalls())
+            });
+        let _ = if syscalls {
+            sys::cont_syscall(t as i32, sig)
+        } else {
+            sys::cont(t as i32, sig)
+        };
+        if let Some(th) = th {
             th.state = TState::Running;
             th.last = None;
         }
@@ -968,6 +1055,7 @@ impl Core {
             Ev::Event(_, _) => self.resume(t, 0),
             Ev::Signal(libc::SIGTRAP) => self.on_trap(t),
             Ev::Signal(sig) => self.resume(t, sig),
+            Ev::Syscall => self.on_syscall(t),
             Ev::Other => {}
         }
     }
@@ -1041,11 +1129,16 @@ impl Core {
             Setup::None => true,
             Setup::Vfork => {
                 if th.emit {
+                    let memk = th.mem;
                     let exe = self
                         .procs
-                        .get(&th.mem)
+                        .get(&memk)
                         .map(|p| p.exe.clone())
                         .unwrap_or_default();
+                    // It runs in its parent's memory: the same mappings, its own pid.
+                    if let Ok(maps) = procfs::read_maps(memk) {
+                        self.announce_modules(t, &maps);
+                    }
                     self.process_event(t, &exe, true);
                 }
                 true
@@ -1058,11 +1151,16 @@ impl Core {
                 if follow {
                     p.sync_memory();
                     let exe = p.exe.clone();
+                    if let Ok(maps) = procfs::read_maps(t) {
+                        self.announce_modules(t, &maps);
+                    }
                     self.process_event(t, &exe, true);
                     true
                 } else {
-                    // Not followed: the child gets the original bytes back and goes.
+                    // Not followed: the child gets the original bytes back and goes;
+                    // its copy of each semaphore we raised is lowered again.
                     p.clean_memory();
+                    p.restore_semaphores();
                     let _ = sys::detach(t as i32, 0);
                     self.procs.remove(&t);
                     self.threads.remove(&t);
@@ -1095,6 +1193,7 @@ impl Core {
         }
         self.comms.remove(&t);
         self.end_ctx.remove(&t);
+        self.forget_announced(t);
         if th.mem == t {
             self.procs.remove(&t);
             self.threads.retain(|_, x| x.mem != t || x.pid != t);
@@ -1131,6 +1230,8 @@ impl Core {
         }
         self.comms.remove(&t);
         self.comms.remove(&former);
+        self.forget_announced(t);
+        self.forget_announced(former);
         self.procs.insert(t, Proc::open(t));
         if !emit {
             let _ = sys::detach(t as i32, 0);
@@ -1285,6 +1386,15 @@ impl Core {
         if let Some(p) = self.procs.get_mut(&memk) {
             for (s, a) in forget {
                 p.installed.remove(&s);
+                let semaphore = plans
+                    .sites
+                    .get(s.0 as usize)
+                    .is_some_and(|x| x.kind == SiteKind::Semaphore);
+                if let (true, Some(a)) = (semaphore, a) {
+                    // Its memory went with the module: nothing to take off at detach.
+                    p.sems.remove(&a);
+                    continue;
+                }
                 if let Some(a) = a {
                     if let Some(bp) = p.bps.get_mut(&a) {
                         bp.entry.retain(|x| *x != s);
@@ -1296,10 +1406,22 @@ impl Core {
                 }
             }
         }
-        let mut pending = false;
+        let mut sys_entry = Vec::new();
+        let mut sys_exit = Vec::new();
         for site in &plans.sites {
-            if !matches!(site.kind, SiteKind::Entry | SiteKind::Return { .. }) {
-                continue;
+            match site.kind {
+                SiteKind::SyscallEntry | SiteKind::SyscallReturn => {
+                    if self.module_bias(&site.module, &maps).is_some() {
+                        if site.kind == SiteKind::SyscallEntry {
+                            sys_entry.push(site.id);
+                        } else {
+                            sys_exit.push(site.id);
+                        }
+                    }
+                    continue;
+                }
+                SiteKind::Entry | SiteKind::Return { .. } | SiteKind::Semaphore => {}
+                SiteKind::ProcessBegin | SiteKind::ProcessEnd => continue,
             }
             if self
                 .procs
@@ -1309,11 +1431,17 @@ impl Core {
                 continue;
             }
             let Some(bias) = self.module_bias(&site.module, &maps) else {
-                pending = true;
                 continue;
             };
             let addr = bias.wrapping_add(site.addr.0);
-            let res = self.add_bp(memk, addr, Use::Entry(site.id));
+            let res = if site.kind == SiteKind::Semaphore {
+                match self.procs.get_mut(&memk) {
+                    Some(p) => p.sem_up(addr),
+                    None => Err("process gone".to_string()),
+                }
+            } else {
+                self.add_bp(memk, addr, Use::Entry(site.id))
+            };
             let at = match res {
                 Ok(()) => {
                     self.ever_installed.insert(site.id);
@@ -1332,12 +1460,46 @@ impl Core {
                 p.installed.insert(site.id, (site.module.clone(), at));
             }
         }
-        if pending && self.procs.get(&memk).is_some_and(|p| !p.rbrk_done) {
+        if let Some(p) = self.procs.get_mut(&memk) {
+            p.sys_entry = sys_entry;
+            p.sys_exit = sys_exit;
+        }
+        self.announce_modules(memk, &maps);
+        // Watched even when every site is installed: libraries loaded later must be
+        // announced (`ModuleMapped`), and may carry sites of the same module path.
+        if self.procs.get(&memk).is_some_and(|p| !p.rbrk_done) {
             if let Some(p) = self.procs.get_mut(&memk) {
                 p.rbrk_done = true;
             }
             self.install_rbrk(memk, &maps);
         }
+    }
+
+    /// Emits `ModuleMapped` for every executable file mapping of process `p` not yet
+    /// announced with the same load bias.
+    fn announce_modules(&mut self, p: u32, maps: &[procfs::MapEntry]) {
+        let Some(tx) = self.tx.clone() else {
+            return;
+        };
+        let mut seen: HashSet<&str> = HashSet::new();
+        for m in maps {
+            if !m.perms.contains('x') || !m.path.starts_with('/') || !seen.insert(&m.path) {
+                continue;
+            }
+            let path = PathBuf::from(&m.path);
+            // A deleted or unreadable file has no known bias: nothing to announce.
+            let Some(bias) = self.module_bias(&path, maps) else {
+                continue;
+            };
+            if self.announced.insert((p, path.clone(), bias)) {
+                tx.control(Event::ModuleMapped { pid: p, path, bias });
+            }
+        }
+    }
+
+    /// Forgets what was announced for process `p` (it exec'd or ended).
+    fn forget_announced(&mut self, p: u32) {
+        self.announced.retain(|(q, _, _)| *q != p);
     }
 
     /// Puts a breakpoint on the dynamic linker's `_dl_debug_state`, which it calls after
@@ -1436,6 +1598,49 @@ impl Core {
         rec
     }
 
+    /// A system call entry or exit stop: runs the image's syscall sites of that kind.
+    fn on_syscall(&mut self, t: u32) {
+        let Some(th) = self.threads.get(&t) else {
+            return;
+        };
+        let (p, memk, emit) = (th.pid, th.mem, th.emit);
+        let sites = match self.procs.get(&memk) {
+            Some(pr) if emit && pr.traces_syscalls() => match sys::syscall_stop_kind(t as i32) {
+                Ok(libc::PTRACE_SYSCALL_INFO_ENTRY) => pr.sys_entry.clone(),
+                Ok(libc::PTRACE_SYSCALL_INFO_EXIT) => pr.sys_exit.clone(),
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        if !sites.is_empty() {
+            if let Ok(regs) = ptrace::getregs(pid(t)) {
+                let plans = self.plans.clone();
+                for sid in sites {
+                    let Some(site) = plans.sites.get(sid.0 as usize) else {
+                        continue;
+                    };
+                    let mut rec = self.new_record(site, p, t, regs.rip);
+                    if let Some(pr) = self.procs.get(&memk) {
+                        let mut acc = Access {
+                            tid: t,
+                            regs: &regs,
+                            mem: pr.mem.as_ref(),
+                            bps: &pr.bps,
+                            vm_ok: &mut self.vm_ok,
+                            sys_nr: Some(regs.orig_rax),
+                        };
+                        execute(&site.plan, &mut acc, &mut rec);
+                    }
+                    self.hits += 1;
+                    if let Some(tx) = &self.tx {
+                        tx.record(rec);
+                    }
+                }
+            }
+        }
+        self.resume(t, 0);
+    }
+
     fn on_trap(&mut self, t: u32) {
         let Some(memk) = self.threads.get(&t).map(|x| x.mem) else {
             return;
@@ -1499,6 +1704,7 @@ impl Core {
                             mem: pr.mem.as_ref(),
                             bps: &pr.bps,
                             vm_ok: &mut self.vm_ok,
+                            sys_nr: None,
                         };
                         execute(return_plan, &mut acc, &mut rec);
                     }
@@ -1531,6 +1737,7 @@ impl Core {
                         mem: pr.mem.as_ref(),
                         bps: &pr.bps,
                         vm_ok: &mut self.vm_ok,
+                        sys_nr: None,
                     };
                     execute(&site.plan, &mut acc, &mut rec);
                     if let SiteKind::Return { .. } = site.kind {
@@ -1953,6 +2160,7 @@ impl Core {
         }
         for p in self.procs.values() {
             p.clean_memory();
+            p.restore_semaphores();
         }
         let threads: Vec<(u32, u32, Option<i32>, TState)> = self
             .threads
@@ -2030,6 +2238,8 @@ impl Core {
                     return libc::SIGTRAP;
                 }
                 Some(Ev::Signal(sig)) => return sig,
+                // Detached at a system call stop, the call simply goes on (or returns).
+                Some(Ev::Syscall) => return 0,
                 _ => {
                     // Interrupted right after trapping on a breakpoint: the SIGTRAP is
                     // still queued. Let the thread take it (our bytes are out), then
