@@ -230,9 +230,8 @@ pub(crate) fn decode_str(rec: &Record, d: &Decode, max: usize) -> Result<String,
                     },
                     PrettyPart::Char(d) => match decode_long(rec, d) {
                         Ok(v) => {
-                            let c = (v as u8 as char).to_string();
                             o.push('\'');
-                            o.push_str(&format::escape(&c));
+                            o.push_str(&format::char_escaped(v as u8));
                             o.push('\'');
                         }
                         Err(_) => o.push('?'),
@@ -1112,6 +1111,46 @@ impl State {
             B::Cpu => rec.map_or(0, |r| r.cpu) as i64,
             B::Time(div) => (rec.map_or_else(now_ns, |r| r.time_ns) / div) as i64,
             B::Target => self.me.target as i64,
+            B::UserMode => i64::from(rec.is_some()),
+            B::IsMyproc => i64::from(rec.map_or(self.me.pid, |r| r.pid) == self.me.target),
+            B::StpPid => i64::from(std::process::id()),
+            B::RemoteId => -1,
+            B::ErrnoP => {
+                let e = self.arg_l(p, cx, args, 0)?;
+                if errno_name(e).is_some() {
+                    e.unsigned_abs() as i64
+                } else {
+                    0
+                }
+            }
+            B::Ansi(a) => {
+                let mut v = [0i64; 3];
+                for (i, slot) in v.iter_mut().enumerate().take(args.len()) {
+                    *slot = self.arg_l(p, cx, args, i)?;
+                }
+                let text = match a {
+                    AnsiFn::ClearScreen => "\x1b[1;1H\x1b[J".to_string(),
+                    AnsiFn::SetColor => format!("\x1b[{}m", v[0]),
+                    AnsiFn::SetColor2 => format!("\x1b[{};{}m", v[1], v[0]),
+                    AnsiFn::SetColor3 => {
+                        let attr = if v[2] != 0 {
+                            format!(";{}m", v[2])
+                        } else {
+                            "m".into()
+                        };
+                        format!("\x1b[{};{}{attr}", v[1], v[0])
+                    }
+                    AnsiFn::ResetColor => "\x1b[0;0m".to_string(),
+                    AnsiFn::NewLine => "\n".to_string(),
+                    AnsiFn::CursorMove => format!("\x1b[{};{}H", v[1], v[0]),
+                    AnsiFn::CursorHide => "\x1b[>5I".to_string(),
+                    AnsiFn::CursorSave => "\x1b[s".to_string(),
+                    AnsiFn::CursorRestore => "\x1b[u".to_string(),
+                    AnsiFn::CursorShow => "\x1b[>5h".to_string(),
+                };
+                self.out.extend_from_slice(text.as_bytes());
+                0
+            }
             B::Exit => {
                 self.exit_requested = true;
                 0
@@ -1156,7 +1195,7 @@ impl State {
                 let i = self.arg_l(p, cx, args, 1)?;
                 match usize::try_from(i).ok().and_then(|i| s.as_bytes().get(i)) {
                     Some(&c) => c as i8 as i64,
-                    None => return fail("Out of range", tok),
+                    None => return fail("Position out of bounds", tok),
                 }
             }
             B::Isdigit => {
@@ -1210,6 +1249,32 @@ impl State {
                 .map_or_else(|| self.me.comm.clone(), |r| r.comm.clone()),
             B::Probefunc => cx.bind.map(|b| b.function.clone()).unwrap_or_default(),
             B::Pp => cx.bind.map_or_else(|| cx.pp.to_string(), |b| b.pp.clone()),
+            B::Pn => cx.pp.to_string(),
+            B::RemoteUri => String::new(),
+            B::ErrnoStr => {
+                let e = self.arg_l(p, cx, args, 0)?;
+                errno_name(e).unwrap_or("").to_string()
+            }
+            B::ReturnStr => {
+                let format = self.arg_l(p, cx, args, 0)?;
+                let ret = self.arg_l(p, cx, args, 1)?;
+                match errno_name(ret) {
+                    Some(name) if ret < 0 => format!("{ret} ({name})"),
+                    _ if format == 2 => format!("{ret:#x}"),
+                    _ if format == 3 => {
+                        let mut b = Vec::new();
+                        let pieces = [format::Piece::Spec {
+                            flags: format::SPECIAL,
+                            width: format::Num::None,
+                            prec: format::Num::None,
+                            conv: format::Conv::Oct,
+                        }];
+                        format::format(&mut b, &pieces, &[format::Arg::L(ret)]);
+                        String::from_utf8(b).unwrap_or_default()
+                    }
+                    _ => ret.to_string(),
+                }
+            }
             B::Substr => {
                 let s = self.arg_s(p, cx, args, 0)?;
                 let start = self.arg_l(p, cx, args, 1)?;
@@ -1259,23 +1324,21 @@ impl State {
                 }
                 result
             }
-            B::TextStr => format::escape(&self.arg_s(p, cx, args, 0)?),
+            B::TextStr => {
+                let s = self.arg_s(p, cx, args, 0)?;
+                format::text_str(&s, 0, 0, false, self.limits.maxstringlen)
+            }
             B::TextStrn => {
                 let s = self.arg_s(p, cx, args, 0)?;
                 let n = self.arg_l(p, cx, args, 1)?;
                 let q = self.arg_l(p, cx, args, 2)?;
-                let mut e = format::escape(&s);
-                if n > 0 && e.len() > n as usize {
-                    let t = format::truncate(&e, n as usize).len();
-                    e.truncate(t);
-                }
-                if q != 0 {
-                    format!("\"{e}\"")
-                } else {
-                    e
-                }
+                let max = self.limits.maxstringlen;
+                format::text_str(&s, 0, n.clamp(0, max as i64), q != 0, max)
             }
-            B::StringQuoted => format::quote(&self.arg_s(p, cx, args, 0)?),
+            B::StringQuoted => {
+                let s = self.arg_s(p, cx, args, 0)?;
+                format::text_str(&s, 0, 0, true, self.limits.maxstringlen)
+            }
             B::Toupper => self.arg_s(p, cx, args, 0)?.to_ascii_uppercase(),
             B::Tolower => self.arg_s(p, cx, args, 0)?.to_ascii_lowercase(),
             B::Matched => {
@@ -1604,4 +1667,147 @@ fn long_op(op: LOp, a: i64, b: i64, tok: Tok) -> R<i64> {
         LOp::Or => a | b,
         LOp::Xor => a ^ b,
     })
+}
+
+/// Linux errno names by number (x86-64 and the generic table agree), as stap's
+/// `errno.stp` lists them; the sign of `e` is ignored.
+pub(crate) fn errno_name(e: i64) -> Option<&'static str> {
+    const NAMES: [&str; 134] = [
+        "",
+        "EPERM",
+        "ENOENT",
+        "ESRCH",
+        "EINTR",
+        "EIO",
+        "ENXIO",
+        "E2BIG",
+        "ENOEXEC",
+        "EBADF",
+        "ECHILD",
+        "EAGAIN",
+        "ENOMEM",
+        "EACCES",
+        "EFAULT",
+        "ENOTBLK",
+        "EBUSY",
+        "EEXIST",
+        "EXDEV",
+        "ENODEV",
+        "ENOTDIR",
+        "EISDIR",
+        "EINVAL",
+        "ENFILE",
+        "EMFILE",
+        "ENOTTY",
+        "ETXTBSY",
+        "EFBIG",
+        "ENOSPC",
+        "ESPIPE",
+        "EROFS",
+        "EMLINK",
+        "EPIPE",
+        "EDOM",
+        "ERANGE",
+        "EDEADLK",
+        "ENAMETOOLONG",
+        "ENOLCK",
+        "ENOSYS",
+        "ENOTEMPTY",
+        "ELOOP",
+        "",
+        "ENOMSG",
+        "EIDRM",
+        "ECHRNG",
+        "EL2NSYNC",
+        "EL3HLT",
+        "EL3RST",
+        "ELNRNG",
+        "EUNATCH",
+        "ENOCSI",
+        "EL2HLT",
+        "EBADE",
+        "EBADR",
+        "EXFULL",
+        "ENOANO",
+        "EBADRQC",
+        "EBADSLT",
+        "",
+        "EBFONT",
+        "ENOSTR",
+        "ENODATA",
+        "ETIME",
+        "ENOSR",
+        "ENONET",
+        "ENOPKG",
+        "EREMOTE",
+        "ENOLINK",
+        "EADV",
+        "ESRMNT",
+        "ECOMM",
+        "EPROTO",
+        "EMULTIHOP",
+        "EDOTDOT",
+        "EBADMSG",
+        "EOVERFLOW",
+        "ENOTUNIQ",
+        "EBADFD",
+        "EREMCHG",
+        "ELIBACC",
+        "ELIBBAD",
+        "ELIBSCN",
+        "ELIBMAX",
+        "ELIBEXEC",
+        "EILSEQ",
+        "ERESTART",
+        "ESTRPIPE",
+        "EUSERS",
+        "ENOTSOCK",
+        "EDESTADDRREQ",
+        "EMSGSIZE",
+        "EPROTOTYPE",
+        "ENOPROTOOPT",
+        "EPROTONOSUPPORT",
+        "ESOCKTNOSUPPORT",
+        "EOPNOTSUPP",
+        "EPFNOSUPPORT",
+        "EAFNOSUPPORT",
+        "EADDRINUSE",
+        "EADDRNOTAVAIL",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "ENETRESET",
+        "ECONNABORTED",
+        "ECONNRESET",
+        "ENOBUFS",
+        "EISCONN",
+        "ENOTCONN",
+        "ESHUTDOWN",
+        "ETOOMANYREFS",
+        "ETIMEDOUT",
+        "ECONNREFUSED",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "EALREADY",
+        "EINPROGRESS",
+        "ESTALE",
+        "EUCLEAN",
+        "ENOTNAM",
+        "ENAVAIL",
+        "EISNAM",
+        "EREMOTEIO",
+        "EDQUOT",
+        "ENOMEDIUM",
+        "EMEDIUMTYPE",
+        "ECANCELED",
+        "ENOKEY",
+        "EKEYEXPIRED",
+        "EKEYREVOKED",
+        "EKEYREJECTED",
+        "EOWNERDEAD",
+        "ENOTRECOVERABLE",
+        "ERFKILL",
+        "EHWPOISON",
+    ];
+    let i = usize::try_from(e.unsigned_abs()).ok()?;
+    NAMES.get(i).copied().filter(|n| !n.is_empty())
 }

@@ -449,32 +449,142 @@ fn number(out: &mut Vec<u8>, v: i64, conv: Conv, width: i32, prec: i32, mut flag
     }
 }
 
-/// Escapes a string the way stap's `text_str` / `string_quoted` do (without quotes):
-/// C escapes for the usual control characters, octal for other unprintable bytes.
+/// Escapes a string the way stap's `text_str` and `%#s` do (without quotes), with no
+/// length limit.
 pub(crate) fn escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    for &b in s.as_bytes() {
-        match b {
-            b'\n' => o.push_str("\\n"),
-            b'\t' => o.push_str("\\t"),
-            b'\r' => o.push_str("\\r"),
-            0x0b => o.push_str("\\v"),
-            0x0c => o.push_str("\\f"),
-            0x07 => o.push_str("\\a"),
-            0x08 => o.push_str("\\b"),
-            b'"' => o.push_str("\\\""),
-            b'\'' => o.push_str("\\'"),
-            b'\\' => o.push_str("\\\\"),
-            0x20..=0x7e => o.push(b as char),
-            _ => {
-                let _ = write!(o, "\\{b:03o}");
+    text_str(s, 0, 0, false, usize::MAX)
+}
+
+/// stap's `_stp_text_str` (`runtime/stp_string.c`): printable ASCII stays, `"` and `\`
+/// and the C control characters get a backslash escape, other bytes three octal
+/// digits, UTF-8 sequences `\uXXXX` or `\UXXXXXXXX`. At most `inlen` input bytes are
+/// read and `outlen` bytes written (0 or out of range: `maxstringlen - 1`); an escape
+/// that does not fit ends the output. `quoted` adds double quotes and, when the input
+/// did not fit, ends with `"...` instead (the total staying within `outlen`).
+pub(crate) fn text_str(
+    input: &str,
+    inlen: i64,
+    outlen: i64,
+    quoted: bool,
+    maxstringlen: usize,
+) -> String {
+    let max = i64::try_from(maxstringlen)
+        .unwrap_or(i64::MAX)
+        .saturating_sub(1);
+    let mut inlen = if inlen <= 0 || inlen > max {
+        max
+    } else {
+        inlen
+    };
+    let mut outlen = if outlen <= 0 || outlen > max {
+        max
+    } else {
+        outlen
+    };
+    let mut out: Vec<u8> = Vec::new();
+    if quoted {
+        outlen = outlen.max(5) - 2;
+        out.push(b'"');
+    }
+    let bytes = input.as_bytes();
+    let mut i = 0usize;
+    let mut c: u32 = 0;
+    while inlen > 0 {
+        // Decode one character: a UTF-8 sequence only if it lies within `inlen`.
+        let b = bytes.get(i).copied().unwrap_or(0);
+        // (After a sequence cut by `inlen`, `i` may sit inside a character: its bytes
+        // then go out one by one, as stap's decoder returns them verbatim.)
+        let (code, n) = match input.get(i..).and_then(|r| r.chars().next()) {
+            Some(ch) if ch.len_utf8() > 1 && (ch.len_utf8() as i64) <= inlen => {
+                (ch as u32, ch.len_utf8())
+            }
+            _ => (u32::from(b), 1),
+        };
+        c = code;
+        if c == 0 || outlen <= 0 {
+            break;
+        }
+        i += n;
+        inlen -= n as i64;
+        let num: i64;
+        if n > 1 {
+            num = if c <= 0xffff { 6 } else { 10 };
+            if outlen < num {
+                break;
+            }
+            let _ = if c <= 0xffff {
+                write!(Bytes(&mut out), "\\u{c:04X}")
+            } else {
+                write!(Bytes(&mut out), "\\U{c:08X}")
+            };
+        } else if (0x20..0x7f).contains(&c) && c != u32::from(b'"') && c != u32::from(b'\\') {
+            num = 1;
+            out.push(c as u8);
+        } else {
+            let short = match c as u8 {
+                0x07 => Some(b'a'),
+                0x08 => Some(b'b'),
+                0x0c => Some(b'f'),
+                b'\n' => Some(b'n'),
+                b'\r' => Some(b'r'),
+                b'\t' => Some(b't'),
+                0x0b => Some(b'v'),
+                b'"' => Some(b'"'),
+                b'\\' => Some(b'\\'),
+                _ => None,
+            };
+            num = if short.is_some() { 2 } else { 4 };
+            if outlen < num {
+                break;
+            }
+            out.push(b'\\');
+            match short {
+                Some(e) => out.push(e),
+                None => {
+                    let v = c as u8;
+                    out.extend_from_slice(&[
+                        b'0' + (v >> 6),
+                        b'0' + ((v >> 3) & 7),
+                        b'0' + (v & 7),
+                    ]);
+                }
             }
         }
+        outlen -= num;
     }
-    o
+    if quoted {
+        if c != 0 && inlen > 0 {
+            // stap backs up over what it wrote so that `"...` fits in the limit.
+            let keep = (out.len() as i64 + outlen - 3).max(1) as usize;
+            out.truncate(keep);
+            out.extend_from_slice(b"\"...");
+        } else {
+            out.push(b'"');
+        }
+    }
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `fmt::Write` into a byte vector.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// `"..."` with [`escape`]d contents.
 pub(crate) fn quote(s: &str) -> String {
     format!("\"{}\"", escape(s))
+}
+
+/// A character as `%#c` shows it: printable ASCII as is, else escaped.
+pub(crate) fn char_escaped(c: u8) -> String {
+    if (0x20..=0x7e).contains(&c) && c != b'\'' && c != b'\\' {
+        (c as char).to_string()
+    } else {
+        escape_char(c)
+    }
 }

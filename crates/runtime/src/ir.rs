@@ -153,6 +153,42 @@ pub(crate) enum Builtin {
     ThreadIndent,
     /// `indent(delta)`.
     Indent,
+    /// `errno_str(err)`: `EPERM` for 1 or -1, empty when unknown.
+    ErrnoStr,
+    /// `errno_p(err)`: `|err|` when it names an errno, else 0.
+    ErrnoP,
+    /// `return_str(format, ret)`: `-2 (ENOENT)`, else decimal, `0x..` (2) or octal (3).
+    ReturnStr,
+    /// The `ansi_*` functions of stap's `ansi.stp`, by [`AnsiFn`].
+    Ansi(AnsiFn),
+    /// `user_mode()`: 1 in a handler of a user-space site, 0 in begin/end/timer.
+    UserMode,
+    /// `is_myproc()`: the record's process is the target.
+    IsMyproc,
+    /// `stp_pid()`: the pid of the tracer (stap's stapio; here snaptap).
+    StpPid,
+    /// `remote_id()`: -1 (no `--remote` session).
+    RemoteId,
+    /// `remote_uri()`: empty (no `--remote` session).
+    RemoteUri,
+    /// `pn()`: the probe point as the script wrote it.
+    Pn,
+}
+
+/// The escape sequences written by stap's `ansi.stp` functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AnsiFn {
+    ClearScreen,
+    SetColor,
+    SetColor2,
+    SetColor3,
+    ResetColor,
+    NewLine,
+    CursorMove,
+    CursorHide,
+    CursorSave,
+    CursorRestore,
+    CursorShow,
 }
 
 /// How `print` family calls lay out their arguments.

@@ -285,7 +285,7 @@ impl Runtime {
         let cx = Cx {
             rec: Some(rec),
             bind: Some(b),
-            pp: "",
+            pp: self.pps.get(b.probe as usize).map_or("", |s| s.as_str()),
         };
         if let Some(e) = self.state.run_handler(&self.prog, h, &cx) {
             self.report(e);

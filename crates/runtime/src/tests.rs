@@ -1744,3 +1744,99 @@ fn hist_elision_and_width_follow_defines() {
     // Rows 0, 1, 2, ..., 2048 (two past the data), then the blank line.
     assert_eq!(lines.len(), 1 + 13 + 1, "{all}");
 }
+
+#[test]
+fn text_str_follows_stap_escaping_and_truncation() {
+    // `"` and `\` are escaped, `'` is not; UTF-8 becomes \uXXXX; control bytes octal.
+    assert_eq!(
+        out(r#"probe begin { println(text_str("a\tb\001\"'\\")) }"#),
+        "a\\tb\\001\\\"'\\\\\n"
+    );
+    assert_eq!(
+        out("probe begin { println(string_quoted(\"h\u{e9}llo\u{2603}\u{1f600}\")) }"),
+        "\"h\\u00E9llo\\u2603\\U0001F600\"\n"
+    );
+    // text_strn: the quotes count against the length, and a cut input ends in `"...`
+    // within it, exactly as _stp_text_str backs up.
+    assert_eq!(
+        out("probe begin { println(text_strn(\"abcdefgh\", 6, 1)); println(text_strn(\"abcd\", 6, 1)); println(text_strn(\"abc\\ndef\", 4, 1)); println(text_strn(\"abcdef\", 3, 0)); println(text_strn(\"h\u{e9}\", 3, 0)) }"),
+        "\"a\"...\n\"abcd\"\n\"\"...\nabc\nh\n"
+    );
+    // text_str stops before an escape that would pass MAXSTRINGLEN - 1 bytes.
+    let mut t = build_with(
+        r#"probe begin { println(text_str("abcdef\n")) }"#,
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXSTRINGLEN".into(), "8".into())],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(session(&mut t, &[]).0, "abcdef\n");
+    // `%#s` escapes the same way; `%#c` quotes `'` as C does.
+    assert_eq!(
+        out(r#"probe begin { printf("%#s|%#c%#c\n", "x\"y'z", 39, 10) }"#),
+        "x\\\"y'z|\\'\\n\n"
+    );
+}
+
+#[test]
+fn stringat_out_of_bounds_uses_stap_message() {
+    let (o, e) =
+        run("probe begin { println(stringat(\"abc\", 1)); println(stringat(\"abc\", 3)) }");
+    assert_eq!(o, "98\n");
+    assert!(
+        e.starts_with("ERROR: Position out of bounds near identifier 'stringat' at <input>:1:"),
+        "{e}"
+    );
+}
+
+#[test]
+fn errno_and_return_str() {
+    assert_eq!(
+        out("probe begin { printf(\"%s %s [%s] [%s] %d %d\\n\", errno_str(-2), errno_str(111), errno_str(0), errno_str(41), errno_p(-13), errno_p(5000)) }"),
+        "ENOENT ECONNREFUSED [] [] 13 0\n"
+    );
+    assert_eq!(
+        out("probe begin { printf(\"%s|%s|%s|%s|%s\\n\", return_str(1, -2), return_str(2, 255), return_str(3, 8), return_str(1, 7), return_str(1, -4095)) }"),
+        "-2 (ENOENT)|0xff|010|7|-4095\n"
+    );
+    // The table agrees with the C library's numbering.
+    for (n, name) in [
+        (libc_like::EPIPE, "EPIPE"),
+        (libc_like::ENOTSOCK, "ENOTSOCK"),
+        (libc_like::ETIMEDOUT, "ETIMEDOUT"),
+        (libc_like::EOWNERDEAD, "EOWNERDEAD"),
+    ] {
+        assert_eq!(exec::errno_name(n), Some(name));
+    }
+}
+
+/// errno values from <asm-generic/errno*.h>, written out so the test needs no libc.
+mod libc_like {
+    pub const EPIPE: i64 = 32;
+    pub const ENOTSOCK: i64 = 88;
+    pub const ETIMEDOUT: i64 = 110;
+    pub const EOWNERDEAD: i64 = 130;
+}
+
+#[test]
+fn ansi_and_session_context_functions() {
+    assert_eq!(
+        out("probe begin { ansi_clear_screen(); ansi_set_color(32); ansi_set_color2(31, 44); ansi_set_color3(31, 40, 1); ansi_set_color3(31, 40, 0); ansi_reset_color(); ansi_cursor_move(3, 4); ansi_new_line(); ansi_cursor_hide(); ansi_cursor_save(); ansi_cursor_restore(); ansi_cursor_show() }"),
+        "\x1b[1;1H\x1b[J\x1b[32m\x1b[44;31m\x1b[40;31;1m\x1b[40;31m\x1b[0;0m\x1b[4;3H\n\x1b[>5I\x1b[s\x1b[u\x1b[>5h"
+    );
+    assert_eq!(
+        out("probe begin { println(user_mode(), is_myproc(), remote_id(), \"[\", remote_uri(), \"]\", pn(), stp_pid() == stp_pid()) }"),
+        "00-1[]begin1\n"
+    );
+    // In a site handler: user mode, and pn() is the point as written.
+    let src = "probe process(\"/tmp/a.out\").function(\"f*\") { println(user_mode(), \" \", pn(), \" \", pp()) }";
+    let mut t = build_with(src, vec![binding(0, 0, vec![])], RuntimeOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let (o, _) = session(&mut t, &[record(0, 1, &[])]);
+    assert_eq!(
+        o,
+        "1 process(\"/tmp/a.out\").function(\"f*\") process(\"/tmp/a.out\").function(\"f@a.c:3\")\n"
+    );
+}
