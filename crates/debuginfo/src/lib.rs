@@ -119,6 +119,31 @@ pub struct Variable {
     pub location: Location,
 }
 
+/// A function DIE found by the index scan, with the attributes read on the way.
+struct Found {
+    die: DieRef,
+    inlined: bool,
+    /// Its own `DW_AT_name`.
+    name: Option<AttributeValue<R>>,
+    /// `DW_AT_low_pc` as an address.
+    low_addr: Option<u64>,
+    /// `DW_AT_abstract_origin`, else `DW_AT_specification`: where the name is.
+    origin: Option<AttributeValue<R>>,
+    abstract_origin: Option<AttributeValue<R>>,
+    entry_pc: Option<AttributeValue<R>>,
+    call_file: Option<u64>,
+    call_line: Option<u64>,
+    frame: DieRef,
+}
+
+/// The index of some units.
+#[derive(Default)]
+struct IndexPart {
+    found: Vec<Found>,
+    globals: Vec<DieRef>,
+    names: Vec<HashMap<usize, AttributeValue<R>>>,
+}
+
 /// A row of a line table.
 #[derive(Clone, Debug)]
 struct LineRow {
@@ -133,8 +158,8 @@ struct UnitData {
     unit: gimli::Unit<R>,
     name: String,
     optimized: bool,
-    /// Files of the line program by raw index.
-    files: Vec<Option<String>>,
+    /// Files of the line program by raw index, read on first use.
+    files: std::sync::OnceLock<Vec<Option<String>>>,
     /// Rows of the line program in program order (sequences kept apart by `end_seq`),
     /// read on first use: large programs have big line tables that most queries skip.
     lines: std::sync::OnceLock<Vec<LineRow>>,
@@ -147,10 +172,22 @@ pub struct DebugInfo {
     units: Vec<UnitData>,
     eh_frame: Option<(gimli::EhFrame<R>, gimli::BaseAddresses)>,
     debug_frame: Option<(gimli::DebugFrame<R>, gimli::BaseAddresses)>,
-    functions: Vec<Function>,
-    inlines: Vec<Function>,
+    /// Every function DIE with code found by the index scan, in DWARF order.
+    found: Vec<Found>,
+    /// `found[i]` made into a [`Function`] on first use: a probe on one function of a
+    /// large program only pays for the functions with that name.
+    slots: Vec<std::sync::OnceLock<Option<Function>>>,
+    /// Per unit: the name attribute of every named subprogram DIE by unit offset, to
+    /// name concrete instances through their abstract origin without reparsing it.
+    fn_names: Vec<HashMap<usize, AttributeValue<R>>>,
+    /// Text symbol names by address (aliases such as glibc's `malloc`).
+    sym_by_addr: HashMap<u64, Vec<String>>,
+    functions: std::sync::OnceLock<Vec<Function>>,
+    inlines: std::sync::OnceLock<Vec<Function>>,
+    /// Static variable DIEs found by the scan; named on first use in `globals`.
+    global_dies: Vec<DieRef>,
     /// Variables with a location outside any function: (name, DIE).
-    globals: Vec<(String, DieRef)>,
+    globals: std::sync::OnceLock<Vec<(String, DieRef)>>,
     pie: bool,
     build_id: Option<Vec<u8>>,
     /// SDT (USDT) probes from `.note.stapsdt`.
@@ -276,9 +313,14 @@ impl DebugInfo {
             units: Vec::new(),
             eh_frame,
             debug_frame,
-            functions: Vec::new(),
-            inlines: Vec::new(),
-            globals: Vec::new(),
+            found: Vec::new(),
+            slots: Vec::new(),
+            fn_names: Vec::new(),
+            sym_by_addr: HashMap::new(),
+            functions: Default::default(),
+            inlines: Default::default(),
+            global_dies: Vec::new(),
+            globals: Default::default(),
             pie,
             build_id,
             sdt: Vec::new(),
@@ -295,11 +337,13 @@ impl DebugInfo {
             if require_dwarf {
                 return Err(Error::NoDebugInfo(path.to_path_buf(), searched));
             }
-            di.functions = symbol_functions(&file);
+            di.functions = std::sync::OnceLock::from(symbol_functions(&file));
+            di.inlines = std::sync::OnceLock::from(Vec::new());
+            di.globals = std::sync::OnceLock::from(Vec::new());
             return Ok(di);
         }
+        di.sym_by_addr = text_symbols(&file);
         di.index().map_err(|e| derr(e.to_string()))?;
-        di.add_aliases(&file);
         Ok(di)
     }
 
@@ -352,17 +396,112 @@ impl DebugInfo {
 
     /// Every out-of-line function with code, in DWARF order.
     pub fn functions(&self) -> &[Function] {
-        &self.functions
+        self.functions.get_or_init(|| self.materialize(false))
     }
 
     /// Every inlined instance, in DWARF order.
     pub fn inline_instances_all(&self) -> &[Function] {
-        &self.inlines
+        self.inlines.get_or_init(|| self.materialize(true))
+    }
+
+    /// Named static variables.
+    pub(crate) fn globals(&self) -> &[(String, DieRef)] {
+        self.globals.get_or_init(|| {
+            self.global_dies
+                .iter()
+                .filter_map(|d| Some((self.die_name(*d)?, *d)))
+                .collect()
+        })
+    }
+
+    /// All found functions (or all inlined instances) as [`Function`]s, in DWARF order.
+    fn materialize(&self, inlined: bool) -> Vec<Function> {
+        (0..self.found.len())
+            .filter(|&i| self.found[i].inlined == inlined)
+            .filter_map(|i| self.slot(i).cloned())
+            .collect()
+    }
+
+    /// The function of `found[i]`, made on first use.
+    fn slot(&self, i: usize) -> Option<&Function> {
+        let cell = self.slots.get(i)?;
+        cell.get_or_init(|| {
+            let fd = self.found.get(i)?;
+            let mut f = self.make_function(fd.die.unit, fd)?;
+            if !f.inlined {
+                if let Some(names) = self.sym_by_addr.get(&f.entry_pc) {
+                    let mut a: Vec<String> =
+                        names.iter().filter(|n| **n != f.name).cloned().collect();
+                    a.sort();
+                    a.dedup();
+                    f.aliases = a;
+                }
+            }
+            Some(f)
+        })
+        .as_ref()
+    }
+
+    /// The raw name of a found function: its own `DW_AT_name`, or its abstract
+    /// origin's (or specification's) when that is a named subprogram of the same unit.
+    fn found_name(&self, fd: &Found) -> Option<Vec<u8>> {
+        let unit = &self.units.get(fd.die.unit)?.unit;
+        let v = match &fd.name {
+            Some(v) => v.clone(),
+            None => match &fd.origin {
+                Some(AttributeValue::UnitRef(o)) => {
+                    self.fn_names.get(fd.die.unit)?.get(&o.0)?.clone()
+                }
+                _ => return None,
+            },
+        };
+        let s = self.dwarf.attr_string(unit, v).ok()?;
+        Some(s.to_slice().ok()?.into_owned())
+    }
+
+    /// Indices into `found` of the functions (or inlined instances) whose name is
+    /// exactly `name`, or, for out-of-line ones, that have a symbol `name` at their
+    /// low pc. `None` when some function's name could not be read quickly (then the
+    /// caller falls back to the full list).
+    fn found_named(&self, name: &str, inlined: bool) -> Option<Vec<usize>> {
+        let sym_addrs: Vec<u64> = if inlined {
+            Vec::new()
+        } else {
+            self.sym_by_addr
+                .iter()
+                .filter(|(_, ns)| ns.iter().any(|n| n == name))
+                .map(|(a, _)| *a)
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (i, fd) in self.found.iter().enumerate() {
+            if fd.inlined != inlined {
+                continue;
+            }
+            match self.found_name(fd) {
+                Some(n) if n == name.as_bytes() => out.push(i),
+                Some(_) => {
+                    if !sym_addrs.is_empty() && fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
+                    {
+                        out.push(i);
+                    }
+                }
+                None => {
+                    if fd.origin.is_some() || fd.name.is_some() {
+                        // Cross-unit origins (LTO) or unreadable names: no shortcut.
+                        if !matches!(fd.origin, Some(AttributeValue::UnitRef(_))) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+        Some(out)
     }
 
     /// The inlined instances of the function `f` (same abstract origin).
     pub fn inline_instances(&self, f: &Function) -> Vec<&Function> {
-        self.inlines
+        self.inline_instances_all()
             .iter()
             .filter(|i| i.origin == f.origin)
             .collect()
@@ -385,12 +524,11 @@ impl DebugInfo {
                     }
                 }
             }
-            let files = self.read_files(&unit);
             self.units.push(UnitData {
                 unit,
                 name,
                 optimized,
-                files,
+                files: std::sync::OnceLock::new(),
                 lines: std::sync::OnceLock::new(),
             });
         }
@@ -401,6 +539,14 @@ impl DebugInfo {
         match self.dwarf.attr_string(unit, v) {
             Ok(s) => String::from_utf8_lossy(&s.to_slice().unwrap_or_default()).into_owned(),
             Err(_) => String::new(),
+        }
+    }
+
+    /// The line program's files of unit `ui`.
+    fn files(&self, ui: usize) -> &[Option<String>] {
+        match self.units.get(ui) {
+            Some(u) => u.files.get_or_init(|| self.read_files(&u.unit)),
+            None => &[],
         }
     }
 
@@ -504,12 +650,7 @@ impl DebugInfo {
     }
 
     fn file_name(&self, unit: usize, idx: u64) -> Option<String> {
-        self.units
-            .get(unit)?
-            .files
-            .get(idx as usize)
-            .cloned()
-            .flatten()
+        self.files(unit).get(idx as usize).cloned().flatten()
     }
 
     fn decl(&self, d: DieRef) -> (Option<String>, u32) {
@@ -548,175 +689,240 @@ impl DebugInfo {
     }
 
     fn index(&mut self) -> gimli::Result<()> {
-        let mut funcs = Vec::new();
-        let mut inls = Vec::new();
+        // Units are independent: scan them on a few threads (large distribution DWARF
+        // has hundreds of units) and concatenate in unit order, so the result does not
+        // depend on the thread count.
+        let n = self.units.len();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .clamp(1, 4)
+            .min(n.max(1));
+        let this: &DebugInfo = self;
+        let chunks: Vec<gimli::Result<IndexPart>> = if threads <= 1 || n < 8 {
+            vec![this.index_units(0..n)]
+        } else {
+            // Split by size so that each thread gets a similar share of DIE bytes.
+            let total: usize = this
+                .units
+                .iter()
+                .map(|u| u.unit.header.length_including_self())
+                .sum();
+            let mut bounds = vec![0];
+            let mut acc = 0;
+            for (i, u) in this.units.iter().enumerate() {
+                acc += u.unit.header.length_including_self();
+                if acc * threads >= total * bounds.len() && bounds.len() < threads && i + 1 < n {
+                    bounds.push(i + 1);
+                }
+            }
+            bounds.push(n);
+            std::thread::scope(|s| {
+                let handles: Vec<_> = bounds
+                    .windows(2)
+                    .map(|w| {
+                        let r = w[0]..w[1];
+                        s.spawn(move || this.index_units(r))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(Err(gimli::Error::Io)))
+                    .collect()
+            })
+        };
+        let mut found = Vec::new();
         let mut globals = Vec::new();
-        for ui in 0..self.units.len() {
-            // Stack of enclosing concrete subprograms by depth, for inlined instances.
-            let mut subprogram_stack: Vec<(isize, DieRef)> = Vec::new();
-            let unit = &self.units[ui].unit;
-            let mut cursor = unit.entries();
-            let mut found = Vec::new();
-            while let Some(e) = cursor.next_dfs()? {
-                let depth = e.depth();
-                while subprogram_stack.last().is_some_and(|(d, _)| *d >= depth) {
-                    subprogram_stack.pop();
-                }
-                let tag = e.tag();
-                if tag == gimli::DW_TAG_variable
-                    && (subprogram_stack.is_empty()
-                        || e.attr_value(gimli::DW_AT_location)
-                            .is_some_and(|v| is_static_location(&v)))
-                    && (e.attr_value(gimli::DW_AT_location).is_some()
-                        || e.attr_value(gimli::DW_AT_const_value).is_some())
-                {
-                    globals.push(DieRef {
-                        unit: ui,
-                        offset: e.offset().0,
-                    });
-                }
-                if tag != gimli::DW_TAG_subprogram && tag != gimli::DW_TAG_inlined_subroutine {
-                    continue;
-                }
-                let d = DieRef {
-                    unit: ui,
-                    offset: e.offset().0,
-                };
-                let has_code = e.attr_value(gimli::DW_AT_low_pc).is_some()
-                    || e.attr_value(gimli::DW_AT_ranges).is_some();
-                if tag == gimli::DW_TAG_subprogram && has_code {
-                    subprogram_stack.push((depth, d));
-                }
-                if !has_code {
-                    continue;
-                }
-                let origin = e.attr_value(gimli::DW_AT_abstract_origin);
-                let entry_pc = e.attr_value(gimli::DW_AT_entry_pc);
-                let call_file = e.attr_value(gimli::DW_AT_call_file).and_then(file_index);
-                let call_line = e
-                    .attr_value(gimli::DW_AT_call_line)
-                    .and_then(|v| v.udata_value());
-                let frame = subprogram_stack.last().map_or(d, |(_, f)| *f);
-                found.push((
-                    d,
-                    tag == gimli::DW_TAG_inlined_subroutine,
-                    origin,
-                    entry_pc,
-                    call_file,
-                    call_line,
-                    frame,
-                ));
-            }
-            for (d, inlined, origin, entry_pc, call_file, call_line, frame) in found {
-                let Some(name) = self.die_name(d) else {
-                    continue;
-                };
-                let listed = self.die_ranges_listed(d);
-                let Some(&(first, _)) = listed.first() else {
-                    continue;
-                };
-                let mut ranges = listed;
-                ranges.sort();
-                let low = ranges[0].0;
-                let entry_pc = match entry_pc {
-                    Some(AttributeValue::Addr(a)) => a,
-                    Some(v) => match self.dwarf.attr_address(&self.units[ui].unit, v.clone()) {
-                        Ok(Some(a)) => a,
-                        _ => match v.udata_value() {
-                            // DWARF 5 allows entry_pc as a constant offset from low_pc.
-                            Some(off) => low.wrapping_add(off),
-                            None => low,
-                        },
-                    },
-                    None => {
-                        // low_pc is the entry when present; for ranges-only DIEs it is
-                        // the first listed range's start (as gdb takes it).
-                        self.entry(d)
-                            .and_then(|e| e.attr_value(gimli::DW_AT_low_pc))
-                            .and_then(|v| {
-                                self.dwarf
-                                    .attr_address(&self.units[ui].unit, v)
-                                    .ok()
-                                    .flatten()
-                            })
-                            // A low_pc outside the ranges is a base address, not code.
-                            .filter(|a| ranges.iter().any(|r| r.0 <= *a && *a < r.1))
-                            .unwrap_or(first)
-                    }
-                };
-                let origin_ref = origin.and_then(|v| self.resolve_ref(ui, v)).unwrap_or(d);
-                let (decl_file, decl_line) = self.decl(d);
-                let return_type = if inlined {
-                    self.attr_follow(origin_ref, gimli::DW_AT_type)
-                } else {
-                    self.attr_follow(d, gimli::DW_AT_type)
-                }
-                .and_then(|(at, v)| self.resolve_ref(at.unit, v));
-                let call_site = match (call_file, call_line) {
-                    (Some(f), Some(l)) if inlined => {
-                        Some((self.file_name(ui, f).unwrap_or_default(), l as u32))
-                    }
-                    _ => None,
-                };
-                let f = Function {
-                    name,
-                    low_pc: low,
-                    entry_pc,
-                    ranges,
-                    decl_file,
-                    decl_line,
-                    cu_name: self.units[ui].name.clone(),
-                    optimized: self.units[ui].optimized,
-                    inlined,
-                    call_site,
-                    die: d,
-                    origin: origin_ref,
-                    frame_die: frame,
-                    return_type,
-                    aliases: Vec::new(),
-                };
-                if inlined {
-                    inls.push(f);
-                } else {
-                    funcs.push(f);
-                }
-            }
+        let mut names = Vec::new();
+        for c in chunks {
+            let mut part = c?;
+            found.append(&mut part.found);
+            globals.append(&mut part.globals);
+            names.append(&mut part.names);
         }
-        self.functions = funcs;
-        self.inlines = inls;
-        self.globals = globals
-            .into_iter()
-            .filter_map(|d| Some((self.die_name(d)?, d)))
+        self.slots = (0..found.len())
+            .map(|_| std::sync::OnceLock::new())
             .collect();
+        self.found = found;
+        self.global_dies = globals;
+        self.fn_names = names;
         Ok(())
     }
 
-    /// Records the symbol-table names of each out-of-line function's entry that differ
-    /// from its DWARF name.
-    fn add_aliases(&mut self, file: &object::File<'_>) {
-        use object::{ObjectSymbol, SymbolKind};
-        let mut by_addr: HashMap<u64, Vec<String>> = HashMap::new();
-        for sym in file.symbols().chain(file.dynamic_symbols()) {
-            if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+    /// Scans the DIEs of some units for functions, inlined instances and static
+    /// variables. Only DIEs of those tags have their attributes decoded; all others
+    /// are skipped over, which is what makes opening large DWARF quick.
+    fn index_units(&self, units: std::ops::Range<usize>) -> gimli::Result<IndexPart> {
+        let mut part = IndexPart::default();
+        for ui in units {
+            let mut names = HashMap::new();
+            self.scan_unit(ui, &mut part.found, &mut part.globals, &mut names)?;
+            part.names.push(names);
+        }
+        Ok(part)
+    }
+
+    fn scan_unit(
+        &self,
+        ui: usize,
+        found: &mut Vec<Found>,
+        globals: &mut Vec<DieRef>,
+        names: &mut HashMap<usize, AttributeValue<R>>,
+    ) -> gimli::Result<()> {
+        let unit = &self.units[ui].unit;
+        let mut raw = unit.entries_raw(None)?;
+        // Stack of enclosing concrete subprograms by depth, for inlined instances.
+        let mut subprogram_stack: Vec<(isize, DieRef)> = Vec::new();
+        while !raw.is_empty() {
+            let depth = raw.next_depth();
+            let offset = raw.next_offset();
+            let Some(abbrev) = raw.read_abbreviation()? else {
+                continue;
+            };
+            let tag = abbrev.tag();
+            let is_fn = tag == gimli::DW_TAG_subprogram || tag == gimli::DW_TAG_inlined_subroutine;
+            if !is_fn && tag != gimli::DW_TAG_variable {
+                raw.skip_attributes(abbrev.attributes())?;
                 continue;
             }
-            if let Ok(name) = sym.name() {
-                if !name.is_empty() {
-                    by_addr
-                        .entry(sym.address())
-                        .or_default()
-                        .push(name.to_string());
+            while subprogram_stack.last().is_some_and(|(d, _)| *d >= depth) {
+                subprogram_stack.pop();
+            }
+            let d = DieRef {
+                unit: ui,
+                offset: offset.0,
+            };
+            let mut has_code = false;
+            let mut location = None;
+            let mut has_const = false;
+            let mut origin = None;
+            let mut entry_pc = None;
+            let mut low_pc = None;
+            let mut call_file = None;
+            let mut call_line = None;
+            let mut name = None;
+            let mut spec_ref = None;
+            for spec in abbrev.attributes() {
+                let attr = raw.read_attribute(*spec)?;
+                match attr.name() {
+                    gimli::DW_AT_name => name = Some(attr.value()),
+                    gimli::DW_AT_specification => spec_ref = Some(attr.value()),
+                    gimli::DW_AT_low_pc => {
+                        has_code = true;
+                        low_pc = Some(attr.value());
+                    }
+                    gimli::DW_AT_ranges => has_code = true,
+                    gimli::DW_AT_location => location = Some(attr.value()),
+                    gimli::DW_AT_const_value => has_const = true,
+                    gimli::DW_AT_abstract_origin => origin = Some(attr.value()),
+                    gimli::DW_AT_entry_pc => entry_pc = Some(attr.value()),
+                    gimli::DW_AT_call_file => call_file = file_index(attr.value()),
+                    gimli::DW_AT_call_line => call_line = attr.value().udata_value(),
+                    _ => {}
                 }
             }
-        }
-        for f in &mut self.functions {
-            if let Some(names) = by_addr.get(&f.entry_pc) {
-                let mut a: Vec<String> = names.iter().filter(|n| **n != f.name).cloned().collect();
-                a.sort();
-                a.dedup();
-                f.aliases = a;
+            if !is_fn {
+                if (subprogram_stack.is_empty()
+                    || location.as_ref().is_some_and(is_static_location))
+                    && (location.is_some() || has_const)
+                {
+                    globals.push(d);
+                }
+                continue;
             }
+            if let (gimli::DW_TAG_subprogram, Some(n)) = (tag, &name) {
+                names.insert(offset.0, n.clone());
+            }
+            if !has_code {
+                continue;
+            }
+            if tag == gimli::DW_TAG_subprogram {
+                subprogram_stack.push((depth, d));
+            }
+            let low_addr = match &low_pc {
+                Some(AttributeValue::Addr(a)) => Some(*a),
+                Some(v) => self.dwarf.attr_address(unit, v.clone()).ok().flatten(),
+                None => None,
+            };
+            let frame = subprogram_stack.last().map_or(d, |(_, f)| *f);
+            found.push(Found {
+                die: d,
+                inlined: tag == gimli::DW_TAG_inlined_subroutine,
+                name,
+                low_addr,
+                origin: origin.clone().or(spec_ref),
+                abstract_origin: origin,
+                entry_pc,
+                call_file,
+                call_line,
+                frame,
+            });
         }
+        Ok(())
+    }
+
+    fn make_function(&self, ui: usize, fd: &Found) -> Option<Function> {
+        let d = fd.die;
+        let inlined = fd.inlined;
+        let name = self.die_name(d)?;
+        let listed = self.die_ranges_listed(d);
+        let &(first, _) = listed.first()?;
+        let mut ranges = listed;
+        ranges.sort();
+        let low = ranges[0].0;
+        let entry_pc = match fd.entry_pc.clone() {
+            Some(AttributeValue::Addr(a)) => a,
+            Some(v) => match self.dwarf.attr_address(&self.units[ui].unit, v.clone()) {
+                Ok(Some(a)) => a,
+                _ => match v.udata_value() {
+                    // DWARF 5 allows entry_pc as a constant offset from low_pc.
+                    Some(off) => low.wrapping_add(off),
+                    None => low,
+                },
+            },
+            None => {
+                // low_pc is the entry when present; for ranges-only DIEs it is
+                // the first listed range's start (as gdb takes it).
+                fd.low_addr
+                    // A low_pc outside the ranges is a base address, not code.
+                    .filter(|a| ranges.iter().any(|r| r.0 <= *a && *a < r.1))
+                    .unwrap_or(first)
+            }
+        };
+        let origin_ref = fd
+            .abstract_origin
+            .clone()
+            .and_then(|v| self.resolve_ref(ui, v))
+            .unwrap_or(d);
+        let (decl_file, decl_line) = self.decl(d);
+        let return_type = if inlined {
+            self.attr_follow(origin_ref, gimli::DW_AT_type)
+        } else {
+            self.attr_follow(d, gimli::DW_AT_type)
+        }
+        .and_then(|(at, v)| self.resolve_ref(at.unit, v));
+        let call_site = match (fd.call_file, fd.call_line) {
+            (Some(f), Some(l)) if inlined => {
+                Some((self.file_name(ui, f).unwrap_or_default(), l as u32))
+            }
+            _ => None,
+        };
+        Some(Function {
+            name,
+            low_pc: low,
+            entry_pc,
+            ranges,
+            decl_file,
+            decl_line,
+            cu_name: self.units[ui].name.clone(),
+            optimized: self.units[ui].optimized,
+            inlined,
+            call_site,
+            die: d,
+            origin: origin_ref,
+            frame_die: fd.frame,
+            return_type,
+            aliases: Vec::new(),
+        })
     }
 
     /// Functions (out-of-line) matching a stap function pattern `NAME[@FILE[:LINE]]`,
@@ -725,7 +931,10 @@ impl DebugInfo {
     /// line. Sorted by address, without duplicates.
     pub fn match_functions(&self, pattern: &str) -> Vec<&Function> {
         let pat = FuncPattern::parse(pattern);
-        let mut out: Vec<&Function> = self.functions.iter().filter(|f| pat.matches(f)).collect();
+        let mut out: Vec<&Function> = match self.quick_candidates(&pat, false) {
+            Some(c) => c.into_iter().filter(|f| pat.matches(f)).collect(),
+            None => self.functions().iter().filter(|f| pat.matches(f)).collect(),
+        };
         out.sort_by_key(|f| (f.entry_pc, f.name.clone()));
         out.dedup_by_key(|f| f.entry_pc);
         out
@@ -734,19 +943,36 @@ impl DebugInfo {
     /// Inlined instances matching a stap function pattern (see [`Self::match_functions`]).
     pub fn match_inlines(&self, pattern: &str) -> Vec<&Function> {
         let pat = FuncPattern::parse(pattern);
-        let mut out: Vec<&Function> = self.inlines.iter().filter(|f| pat.matches(f)).collect();
+        let mut out: Vec<&Function> = match self.quick_candidates(&pat, true) {
+            Some(c) => c.into_iter().filter(|f| pat.matches(f)).collect(),
+            None => self
+                .inline_instances_all()
+                .iter()
+                .filter(|f| pat.matches(f))
+                .collect(),
+        };
         out.sort_by_key(|f| (f.entry_pc, f.name.clone()));
         out.dedup_by_key(|f| f.entry_pc);
         out
+    }
+
+    /// For a pattern whose name has no wildcard, the functions that can match it,
+    /// found without making every function of the file.
+    fn quick_candidates(&self, pat: &FuncPattern<'_>, inlined: bool) -> Option<Vec<&Function>> {
+        if self.found.is_empty() || pat.name.contains(['*', '?']) {
+            return None;
+        }
+        let idx = self.found_named(pat.name, inlined)?;
+        Some(idx.into_iter().filter_map(|i| self.slot(i)).collect())
     }
 
     /// Function names close to `name` (edit distance), best first, at most five.
     pub fn close_matches(&self, name: &str) -> Vec<String> {
         let base = name.split('@').next().unwrap_or(name);
         let mut names: Vec<&str> = self
-            .functions
+            .functions()
             .iter()
-            .chain(self.inlines.iter())
+            .chain(self.inline_instances_all().iter())
             .flat_map(|f| {
                 std::iter::once(f.name.as_str()).chain(f.aliases.iter().map(String::as_str))
             })
@@ -799,12 +1025,12 @@ impl DebugInfo {
     /// pattern (full path, or trailing path components, with wildcards).
     pub fn line_addrs(&self, file: &str, line: u32) -> Vec<u64> {
         let mut hits = Vec::new();
-        for (ui, u) in self.units.iter().enumerate() {
+        for ui in 0..self.units.len() {
             for r in self.lines(ui) {
                 if r.end_seq || r.line != line || !r.is_stmt {
                     continue;
                 }
-                let Some(Some(path)) = u.files.get(r.file) else {
+                let Some(Some(path)) = self.files(ui).get(r.file) else {
                     continue;
                 };
                 if file_matches(file, path) {
@@ -825,12 +1051,12 @@ impl DebugInfo {
 
     /// The source line (file, line) of an address, if the line table has it.
     pub fn line_at(&self, addr: u64) -> Option<(String, u32)> {
-        for (ui, u) in self.units.iter().enumerate() {
+        for ui in 0..self.units.len() {
             let mut prev: Option<&LineRow> = None;
             for r in self.lines(ui) {
                 if let Some(p) = prev {
                     if !p.end_seq && p.addr <= addr && addr < r.addr {
-                        let f = u.files.get(p.file).cloned().flatten()?;
+                        let f = self.files(ui).get(p.file).cloned().flatten()?;
                         return Some((f, p.line));
                     }
                 }
@@ -842,7 +1068,7 @@ impl DebugInfo {
 
     /// The innermost out-of-line function containing `addr`.
     pub fn function_at(&self, addr: u64) -> Option<&Function> {
-        self.functions
+        self.functions()
             .iter()
             .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
             .min_by_key(|f| f.ranges.iter().map(|r| r.1 - r.0).sum::<u64>())
@@ -850,9 +1076,9 @@ impl DebugInfo {
 
     /// The innermost scope (function or inlined instance) containing `addr`.
     pub fn scope_at(&self, addr: u64) -> Option<&Function> {
-        self.functions
+        self.functions()
             .iter()
-            .chain(self.inlines.iter())
+            .chain(self.inline_instances_all().iter())
             .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
             .min_by_key(|f| f.ranges.iter().map(|r| r.1 - r.0).sum::<u64>())
     }
@@ -911,6 +1137,26 @@ fn find_separate_debug(
         }
     }
     None
+}
+
+/// Defined text symbols by address (both symbol tables).
+fn text_symbols(file: &object::File<'_>) -> HashMap<u64, Vec<String>> {
+    use object::{ObjectSymbol, SymbolKind};
+    let mut by_addr: HashMap<u64, Vec<String>> = HashMap::new();
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+            continue;
+        }
+        if let Ok(name) = sym.name() {
+            if !name.is_empty() {
+                by_addr
+                    .entry(sym.address())
+                    .or_default()
+                    .push(name.to_string());
+            }
+        }
+    }
+    by_addr
 }
 
 /// Functions from the ELF symbol tables (`.symtab`, else `.dynsym`): defined text

@@ -218,7 +218,7 @@ impl DebugInfo {
     /// A global or static variable by name (optionally restricted to a CU or declaration
     /// file matching `file`), with its location lowered for an entry plan run at `pc`.
     pub fn global_at(&self, name: &str, file: Option<&str>, pc: u64) -> Option<Variable> {
-        let &(_, d) = self.globals.iter().find(|(n, d)| {
+        let &(_, d) = self.globals().iter().find(|(n, d)| {
             n == name
                 && file.is_none_or(|f| {
                     crate::file_matches(f, &self.units[d.unit].name)
@@ -254,7 +254,7 @@ impl DebugInfo {
 
     /// Names of all indexed globals (for error alternatives), sorted, deduplicated.
     pub fn global_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.globals.iter().map(|(n, _)| n.clone()).collect();
+        let mut v: Vec<String> = self.globals().iter().map(|(n, _)| n.clone()).collect();
         v.sort();
         v.dedup();
         v
