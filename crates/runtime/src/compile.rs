@@ -1884,7 +1884,14 @@ impl<'a> Compiler<'a> {
                 let pieces = match parse_format(fmt) {
                     Ok(p) => p,
                     Err(m) => {
-                        self.err(m, first.span);
+                        // stap checks formats while parsing; `%m`/`%M` are snaptap's
+                        // own rejection at elaboration.
+                        let kind = if m.starts_with("format conversion") {
+                            SEM
+                        } else {
+                            "parse error"
+                        };
+                        self.diags.push(Diagnostic::error(kind, m, first.span));
                         return None;
                     }
                 };

@@ -79,8 +79,14 @@ pub(crate) enum Piece {
     },
 }
 
-/// Parses a stap format string. Errors are messages for a semantic error.
+/// Parses a stap format string the way stap's `print_format::string_to_components`
+/// does, including its quirks: at most one flag character (`%-05d` is `-` with width 5,
+/// `%+-d` is an error), a width or precision of 0 counts as none (stap drops it when it
+/// rebuilds the format), a single optional `l` modifier, and a lone `%` at the end is
+/// literal. Errors are stap's parse-error messages; `%m`/`%M` get snaptap's own.
 pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
+    const INVALID: &str = "invalid or missing conversion specifier";
+    const TRAILING: &str = "trailing incomplete print format conversion";
     let mut out = Vec::new();
     let mut lit = String::new();
     let b = f.as_bytes();
@@ -94,22 +100,21 @@ pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
             lit.push_str(&f[start..i]);
             continue;
         }
-        i += 1;
-        if i < b.len() && b[i] == b'%' {
+        if i + 1 == b.len() || b[i + 1] == b'%' {
             lit.push('%');
-            i += 1;
+            i += 2;
             continue;
         }
-        let mut flags = 0u8;
-        while i < b.len() {
-            match b[i] {
-                b'-' => flags |= LEFT,
-                b'+' => flags |= PLUS,
-                b' ' => flags |= SPACE,
-                b'#' => flags |= SPECIAL,
-                b'0' => flags |= ZEROPAD,
-                _ => break,
-            }
+        i += 1;
+        let flags = match b[i] {
+            b'-' => LEFT,
+            b'+' => PLUS,
+            b' ' => SPACE,
+            b'#' => SPECIAL,
+            b'0' => ZEROPAD,
+            _ => 0,
+        };
+        if flags != 0 {
             i += 1;
         }
         let num = |i: &mut usize| -> Num {
@@ -121,27 +126,27 @@ pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
             while *i < b.len() && b[*i].is_ascii_digit() {
                 *i += 1;
             }
-            if s == *i {
-                Num::None
-            } else {
-                Num::Lit(f[s..*i].parse::<i32>().unwrap_or(MAX_FIELD).min(MAX_FIELD))
+            match f[s..*i].parse::<i64>() {
+                Ok(0) => Num::None,
+                Ok(n) => Num::Lit(n.min(i64::from(MAX_FIELD)) as i32),
+                Err(_) if s == *i => Num::None,
+                Err(_) => Num::Lit(MAX_FIELD),
             }
         };
         let width = num(&mut i);
         let mut prec = Num::None;
         if i < b.len() && b[i] == b'.' {
             i += 1;
-            prec = num(&mut i);
-            if prec == Num::None {
-                prec = Num::Lit(0);
+            if i == b.len() {
+                return Err(TRAILING.into());
             }
+            prec = num(&mut i);
         }
-        // Length modifiers are accepted and ignored: every stap integer is 64-bit.
-        while i < b.len() && matches!(b[i], b'l' | b'h' | b'L' | b'q' | b'j' | b'z') {
+        if i < b.len() && b[i] == b'l' {
             i += 1;
         }
         let Some(&c) = b.get(i) else {
-            return Err("invalid or missing conversion specifier".into());
+            return Err(TRAILING.into());
         };
         i += 1;
         let conv = match c {
@@ -160,7 +165,7 @@ pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
                     c as char
                 ))
             }
-            _ => return Err(format!("invalid or missing conversion specifier '{}'", c as char)),
+            _ => return Err(INVALID.into()),
         };
         if !lit.is_empty() {
             out.push(Piece::Lit(std::mem::take(&mut lit)));
@@ -243,6 +248,10 @@ pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
                         };
                         let s = if pr >= 0 { truncate(s, pr as usize) } else { s };
                         pad_str(out, s.as_bytes(), w, flags);
+                        if flags & ZEROPAD != 0 {
+                            // stap's _stp_vsprint_memory ends a `%0s` field with a NUL.
+                            out.push(0);
+                        }
                     }
                     Conv::Char => {
                         let v = match a {

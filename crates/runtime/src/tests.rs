@@ -334,7 +334,11 @@ fn printf_integer_conversions() {
         ("%o|%#o|%#o", "10|010|00"),
         ("%u|%x", "18446744073709551615|ffffffffffffffff"),
         ("%.3d|%8.3d|%-8.3d|", "007|     007|007     |"),
-        ("%#08x|%#8x|%-#8x|", "0x0000ff|    0xff|0xff    |"),
+        // stap takes one flag only: in `%#08x` the 0 belongs to the width.
+        (
+            "%#08x|%#8x|%-8x|%08x|",
+            "    0xff|    0xff|ff      |000000ff|",
+        ),
         (
             "%p|%p|%20p|%-8p|",
             "0x1234|0x0|              0x1234|0x1234  |",
@@ -351,7 +355,7 @@ fn printf_integer_conversions() {
         "8, 8, 0",
         "-1, -1",
         "7, 7, 7",
-        "255, 255, 255",
+        "255, 255, 255, 255",
         "0x1234, 0, 0x1234, 0x1234",
         "65, 66, 65, 65, 10, 1, 120",
         "5, 42, 5, 42, 3, 7",
@@ -1839,4 +1843,36 @@ fn ansi_and_session_context_functions() {
         o,
         "1 process(\"/tmp/a.out\").function(\"f*\") process(\"/tmp/a.out\").function(\"f@a.c:3\")\n"
     );
+}
+
+#[test]
+fn printf_formats_parse_like_stap() {
+    // Width or precision 0 is dropped, one `l` is allowed, a final lone % is literal,
+    // `%0s` ends with a NUL byte (stap's _stp_vsprint_memory).
+    assert_eq!(
+        out(r#"probe begin { printf("[%.0s][%0d][%ld][%-5s][%05s]%", "abc", 7, 8, "ab", "ab") }"#),
+        "[abc][7][8][ab   ][   ab\0]%"
+    );
+    // Everything else is stap's parse error at the format string.
+    for (fmt, msg) in [
+        ("%+-5d", "invalid or missing conversion specifier"),
+        ("%lld", "invalid or missing conversion specifier"),
+        ("%hd", "invalid or missing conversion specifier"),
+        ("%q", "invalid or missing conversion specifier"),
+        ("%5", "trailing incomplete print format conversion"),
+        ("%-", "trailing incomplete print format conversion"),
+    ] {
+        let src = format!("probe begin {{ printf(\"{fmt}\", 1) }}");
+        let d = errors(&src);
+        assert_eq!(d[0].kind, "parse error", "{fmt}");
+        assert_eq!(d[0].message, msg, "{fmt}");
+        let (_, sm) = parse(&src);
+        let r = script_syntax::render_all(&d, &sm);
+        assert!(
+            r.starts_with(&format!(
+                "parse error: {msg}\n\tat: string '{fmt}' at <input>:1:22\n"
+            )),
+            "{r}"
+        );
+    }
 }
