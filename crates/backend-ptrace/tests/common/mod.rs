@@ -155,6 +155,24 @@ pub fn run_cfg(
     stop_after: Option<usize>,
     single_step: bool,
 ) -> Outcome {
+    run_until(
+        launch,
+        opts,
+        sites,
+        move |recs: &[Record]| stop_after.is_some_and(|n| recs.len() == n),
+        single_step,
+    )
+}
+
+/// Runs `launch` with `sites`, requesting the stop as soon as `stop_when` (called
+/// after each record with every record so far) returns true.
+pub fn run_until(
+    launch: Launch,
+    opts: Options,
+    sites: Vec<ProbeSite>,
+    mut stop_when: impl FnMut(&[Record]) -> bool + Send + 'static,
+    single_step: bool,
+) -> Outcome {
     let mut be = PtraceBackend::new(launch, opts).expect("start backend");
     be.force_single_step(single_step);
     let pid = be.pid();
@@ -164,11 +182,13 @@ pub fn run_cfg(
     let drain = std::thread::spawn(move || {
         let mut records = Vec::new();
         let mut others = Vec::new();
+        let mut stopped = false;
         loop {
             match rx.recv_timeout(std::time::Duration::from_millis(50)) {
                 Ok(Some(Event::Record(r))) => {
                     records.push(r);
-                    if stop_after.is_some_and(|n| records.len() == n) {
+                    if !stopped && stop_when(&records) {
+                        stopped = true;
                         stop2.request();
                     }
                 }
