@@ -8,6 +8,8 @@
  *   rounds=N   number of full rounds (default 3); 0 skips straight to the loop
  *   report=N   after the rounds, the endless IPC loop prints "bench count=..."
  *              every N iterations (default 100000); 0 makes the loop silent
+ *   wait=MS    sleep MS milliseconds before the first round (a receive with
+ *              a timeout), so that a tracer can attach to the running kernel
  *   idle=1     after the rounds, block forever in one receive instead of the
  *              IPC loop (handy with a debugger: no further kernel activity)
  *
@@ -437,7 +439,7 @@ void wl_main(u32 *sp)
 {
 	u32 argc = sp[0];
 	char **argv = (char **)(sp + 1);
-	u32 rounds = 3, report = 100000, idle = 0, i, r;
+	u32 rounds = 3, report = 100000, idle = 0, wait = 0, i, r;
 	mach_port_t port = 0, dead = 0;
 	s32 kr;
 	static const u32 sizes[] = {32, 64, 128, 256, 512, 1024};
@@ -449,6 +451,8 @@ void wl_main(u32 *sp)
 			report = parse_num(argv[i] + 7);
 		else if (starts_with(argv[i], "idle="))
 			idle = parse_num(argv[i] + 5);
+		else if (starts_with(argv[i], "wait="))
+			wait = parse_num(argv[i] + 5);
 	}
 
 	/* The kernel prints "start NAME: " without a newline before we run. */
@@ -466,6 +470,16 @@ void wl_main(u32 *sp)
 	out_str(" report=");
 	out_dec(report);
 	out_end();
+
+	if (wait) {
+		out_str("truth wait ms=");
+		out_dec(wait);
+		out_end();
+		/* Nothing is ever sent to the reply port outside an RPC, so this
+		 * receive just times out (MACH_RCV_TIMED_OUT). */
+		mach_msg_trap(&msgbuf, MACH_RCV_MSG | MACH_RCV_TIMEOUT, 0, sizeof msgbuf,
+			      reply_port, wait, 0);
+	}
 
 	for (r = 0; r < rounds; r++) {
 		out_str("truth round=");
