@@ -1090,6 +1090,10 @@ impl Core {
             cp.pads = pp.pads.clone();
             cp.slack = pp.slack.clone();
             cp.bps = pp.bps.clone();
+            cp.sys_entry = pp.sys_entry.clone();
+            cp.sys_exit = pp.sys_exit.clone();
+            // The child's copy of each semaphore we raised is raised already.
+            cp.sems = pp.sems.clone();
             let mut th = Thread::new(child, child, TState::New, follow, Setup::Fork);
             for bp in cp.bps.values_mut() {
                 bp.ret_refs = 0;

@@ -450,3 +450,47 @@ fn stop_while_blocked_in_a_syscall() {
         assert_eq!(read(&out), "read 1 x\nsleep 0\nchild 0\n", "{what}");
     }
 }
+
+/// A followed fork child runs the module too: its system calls are seen under its own
+/// pid, and both processes get the right results.
+#[test]
+fn syscalls_in_a_followed_fork_child() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "blocking", BLOCKING, &["-O2"]);
+    let out = dir.path("out.txt");
+    let o = run_with(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+        Options { follow_forks: true },
+        vec![sys_entry(0, &exe), sys_return(1, &exe)],
+        None,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert_eq!(read(&out), "read 1 x\nsleep 0\nchild 0\n");
+    let child = o
+        .records
+        .iter()
+        .map(|r| r.pid)
+        .find(|&p| p != o.pid)
+        .expect("child records");
+    let seq: Vec<(u32, u64, u64)> = o
+        .records
+        .iter()
+        .filter(|r| r.pid == child)
+        .map(|r| (r.site.0, val(r, 0), val(r, 1)))
+        .collect();
+    // The child starts after its fork returned: no unanswered return comes first.
+    assert_eq!(seq.first().map(|x| x.0), Some(0), "{seq:?}");
+    check_pairing(&o.records, 0, 1);
+    let writes: Vec<&(u32, u64, u64)> = seq.iter().filter(|x| x.1 == SYS_WRITE).collect();
+    assert_eq!(writes.len(), 2, "{seq:?}");
+    assert_eq!(writes[1].2, 1, "write returned 1");
+    assert!(seq.iter().any(|x| x.0 == 0 && x.1 == 230));
+    assert_eq!(seq.last().map(|x| (x.0, x.1)), Some((0, SYS_EXIT_GROUP)));
+    let parent_read: Vec<u64> = o
+        .site(1)
+        .iter()
+        .filter(|r| r.pid == o.pid && val(r, 0) == SYS_READ)
+        .map(|r| val(r, 1))
+        .collect();
+    assert_eq!(parent_read.last(), Some(&1));
+}
