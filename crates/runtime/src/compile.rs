@@ -1258,7 +1258,8 @@ impl<'a> Compiler<'a> {
                         None
                     }
                     _ => {
-                        self.err(format!("unresolved type for identifier '{name}'"), span);
+                        // stap's message, trailing space included.
+                        self.err("unresolved type ", span);
                         None
                     }
                 }
@@ -1335,7 +1336,11 @@ impl<'a> Compiler<'a> {
         let (x, t) = self.cx(sc, e)?;
         if t != want {
             self.err(
-                format!("type mismatch ({} vs. {})", want.name(), t.name()),
+                format!(
+                    "type mismatch: expected {} but found {}",
+                    want.name(),
+                    t.name()
+                ),
                 e.span,
             );
             return None;
@@ -1626,7 +1631,10 @@ impl<'a> Compiler<'a> {
                         if *b == BinaryOp::Concat {
                             if t != Str {
                                 self.err(
-                                    format!("type mismatch (string vs. {})", t.name()),
+                                    format!(
+                                        "type mismatch: expected string but found {}",
+                                        t.name()
+                                    ),
                                     target.span,
                                 );
                                 return None;
@@ -1646,7 +1654,7 @@ impl<'a> Compiler<'a> {
                         }
                         if t != Long {
                             self.err(
-                                format!("type mismatch (long vs. {})", t.name()),
+                                format!("type mismatch: expected long but found {}", t.name()),
                                 target.span,
                             );
                             return None;
@@ -1680,7 +1688,7 @@ impl<'a> Compiler<'a> {
                 let (lv, t) = self.lval(sc, target)?;
                 if t != Long {
                     self.err(
-                        format!("type mismatch (long vs. {})", t.name()),
+                        format!("type mismatch: expected long but found {}", t.name()),
                         target.span,
                     );
                     return None;
@@ -1841,12 +1849,8 @@ impl<'a> Compiler<'a> {
             let mut cargs = Vec::new();
             for (i, a) in args.iter().enumerate() {
                 let Some(pt) = self.scopes[fsc].locals[i].ty else {
-                    let pname = self.scopes[fsc].locals[i].name.clone();
                     let pspan = self.scopes[fsc].locals[i].span;
-                    self.err(
-                        format!("unresolved type for parameter '{pname}' of function '{name}'"),
-                        pspan,
-                    );
+                    self.err("unresolved type ", pspan);
                     return None;
                 };
                 cargs.push((self.cx_as(sc, a, pt)?, pt));
@@ -1897,14 +1901,8 @@ impl<'a> Compiler<'a> {
                 };
                 let wants = format_arg_types(&pieces);
                 if wants.len() != args.len() - 1 {
-                    self.err(
-                        format!(
-                            "wrong number of arguments to {name}: format expects {}, got {}",
-                            wants.len(),
-                            args.len() - 1
-                        ),
-                        e.span,
-                    );
+                    // stap's wording; how many were expected is in the format itself.
+                    self.err("Wrong number of args to formatted print operator", e.span);
                     return None;
                 }
                 let mut cargs = Vec::new();
@@ -2018,21 +2016,18 @@ impl<'a> Compiler<'a> {
                         t,
                     ));
                 }
-                let mut cands: Vec<(usize, String)> = self
+                // stap: "unresolved function (similar: a, b, ...)", the five nearest
+                // names by edit distance.
+                let mut names: Vec<&str> = self
                     .fnames
                     .keys()
                     .map(|s| s.as_str())
                     .chain(KNOWN_FUNCS.iter().copied())
-                    .map(|c| (edit_distance(name, c), c.to_string()))
-                    .filter(|(d, c)| *d <= 2.max(name.len() / 3) && c != name)
                     .collect();
-                cands.sort();
-                cands.dedup_by(|a, b| a.1 == b.1);
-                let mut d = Diagnostic::error(SEM, "unresolved function call", e.span);
-                if !cands.is_empty() {
-                    let list: Vec<String> = cands.into_iter().take(5).map(|c| c.1).collect();
-                    d = d.with_note(format!("did you mean: {}?", list.join(", ")));
-                }
+                names.sort_unstable();
+                names.dedup();
+                let sugs = crate::lint::similar(name, &names);
+                let d = Diagnostic::error(SEM, format!("unresolved function{sugs}"), e.span);
                 self.diags.push(d);
                 None
             }
@@ -2113,7 +2108,11 @@ impl<'a> Compiler<'a> {
                     let (v, t) = self.var_ref(sc, k, k_at, false)?;
                     if t != *kt {
                         self.err(
-                            format!("type mismatch ({} vs. {})", kt.name(), t.name()),
+                            format!(
+                                "type mismatch: expected {} but found {}",
+                                kt.name(),
+                                t.name()
+                            ),
                             k_at,
                         );
                         return None;
@@ -2130,7 +2129,11 @@ impl<'a> Compiler<'a> {
                         let (vr, t) = self.var_ref(sc, v, v_at, false)?;
                         if t != meta.val {
                             self.err(
-                                format!("type mismatch ({} vs. {})", meta.val.name(), t.name()),
+                                format!(
+                                    "type mismatch: expected {} but found {}",
+                                    meta.val.name(),
+                                    t.name()
+                                ),
                                 v_at,
                             );
                             return None;
@@ -2268,13 +2271,8 @@ impl<'a> Compiler<'a> {
                 match (l.ty, self.scopes[sc].slots[p]) {
                     (Some(t), Some(s)) => params.push((s, t)),
                     _ => {
-                        let (n, sp) = (l.name.clone(), l.span);
-                        let fname = self.funcs[i].name.clone();
-                        let _ = self.funcs[i].span;
-                        self.err(
-                            format!("unresolved type for parameter '{n}' of function '{fname}'"),
-                            sp,
-                        );
+                        let sp = l.span;
+                        self.err("unresolved type ", sp);
                     }
                 }
             }

@@ -325,14 +325,13 @@ fn side_effect_free(e: &Expr) -> bool {
     }
 }
 
-/// stap's `levenshtein_suggest`: up to five names within edit distance 7, nearest
-/// first, formatted as ` (similar: a, b)`; empty when nothing is close.
-fn similar(name: &str, candidates: &[&str]) -> String {
+/// stap's `levenshtein_suggest(name, set, 5)`: the five nearest names by edit distance
+/// (ties in name order), formatted as ` (similar: a, b)`; empty when there are none.
+pub(crate) fn similar(name: &str, candidates: &[&str]) -> String {
     let mut scored: Vec<(usize, &str)> = candidates
         .iter()
         .filter(|c| !c.is_empty() && **c != name)
         .map(|c| (crate::compile::edit_distance(name, c), *c))
-        .filter(|(d, _)| *d <= 7)
         .collect();
     scored.sort();
     scored.dedup();
