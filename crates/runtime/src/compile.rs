@@ -33,7 +33,6 @@ enum Sym {
 }
 
 struct LocalInfo {
-    name: String,
     ty: Option<Ty>,
     span: Span,
 }
@@ -64,11 +63,9 @@ struct GInfo {
 }
 
 struct FInfo<'a> {
-    name: String,
     ret: Option<Ty>,
     scope: usize,
     body: &'a FunctionBody,
-    span: Span,
     /// Reachable from a probe: stap elides functions nobody calls, so their untyped
     /// parameters are no error.
     called: bool,
@@ -552,11 +549,7 @@ impl<'a> Compiler<'a> {
 
     fn add_local(&mut self, sc: usize, name: &str, ty: Option<Ty>, span: Span) -> usize {
         let s = &mut self.scopes[sc];
-        s.locals.push(LocalInfo {
-            name: name.to_string(),
-            ty,
-            span,
-        });
+        s.locals.push(LocalInfo { ty, span });
         let i = s.locals.len() - 1;
         s.names.insert(name.to_string(), i);
         i
@@ -642,11 +635,9 @@ impl<'a> Compiler<'a> {
                     });
                     self.fnames.insert(f.name.clone(), self.funcs.len());
                     self.funcs.push(FInfo {
-                        name: f.name.clone(),
                         ret,
                         scope: sc,
                         body: &f.body,
-                        span: f.span,
                         called: false,
                     });
                 }
