@@ -61,6 +61,10 @@ pub struct Cli {
     #[arg(long = "kernel", value_name = "ELF")]
     pub kernel: Option<std::path::PathBuf>,
 
+    /// Add DIR to the tapset search path (every `*.stp` file in it is loaded).
+    #[arg(short = 'I', value_name = "DIR")]
+    pub include: Vec<std::path::PathBuf>,
+
     /// Suppress warnings.
     #[arg(short = 'w')]
     pub no_warnings: bool,

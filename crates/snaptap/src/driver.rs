@@ -12,7 +12,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::vm;
+use crate::{tapsets, vm};
 
 use anyhow::{bail, Context, Result};
 use backend::{Event, StopToken, TargetEnd};
@@ -51,17 +51,27 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
     };
     let script_args = rest;
-    let file = sources.add(name, text);
-    let (script, diags) = script_syntax::parse(&sources, file, &script_args);
-    if report(&diags, &sources, cli.no_warnings) {
-        return Ok(1);
-    }
     if cli.pass == Some(1) {
+        // Pass 1 shows the user's script alone, as stap does.
+        let file = sources.add(name, text);
+        let (script, diags) = script_syntax::parse(&sources, file, &script_args);
+        if report(&diags, &sources, cli.no_warnings) {
+            return Ok(1);
+        }
         print!(
             "{}",
             script_syntax::print_script_with_sources(&script, &sources)
         );
         return Ok(0);
+    }
+    // Tapsets first, then the user's script: one session, one id space.
+    let mut files = tapsets::load(&mut sources, &cli.include)?;
+    files.push(sources.add(name, text));
+    let mut ids = script_syntax::IdGen::new();
+    let popts = script_syntax::ParseOptions::with_args(&script_args);
+    let (script, diags) = script_syntax::parse_files(&sources, &files, &mut ids, &popts);
+    if report(&diags, &sources, cli.no_warnings) {
+        return Ok(1);
     }
     // Probe aliases are expanded in place, so a handler's index stays its position
     // among the script's probes for the planner and the runtime alike.
@@ -557,7 +567,13 @@ fn list(cli: &Cli, pattern: &str) -> Result<i32> {
         target_pid: cli.pid,
         max_string: 128,
     };
-    match planner::list_probes(&script, &sources, &opts, cli.list_vars.is_some()) {
+    match planner::list_probes_with_kernel(
+        &script,
+        &sources,
+        &opts,
+        cli.list_vars.is_some(),
+        cli.kernel.as_deref(),
+    ) {
         Ok(lines) => {
             for l in lines {
                 println!("{l}");

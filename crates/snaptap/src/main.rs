@@ -3,6 +3,7 @@
 
 mod cli;
 mod driver;
+mod tapsets;
 mod vm;
 
 use clap::Parser;
