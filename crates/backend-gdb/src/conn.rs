@@ -74,6 +74,8 @@ pub struct Conn {
     pub bytes_out: u64,
     /// Bytes received.
     pub bytes_in: u64,
+    /// Print every packet to stderr (`SNAPTAP_GDB_TRACE=1`), for debugging a stub.
+    trace: bool,
 }
 
 impl Conn {
@@ -107,6 +109,7 @@ impl Conn {
             no_ack: false,
             bytes_out: 0,
             bytes_in: 0,
+            trace: std::env::var_os("SNAPTAP_GDB_TRACE").is_some(),
         })
     }
 
@@ -154,6 +157,9 @@ impl Conn {
     /// Sends one packet and, in ack mode, waits for its `+` (resending on `-`).
     pub fn send_packet(&mut self, payload: &[u8], timeout: Duration) -> Result<(), ConnError> {
         let frame = encode_packet(payload);
+        if self.trace {
+            eprintln!("gdb-> {}", String::from_utf8_lossy(payload));
+        }
         self.write_all(&frame)?;
         if self.no_ack {
             return Ok(());
@@ -200,6 +206,10 @@ impl Conn {
                     Frame::Packet(p) => {
                         if !self.no_ack {
                             self.write_all(b"+")?;
+                        }
+                        if self.trace {
+                            let n = p.len().min(200);
+                            eprintln!("gdb<- {}", String::from_utf8_lossy(&p[..n]));
                         }
                         return Ok(Some(p));
                     }

@@ -194,6 +194,13 @@ fn thread_ids_and_stop_replies() {
             pid: None
         })
     );
+    assert_eq!(
+        parse_stop(b"W0;process:51df"),
+        Some(StopReply::Exited {
+            code: 0,
+            pid: Some(0x51df)
+        })
+    );
     assert_eq!(parse_stop(b"OK"), None);
     assert_eq!(parse_stop(b"T"), None);
 }

@@ -184,6 +184,11 @@ impl Core {
                     };
                     match RegMap::from_target_xml(&top, &mut fetch) {
                         Ok(m) => m,
+                        // A description without registers (gdbserver when the client
+                        // does not ask for x86 ones) means the default layout.
+                        Err(_) if !top.contains("<reg") && !top.contains("include") => {
+                            RegMap::fixed_x86_64()
+                        }
                         Err(e) => {
                             warnings.push(format!(
                                 "unusable target description ({e}); assuming the x86_64 register layout"

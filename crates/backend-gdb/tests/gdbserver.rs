@@ -185,14 +185,16 @@ fn run_case(name: &str, flags: &[&str], ret: bool, n: u32) {
     let (tx, rx) = event_queue(100_000);
     let stop = StopToken::new();
     let t0 = Instant::now();
-    let summary = b
-        .run(&plans(&exe, addr, ret), &tx, &stop)
-        .expect("run");
+    let summary = b.run(&plans(&exe, addr, ret), &tx, &stop).expect("run");
     let stats = b.stats();
     drop(b);
     let mut server = server;
     let _ = server.child.wait();
-    assert!(summary.failed_sites.is_empty(), "{:?}", summary.failed_sites);
+    assert!(
+        summary.failed_sites.is_empty(),
+        "{:?}",
+        summary.failed_sites
+    );
     let want = expected(&server.out);
     assert_eq!(want.len(), n as usize);
     let mut got = Vec::new();

@@ -7,7 +7,10 @@ use crate::Error;
 
 /// What we announce: multiprocess thread ids, and that we understand the stop reasons
 /// and vCont.
-const OUR_FEATURES: &[u8] = b"qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+";
+/// `xmlRegisters=i386` makes gdbserver send a full x86 description rather than an
+/// empty one.
+const OUR_FEATURES: &[u8] =
+    b"qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+;xmlRegisters=i386";
 
 /// Parses a `qSupported` reply into [`Features`].
 pub fn parse_supported(r: &[u8]) -> Features {

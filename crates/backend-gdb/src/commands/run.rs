@@ -117,10 +117,10 @@ pub fn parse_stop(p: &[u8]) -> Option<StopReply> {
             })
         }
         b'W' | b'X' => {
-            let code = u8::try_from(parse_hex_u64(rest.get(..2)?)?).ok()?;
-            let pid = rest[2..]
-                .split(|&b| b == b';')
-                .find_map(|i| i.strip_prefix(b"process:").and_then(parse_hex_u64));
+            // gdbserver sends `W0;process:PID`: the status is not always two digits.
+            let mut items = rest.split(|&b| b == b';');
+            let code = u8::try_from(parse_hex_u64(items.next()?)?).ok()?;
+            let pid = items.find_map(|i| i.strip_prefix(b"process:").and_then(parse_hex_u64));
             Some(if kind == b'W' {
                 StopReply::Exited { code, pid }
             } else {
