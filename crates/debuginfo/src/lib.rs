@@ -47,9 +47,22 @@ pub enum Error {
         /// Details.
         msg: String,
     },
-    /// The file has no DWARF debug information, nor a separate debug file.
-    #[error("no debug information found in {} (compile with -g){}", .0.display(), searched(.1))]
-    NoDebugInfo(PathBuf, Vec<PathBuf>),
+    /// The file has no DWARF debug information, nor a separate debug file: the file,
+    /// every place searched, and advice on what would provide it.
+    #[error("no debug information found in {}{}; {}", .0.display(), searched(.1), .2)]
+    NoDebugInfo(PathBuf, Vec<PathBuf>, String),
+    /// A separate debug file was found but belongs to another build of the file.
+    #[error("debug file {} does not match {}: its build-id is {found}, the file's is {expected} (refusing to use it: its addresses would be wrong)", .debug.display(), .path.display())]
+    BuildIdMismatch {
+        /// The binary.
+        path: PathBuf,
+        /// The debug file found for it.
+        debug: PathBuf,
+        /// The binary's build-id (hex), or its debuglink CRC.
+        expected: String,
+        /// The debug file's build-id (hex), or its CRC.
+        found: String,
+    },
     /// The DWARF data is malformed or uses something unsupported.
     #[error("bad DWARF in {path}: {msg}")]
     Dwarf {
@@ -192,6 +205,8 @@ pub struct DebugInfo {
     build_id: Option<Vec<u8>>,
     /// SDT (USDT) probes from `.note.stapsdt`.
     sdt: Vec<SdtProbe>,
+    /// Why there is no DWARF (for symbol-only files).
+    missing: Option<String>,
     /// Bytes in an address (8, or 4 for 32-bit files).
     addr_size: u8,
     /// A 32-bit x86 file: its DWARF register numbers are mapped to the x86_64
@@ -222,14 +237,27 @@ fn section_data(file: &object::File<'_>, name: &str) -> Result<Option<Arc<[u8]>>
 impl DebugInfo {
     /// Reads an ELF file and indexes its DWARF.
     pub fn open(path: &Path) -> Result<DebugInfo, Error> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, &debug_dirs())
+    }
+
+    /// Like [`Self::open`], searching separate debug files under `debug_dirs` instead
+    /// of the session's roots (see [`set_debug_dirs`]).
+    pub fn open_in(path: &Path, debug_dirs: &[PathBuf]) -> Result<DebugInfo, Error> {
+        Self::open_with(path, true, debug_dirs)
     }
 
     /// Like [`Self::open`], but a file without DWARF is still opened: its functions
     /// then come from the ELF symbol tables (no variables, no lines, probed at their
     /// entry), and [`Self::has_debug_info`] is false.
     pub fn open_or_symbols(path: &Path) -> Result<DebugInfo, Error> {
-        Self::open_with(path, false)
+        Self::open_with(path, false, &debug_dirs())
+    }
+
+    /// For a file opened by [`Self::open_or_symbols`] without DWARF: the full
+    /// explanation (places searched, package to install), as [`Error::NoDebugInfo`]
+    /// would say it.
+    pub fn missing_debug_info(&self) -> Option<&str> {
+        self.missing.as_deref()
     }
 
     /// False when the functions come from the symbol table only.
@@ -237,7 +265,7 @@ impl DebugInfo {
         !self.units.is_empty()
     }
 
-    fn open_with(path: &Path, require_dwarf: bool) -> Result<DebugInfo, Error> {
+    fn open_with(path: &Path, require_dwarf: bool, roots: &[PathBuf]) -> Result<DebugInfo, Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             msg: e.to_string(),
@@ -253,7 +281,11 @@ impl DebugInfo {
         let separate = if file.section_by_name(".debug_info").is_some() {
             None
         } else {
-            find_separate_debug(&file, path, &mut searched)
+            find_separate_debug(&file, path, roots, &mut searched)?
+        };
+        let no_debug = |searched: Vec<PathBuf>| {
+            let hint = missing_debug_hint(&file, path);
+            Error::NoDebugInfo(path.to_path_buf(), searched, hint)
         };
         let dbg_file = match &separate {
             Some((p, b)) => Some(object::File::parse(&**b).map_err(|e| Error::BadElf {
@@ -265,7 +297,7 @@ impl DebugInfo {
         let dwarf_src = dbg_file.as_ref().unwrap_or(&file);
         let has_dwarf = dwarf_src.section_by_name(".debug_info").is_some();
         if !has_dwarf && require_dwarf {
-            return Err(Error::NoDebugInfo(path.to_path_buf(), searched));
+            return Err(no_debug(searched));
         }
         let endian = if file.is_little_endian() {
             RunTimeEndian::Little
@@ -324,6 +356,7 @@ impl DebugInfo {
             pie,
             build_id,
             sdt: Vec::new(),
+            missing: None,
             addr_size,
             i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
@@ -335,7 +368,10 @@ impl DebugInfo {
         }
         if di.units.is_empty() {
             if require_dwarf {
-                return Err(Error::NoDebugInfo(path.to_path_buf(), searched));
+                return Err(no_debug(searched));
+            }
+            if !has_dwarf {
+                di.missing = Some(no_debug(searched).to_string());
             }
             di.functions = std::sync::OnceLock::from(symbol_functions(&file));
             di.inlines = std::sync::OnceLock::from(Vec::new());
@@ -567,7 +603,10 @@ impl DebugInfo {
                 continue;
             };
             let mut path = PathBuf::new();
-            if let Some(c) = &comp_dir {
+            // DWARF 5's directory 0 is the compilation directory itself (perhaps
+            // spelled relatively, as in Debian's `./malloc`): not joined twice.
+            let dir0 = header.version() >= 5 && entry.directory_index() == 0;
+            if let Some(c) = comp_dir.as_ref().filter(|_| !dir0) {
                 path.push(c);
             }
             if let Some(dir) = entry.directory(header) {
@@ -1085,58 +1124,218 @@ impl DebugInfo {
 }
 
 fn searched(paths: &[PathBuf]) -> String {
-    if paths.is_empty() {
-        return String::new();
-    }
     let v: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    format!("; also searched {}", v.join(", "))
+    if v.is_empty() {
+        return " (searched the file itself; it has no build-id or .gnu_debuglink to find a separate debug file by)".to_string();
+    }
+    format!(" (searched the file itself, {})", v.join(", "))
 }
 
 /// Root of separate debug files, as gdb and elfutils use it.
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
-/// Finds a separate debug file: `/usr/lib/debug/.build-id/xx/rest.debug`, then the
-/// `.gnu_debuglink` name next to the file, in its `.debug/` directory, and under
-/// `/usr/lib/debug/<dir>/`. Records every path tried in `searched`.
+static DEBUG_DIRS: std::sync::RwLock<Option<Vec<PathBuf>>> = std::sync::RwLock::new(None);
+
+/// Sets the roots searched for separate debug files (build-id and debuglink), in
+/// order, for every file opened afterwards. `None` restores the default: the
+/// colon-separated list in `SNAPTAP_DEBUG_DIRS` if set, else `/usr/lib/debug`.
+pub fn set_debug_dirs(dirs: Option<Vec<PathBuf>>) {
+    let mut g = DEBUG_DIRS.write().unwrap_or_else(|e| e.into_inner());
+    *g = dirs;
+}
+
+/// The roots searched for separate debug files (see [`set_debug_dirs`]).
+pub fn debug_dirs() -> Vec<PathBuf> {
+    if let Some(d) = DEBUG_DIRS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        return d.clone();
+    }
+    match std::env::var_os("SNAPTAP_DEBUG_DIRS") {
+        Some(v) if !v.is_empty() => std::env::split_paths(&v)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
+        _ => vec![PathBuf::from(DEBUG_ROOT)],
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The relative path of a build-id debug file: `.build-id/xx/rest.debug`.
+fn build_id_rel(id: &[u8]) -> Option<PathBuf> {
+    if id.len() < 2 {
+        return None;
+    }
+    let h = hex(id);
+    Some(
+        Path::new(".build-id")
+            .join(&h[..2])
+            .join(format!("{}.debug", &h[2..])),
+    )
+}
+
+/// Finds a separate debug file: `ROOT/.build-id/xx/rest.debug` for each debug root,
+/// then the `.gnu_debuglink` name next to the file, in its `.debug/` directory, and
+/// under `ROOT/<dir>/`. Records every path tried in `searched`. A candidate from
+/// another build (build-id differs, or without build-ids the debuglink CRC differs)
+/// is skipped; if no candidate fits but one was rejected, that is an error: using it
+/// would give wrong addresses.
 fn find_separate_debug(
     file: &object::File<'_>,
     path: &Path,
+    roots: &[PathBuf],
     searched: &mut Vec<PathBuf>,
-) -> Option<(PathBuf, Vec<u8>)> {
+) -> Result<Option<(PathBuf, Vec<u8>)>, Error> {
+    let want_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
     let mut candidates = Vec::new();
-    if let Ok(Some(id)) = file.build_id() {
-        if id.len() > 1 {
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            candidates.push(
-                Path::new(DEBUG_ROOT)
-                    .join(".build-id")
-                    .join(&hex[..2])
-                    .join(format!("{}.debug", &hex[2..])),
-            );
+    if let Some(rel) = want_id.as_deref().and_then(build_id_rel) {
+        for r in roots {
+            candidates.push(r.join(&rel));
         }
     }
-    if let Ok(Some((name, _crc))) = file.gnu_debuglink() {
+    let mut want_crc = None;
+    if let Ok(Some((name, crc))) = file.gnu_debuglink() {
+        want_crc = Some(crc);
         let name = String::from_utf8_lossy(name).into_owned();
         let dir = path.parent().unwrap_or(Path::new("/"));
         candidates.push(dir.join(&name));
         candidates.push(dir.join(".debug").join(&name));
         let rel = dir.strip_prefix("/").unwrap_or(dir);
-        candidates.push(Path::new(DEBUG_ROOT).join(rel).join(&name));
+        for r in roots {
+            candidates.push(r.join(rel).join(&name));
+        }
     }
+    let mut rejected = None;
     for c in candidates {
-        if c == path {
+        if c == path || searched.contains(&c) {
             continue;
         }
         searched.push(c.clone());
-        if let Ok(bytes) = std::fs::read(&c) {
-            let has = object::File::parse(&*bytes)
-                .is_ok_and(|f| f.section_by_name(".debug_info").is_some());
-            if has {
-                return Some((c, bytes));
+        let Ok(bytes) = std::fs::read(&c) else {
+            continue;
+        };
+        let Ok(f) = object::File::parse(&*bytes) else {
+            continue;
+        };
+        if f.section_by_name(".debug_info").is_none() {
+            continue;
+        }
+        let got_id = f.build_id().ok().flatten();
+        let mismatch = match (&want_id, got_id) {
+            (Some(w), Some(g)) => (w[..] != *g).then(|| (hex(w), hex(g))),
+            _ => match want_crc {
+                Some(crc) => {
+                    let got = crc32(&bytes);
+                    (got != crc).then(|| (format!("crc {crc:08x}"), format!("crc {got:08x}")))
+                }
+                None => None,
+            },
+        };
+        match mismatch {
+            None => return Ok(Some((c, bytes))),
+            Some((expected, found)) => {
+                rejected.get_or_insert(Error::BuildIdMismatch {
+                    path: path.to_path_buf(),
+                    debug: c,
+                    expected,
+                    found,
+                });
             }
         }
     }
+    match rejected {
+        Some(e) => Err(e),
+        None => Ok(None),
+    }
+}
+
+/// What would provide the missing debug information of `path`: the Debian package
+/// when it can be told (the package owning the file, from dpkg's lists), and the
+/// build-id path that package must install.
+fn missing_debug_hint(file: &object::File<'_>, path: &Path) -> String {
+    let id_path = file
+        .build_id()
+        .ok()
+        .flatten()
+        .and_then(build_id_rel)
+        .map(|r| Path::new(DEBUG_ROOT).join(r));
+    let owner = dpkg_owner(path);
+    let pkg = owner.as_deref().map(|o| match o {
+        "libc6" => "libc6-dbg".to_string(),
+        o => format!("{o}-dbgsym (or {o}-dbg)"),
+    });
+    match (id_path, pkg) {
+        (Some(p), Some(pkg)) => format!(
+            "install {pkg}, the -dbg/-dbgsym package providing {}",
+            p.display()
+        ),
+        (Some(p), None) => format!(
+            "install the -dbg/-dbgsym package providing {}, or rebuild with -g",
+            p.display()
+        ),
+        (None, Some(pkg)) => format!("install {pkg}, or rebuild with -g"),
+        (None, None) => "compile with -g".to_string(),
+    }
+}
+
+/// The Debian package that installed `path` (from `/var/lib/dpkg/info/*.list`),
+/// trying the path as given and canonicalised (`/lib` is a link to `/usr/lib`).
+fn dpkg_owner(path: &Path) -> Option<String> {
+    let mut names = vec![path.to_string_lossy().into_owned()];
+    if let Ok(c) = std::fs::canonicalize(path) {
+        let c = c.to_string_lossy().into_owned();
+        if let Some(rest) = c.strip_prefix("/usr") {
+            names.push(rest.to_string());
+        }
+        names.push(c);
+    }
+    let base = path.file_name()?.to_string_lossy().into_owned();
+    for e in std::fs::read_dir("/var/lib/dpkg/info").ok()?.flatten() {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "list") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        if !text.contains(base.as_str()) {
+            continue;
+        }
+        if text.lines().any(|l| names.iter().any(|n| n == l)) {
+            let stem = p.file_stem()?.to_string_lossy().into_owned();
+            return Some(stem.split(':').next().unwrap_or(&stem).to_string());
+        }
+    }
     None
+}
+
+/// CRC-32 (IEEE, as zlib computes it), the checksum of `.gnu_debuglink`.
+pub(crate) fn crc32(data: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+            *e = c;
+        }
+        t
+    });
+    let mut c = !0u32;
+    for &b in data {
+        c = t[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
 }
 
 /// Defined text symbols by address (both symbol tables).

@@ -496,3 +496,219 @@ fn declared_struct_resolves_to_its_definition() {
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["x", "y"]);
 }
+
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("debuginfo-sep-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().expect("tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Compiles FIXTURE (with `extra` defines/flags) to `dir/name`.
+fn build(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, FIXTURE).unwrap();
+    let out = dir.join(name);
+    run_ok(
+        Command::new("gcc")
+            .args(["-g", "-O2"])
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .arg(&c),
+    );
+    out
+}
+
+/// The facts a probe on `handle` needs, to compare a split build with the whole one.
+fn handle_facts(di: &DebugInfo) -> (u64, Vec<String>, usize) {
+    let f = di.match_functions("handle");
+    assert_eq!(f.len(), 1, "{}", di.path().display());
+    let pc = di.probe_addr(f[0]);
+    let vars = di.variables_at(f[0], pc);
+    let names = vars.iter().map(|v| v.name.clone()).collect();
+    (pc, names, di.match_inlines("sq").len())
+}
+
+#[test]
+fn stripped_binary_finds_its_debuglink_file() {
+    let dir = scratch("debuglink");
+    // No build-id: the debuglink name and its CRC are all there is to go by.
+    let full = build(&dir, "app", &["-Wl,--build-id=none"]);
+    let want = handle_facts(&DebugInfo::open(&full).unwrap());
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(bin.join(".debug")).unwrap();
+    run_ok(
+        Command::new("objcopy")
+            .args(["--only-keep-debug"])
+            .arg(&full)
+            .arg(bin.join(".debug/app.debug")),
+    );
+    let stripped = bin.join("app");
+    run_ok(
+        Command::new("objcopy")
+            .args(["--strip-debug", "--add-gnu-debuglink"])
+            .arg(bin.join(".debug/app.debug"))
+            .arg(&full)
+            .arg(&stripped),
+    );
+    let di = DebugInfo::open_in(&stripped, &[]).unwrap();
+    assert_eq!(handle_facts(&di), want);
+    // The same name under a debug root, mirroring the binary's directory.
+    let root = dir.join("root");
+    let mirror = root.join(bin.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&mirror).unwrap();
+    std::fs::rename(bin.join(".debug/app.debug"), mirror.join("app.debug")).unwrap();
+    assert!(DebugInfo::open_in(&stripped, &[]).is_err());
+    let di = DebugInfo::open_in(&stripped, std::slice::from_ref(&root)).unwrap();
+    assert_eq!(handle_facts(&di), want);
+    // Another build's debug file under that name is refused by its CRC.
+    let other = build(
+        &dir,
+        "other",
+        &["-Wl,--build-id=none", "-DOTHER=1", "-fno-inline"],
+    );
+    run_ok(
+        Command::new("objcopy")
+            .args(["--only-keep-debug"])
+            .arg(&other)
+            .arg(mirror.join("app.debug")),
+    );
+    let e = DebugInfo::open_in(&stripped, &[root]).unwrap_err();
+    assert!(matches!(e, Error::BuildIdMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("crc"), "{e}");
+}
+
+#[test]
+fn stripped_binary_finds_its_build_id_file_in_a_private_root() {
+    let dir = scratch("buildid");
+    let full = build(&dir, "app", &["-Wl,--build-id"]);
+    let whole = DebugInfo::open(&full).unwrap();
+    let want = handle_facts(&whole);
+    let id = whole
+        .build_id()
+        .expect("gcc -Wl,--build-id gives one")
+        .to_vec();
+    let rel = build_id_rel(&id).unwrap();
+    let stripped = dir.join("app.stripped");
+    run_ok(
+        Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&full)
+            .arg(&stripped),
+    );
+    let root = dir.join("root");
+    // Nothing there yet: the error lists every place searched and what provides it.
+    let e = DebugInfo::open_in(&stripped, std::slice::from_ref(&root)).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&root.join(&rel).display().to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("providing /usr/lib/debug/{}", rel.display())),
+        "{text}"
+    );
+    std::fs::create_dir_all(root.join(&rel).parent().unwrap()).unwrap();
+    run_ok(
+        Command::new("objcopy")
+            .args(["--only-keep-debug"])
+            .arg(&full)
+            .arg(root.join(&rel)),
+    );
+    let di = DebugInfo::open_in(&stripped, &[dir.join("nothing"), root.clone()]).unwrap();
+    assert_eq!(handle_facts(&di), want);
+    // The session-wide setting reaches plain `open`.
+    set_debug_dirs(Some(vec![root.clone()]));
+    let via_setting = DebugInfo::open(&stripped).map(|d| handle_facts(&d));
+    set_debug_dirs(None);
+    assert_eq!(via_setting.unwrap(), want);
+    // A debug file of another build at this build-id's path is refused.
+    let other = build(
+        &dir,
+        "other",
+        &["-Wl,--build-id", "-DOTHER=1", "-fno-inline"],
+    );
+    run_ok(
+        Command::new("objcopy")
+            .args(["--only-keep-debug"])
+            .arg(&other)
+            .arg(root.join(&rel)),
+    );
+    let e = DebugInfo::open_in(&stripped, &[root]).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, Error::BuildIdMismatch { .. }), "{text}");
+    assert!(text.contains(&hex(&id)), "{text}");
+}
+
+/// The compression format of `.debug_info` in `path`, if compressed.
+fn debug_info_compression(path: &Path) -> Option<object::CompressionFormat> {
+    let bytes = std::fs::read(path).unwrap();
+    let f = object::File::parse(&*bytes).unwrap();
+    let s = f.section_by_name(".debug_info")?;
+    let r = s.compressed_file_range().ok()?;
+    (r.format != object::CompressionFormat::None).then_some(r.format)
+}
+
+#[test]
+fn compressed_debug_sections_zlib_and_zstd() {
+    let dir = scratch("compressed");
+    let full = build(&dir, "app", &[]);
+    let want = handle_facts(&DebugInfo::open(&full).unwrap());
+    let gz = build(&dir, "gz", &["-gz=zlib"]);
+    assert_eq!(
+        debug_info_compression(&gz),
+        Some(object::CompressionFormat::Zlib)
+    );
+    assert_eq!(handle_facts(&DebugInfo::open(&gz).unwrap()), want);
+    // gcc 12 has no -gz=zstd; binutils' objcopy can compress with zstd.
+    let zst = dir.join("zst");
+    let ok = Command::new("objcopy")
+        .arg("--compress-debug-sections=zstd")
+        .arg(&full)
+        .arg(&zst)
+        .status()
+        .is_ok_and(|s| s.success());
+    match debug_info_compression(&zst) {
+        Some(fmt) if ok => {
+            assert_eq!(fmt, object::CompressionFormat::Zstandard);
+            assert_eq!(handle_facts(&DebugInfo::open(&zst).unwrap()), want);
+        }
+        _ => eprintln!("skipped zstd: objcopy cannot compress debug sections with zstd here"),
+    }
+    // A compressed separate debug file.
+    let stripped = dir.join("app.stripped");
+    run_ok(
+        Command::new("objcopy")
+            .args(["--only-keep-debug", "--compress-debug-sections=zlib"])
+            .arg(&full)
+            .arg(dir.join("app.debug")),
+    );
+    run_ok(
+        Command::new("objcopy")
+            .args(["--strip-debug", "--add-gnu-debuglink"])
+            .arg(dir.join("app.debug"))
+            .arg(&full)
+            .arg(&stripped),
+    );
+    assert_eq!(
+        handle_facts(&DebugInfo::open_in(&stripped, &[]).unwrap()),
+        want
+    );
+}
+
+#[test]
+fn crc32_is_zlibs() {
+    assert_eq!(crc32(b""), 0);
+    assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+}

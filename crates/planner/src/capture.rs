@@ -413,6 +413,32 @@ pub(crate) fn plan_site(
     if !out.listing.contains(&site.pp) {
         out.listing.push(site.pp.clone());
     }
+    // A marker guarded by a semaphore only evaluates its arguments while the counter
+    // is nonzero: the backend raises it while the session runs (once per module and
+    // address, whatever the number of marks and handlers sharing it).
+    if let Some(sem) = site.sdt.as_ref().map(|p| p.semaphore).filter(|a| *a != 0) {
+        let known = out.plans.sites.iter().any(|s| {
+            s.kind == SiteKind::Semaphore && s.module == site.module && s.addr == FileAddr(sem)
+        });
+        if !known {
+            let id = SiteId(out.plans.sites.len() as u32);
+            out.plans.sites.push(ProbeSite {
+                id,
+                module: site.module.clone(),
+                addr: FileAddr(sem),
+                kind: SiteKind::Semaphore,
+                plan: CapturePlan { fields: Vec::new() },
+                needs: Default::default(),
+            });
+            out.bindings.push(SiteBinding {
+                site: id,
+                probe,
+                pp: format!("{} semaphore", site.pp),
+                function: String::new(),
+                captures: Default::default(),
+            });
+        }
+    }
     Ok(())
 }
 

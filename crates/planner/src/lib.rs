@@ -134,8 +134,11 @@ impl<'a> Session<'a> {
             self.warnings.push(Diagnostic::warning(
                 "warning",
                 format!(
-                    "no debug information found in {}; using its symbol table (no target variables, no .statement probes)",
-                    path.display()
+                    "{}; using its symbol table (no target variables, no .statement probes)",
+                    di.missing_debug_info().map_or_else(
+                        || format!("no debug information found in {}", path.display()),
+                        str::to_string
+                    )
                 ),
                 span,
             ));

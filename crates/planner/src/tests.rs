@@ -1202,3 +1202,300 @@ fn i386_binaries() {
         check_return(&bin);
     }
 }
+
+/// Whether a distribution file a test needs exists; prints why the test is skipped.
+fn have(path: &str, package: &str) -> bool {
+    let ok = Path::new(path).exists();
+    if !ok {
+        eprintln!("skipped: {path} is missing (install {package})");
+    }
+    ok
+}
+
+fn plan_abs(text: &str) -> Result<Planned, Vec<Diagnostic>> {
+    let (script, sources) = parse(text);
+    plan(&script, &sources, &PlanOptions::default())
+}
+
+fn list_abs(text: &str, with_vars: bool) -> Vec<String> {
+    let (script, sources) = parse(text);
+    list_probes(&script, &sources, &PlanOptions::default(), with_vars).unwrap()
+}
+
+/// The address of a dynamic symbol of an ELF file.
+fn dynsym_addr(path: &Path, name: &str) -> Option<u64> {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(path).ok()?;
+    let f = object::File::parse(&*bytes).ok()?;
+    let addr = f
+        .dynamic_symbols()
+        .chain(f.symbols())
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address());
+    addr
+}
+
+#[test]
+fn debian_libc_malloc_reads_bytes_through_libc6_dbg() {
+    let libc = "/lib/x86_64-linux-gnu/libc.so.6";
+    if !have(libc, "libc6") {
+        return;
+    }
+    let bytes = std::fs::read(libc).unwrap();
+    let id = {
+        use object::Object;
+        let f = object::File::parse(&*bytes).unwrap();
+        f.build_id().ok().flatten().map(|b| b.to_vec())
+    };
+    let Some(id) = id else {
+        eprintln!("skipped: {libc} has no build-id");
+        return;
+    };
+    let hexid: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let dbg = format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        &hexid[..2],
+        &hexid[2..]
+    );
+    if !have(&dbg, "libc6-dbg") {
+        // Without the package the failure must say what to install.
+        let e = match plan_abs(&format!(
+            r#"probe process("{libc}").function("malloc") {{ println($bytes) }}"#
+        )) {
+            Ok(_) => panic!("$bytes without debug info planned"),
+            Err(d) => format!("{d:?}"),
+        };
+        eprintln!("{e}");
+        return;
+    }
+    let p = plan_abs(&format!(
+        r#"probe process("{libc}").function("malloc") {{ println($bytes) }}"#
+    ))
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.plans.sites.len(), 1, "{}", dump(&p));
+    let site = &p.plans.sites[0];
+    assert_eq!(Some(site.addr.0), dynsym_addr(Path::new(libc), "malloc"));
+    assert!(
+        p.listing[0].contains("malloc@malloc/malloc.c:"),
+        "{:?}",
+        p.listing
+    );
+    assert_eq!(p.bindings[0].captures.len(), 1, "{}", dump(&p));
+    // In optimised libc, `bytes` is in rdi at the entry.
+    let d = dump(&p);
+    assert!(d.contains("$bytes: reg(5) emit_value8"), "{d}");
+    let l = list_abs(
+        &format!(r#"probe process("{libc}").function("malloc") {{}}"#),
+        true,
+    );
+    assert!(l[0].contains("$bytes:size_t"), "{l:?}");
+}
+
+#[test]
+fn debian_python_debug_interpreter_struct_pointer_parameters() {
+    let py = "/usr/bin/python3.11d";
+    if !have(py, "python3.11-dbg") {
+        return;
+    }
+    let p = plan_abs(&format!(
+        r#"probe process("{py}").function("_PyEval_EvalFrameDefault") {{
+               println($tstate->interp, $frame->f_code, $throwflag, $tstate$, $frame->f_code->co_argcount)
+           }}
+           probe process("{py}").function("PyObject_GetAttr") {{
+               println(user_string($v->ob_type->tp_name), $name->ob_refcnt)
+           }}"#
+    ))
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(p.plans.sites.len(), 2, "{}", dump(&p));
+    assert_eq!(
+        p.listing,
+        vec![
+            format!(r#"process("{py}").function("_PyEval_EvalFrameDefault@Python/ceval.c:1634")"#),
+            format!(r#"process("{py}").function("PyObject_GetAttr@Objects/object.c:904")"#),
+        ]
+    );
+    // gdb stops at the same address (after the prologue: python3.11d is built -O0).
+    if gdb_available() {
+        let out = Command::new("gdb")
+            .args(["-batch", "-nx", "-ex", "break PyObject_GetAttr", py])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!(" at {:#x}: ", p.plans.sites[1].addr.0)),
+            "{text}"
+        );
+    }
+    assert_eq!(p.bindings[0].captures.len(), 5, "{}", dump(&p));
+    assert_eq!(p.bindings[1].captures.len(), 2, "{}", dump(&p));
+    let l = list_abs(
+        &format!(r#"probe process("{py}").function("PyObject_GetAttr") {{}}"#),
+        true,
+    );
+    assert!(
+        l[0].ends_with("$v:PyObject* $name:PyObject* $tp:PyTypeObject* $result:PyObject*"),
+        "{l:?}"
+    );
+}
+
+#[test]
+fn debian_python_usdt_markers_list_with_their_arguments() {
+    let py = "/usr/bin/python3.11";
+    if !have(py, "python3.11-minimal") {
+        return;
+    }
+    let l = list_abs(&format!(r#"probe process("{py}").mark("*") {{}}"#), false);
+    let names: Vec<&str> = l
+        .iter()
+        .filter_map(|s| s.split(".mark(\"").nth(1))
+        .map(|s| s.trim_end_matches("\")"))
+        .collect();
+    for want in [
+        "function__entry",
+        "function__return",
+        "line",
+        "gc__start",
+        "gc__done",
+        "import__find__load__start",
+        "import__find__load__done",
+        "audit",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {l:?}");
+    }
+    assert!(
+        l.iter()
+            .all(|s| s.starts_with(&format!(r#"process("{py}").provider("python").mark(""#))),
+        "{l:?}"
+    );
+    let lv = list_abs(
+        &format!(r#"probe process("{py}").mark("function__entry") {{}}"#),
+        true,
+    );
+    assert_eq!(lv.len(), 1, "{lv:?}");
+    assert!(
+        lv[0].ends_with("$arg1:long $arg2:long $arg3:long"),
+        "{lv:?}"
+    );
+    // The markers' operands as the notes spell them; every one lowers to a location.
+    let di = debuginfo::DebugInfo::open_or_symbols(Path::new(py)).unwrap();
+    let fe = di
+        .sdt_probes()
+        .iter()
+        .find(|p| p.name == "function__entry")
+        .unwrap();
+    let texts: Vec<&str> = fe.args.iter().map(|a| a.text.as_str()).collect();
+    assert_eq!(texts.len(), 3);
+    assert!(
+        texts[0].starts_with("8@") && texts[2].starts_with("-4@"),
+        "{texts:?}"
+    );
+    assert_ne!(fe.semaphore, 0);
+    let gc = di
+        .sdt_probes()
+        .iter()
+        .find(|p| p.name == "gc__start")
+        .unwrap();
+    assert_eq!(gc.args.len(), 1);
+    assert!(gc.args[0].signed && gc.args[0].size == 4, "{:?}", gc.args);
+    // Planning a marker arms its semaphore: a Semaphore site at its address.
+    let p = plan_abs(&format!(
+        r#"probe process("{py}").mark("function__entry") {{ println(user_string($arg1), user_string($arg2), $arg3) }}"#
+    ))
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let sems: Vec<_> = p
+        .plans
+        .sites
+        .iter()
+        .filter(|s| s.kind == SiteKind::Semaphore)
+        .collect();
+    assert_eq!(sems.len(), 1, "{}", dump(&p));
+    assert_eq!(sems[0].addr.0, fe.semaphore);
+    assert!(sems[0].plan.fields.is_empty());
+}
+
+const SDT_H_SEM: &str = r#"
+#define _SDT_HAS_SEMAPHORES 1
+#include <sys/sdt.h>
+#include <stdio.h>
+unsigned short app_tick_semaphore __attribute__((unused)) __attribute__((section(".probes")));
+void plain(int i, const char *s);
+__attribute__((noipa)) void tick(long v, int i) {
+  if (app_tick_semaphore) STAP_PROBE2(app, tick, v, i);
+  printf("tick %ld %d\n", v, i);
+}
+int main(void) { for (int i = 0; i < 3; i++) { tick(100 + i, -i); plain(i, "str"); } return 0; }
+"#;
+
+const SDT_H_PLAIN: &str = r#"
+#include <sys/sdt.h>
+#include <stdio.h>
+__attribute__((noipa)) void plain(int i, const char *s) {
+  STAP_PROBE2(app, plain, i * 7 - 3, s);
+  printf("plain %d %s\n", i, s);
+}
+"#;
+
+#[test]
+fn sys_sdt_h_markers_with_and_without_semaphores() {
+    if !have(
+        "/usr/include/x86_64-linux-gnu/sys/sdt.h",
+        "systemtap-sdt-dev",
+    ) && !have("/usr/include/sys/sdt.h", "systemtap-sdt-dev")
+    {
+        return;
+    }
+    for opt in ["-O0", "-O2"] {
+        let dir = std::env::temp_dir().join(format!("planner-sdth-{}{opt}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.c"), SDT_H_SEM).unwrap();
+        std::fs::write(dir.join("b.c"), SDT_H_PLAIN).unwrap();
+        let bin = dir.join("s");
+        let st = Command::new("gcc")
+            .args(["-g", opt, "-o"])
+            .arg(&bin)
+            .arg(dir.join("a.c"))
+            .arg(dir.join("b.c"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let bin = std::fs::canonicalize(bin).unwrap();
+        let p = plan_text(
+            r#"probe process.mark("tick") { println($arg1, $arg2) }
+               probe process.mark("plain") { println($arg1, user_string($arg2)) }"#,
+            &bin,
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let sems: Vec<_> = p
+            .plans
+            .sites
+            .iter()
+            .filter(|s| s.kind == SiteKind::Semaphore)
+            .collect();
+        assert_eq!(sems.len(), 1, "{opt}: {}", dump(&p));
+        let want = {
+            use object::{Object, ObjectSymbol};
+            let bytes = std::fs::read(&bin).unwrap();
+            let f = object::File::parse(&*bytes).unwrap();
+            let a = f
+                .symbols()
+                .find(|s| s.name() == Ok("app_tick_semaphore"))
+                .unwrap()
+                .address();
+            a
+        };
+        assert_eq!(sems[0].addr.0, want, "{opt}");
+        assert_eq!(p.plans.sites.len(), 3, "{opt}: {}", dump(&p));
+        assert_eq!(p.bindings.len(), 3);
+        // The marker without a semaphore fires as the program runs: its values.
+        if gdb_available() {
+            let v = run(
+                r#"probe process.mark("plain") { println($arg1, user_string($arg2), $$name) }"#,
+                &bin,
+            );
+            assert_eq!(v["$arg1"], V::I(-3), "{opt}");
+            assert_eq!(v["user_string($arg2)"], V::S("str".into()), "{opt}");
+            assert_eq!(v["$$name"], V::S("plain".into()));
+        }
+    }
+}
