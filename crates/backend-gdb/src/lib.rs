@@ -101,6 +101,14 @@ impl GdbBackend {
         self.core.run(plans, tx, stop)
     }
 
+    /// Deferred verification: a site whose address the target cannot read yet (a VM
+    /// started with `-S` has no paging at the reset vector) gets its breakpoint anyway
+    /// and its bytes are compared at its first hit (a mismatch then removes it and
+    /// reports the site as failed). Off by default: such sites are refused.
+    pub fn defer_unreadable_sites(&mut self, on: bool) {
+        self.core.defer_unreadable = on;
+    }
+
     /// Counters of the last run (hits, stops, packets, elapsed time).
     pub fn stats(&self) -> Stats {
         self.core.stats.clone()

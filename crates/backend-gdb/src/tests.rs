@@ -694,3 +694,87 @@ fn drop_without_run_detaches() {
     let log = stub.join();
     assert_eq!(log.last().map(String::as_str), Some("D;1"), "{log:?}");
 }
+
+fn deferred_case(target_code: Vec<u8>) -> (backend::RunSummary, Vec<Event>, Vec<String>) {
+    let dir = tmpdir(&format!("defer{}", target_code[0]));
+    let module = write_elf(&dir);
+    let mut cfg = StubConfig::qemu_like();
+    cfg.mem = target_mem(&[]);
+    // The code is not readable until the first stop (a VM paused at its reset vector).
+    cfg.mem.retain(|(a, _)| *a != CODE);
+    cfg.mem_later = vec![(CODE, target_code)];
+    cfg.script = vec![
+        ScriptStop {
+            tid: 1,
+            regs: regs(CODE, 11, STACK, 0),
+        },
+        ScriptStop {
+            tid: 1,
+            regs: regs(CODE, 12, STACK, 0),
+        },
+    ];
+    let plans = PlanSet {
+        sites: vec![site(0, &module, CODE, SiteKind::Entry, entry_plan())],
+    };
+    let stub = Stub::start(cfg);
+    let mut b = GdbBackend::connect(opts(&stub.addr, &module)).expect("connect");
+    b.defer_unreadable_sites(true);
+    let (tx, rx) = event_queue(100);
+    let stop = StopToken::new();
+    let s2 = stop.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        s2.request();
+    });
+    let summary = b.run(&plans, &tx, &stop).expect("run");
+    drop(b);
+    let log = stub.join();
+    (summary, drain(&rx), log)
+}
+
+#[test]
+fn deferred_sites_are_verified_at_first_hit() {
+    let (summary, ev, log) = deferred_case(code_bytes());
+    assert!(
+        summary.failed_sites.is_empty(),
+        "{:?}",
+        summary.failed_sites
+    );
+    let recs = records(&ev);
+    assert_eq!(recs.len(), 2, "{ev:?}");
+    assert_eq!(recs[0].field(0), Ok(&11u64.to_le_bytes()[..]));
+    assert!(log.contains(&"Z0,401000,1".to_string()));
+}
+
+#[test]
+fn deferred_mismatch_removes_the_breakpoint() {
+    let mut other = code_bytes();
+    other[3] ^= 0x55;
+    let (summary, ev, log) = deferred_case(other);
+    assert!(records(&ev).is_empty(), "{ev:?}");
+    assert_eq!(summary.failed_sites.len(), 1);
+    assert!(
+        summary.failed_sites[0].contains("kernel does not match kernel.elf: bytes at 0x401000"),
+        "{:?}",
+        summary.failed_sites
+    );
+    assert!(ev.iter().any(|e| matches!(e, Event::Warning(_))));
+    let z = pos(&log, "z0,401000,1");
+    assert!(z < log.len() - 1);
+    assert_eq!(log.iter().filter(|l| l.starts_with("z0,")).count(), 1);
+}
+
+#[test]
+fn unreadable_sites_are_refused_by_default() {
+    let dir = tmpdir("nodefer");
+    let module = write_elf(&dir);
+    let mut cfg = StubConfig::qemu_like();
+    cfg.mem = Vec::new();
+    let plans = PlanSet {
+        sites: vec![site(0, &module, CODE, SiteKind::Entry, entry_plan())],
+    };
+    let (summary, _ev, log) = run_with(cfg, &module, &plans, Some(Duration::from_millis(100)));
+    assert_eq!(summary.failed_sites.len(), 1);
+    assert!(summary.failed_sites[0].contains("cannot read the kernel's memory at 0x401000"));
+    assert!(!log.iter().any(|l| l.starts_with('Z')));
+}

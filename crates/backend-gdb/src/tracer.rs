@@ -67,6 +67,18 @@ struct Bp {
     sites: Vec<usize>,
     /// Return probes waiting for a return here.
     ret_refs: u32,
+    /// Installed before its address could be read (deferred mode): the module's bytes
+    /// to compare with at the first hit, and the module's name.
+    verify: Option<(Vec<u8>, String)>,
+}
+
+/// The outcome of comparing a site's bytes.
+enum Check {
+    Match,
+    /// The bytes differ (or the address is not in the module): refuse the site.
+    Refuse(String),
+    /// The target cannot read the address now: the reason, and the module's bytes.
+    Unreadable(String, Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -95,6 +107,10 @@ pub(crate) struct Core {
     /// The target process exited: nothing to clean.
     gone: bool,
     warnings: Vec<String>,
+    /// Install sites whose address cannot be read yet, verifying them at their first hit.
+    pub(crate) defer_unreadable: bool,
+    /// Sites refused after the run started (deferred verification failed).
+    late_failures: Vec<String>,
     pub(crate) stats: Stats,
 }
 
@@ -220,6 +236,8 @@ impl Core {
             ran: false,
             gone: false,
             warnings,
+            defer_unreadable: false,
+            late_failures: Vec::new(),
             stats: Stats::default(),
             s: Some(s),
         })
@@ -253,6 +271,7 @@ impl Core {
             Err(e) => Err(e),
         };
         summary.hits = self.stats.hits;
+        summary.failed_sites.append(&mut self.late_failures);
         let cleaned = self.cleanup();
         match result {
             Ok(()) => {
@@ -323,7 +342,7 @@ impl Core {
     ) -> Result<(), Error> {
         let what = if self.machine { "kernel" } else { "process" };
         let mut bias: Option<Result<u64, String>> = None;
-        let mut checked: BTreeMap<u64, Result<(), String>> = BTreeMap::new();
+        let mut checked: BTreeMap<u64, Check> = BTreeMap::new();
         for (i, site) in plans.sites.iter().enumerate() {
             let label = format!(
                 "site {} ({:#x} in {})",
@@ -362,9 +381,20 @@ impl Core {
             if let std::collections::btree_map::Entry::Vacant(v) = checked.entry(addr) {
                 v.insert(self.check_bytes(module, site.addr.0, addr, what)?);
             }
-            if let Some(Err(e)) = checked.get(&addr) {
-                summary.failed_sites.push(format!("{label}: {e}"));
-                continue;
+            let mut verify = None;
+            match checked.get(&addr) {
+                Some(Check::Refuse(e)) => {
+                    summary.failed_sites.push(format!("{label}: {e}"));
+                    continue;
+                }
+                Some(Check::Unreadable(e, want)) => {
+                    if !self.defer_unreadable {
+                        summary.failed_sites.push(format!("{label}: {e}"));
+                        continue;
+                    }
+                    verify = Some((want.clone(), module.name()));
+                }
+                _ => {}
             }
             if let Some(bp) = self.bps.get_mut(&addr) {
                 bp.sites.push(i);
@@ -381,6 +411,7 @@ impl Core {
                             ty,
                             sites: vec![i],
                             ret_refs: 0,
+                            verify,
                         },
                     );
                 }
@@ -391,16 +422,16 @@ impl Core {
     }
 
     /// Compares the target's bytes at `addr` with the module file's at `file_addr`.
-    /// `Ok(Err(reason))` refuses the site; `Err` is a connection failure.
+    /// `Err` is a connection failure.
     fn check_bytes(
         &mut self,
         module: &Module,
         file_addr: u64,
         addr: u64,
         what: &str,
-    ) -> Result<Result<(), String>, Error> {
+    ) -> Result<Check, Error> {
         let Some(want) = module.bytes_at(file_addr, CHECK_BYTES) else {
-            return Ok(Err(format!(
+            return Ok(Check::Refuse(format!(
                 "{file_addr:#x} is not in a loaded segment of {}",
                 module.name()
             )));
@@ -409,21 +440,51 @@ impl Core {
         match self.sess()?.read_memory(addr, &mut got) {
             Ok(()) => {}
             Err(MemError::Fault(a)) => {
-                return Ok(Err(format!(
-                    "cannot read the {what}'s memory at {a:#x} (not mapped now?)"
-                )))
+                return Ok(Check::Unreadable(
+                    format!("cannot read the {what}'s memory at {a:#x} (not mapped now?)"),
+                    want.to_vec(),
+                ))
             }
             Err(MemError::Fatal(e)) => return Err(e),
         }
-        if got != want {
-            return Ok(Err(format!(
-                "{what} does not match {}: bytes at {addr:#x} differ (target {}, file {})",
-                module.name(),
-                crate::packet::to_hex(&got),
-                crate::packet::to_hex(want)
-            )));
+        Ok(match mismatch(what, &module.name(), addr, &got, want) {
+            Some(m) => Check::Refuse(m),
+            None => Check::Match,
+        })
+    }
+
+    /// At the first hit of a breakpoint installed unverified: compare now. `Ok(false)`
+    /// when the site was refused (its breakpoint is gone).
+    fn verify_late(&mut self, pc: u64) -> Result<bool, Error> {
+        let Some((want, name)) = self.bps.get(&pc).and_then(|b| b.verify.clone()) else {
+            return Ok(true);
+        };
+        let what = if self.machine { "kernel" } else { "process" };
+        let mut got = vec![0u8; want.len()];
+        let problem = match self.sess()?.read_memory(pc, &mut got) {
+            Ok(()) => mismatch(what, &name, pc, &got, &want),
+            Err(MemError::Fault(a)) => Some(format!(
+                "cannot read the {what}'s memory at {a:#x} even when executing there"
+            )),
+            Err(MemError::Fatal(e)) => return Err(e),
+        };
+        match problem {
+            None => {
+                if let Some(b) = self.bps.get_mut(&pc) {
+                    b.verify = None;
+                }
+                Ok(true)
+            }
+            Some(p) => {
+                if let Some(b) = self.bps.remove(&pc) {
+                    self.sess()?.remove_bp(pc, b.ty)?;
+                    for i in b.sites {
+                        self.late_failures.push(format!("site {i}: {p}"));
+                    }
+                }
+                Ok(false)
+            }
         }
-        Ok(Ok(()))
     }
 
     fn run_inner(
@@ -529,6 +590,12 @@ impl Core {
         if !self.bps.contains_key(&pc) {
             return Ok(false);
         }
+        if !self.verify_late(pc)? {
+            if let Some(m) = self.late_failures.last() {
+                tx.control(Event::Warning(m.clone()));
+            }
+            return Ok(true);
+        }
         self.returns_at(plans, pc, thread, &regs, tx)?;
         let sites = self
             .bps
@@ -629,6 +696,7 @@ impl Core {
                             ty,
                             sites: Vec::new(),
                             ret_refs: 1,
+                            verify: None,
                         },
                     );
                 }
@@ -814,4 +882,15 @@ impl Drop for Core {
     fn drop(&mut self) {
         let _ = self.cleanup();
     }
+}
+
+/// The refusal message when `got` (the target's bytes at `addr`) differs from `want`.
+fn mismatch(what: &str, name: &str, addr: u64, got: &[u8], want: &[u8]) -> Option<String> {
+    (got != want).then(|| {
+        format!(
+            "{what} does not match {name}: bytes at {addr:#x} differ (target {}, file {})",
+            crate::packet::to_hex(got),
+            crate::packet::to_hex(want)
+        )
+    })
 }

@@ -60,6 +60,8 @@ pub struct StubConfig {
     pub end: End,
     pub pid: u64,
     pub auxv: Vec<u8>,
+    /// Memory that appears at the first scripted stop (paging switched on).
+    pub mem_later: Vec<(u64, Vec<u8>)>,
 }
 
 impl StubConfig {
@@ -76,6 +78,7 @@ impl StubConfig {
             end: End::WaitInterrupt,
             pid: 1,
             auxv: Vec::new(),
+            mem_later: Vec::new(),
         }
     }
 }
@@ -167,6 +170,8 @@ impl Model {
                 };
             };
             self.next += 1;
+            let later = std::mem::take(&mut self.cfg.mem_later);
+            self.cfg.mem.extend(later);
             self.cur = st.tid;
             self.regs.insert(st.tid, st.regs);
             // A scripted stop at an address without a breakpoint is skipped: the
