@@ -17,6 +17,12 @@
 //! where one ptrace stop round trip costs ~35 µs) a hit copying 3 fields costs 25-35 µs,
 //! the single-step path ~80 µs; the `bench_ns_per_hit` test prints both.
 //!
+//! System call sites (`process.syscall`, `.return`) resume the threads of the images
+//! that map their module with `PTRACE_SYSCALL` (the others keep `PTRACE_CONT`); USDT
+//! semaphores are raised while the session runs and lowered at detach; every executable
+//! mapping is announced with `backend::Event::ModuleMapped`. The `tracer` module docs
+//! list exactly what the backend writes into a target.
+//!
 //! Layout: `tracer` holds the state machine; `sys` is the only module with `unsafe`
 //! (raw syscalls); `procfs` and `elf` read /proc files and ELF headers; `pad` builds the
 //! out-of-line pads.

@@ -10,6 +10,40 @@
 //! we wait for them to stop are queued (`deferred`) and handled afterwards, so no hit is
 //! lost; a thread that trapped on a breakpoint removed meanwhile is recognised by the
 //! address being in the breakpoint history and rewound.
+//!
+//! What the backend writes into a target, and nothing else: (1) the `int3` bytes of its
+//! breakpoints (probe sites, pending returns, the dynamic linker's `_dl_debug_state`),
+//! put back to the original byte at detach and in fork children that are not followed;
+//! (2) out-of-line step pads in the unused slack after an executable segment (left in
+//! place, see `pad`); (3) USDT semaphores: for each `SiteKind::Semaphore` site, the
+//! little-endian `u16` at bias + addr gets one added when the site is installed in an
+//! image that maps its module (at start, after exec, when the dynamic linker reports a
+//! load), once per address per image, and one taken off at detach (never below zero; a
+//! process already gone needs nothing). A followed fork child inherits the raised counter
+//! with its copy of memory and is not raised again; an unfollowed one is lowered before
+//! it is let go; an exec starts from a fresh image; an unmapped library takes its counter
+//! with it. Registers are written only to move a thread (rip into a pad, rewinding onto
+//! a removed breakpoint, an emulated `ret`).
+//!
+//! System call sites: an image that maps the module of any `SyscallEntry` or
+//! `SyscallReturn` site (decided with the sites, so again after exec and library loads)
+//! has its threads resumed with `PTRACE_SYSCALL`; every other thread keeps `PTRACE_CONT`
+//! and pays nothing. With `PTRACE_O_TRACESYSGOOD` a syscall stop is `SIGTRAP | 0x80`, and
+//! `PTRACE_GET_SYSCALL_INFO` tells entry from exit. Plans run there with the thread's
+//! registers and `DwarfReg::SYSCALL_NR` = `orig_rax`; the record's ip is the address after
+//! the `syscall` instruction. Consequences worth knowing: the first record of a spawned
+//! or exec'd image is the return of its `execve` (the exec event comes first, then the
+//! exit stop); a fork child starts after its fork returned (no return record for it); a
+//! blocking call interrupted by our own `PTRACE_INTERRUPT` (only while another thread
+//! single-steps a probed instruction) shows as a return of `-ERESTART*` followed by the
+//! kernel's restart, as strace shows it. A thread detached at a syscall stop just goes
+//! on with the call.
+//!
+//! `Event::ModuleMapped { pid, path, bias }` is sent for every executable file mapping of
+//! a traced process when first seen: at start, after exec, for a followed fork or vfork
+//! child, and whenever the dynamic linker hook fires (it is now always armed, not only
+//! when a site waits for a library); once per (pid, path, bias), forgotten at exec and
+//! exit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ffi::CString;

@@ -74,6 +74,115 @@ fn signals_are_reinjected_and_group_stop_is_kept() {
     }
 }
 
+/// The same program with system call sites as well: signals still reach the handler,
+/// the group stop is kept, the probes see the same hits, and the system calls around
+/// the signals are seen in order (raise's tgkill with SIGUSR1, kill of SIGCONT in the
+/// helper when followed, and `rt_sigreturn` out of the handler).
+#[test]
+fn signals_with_syscall_sites() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "signals", SIGNALS, &["-O2"]);
+    let out = dir.path("out.txt");
+    let nr = || capture_plan::FieldPlan {
+        ops: vec![
+            capture_plan::Op::Reg(capture_plan::DwarfReg::SYSCALL_NR),
+            capture_plan::Op::EmitValue(8),
+        ],
+        label: "nr".into(),
+    };
+    for follow in [false, true] {
+        let o = run_with(
+            spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+            Options {
+                follow_forks: follow,
+            },
+            vec![
+                entry_site(0, &exe, "add", vec![reg(5), reg(4)]),
+                site(
+                    1,
+                    &exe,
+                    0,
+                    capture_plan::SiteKind::SyscallEntry,
+                    plan(vec![nr(), reg(5), reg(4), reg(1)]),
+                ),
+                site(
+                    2,
+                    &exe,
+                    0,
+                    capture_plan::SiteKind::SyscallReturn,
+                    plan(vec![nr(), reg(0)]),
+                ),
+            ],
+            None,
+        );
+        assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+        let got: Vec<(u64, u64)> = o.site(0).iter().map(|r| (val(r, 0), val(r, 1))).collect();
+        assert_eq!(
+            got,
+            vec![(1, 0), (99, libc::SIGUSR1 as u64), (2, 0), (3, 0)]
+        );
+        assert_eq!(
+            read(&out),
+            format!("handled {}\nsystem 3 stopped 1\n", 99 + libc::SIGUSR1)
+        );
+        let main: Vec<&capture_plan::Record> =
+            o.records.iter().filter(|r| r.pid == o.pid).collect();
+        // raise(SIGUSR1) is tgkill(pid, tid, SIGUSR1), then the handler's add, then
+        // rt_sigreturn.
+        let tgkill = main
+            .iter()
+            .position(|r| r.site.0 == 1 && val(r, 0) == 234 && val(r, 3) == 10)
+            .expect("tgkill of SIGUSR1");
+        assert_eq!(val(main[tgkill], 1), u64::from(o.pid));
+        let handler = main
+            .iter()
+            .position(|r| r.site.0 == 0 && val(r, 0) == 99)
+            .expect("handler hit");
+        let sigreturn = main
+            .iter()
+            .position(|r| r.site.0 == 1 && val(r, 0) == 15)
+            .expect("rt_sigreturn");
+        assert!(
+            tgkill < handler && handler < sigreturn,
+            "{tgkill} {handler} {sigreturn}"
+        );
+        // The shell run by system() is another program: never traced for syscalls.
+        let shells: BTreeSet<u32> = o
+            .records
+            .iter()
+            .filter(|r| r.pid != o.pid && r.site.0 == 1 && val(r, 0) == 59)
+            .map(|r| r.pid)
+            .collect();
+        for p in shells {
+            assert!(
+                o.records
+                    .iter()
+                    .filter(|r| r.pid == p)
+                    .all(|r| r.site.0 != 2 || val(r, 0) != 59),
+                "no record after the exec of /bin/sh"
+            );
+        }
+        let others: BTreeSet<u32> = o
+            .records
+            .iter()
+            .filter(|r| r.pid != o.pid)
+            .map(|r| r.pid)
+            .collect();
+        if follow {
+            // The SIGCONT helper and system()'s child, before its exec.
+            assert_eq!(others.len(), 2, "{others:?}");
+            let kill = o
+                .records
+                .iter()
+                .find(|r| r.site.0 == 1 && val(r, 0) == 62)
+                .expect("kill of SIGCONT");
+            assert_eq!((val(kill, 1), val(kill, 2)), (u64::from(o.pid), 18));
+        } else {
+            assert!(others.is_empty(), "{others:?}");
+        }
+    }
+}
+
 const SPIN: &str = r#"
 #include <pthread.h>
 #include <stdio.h>

@@ -494,3 +494,56 @@ fn syscalls_in_a_followed_fork_child() {
         .collect();
     assert_eq!(parent_read.last(), Some(&1));
 }
+
+const MANY: &str = r#"
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]);
+    long s = 0;
+    for (int i = 0; i < n; i++) s += syscall(SYS_getppid);
+    return s == (long)n * getppid() ? 0 : 1;
+}
+"#;
+
+/// Prints the cost of one traced system call (an entry and a return record, each with
+/// the number and one register), against the same program untraced.
+#[test]
+fn bench_ns_per_syscall() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "many", MANY, &["-O2"]);
+    let n = 10_000u64;
+    let t0 = std::time::Instant::now();
+    let st = std::process::Command::new(&exe)
+        .arg(n.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let plain = t0.elapsed();
+    let t1 = std::time::Instant::now();
+    let o = run_with(
+        spawn(&[exe.to_str().unwrap(), &n.to_string()]),
+        Options::default(),
+        vec![
+            site(0, &exe, 0, SiteKind::SyscallEntry, plan(vec![nr(), reg(5)])),
+            site(
+                1,
+                &exe,
+                0,
+                SiteKind::SyscallReturn,
+                plan(vec![nr(), reg(0)]),
+            ),
+        ],
+        None,
+    );
+    let traced = t1.elapsed();
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    let getppid = o.site(1).iter().filter(|r| val(r, 0) == 110).count() as u64;
+    assert_eq!(getppid, n + 1);
+    let per = traced.saturating_sub(plain).as_nanos() as u64 / n;
+    eprintln!(
+        "ptrace backend: {per} ns per traced system call (entry + return; {n} calls, traced {traced:?}, untraced {plain:?})"
+    );
+    assert!(per < 600_000, "{per} ns per call");
+}
