@@ -779,11 +779,23 @@ impl<'a> Compiler<'a> {
                 keys,
                 value,
                 array,
+                slice,
                 limit,
                 body,
                 ..
             } => {
                 if let Some(g) = self.global_array(array, keys.len()) {
+                    for (i, e) in slice.iter().enumerate() {
+                        if let Some(e) = e {
+                            let kt = self.globals[g].keys.get(i).copied().flatten();
+                            let t = self.inf(sc, e, kt);
+                            let mut ch = false;
+                            if let Some(slot) = self.globals[g].keys.get_mut(i) {
+                                fill(slot, t, &mut ch);
+                            }
+                            self.changed |= ch;
+                        }
+                    }
                     for (i, k) in keys.iter().enumerate() {
                         let at = crate::lint::word_span(self.sources, s.span, k);
                         let sy = self.sym(sc, k, at);
@@ -2085,14 +2097,32 @@ impl<'a> Compiler<'a> {
                 keys,
                 value,
                 array,
+                slice,
                 sort,
                 limit,
                 body,
             } => {
                 let array_at = crate::lint::word_after(self.sources, s.span, "in", array);
+                if !slice.is_empty() && slice.len() != keys.len() {
+                    self.err(
+                        format!(
+                            "unresolved arity-{} global array {array}, missing global declaration?",
+                            slice.len()
+                        ),
+                        array_at,
+                    );
+                    return None;
+                }
                 let (arr, g) = self.array_ref(array, keys.len(), array_at)?;
                 self.globals[g].read = true;
                 let meta = self.arrays[arr as usize].clone();
+                let mut cslice = Vec::new();
+                for (e, kt) in slice.iter().zip(meta.keys.iter()) {
+                    cslice.push(match e {
+                        Some(e) => Some((self.cx_as(sc, e, *kt)?, *kt)),
+                        None => None,
+                    });
+                }
                 let mut kv = Vec::new();
                 for (k, kt) in keys.iter().zip(meta.keys.iter()) {
                     let k_at = crate::lint::word_span(self.sources, s.span, k);
@@ -2150,9 +2180,17 @@ impl<'a> Compiler<'a> {
                     arr,
                     keys: kv,
                     val,
+                    slice: cslice,
                     sort: sort.map(|s| Sort {
                         key: s.key,
                         desc: s.descending,
+                        agg: match s.aggregate {
+                            Some(StatOp::Sum) => StatFn::Sum,
+                            Some(StatOp::Min) => StatFn::Min,
+                            Some(StatOp::Max) => StatFn::Max,
+                            Some(StatOp::Avg) => StatFn::Avg,
+                            _ => StatFn::Count,
+                        },
                     }),
                     limit,
                     body,
@@ -2447,7 +2485,12 @@ fn walk_stmt_exprs(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
             }
             walk_stmt_exprs(body, f);
         }
-        StmtKind::Foreach { limit, body, .. } => {
+        StmtKind::Foreach {
+            slice, limit, body, ..
+        } => {
+            for e in slice.iter().flatten() {
+                walk_expr(e, f);
+            }
             if let Some(l) = limit {
                 walk_expr(l, f);
             }

@@ -1455,17 +1455,26 @@ impl State {
                 arr,
                 keys,
                 val,
+                slice,
                 sort,
                 limit,
                 body,
                 tok,
             } => {
                 self.tick(*tok)?;
+                let mut want = Vec::with_capacity(slice.len());
+                for part in slice {
+                    want.push(match part {
+                        Some((e, Ty::Str)) => Some(KeyPart::S(self.ev_s(p, cx, e)?)),
+                        Some((e, _)) => Some(KeyPart::L(self.ev_l(p, cx, e)?)),
+                        None => None,
+                    });
+                }
                 let limit = match limit {
                     Some(l) => Some(self.ev_l(p, cx, l)?),
                     None => None,
                 };
-                self.foreach(p, cx, *arr, keys, val, *sort, limit, body, *tok)?;
+                self.foreach(p, cx, *arr, keys, val, &want, *sort, limit, body, *tok)?;
             }
             St::Break(tok) => {
                 self.tick(*tok)?;
@@ -1558,11 +1567,13 @@ impl State {
         arr: u32,
         keys: &[(VarRef, Ty)],
         val: &Option<(VarRef, Ty)>,
+        slice: &[Option<KeyPart>],
         sort: Option<Sort>,
         limit: Option<i64>,
         body: &St,
         tok: Tok,
     ) -> R<()> {
+        let agg = sort.map_or(StatFn::Count, |s| s.agg);
         // Snapshot the entries: stap forbids modifying the array inside its foreach.
         enum V {
             L(i64),
@@ -1583,9 +1594,28 @@ impl State {
             ArrayData::St(t) => t
                 .ordered()
                 .into_iter()
-                .map(|(k, v)| (k.clone(), V::C(v.count)))
+                .map(|(k, v)| {
+                    // Sorting by value compares this extractor (stap: @count unless
+                    // the foreach names another).
+                    let x = match agg {
+                        StatFn::Sum => v.sum,
+                        StatFn::Min => v.min,
+                        StatFn::Max => v.max,
+                        StatFn::Avg => v.avg(),
+                        _ => v.count,
+                    };
+                    (k.clone(), V::C(x))
+                })
                 .collect(),
         };
+        if !slice.is_empty() {
+            items.retain(|(k, _)| {
+                slice
+                    .iter()
+                    .enumerate()
+                    .all(|(i, w)| w.as_ref().is_none_or(|w| *w == k.part(i)))
+            });
+        }
         if let Some(s) = sort {
             // Stable sort over insertion order, as stap's merge sort of its map list.
             items.sort_by(|a, b| {

@@ -335,6 +335,8 @@ pub(crate) struct Sort {
     pub(crate) key: Option<usize>,
     /// Descending.
     pub(crate) desc: bool,
+    /// For a value sort of an aggregate array: the extractor compared.
+    pub(crate) agg: StatFn,
 }
 
 /// A compiled statement.
@@ -355,6 +357,8 @@ pub(crate) enum St {
         arr: u32,
         keys: Vec<(VarRef, Ty)>,
         val: Option<(VarRef, Ty)>,
+        /// `in a[E, *]`: the key values required (None: any). Empty: no slice.
+        slice: Vec<Option<(Ex, Ty)>>,
         sort: Option<Sort>,
         limit: Option<Ex>,
         body: Box<St>,

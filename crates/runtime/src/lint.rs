@@ -233,10 +233,14 @@ impl<'a> Lint<'a> {
                 keys,
                 value,
                 array,
+                slice,
                 limit,
                 body,
                 ..
             } => {
+                for e in slice.iter().flatten() {
+                    self.expr(b, e);
+                }
                 for k in keys {
                     self.write(b, k, s.span, None);
                 }

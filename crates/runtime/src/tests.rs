@@ -1892,3 +1892,32 @@ fn printf_formats_parse_like_stap() {
         );
     }
 }
+
+#[test]
+fn foreach_slices_and_aggregate_sorts() {
+    assert_eq!(
+        out(
+            "global a, n probe begin { a[1,2] = 5; a[2,3] = 1; a[4,3] = 7; n = 3\n\
+             foreach ([i, j] in a[*, n]) printf(\"%d,%d \", i, j)\n\
+             foreach ([i, j] in a[2, *]) printf(\"[%d,%d]\", i, j)\n\
+             println() }"
+        ),
+        "2,3 4,3 [2,3]\n"
+    );
+    // Value sorts of aggregate arrays compare @count unless another extractor is named.
+    assert_eq!(
+        out(
+            "global s probe begin { s[1] <<< 100; s[2] <<< 1; s[2] <<< 1; s[3] <<< 7\n\
+             foreach (k in s-) print(k); println()\n\
+             foreach (k in s @sum-) print(k); println()\n\
+             foreach (k in s @min+ limit 2) print(k); println()\n\
+             foreach (k in s @avg-) print(k); println() }"
+        ),
+        "213\n132\n23\n132\n"
+    );
+    let d = errors("global a probe begin { a[1, 2] = 1; foreach ([i, j] in a[1]) { } }");
+    assert_eq!(
+        d[0].message,
+        "unresolved arity-1 global array a, missing global declaration?"
+    );
+}

@@ -322,7 +322,12 @@ fn visit_stmt_mut(s: &mut Stmt, f: &mut dyn FnMut(&mut Expr)) {
             }
             visit_stmt_mut(body, f);
         }
-        StmtKind::Foreach { limit, body, .. } => {
+        StmtKind::Foreach {
+            slice, limit, body, ..
+        } => {
+            for e in slice.iter_mut().flatten() {
+                visit_expr_mut(e, f);
+            }
             if let Some(l) = limit {
                 visit_expr_mut(l, f);
             }

@@ -199,6 +199,9 @@ pub struct SortSpec {
     pub key: Option<usize>,
     /// `-` (true) or `+` (false).
     pub descending: bool,
+    /// For a value sort of an aggregate array, the extractor named before the mark
+    /// (`in a @sum-`); `None` sorts aggregates by `@count`, as stap does.
+    pub aggregate: Option<StatOp>,
 }
 
 /// Statement kinds.
@@ -243,6 +246,9 @@ pub enum StmtKind {
         value: Option<String>,
         /// The array being iterated (a global name).
         array: String,
+        /// `in ARRAY[E, *, ...]`: only the elements whose keys equal the given
+        /// expressions (`None` is `*`). Empty: the whole array.
+        slice: Vec<Option<Expr>>,
         /// `+`/`-` on a key or the value.
         sort: Option<SortSpec>,
         /// `limit N`.

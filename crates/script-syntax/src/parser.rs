@@ -962,6 +962,7 @@ impl Parser<'_> {
                         SortSpec {
                             key: None,
                             descending: d,
+                            aggregate: None,
                         },
                     )?;
                 }
@@ -973,6 +974,7 @@ impl Parser<'_> {
                         SortSpec {
                             key: Some(0),
                             descending: d,
+                            aggregate: None,
                         },
                     )?;
                 }
@@ -989,6 +991,7 @@ impl Parser<'_> {
                             SortSpec {
                                 key: Some(k),
                                 descending: d,
+                                aggregate: None,
                             },
                         )?;
                     }
@@ -1008,6 +1011,7 @@ impl Parser<'_> {
                         SortSpec {
                             key: Some(0),
                             descending: d,
+                            aggregate: None,
                         },
                     )?;
                 }
@@ -1019,14 +1023,49 @@ impl Parser<'_> {
         }
         self.bump();
         let array = self.name("expected identifier")?;
-        if let Some(d) = self.sort_mark()? {
-            self.set_sort(
+        // An array slice: `in a[E, *]`.
+        let mut slice = Vec::new();
+        if self.eat_op("[") {
+            loop {
+                if self.eat_op("*") {
+                    slice.push(None);
+                } else {
+                    slice.push(Some(self.expr()?));
+                }
+                if self.eat_op("]") {
+                    break;
+                }
+                if !self.eat_op(",") {
+                    return Err(self.error("expected ',' or ']'"));
+                }
+            }
+        }
+        // A value sort, optionally by an aggregate extractor: `in a @sum-`.
+        let aggregate = match self.peek() {
+            Tok::Ident(w) => match w.as_str() {
+                "@count" => Some(StatOp::Count),
+                "@sum" => Some(StatOp::Sum),
+                "@min" => Some(StatOp::Min),
+                "@max" => Some(StatOp::Max),
+                "@avg" => Some(StatOp::Avg),
+                _ => None,
+            },
+            _ => None,
+        };
+        if aggregate.is_some() {
+            self.bump();
+        }
+        match self.sort_mark()? {
+            Some(d) => self.set_sort(
                 &mut sort,
                 SortSpec {
                     key: None,
                     descending: d,
+                    aggregate,
                 },
-            )?;
+            )?,
+            None if aggregate.is_some() => return Err(self.error("expected '+' or '-'")),
+            None => {}
         }
         let mut limit = None;
         if self.is_kw("limit") {
@@ -1039,6 +1078,7 @@ impl Parser<'_> {
             keys,
             value,
             array,
+            slice,
             sort,
             limit,
             body,

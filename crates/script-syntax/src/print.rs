@@ -325,6 +325,7 @@ impl Printer<'_> {
                 keys,
                 value,
                 array,
+                slice,
                 sort,
                 limit,
                 body,
@@ -346,6 +347,7 @@ impl Printer<'_> {
                     if let Some(SortSpec {
                         key: Some(j),
                         descending,
+                        ..
                     }) = sort
                     {
                         if *j == i {
@@ -357,11 +359,36 @@ impl Printer<'_> {
                     self.out.push(']');
                 }
                 let _ = write!(self.out, " in {array}");
+                if !slice.is_empty() {
+                    self.out.push('[');
+                    for (i, k) in slice.iter().enumerate() {
+                        if i > 0 {
+                            self.out.push_str(", ");
+                        }
+                        match k {
+                            Some(e) => self.expr(e, 0),
+                            None => self.out.push('*'),
+                        }
+                    }
+                    self.out.push(']');
+                }
                 if let Some(SortSpec {
                     key: None,
                     descending,
+                    aggregate,
                 }) = sort
                 {
+                    if let Some(op) = aggregate {
+                        let name = match op {
+                            StatOp::Count => "@count",
+                            StatOp::Sum => "@sum",
+                            StatOp::Min => "@min",
+                            StatOp::Max => "@max",
+                            StatOp::Avg => "@avg",
+                            _ => "@count",
+                        };
+                        let _ = write!(self.out, " {name}");
+                    }
                     self.out.push_str(mark(*descending));
                 }
                 if let Some(l) = limit {

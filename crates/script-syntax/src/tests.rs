@@ -498,7 +498,8 @@ fn foreach_forms() {
             "arr".into(),
             Some(SortSpec {
                 key: None,
-                descending: true
+                descending: true,
+                aggregate: None
             }),
             true
         )
@@ -507,7 +508,8 @@ fn foreach_forms() {
         get(1).3,
         Some(SortSpec {
             key: Some(1),
-            descending: false
+            descending: false,
+            aggregate: None
         })
     );
     assert_eq!(
@@ -518,7 +520,8 @@ fn foreach_forms() {
             "arr".into(),
             Some(SortSpec {
                 key: None,
-                descending: true
+                descending: true,
+                aggregate: None
             }),
             false
         )
@@ -1339,4 +1342,36 @@ fn conditional_points_get_handlers_of_their_own() {
         "{}",
         print_script(&x)
     );
+}
+
+#[test]
+fn foreach_slices_and_aggregate_sorts() {
+    let text = "global a\nprobe begin {\n    foreach ([i, j-] in a[*, 3 + 1] limit 5) {\n    }\n    foreach (v = [k] in a @sum-) {\n    }\n    foreach (k in a[\"x\"] @avg+) {\n    }\n}\n";
+    let s = ok(text);
+    let printed = print_script(&s);
+    assert_eq!(printed, printout(&printed), "printing is stable");
+    assert!(
+        printed.contains("foreach ([i, j-] in a[*, 3 + 1] limit 5)"),
+        "{printed}"
+    );
+    assert!(printed.contains("foreach (v = k in a @sum-)"), "{printed}");
+    assert!(
+        printed.contains("foreach (k in a[\"x\"] @avg+)"),
+        "{printed}"
+    );
+    let Item::Probe(p) = &s.items[1] else {
+        panic!("probe expected")
+    };
+    let StmtKind::Foreach { slice, sort, .. } = &p.body.stmts[0].kind else {
+        panic!("foreach expected")
+    };
+    assert!(slice[0].is_none() && slice[1].is_some());
+    assert_eq!(sort.map(|s| s.key), Some(Some(1)));
+    // An extractor needs its sort mark.
+    let (_, _, d) = parse_text(
+        "t.stp",
+        "global a probe begin { foreach (k in a @sum) { } }",
+        &[],
+    );
+    assert_eq!(d[0].message, "expected '+' or '-'");
 }
