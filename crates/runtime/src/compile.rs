@@ -394,7 +394,7 @@ impl<'a> Compiler<'a> {
                                 old.name(),
                                 t.name()
                             ),
-                            Span::default(),
+                            expr_span(script, *id),
                         ));
                     }
                     Some(_) => {}
@@ -2453,6 +2453,36 @@ fn compound_text(op: BinaryOp) -> &'static str {
 }
 
 /// Calls `f` on every expression (pre-order) in the statements.
+/// Where the expression with id `id` is in the script (probe bodies and conditions,
+/// function bodies); the start of the first file when no expression has that id.
+fn expr_span(script: &script_syntax::ast::Script, id: u32) -> Span {
+    let mut found = None;
+    let mut look = |e: &Expr| {
+        if e.id.0 == id && found.is_none() {
+            found = Some(e.span);
+        }
+    };
+    for item in &script.items {
+        match item {
+            Item::Probe(p) => {
+                for pt in &p.points {
+                    if let Some(c) = &pt.condition {
+                        walk_expr(c, &mut look);
+                    }
+                }
+                walk_block_exprs(&p.body.stmts, &mut look);
+            }
+            Item::Function(f) => {
+                if let FunctionBody::Script(b) = &f.body {
+                    walk_block_exprs(&b.stmts, &mut look);
+                }
+            }
+            _ => {}
+        }
+    }
+    found.unwrap_or_default()
+}
+
 pub(crate) fn walk_block_exprs(stmts: &[Stmt], f: &mut dyn FnMut(&Expr)) {
     for s in stmts {
         walk_stmt_exprs(s, f);

@@ -76,11 +76,14 @@ fn define<T: std::str::FromStr>(
             match compile::parse_number(v).and_then(|n| n.to_string().parse::<T>().ok()) {
                 Some(x) => x,
                 None => {
-                    diags.push(Diagnostic::error(
+                    // A command-line setting has no place in the script to point at.
+                    let mut d = Diagnostic::error(
                         "semantic error",
                         format!("invalid value '{v}' for -D {name}"),
                         Span::default(),
-                    ));
+                    );
+                    d.labels.clear();
+                    diags.push(d);
                     default
                 }
             }

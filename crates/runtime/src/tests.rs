@@ -1921,3 +1921,49 @@ fn foreach_slices_and_aggregate_sorts() {
         "unresolved arity-1 global array a, missing global declaration?"
     );
 }
+
+#[test]
+fn session_level_diagnostics_have_locations_or_none() {
+    // A capture decoded as a long at one site and a string at another points at the
+    // script expression.
+    let src = "probe process(\"/tmp/a.out\").function(\"f*\") { println($x) }";
+    let id = find_id(src, &target_named("x"));
+    let b0 = binding(
+        0,
+        0,
+        vec![(
+            id,
+            Decode::Int {
+                field: 0,
+                size: 8,
+                signed: true,
+            },
+        )],
+    );
+    let b1 = binding(1, 0, vec![(id, Decode::Str { field: 0 })]);
+    let Err(d) = build_with(src, vec![b0, b1], RuntimeOptions::default()) else {
+        panic!("expected an error");
+    };
+    let (_, sm) = parse(src);
+    let r = script_syntax::render_all(&d, &sm);
+    assert!(
+        r.contains("different types at different sites (long vs. string): identifier '$x' at <input>:1:54\n"),
+        "{r}"
+    );
+    // A bad -D value is about the command line: no script location, no caret.
+    let Err(d) = build_with(
+        "probe begin { }",
+        Vec::new(),
+        RuntimeOptions {
+            defines: vec![("MAXACTION".into(), "lots".into())],
+            ..Default::default()
+        },
+    ) else {
+        panic!("expected an error");
+    };
+    let (_, sm) = parse("probe begin { }");
+    assert_eq!(
+        script_syntax::render_all(&d, &sm),
+        "semantic error: invalid value 'lots' for -D MAXACTION\n1 semantic error.\n"
+    );
+}
