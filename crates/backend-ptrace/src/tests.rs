@@ -104,6 +104,12 @@ fn wait_status_decoding() {
         decode((libc::PTRACE_EVENT_STOP << 16) | (19 << 8) | 0x7f),
         Ev::Event(libc::PTRACE_EVENT_STOP, 19)
     );
+    // A system call stop under PTRACE_O_TRACESYSGOOD is not a SIGTRAP.
+    assert_eq!(decode(((libc::SIGTRAP | 0x80) << 8) | 0x7f), Ev::Syscall);
+    assert_eq!(
+        decode((libc::SIGTRAP << 8) | 0x7f),
+        Ev::Signal(libc::SIGTRAP)
+    );
     assert_eq!(signal_name(11), "SIGSEGV");
     assert_eq!(signal_name(40), "SIG40");
 }
@@ -210,4 +216,16 @@ fn memory_reads_hide_our_breakpoints_and_report_the_first_bad_byte() {
         read_mem(me, mem.as_ref(), &bps, u64::MAX - 1, &mut buf, &mut vm),
         Err(u64::MAX - 1)
     );
+}
+
+#[test]
+fn restart_returns_are_recognised() {
+    use crate::tracer::is_erestart;
+    for e in [512i64, 513, 514, 516] {
+        assert!(is_erestart((-e) as u64), "{e}");
+    }
+    // -ENOIOCTLCMD (515), -EINTR and ordinary values are real results.
+    for v in [-515i64, -4, 0, 1, 512] {
+        assert!(!is_erestart(v as u64), "{v}");
+    }
 }

@@ -34,10 +34,12 @@
 //! the `syscall` instruction. Consequences worth knowing: the first record of a spawned
 //! or exec'd image is the return of its `execve` (the exec event comes first, then the
 //! exit stop); a fork child starts after its fork returned (no return record for it); a
-//! blocking call interrupted by our own `PTRACE_INTERRUPT` (only while another thread
-//! single-steps a probed instruction) shows as a return of `-ERESTART*` followed by the
-//! kernel's restart, as strace shows it. A thread detached at a syscall stop just goes
-//! on with the call.
+//! blocking call interrupted by our own `PTRACE_INTERRUPT` (while another thread
+//! single-steps a probed instruction) exits with `-ERESTART*` and is restarted by the
+//! kernel: that exit and the restart's entry are hidden and a `restart_syscall` is
+//! reported under the original number, so the call shows once (an interruption by a
+//! real signal is reported as the kernel shows it). A thread detached at a syscall stop
+//! just goes on with the call.
 //!
 //! `Event::ModuleMapped { pid, path, bias }` is sent for every executable file mapping of
 //! a traced process when first seen: at start, after exec, for a followed fork or vfork
@@ -67,6 +69,8 @@ use nix::unistd::Pid;
 use crate::{elf, pad, procfs, sys, Error, Options};
 
 const SI_KERNEL: i32 = 0x80;
+/// `restart_syscall`, which the kernel runs to resume an interrupted sleep.
+const SYS_RESTART_SYSCALL: u64 = 219;
 /// The stop signal of a system call stop under `PTRACE_O_TRACESYSGOOD`.
 const SYSCALL_TRAP: i32 = libc::SIGTRAP | 0x80;
 const INT3: u8 = 0xCC;
@@ -111,6 +115,13 @@ pub(crate) fn decode(status: i32) -> Ev {
     } else {
         Ev::Other
     }
+}
+
+/// True for the kernel-internal "restart me" returns (`-ERESTARTSYS`,
+/// `-ERESTARTNOINTR`, `-ERESTARTNOHAND`, `-ERESTART_RESTARTBLOCK`), which a program never
+/// sees.
+pub(crate) fn is_erestart(rax: u64) -> bool {
+    matches!(rax as i64, -512 | -513 | -514 | -516)
 }
 
 fn is_stop(status: i32) -> bool {
@@ -479,6 +490,15 @@ struct Thread {
     /// Blocked in vfork until its child execs or exits (it cannot be interrupted then,
     /// and reports `PTRACE_EVENT_VFORK_DONE` before it runs user code again).
     vfork_wait: bool,
+    /// We sent it `PTRACE_INTERRUPT` (to hold it during a step) and its interrupt stop
+    /// has not been seen yet: a blocking call it was in returns `-ERESTART*` because of
+    /// us, and the kernel restarts it.
+    held: bool,
+    /// The number of a call whose interrupted exit we hid: its restart's entry is hidden.
+    hidden_restart: Option<u64>,
+    /// The call in flight is a restart (`restart_syscall`) of this one: its exit is
+    /// reported under this number.
+    restart_of: Option<u64>,
 }
 
 impl Thread {
@@ -493,6 +513,9 @@ impl Thread {
             emit,
             setup,
             vfork_wait: false,
+            held: false,
+            hidden_restart: None,
+            restart_of: None,
         }
     }
 }
@@ -1051,6 +1074,9 @@ impl Core {
                 },
             ),
             Ev::Event(libc::PTRACE_EVENT_STOP, sig) => {
+                if let Some(th) = self.threads.get_mut(&t) {
+                    th.held = false;
+                }
                 if is_group_stop_signal(sig) {
                     self.listen(t);
                 } else {
@@ -1637,43 +1663,81 @@ impl Core {
     }
 
     /// A system call entry or exit stop: runs the image's syscall sites of that kind.
+    ///
+    /// A blocking call that our own `PTRACE_INTERRUPT` broke (see `Thread::held`) exits
+    /// with `-ERESTART*` and is restarted by the kernel; that exit and the restart's
+    /// entry are hidden, and a `restart_syscall` reports the original number, so the
+    /// records show the call once, as if we had not been there.
     fn on_syscall(&mut self, t: u32) {
         let Some(th) = self.threads.get(&t) else {
             return;
         };
         let (p, memk, emit) = (th.pid, th.mem, th.emit);
-        let sites = match self.procs.get(&memk) {
-            Some(pr) if emit && pr.traces_syscalls() => match sys::syscall_stop_kind(t as i32) {
-                Ok(libc::PTRACE_SYSCALL_INFO_ENTRY) => pr.sys_entry.clone(),
-                Ok(libc::PTRACE_SYSCALL_INFO_EXIT) => pr.sys_exit.clone(),
-                _ => Vec::new(),
-            },
-            _ => Vec::new(),
+        let kind = match self.procs.get(&memk) {
+            Some(pr) if emit && pr.traces_syscalls() => sys::syscall_stop_kind(t as i32).ok(),
+            _ => None,
         };
-        if !sites.is_empty() {
-            if let Ok(regs) = ptrace::getregs(pid(t)) {
-                let plans = self.plans.clone();
-                for sid in sites {
-                    let Some(site) = plans.sites.get(sid.0 as usize) else {
-                        continue;
-                    };
-                    let mut rec = self.new_record(site, p, t, regs.rip);
-                    if let Some(pr) = self.procs.get(&memk) {
-                        let mut acc = Access {
-                            tid: t,
-                            regs: &regs,
-                            mem: pr.mem.as_ref(),
-                            bps: &pr.bps,
-                            vm_ok: &mut self.vm_ok,
-                            sys_nr: Some(regs.orig_rax),
-                        };
-                        execute(&site.plan, &mut acc, &mut rec);
+        let entry = match kind {
+            Some(libc::PTRACE_SYSCALL_INFO_ENTRY) => true,
+            Some(libc::PTRACE_SYSCALL_INFO_EXIT) => false,
+            _ => {
+                self.resume(t, 0);
+                return;
+            }
+        };
+        let Ok(regs) = ptrace::getregs(pid(t)) else {
+            self.resume(t, 0);
+            return;
+        };
+        let Some(th) = self.threads.get_mut(&t) else {
+            return;
+        };
+        let nr = if entry {
+            th.restart_of = None;
+            if let Some(n) = th.hidden_restart.take() {
+                if regs.orig_rax == n || regs.orig_rax == SYS_RESTART_SYSCALL {
+                    if regs.orig_rax != n {
+                        th.restart_of = Some(n);
                     }
-                    self.hits += 1;
-                    if let Some(tx) = &self.tx {
-                        tx.record(rec);
-                    }
+                    self.resume(t, 0);
+                    return;
                 }
+            }
+            regs.orig_rax
+        } else {
+            let n = th.restart_of.take().unwrap_or(regs.orig_rax);
+            if th.held && is_erestart(regs.rax) {
+                th.hidden_restart = Some(n);
+                self.resume(t, 0);
+                return;
+            }
+            n
+        };
+        let sites = match self.procs.get(&memk) {
+            Some(pr) if entry => pr.sys_entry.clone(),
+            Some(pr) => pr.sys_exit.clone(),
+            None => Vec::new(),
+        };
+        let plans = self.plans.clone();
+        for sid in sites {
+            let Some(site) = plans.sites.get(sid.0 as usize) else {
+                continue;
+            };
+            let mut rec = self.new_record(site, p, t, regs.rip);
+            if let Some(pr) = self.procs.get(&memk) {
+                let mut acc = Access {
+                    tid: t,
+                    regs: &regs,
+                    mem: pr.mem.as_ref(),
+                    bps: &pr.bps,
+                    vm_ok: &mut self.vm_ok,
+                    sys_nr: Some(nr),
+                };
+                execute(&site.plan, &mut acc, &mut rec);
+            }
+            self.hits += 1;
+            if let Some(tx) = &self.tx {
+                tx.record(rec);
             }
         }
         self.resume(t, 0);
@@ -1932,6 +1996,9 @@ impl Core {
         for &o in list {
             if ptrace::interrupt(pid(o)).is_ok() {
                 waiting.insert(o);
+                if let Some(th) = self.threads.get_mut(&o) {
+                    th.held = true;
+                }
             }
         }
         let mut pure = Vec::new();
@@ -1949,6 +2016,7 @@ impl Core {
                             th.state = TState::Stopped;
                             th.last = Some(st);
                             th.relisten = is_group_stop_signal(sig);
+                            th.held = false;
                             pure.push(o);
                             continue;
                         }

@@ -547,3 +547,99 @@ fn bench_ns_per_syscall() {
     );
     assert!(per < 600_000, "{per} ns per call");
 }
+
+const BLOCKED_THREAD: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+static int fds[2];
+static char got[4];
+static long n_read;
+__attribute__((noipa)) long work(long i) { return i * 2; }
+static long slept = -1;
+static void *reader(void *arg) {
+    struct timespec ts = {0, 40 * 1000 * 1000};
+    slept = nanosleep(&ts, 0);
+    n_read = read(fds[0], got, 3);
+    return arg;
+}
+int main(int argc, char **argv) {
+    if (pipe(fds)) return 2;
+    pthread_t t;
+    pthread_create(&t, 0, reader, 0);
+    long s = 0;
+    for (long i = 0; i < 40; i++) { s += work(i); usleep(2000); }
+    write(fds[1], "x", 1);
+    pthread_join(t, 0);
+    FILE *out = fopen(argv[1], "w");
+    fprintf(out, "slept %ld read %ld %s sum %ld\n", slept, n_read, got, s);
+    fclose(out);
+    return 0;
+}
+"#;
+
+/// Single-stepping a probed instruction holds the other threads with
+/// `PTRACE_INTERRUPT`: a thread blocked in `read` meanwhile has its call interrupted
+/// (`-ERESTARTSYS`) and restarted by the kernel each time. The records hide that: one
+/// entry and one return (1 byte), and the reader gets its data. Same for a sleep,
+/// which the kernel resumes with `restart_syscall`.
+#[test]
+fn thread_blocked_in_read_while_others_single_step() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "blocked", BLOCKED_THREAD, &["-O2", "-pthread"]);
+    let out = dir.path("out.txt");
+    let o = run_cfg(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap()]),
+        Options::default(),
+        vec![
+            sys_entry(0, &exe),
+            sys_return(1, &exe),
+            entry_site(2, &exe, "work", vec![reg(5)]),
+        ],
+        None,
+        true,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert_eq!(
+        read(&out),
+        format!("slept 0 read 1 x sum {}\n", (0..40).sum::<i64>() * 2)
+    );
+    assert_eq!(o.site(2).len(), 40);
+    let reader = o
+        .site(0)
+        .iter()
+        .find(|r| val(r, 0) == SYS_READ && val(r, 3) == 3)
+        .map(|r| r.tid)
+        .expect("the reader's read");
+    assert_ne!(reader, o.pid);
+    let rets: Vec<i64> = o
+        .site(1)
+        .iter()
+        .filter(|r| r.tid == reader && val(r, 0) == SYS_READ)
+        .map(|r| val(r, 1) as i64)
+        .collect();
+    assert_eq!(rets, vec![1]);
+    let entries = o
+        .site(0)
+        .iter()
+        .filter(|r| r.tid == reader && val(r, 0) == SYS_READ)
+        .count();
+    assert_eq!(entries, 1);
+    // The sleep is restarted as restart_syscall: still one clock_nanosleep, returning 0.
+    let mine: Vec<(u32, u64, u64)> = o
+        .records
+        .iter()
+        .filter(|r| r.tid == reader && r.site.0 != 2)
+        .map(|r| (r.site.0, val(r, 0), val(r, 1)))
+        .collect();
+    let sleeps: Vec<&(u32, u64, u64)> = mine.iter().filter(|x| x.1 == 230).collect();
+    assert_eq!(sleeps.len(), 2, "{mine:?}");
+    assert_eq!(
+        (sleeps[0].0, sleeps[1].0, sleeps[1].2),
+        (0, 1, 0),
+        "{mine:?}"
+    );
+    assert!(mine.iter().all(|x| x.1 != 219), "{mine:?}");
+    check_pairing(&o.records, 0, 1);
+}
