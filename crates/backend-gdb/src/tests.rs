@@ -778,3 +778,85 @@ fn unreadable_sites_are_refused_by_default() {
     assert!(summary.failed_sites[0].contains("cannot read the kernel's memory at 0x401000"));
     assert!(!log.iter().any(|l| l.starts_with('Z')));
 }
+
+#[test]
+fn backend_is_send_and_signals_map_to_linux() {
+    fn send<T: Send>() {}
+    send::<GdbBackend>();
+    assert_eq!(crate::tracer::gdb_signal(10), (7, "SIGBUS".to_string()));
+    assert_eq!(crate::tracer::gdb_signal(30), (10, "SIGUSR1".to_string()));
+    assert_eq!(crate::tracer::gdb_signal(11), (11, "SIGSEGV".to_string()));
+    assert_eq!(crate::tracer::gdb_signal(200).1, "signal 200");
+}
+
+#[test]
+fn repeated_reads_in_one_stop_use_one_packet() {
+    let dir = tmpdir("cache");
+    let module = write_elf(&dir);
+    let mut cfg = StubConfig::qemu_like();
+    cfg.mem = target_mem(&[(STACK + 8, 0x55), (STACK + 16, 0x66)]);
+    cfg.script = vec![ScriptStop {
+        tid: 1,
+        regs: regs(CODE, 0, STACK, 0),
+    }];
+    let rd = |off: u64| {
+        field(
+            vec![
+                Op::Reg(DwarfReg::RSP),
+                Op::Const(off),
+                Op::Add,
+                Op::Deref(8),
+                Op::EmitValue(8),
+            ],
+            "x",
+        )
+    };
+    let bytes = field(vec![Op::Reg(DwarfReg::RSP), Op::EmitBytes(24)], "all");
+    let plans = PlanSet {
+        sites: vec![site(
+            0,
+            &module,
+            CODE,
+            SiteKind::Entry,
+            vec![bytes, rd(8), rd(16), rd(8)],
+        )],
+    };
+    let (_s, ev, log) = run_with(cfg, &module, &plans, Some(Duration::from_millis(300)));
+    let r = &records(&ev)[0];
+    assert_eq!(r.field(1), Ok(&0x55u64.to_le_bytes()[..]));
+    assert_eq!(r.field(2), Ok(&0x66u64.to_le_bytes()[..]));
+    assert_eq!(r.field(3), Ok(&0x55u64.to_le_bytes()[..]));
+    let reads: Vec<_> = log.iter().filter(|l| l.starts_with("m7")).collect();
+    assert_eq!(reads, vec!["m7000,18"], "{log:?}");
+}
+
+#[test]
+fn process_signals_are_passed_back() {
+    let dir = tmpdir("sig");
+    let module = write_elf(&dir);
+    let mut cfg = StubConfig::qemu_like();
+    cfg.initial_stop = false;
+    cfg.supported = "PacketSize=3fff;multiprocess+;qXfer:auxv:read+".into();
+    cfg.signal_stop = Some(30);
+    cfg.end = End::Exit;
+    cfg.mem = target_mem(&[]);
+    let plans = PlanSet {
+        sites: vec![site(0, &module, CODE, SiteKind::Entry, entry_plan())],
+    };
+    let (_s, _ev, log) = run_with(cfg, &module, &plans, None);
+    assert!(log.contains(&"vCont;C1e:p1.1;c".to_string()), "{log:?}");
+}
+
+#[test]
+fn foreign_architecture_is_refused() {
+    let dir = tmpdir("arm");
+    let module = write_elf(&dir);
+    let mut cfg = StubConfig::qemu_like();
+    cfg.files.insert(
+        "target.xml".into(),
+        "<target><architecture>aarch64</architecture><feature><reg name=\"x0\" bitsize=\"64\"/></feature></target>".into(),
+    );
+    let stub = Stub::start(cfg);
+    let e = GdbBackend::connect(opts(&stub.addr, &module)).unwrap_err();
+    assert!(e.to_string().contains("aarch64"), "{e}");
+}

@@ -121,16 +121,49 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn signame(sig: u8) -> String {
-    let names = [
-        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGEMT", "SIGFPE",
-        "SIGKILL", "SIGBUS", "SIGSEGV", "SIGSYS", "SIGPIPE", "SIGALRM", "SIGTERM",
-    ];
-    names
-        .get(usize::from(sig))
-        .filter(|n| !n.is_empty())
-        .map(|n| n.to_string())
-        .unwrap_or_else(|| format!("signal {sig}"))
+/// GDB's signal numbering (the protocol's, not Linux's) for the first 31 signals: the
+/// name and the Linux x86 number.
+const GDB_SIGNALS: [(&str, i32); 32] = [
+    ("", 0),
+    ("SIGHUP", 1),
+    ("SIGINT", 2),
+    ("SIGQUIT", 3),
+    ("SIGILL", 4),
+    ("SIGTRAP", 5),
+    ("SIGABRT", 6),
+    ("SIGEMT", 0),
+    ("SIGFPE", 8),
+    ("SIGKILL", 9),
+    ("SIGBUS", 7),
+    ("SIGSEGV", 11),
+    ("SIGSYS", 31),
+    ("SIGPIPE", 13),
+    ("SIGALRM", 14),
+    ("SIGTERM", 15),
+    ("SIGURG", 23),
+    ("SIGSTOP", 19),
+    ("SIGTSTP", 20),
+    ("SIGCONT", 18),
+    ("SIGCHLD", 17),
+    ("SIGTTIN", 21),
+    ("SIGTTOU", 22),
+    ("SIGIO", 29),
+    ("SIGXCPU", 24),
+    ("SIGXFSZ", 25),
+    ("SIGVTALRM", 26),
+    ("SIGPROF", 27),
+    ("SIGWINCH", 28),
+    ("SIGLOST", 0),
+    ("SIGUSR1", 10),
+    ("SIGUSR2", 12),
+];
+
+/// The Linux number and name of a signal in GDB's numbering.
+pub(crate) fn gdb_signal(sig: u8) -> (i32, String) {
+    match GDB_SIGNALS.get(usize::from(sig)) {
+        Some((name, linux)) if !name.is_empty() && *linux != 0 => (*linux, name.to_string()),
+        _ => (i32::from(sig), format!("signal {sig}")),
+    }
 }
 
 /// The target as [`backend::execute`] sees it: registers read once, memory through `m`.
@@ -138,6 +171,10 @@ struct Access<'a> {
     s: &'a mut Session,
     regs: &'a RegValues,
     fatal: Option<Error>,
+    /// Ranges already read during this stop: a plan often dereferences the same pointer
+    /// for several fields, and the target cannot change while stopped. Only bytes
+    /// actually asked for are ever read (no read-ahead: it could touch device memory).
+    cache: Vec<(u64, Vec<u8>)>,
 }
 
 impl TargetAccess for Access<'_> {
@@ -149,8 +186,26 @@ impl TargetAccess for Access<'_> {
         if self.fatal.is_some() {
             return Err(addr);
         }
+        let len = buf.len() as u64;
+        for (a, bytes) in &self.cache {
+            let (Some(end), Some(have)) =
+                (addr.checked_add(len), a.checked_add(bytes.len() as u64))
+            else {
+                continue;
+            };
+            if addr >= *a && end <= have {
+                let o = (addr - a) as usize;
+                buf.copy_from_slice(&bytes[o..o + buf.len()]);
+                return Ok(());
+            }
+        }
         match self.s.read_memory(addr, buf) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if self.cache.len() < 64 && buf.len() <= 4096 && addr.checked_add(len).is_some() {
+                    self.cache.push((addr, buf.to_vec()));
+                }
+                Ok(())
+            }
             Err(MemError::Fault(a)) => Err(a),
             Err(MemError::Fatal(e)) => {
                 self.fatal = Some(e);
@@ -204,6 +259,11 @@ impl Core {
                         // does not ask for x86 ones) means the default layout.
                         Err(_) if !top.contains("<reg") && !top.contains("include") => {
                             RegMap::fixed_x86_64()
+                        }
+                        Err(e) if e.starts_with("unsupported architecture") => {
+                            return Err(Error::Protocol(format!(
+                                "{e}: only x86_64 and i386 targets are supported"
+                            )));
                         }
                         Err(e) => {
                             warnings.push(format!(
@@ -525,10 +585,13 @@ impl Core {
                     self.gone = true;
                     tx.control(Event::TargetEnded {
                         pid: pid.or(self.pid).unwrap_or(0) as u32,
-                        how: TargetEnd::Signaled {
-                            signal: i32::from(signal),
-                            name: signame(signal),
-                            core: false,
+                        how: {
+                            let (signal, name) = gdb_signal(signal);
+                            TargetEnd::Signaled {
+                                signal,
+                                name,
+                                core: false,
+                            }
                         },
                     });
                     break Ok(());
@@ -649,6 +712,7 @@ impl Core {
             s,
             regs,
             fatal: None,
+            cache: Vec::new(),
         };
         execute(plan, &mut acc, rec);
         match acc.fatal {

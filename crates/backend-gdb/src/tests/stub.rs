@@ -62,6 +62,8 @@ pub struct StubConfig {
     pub auxv: Vec<u8>,
     /// Memory that appears at the first scripted stop (paging switched on).
     pub mem_later: Vec<(u64, Vec<u8>)>,
+    /// The first continue stops with this signal (not at a breakpoint).
+    pub signal_stop: Option<u8>,
 }
 
 impl StubConfig {
@@ -79,6 +81,7 @@ impl StubConfig {
             pid: 1,
             auxv: Vec::new(),
             mem_later: Vec::new(),
+            signal_stop: None,
         }
     }
 }
@@ -158,6 +161,9 @@ impl Model {
 
     /// The reply to a continue; `None` means "keep running".
     fn cont(&mut self) -> Option<String> {
+        if let Some(sig) = self.cfg.signal_stop.take() {
+            return Some(self.stop_reply(sig));
+        }
         if self.at_bp && self.has_bp(self.pc()) {
             // QEMU re-stops at once when continued from a breakpoint.
             return Some(self.stop_reply(5));
@@ -282,7 +288,11 @@ fn serve(mut conn: Conn, cfg: StubConfig, log: Arc<Mutex<Vec<String>>>) {
                 }
                 Some("OK".into())
             }
-        } else if text == "c" || text == "vCont;c" || text.starts_with("vCont;C") {
+        } else if text == "c"
+            || text == "vCont;c"
+            || text.starts_with("vCont;C")
+            || text.starts_with('C')
+        {
             match m.cont() {
                 Some(r) => Some(r),
                 None => {
