@@ -934,12 +934,21 @@ impl Core {
         res?;
         let mut failed = std::mem::take(&mut self.failed);
         for s in &self.plans.sites {
-            if matches!(s.kind, SiteKind::Entry | SiteKind::Return { .. })
-                && !self.ever_installed.contains(&s.id)
-                && !failed
-                    .iter()
-                    .any(|f| f.starts_with(&format!("site {}:", s.id.0)))
+            let reported = |f: &Vec<String>| {
+                self.ever_installed.contains(&s.id)
+                    || f.iter()
+                        .any(|x| x.starts_with(&format!("site {}:", s.id.0)))
+            };
+            if matches!(s.kind, SiteKind::SyscallEntry | SiteKind::SyscallReturn)
+                && !reported(&failed)
             {
+                failed.push(format!(
+                    "site {}: no traced process ran {}",
+                    s.id.0,
+                    s.module.display()
+                ));
+            }
+            if matches!(s.kind, SiteKind::Entry | SiteKind::Return { .. }) && !reported(&failed) {
                 failed.push(format!(
                     "site {}: {} was never loaded (address {:#x})",
                     s.id.0,
@@ -1476,6 +1485,7 @@ impl Core {
             match site.kind {
                 SiteKind::SyscallEntry | SiteKind::SyscallReturn => {
                     if self.module_bias(&site.module, &maps).is_some() {
+                        self.ever_installed.insert(site.id);
                         if site.kind == SiteKind::SyscallEntry {
                             sys_entry.push(site.id);
                         } else {

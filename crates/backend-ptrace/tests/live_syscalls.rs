@@ -643,3 +643,94 @@ fn thread_blocked_in_read_while_others_single_step() {
     assert!(mine.iter().all(|x| x.1 != 219), "{mine:?}");
     check_pairing(&o.records, 0, 1);
 }
+
+const TICKER: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[1], "w");
+    setvbuf(out, NULL, _IONBF, 0);
+    int n = atoi(argv[2]);
+    for (int i = 0; i < n; i++) { fprintf(out, "%d\n", i); usleep(3000); }
+    fprintf(out, "done\n");
+    return 0;
+}
+"#;
+
+/// Attached to a running program (mostly asleep): its writes are seen with the right
+/// arguments, its executable is announced, and after the stop it finishes normally.
+#[test]
+fn syscalls_of_an_attached_process() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "ticker", TICKER, &["-O2"]);
+    let out = dir.path("out.txt");
+    let mut child = std::process::Command::new(&exe)
+        .arg(&out)
+        .arg("150")
+        .spawn()
+        .expect("start fixture");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let o = run_with(
+        backend_ptrace::Launch::Attach { pid: child.id() },
+        Options::default(),
+        vec![sys_entry(0, &exe), sys_return(1, &exe)],
+        Some(40),
+    );
+    assert!(o.ended().is_none());
+    assert!(child.wait().expect("wait").success());
+    let text = read(&out);
+    let want: String = (0..150)
+        .map(|i| format!("{i}\n"))
+        .chain(std::iter::once("done\n".to_string()))
+        .collect();
+    assert_eq!(text, want);
+    // Each write of a line "i\n" has the line's length, and returns it.
+    let writes: Vec<&Record> = o
+        .site(0)
+        .into_iter()
+        .filter(|r| val(r, 0) == SYS_WRITE)
+        .collect();
+    assert!(writes.len() >= 5, "{} writes", writes.len());
+    for w in &writes {
+        // The buffer need not end with a NUL: only its first `count` bytes are the data.
+        let s = w.field(7).unwrap();
+        let count = val(w, 3) as usize;
+        assert!(s.len() >= count, "{s:?}");
+        let line = std::str::from_utf8(&s[..count]).unwrap();
+        assert!(
+            line.ends_with('\n') && line.trim().parse::<u32>().is_ok(),
+            "{line:?}"
+        );
+    }
+    let rets: Vec<u64> = o
+        .site(1)
+        .iter()
+        .filter(|r| val(r, 0) == SYS_WRITE)
+        .map(|r| val(r, 1))
+        .collect();
+    assert!(rets.iter().all(|&v| v == 2 || v == 3 || v == 4), "{rets:?}");
+    let announced = o.others.iter().any(|e| {
+        matches!(e, backend::Event::ModuleMapped { pid, path, .. } if *pid == child.id() && *path == exe)
+    });
+    assert!(announced);
+}
+
+#[test]
+fn syscall_site_of_a_program_never_run_is_reported() {
+    let dir = TempDir::new();
+    let exe = gcc(&dir, "ticker", TICKER, &["-O2"]);
+    let other = gcc(&dir, "calls", CALLS, &["-O2"]);
+    let out = dir.path("out.txt");
+    let o = run_with(
+        spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), "1"]),
+        Options::default(),
+        vec![sys_entry(0, &other), sys_return(1, &exe)],
+        None,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert!(o.site(0).is_empty());
+    assert!(!o.site(1).is_empty());
+    assert_eq!(o.summary.failed_sites.len(), 1, "{:?}", o.summary);
+    assert!(o.summary.failed_sites[0].starts_with("site 0: no traced process ran"));
+}
