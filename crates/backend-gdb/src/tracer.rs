@@ -927,11 +927,19 @@ impl Core {
         if first_err.is_none() {
             for (addr, bp) in std::mem::take(&mut self.bps) {
                 if let Err(e) = s.remove_bp(addr, bp.ty) {
+                    // A stub that stopped answering will not answer the next one
+                    // either: do not wait a timeout per breakpoint.
+                    let dead = matches!(e, Error::Timeout(_) | Error::Disconnected);
                     first_err.get_or_insert(e);
+                    if dead {
+                        break;
+                    }
                 }
             }
-            if let Err(e) = s.detach(self.pid) {
-                first_err.get_or_insert(e);
+            if !matches!(first_err, Some(Error::Timeout(_) | Error::Disconnected)) {
+                if let Err(e) = s.detach(self.pid) {
+                    first_err.get_or_insert(e);
+                }
             }
         }
         s.conn.shutdown();

@@ -243,3 +243,90 @@ fn gdbserver_return_probe_non_pie() {
 fn gdbserver_entry_probe_pie_o2() {
     run_case("pie-o2", &["-O2", "-pie", "-fPIE"], false, 50);
 }
+
+const THREADED: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+__attribute__((noinline)) long probe_me(long x, const char *s) { return x * 2 + s[0]; }
+static void *worker(void *arg) {
+    long base = (long)arg;
+    for (int i = 0; i < 40; i++) {
+        long v = base + i;
+        long r = probe_me(v, "hi");
+        printf("call %ld -> %ld\n", v, r);
+    }
+    return 0;
+}
+int main(void) {
+    pthread_t t[3];
+    for (long k = 0; k < 3; k++)
+        pthread_create(&t[k], 0, worker, (void *)(100000 * (k + 1)));
+    for (int k = 0; k < 3; k++)
+        pthread_join(t[k], 0);
+    return 0;
+}
+"#;
+
+#[test]
+fn gdbserver_threads() {
+    if !have("gdbserver") || !have("gcc") {
+        eprintln!("SKIPPED: gdbserver or gcc is not installed (apt-get install gdbserver)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("backend-gdb-live-{}-thr", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("thr.c");
+    std::fs::write(&src, THREADED).unwrap();
+    let exe = dir.join("thr");
+    let st = Command::new("gcc")
+        .args(["-g", "-O0", "-no-pie", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let addr = symbol(&exe, "probe_me");
+    let (server, at) = gdbserver(&dir, &exe, 0);
+    let mut b = GdbBackend::connect(GdbOptions {
+        addr: at,
+        connect_timeout: Duration::from_secs(10),
+        module: exe.clone(),
+    })
+    .expect("connect");
+    let (tx, rx) = event_queue(100_000);
+    let summary = b
+        .run(&plans(&exe, addr, true), &tx, &StopToken::new())
+        .expect("run");
+    drop(b);
+    let mut server = server;
+    let _ = server.child.wait();
+    assert!(
+        summary.failed_sites.is_empty(),
+        "{:?}",
+        summary.failed_sites
+    );
+    let mut want = expected(&server.out);
+    assert_eq!(want.len(), 120);
+    let mut got = Vec::new();
+    let mut tids = std::collections::BTreeMap::new();
+    while let Some(ev) = rx.try_recv() {
+        if let Event::Record(r) = ev {
+            let v = le(r.field(0).unwrap());
+            let rv = le(r.field(2).unwrap());
+            // Each worker's values live in its own 100000 range: one thread each.
+            tids.entry(v / 100000).or_insert_with(Vec::new).push(r.tid);
+            got.push((v, rv));
+        }
+    }
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(tids.len(), 3);
+    let mut all: Vec<u32> = Vec::new();
+    for ts in tids.values() {
+        assert!(ts.iter().all(|t| *t == ts[0]), "one tid per worker: {ts:?}");
+        all.push(ts[0]);
+    }
+    all.dedup();
+    assert_eq!(all.len(), 3);
+}
