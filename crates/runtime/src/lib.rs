@@ -56,7 +56,8 @@ pub struct Runtime {
     writer: Box<dyn Write>,
     /// Bindings indexed by site id (site ids are dense: indexes in the plan set).
     bindings: Vec<Option<BindRt>>,
-    pps: Vec<String>,
+    /// `pp()` text of each handler's probe points, in order.
+    pps: Vec<Vec<String>>,
     errors: u64,
     skipped: u64,
     /// MAXERRORS was exceeded: end probes are skipped, error probes run.
@@ -92,19 +93,23 @@ fn define<T: std::str::FromStr>(
     }
 }
 
-/// `pp()` of a begin/end/error/timer point: its source text without the `if (...)`
-/// condition and the `?`/`!` markers, which are not part of stap's probe point name.
-fn point_text(pt: &script_syntax::ast::ProbePoint, sources: &SourceMap) -> String {
-    let end = pt.condition.as_ref().map_or(pt.span.end, |c| {
-        c.span.start.clamp(pt.span.start, pt.span.end)
-    });
-    let text = sources.snippet(Span { end, ..pt.span });
-    let mut t = text.trim_end();
-    if pt.condition.is_some() {
-        t = t.strip_suffix('(').unwrap_or(t).trim_end();
-        t = t.strip_suffix("if").unwrap_or(t).trim_end();
+/// `pp()` of a begin/end/error/timer point, as stap's `probe_point::print` writes it:
+/// the components with their arguments, without the `?`/`!` markers and condition.
+fn point_text(pt: &script_syntax::ast::ProbePoint) -> String {
+    use script_syntax::ast::Literal;
+    let mut o = String::new();
+    for (i, c) in pt.components.iter().enumerate() {
+        if i > 0 {
+            o.push('.');
+        }
+        o.push_str(&c.name);
+        match &c.arg {
+            Some(Literal::Number(n)) => o.push_str(&format!("({n})")),
+            Some(Literal::String(s)) => o.push_str(&format!("(\"{}\")", s.replace('"', "\\\""))),
+            None => {}
+        }
     }
-    t.trim_end_matches(['?', '!']).trim_end().to_string()
+    o
 }
 
 fn own_comm() -> String {
@@ -163,12 +168,7 @@ impl Runtime {
         let mut pps = Vec::new();
         for item in &script.items {
             if let Item::Probe(p) = item {
-                pps.push(
-                    p.points
-                        .first()
-                        .map(|pt| point_text(pt, sources))
-                        .unwrap_or_default(),
-                );
+                pps.push(p.points.iter().map(point_text).collect());
             }
         }
         let nsites = bindings
@@ -252,7 +252,25 @@ impl Runtime {
             h.kinds.iter().all(|k| *k == ProbeKind::Error)
         };
         if !skip {
-            let pp = self.pps.get(probe as usize).map_or("", |s| s.as_str());
+            // `probe begin, end` reports the point of the phase it runs in.
+            let point = h
+                .kinds
+                .iter()
+                .position(|k| {
+                    if self.session_error {
+                        *k == ProbeKind::Error
+                    } else if self.state.exit_requested {
+                        *k == ProbeKind::End
+                    } else {
+                        !matches!(k, ProbeKind::End | ProbeKind::Error)
+                    }
+                })
+                .unwrap_or(0);
+            let pp = self
+                .pps
+                .get(probe as usize)
+                .and_then(|v| v.get(point))
+                .map_or("", |s| s.as_str());
             let cx = Cx {
                 rec: None,
                 bind: None,
@@ -288,7 +306,11 @@ impl Runtime {
         let cx = Cx {
             rec: Some(rec),
             bind: Some(b),
-            pp: self.pps.get(b.probe as usize).map_or("", |s| s.as_str()),
+            pp: self
+                .pps
+                .get(b.probe as usize)
+                .and_then(|v| v.first())
+                .map_or("", |s| s.as_str()),
         };
         if let Some(e) = self.state.run_handler(&self.prog, h, &cx) {
             self.report(e);

@@ -1967,3 +1967,17 @@ fn session_level_diagnostics_have_locations_or_none() {
         "semantic error: invalid value 'lots' for -D MAXACTION\n1 semantic error.\n"
     );
 }
+
+#[test]
+fn pp_of_multi_point_and_brace_expanded_probes() {
+    // Each run reports the point of its phase; brace expansion gives plain points.
+    let mut t = build(
+        "probe {begin, end} { println(pp()) } probe timer.{ms(5), s(1)} { println(pp()) } probe begin { exit() }",
+    );
+    assert_eq!(t.rt.run_probe(0), Flow::Continue);
+    assert_eq!(t.rt.run_probe(1), Flow::Continue);
+    assert_eq!(t.rt.run_probe(2), Flow::Exit);
+    assert_eq!(t.rt.run_probe(0), Flow::Continue);
+    t.rt.finish();
+    assert_eq!(t.out.text(), "begin\ntimer.ms(5)\nend\n");
+}

@@ -354,7 +354,7 @@ fn visit_path_mut(path: &mut [TargetStep], f: &mut dyn FnMut(&mut Expr)) {
     }
 }
 
-fn visit_expr_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
+pub(crate) fn visit_expr_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
     f(e);
     match &mut e.kind {
         ExprKind::Index { keys: v, .. }

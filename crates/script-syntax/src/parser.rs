@@ -164,6 +164,10 @@ fn parse_files_here(
 /// rather than risking a stack overflow here or in any later pass walking the tree.
 const MAX_DEPTH: usize = 200;
 
+/// Brace expansion multiplies probe points; past this many the script is rejected
+/// rather than exhausting memory.
+const MAX_EXPANDED_POINTS: usize = 10_000;
+
 /// Marker for "an error was reported, unwind to a recovery point".
 struct Bail;
 
@@ -457,9 +461,12 @@ impl Parser<'_> {
     }
 
     fn probe_points(&mut self, may_be_alias: bool) -> PResult<Vec<ProbePoint>> {
-        let mut v = vec![self.probe_point()?];
+        let mut v = self.probe_point()?;
         while self.eat_op(",") {
-            v.push(self.probe_point()?);
+            v.extend(self.probe_point()?);
+            if v.len() > MAX_EXPANDED_POINTS {
+                return Err(self.error("too many probe points after brace expansion"));
+            }
         }
         if !self.is_op("{") && !(may_be_alias && (self.is_op("=") || self.is_op("+="))) {
             let expected = if may_be_alias {
@@ -472,15 +479,10 @@ impl Parser<'_> {
         Ok(v)
     }
 
-    fn probe_point(&mut self) -> PResult<ProbePoint> {
+    /// One probe point as written; brace expansion (`a.{b,c(1)}.d`) makes it several.
+    fn probe_point(&mut self) -> PResult<Vec<ProbePoint>> {
         let start = self.span();
-        let mut components = Vec::new();
-        loop {
-            components.push(self.component()?);
-            if !self.eat_op(".") {
-                break;
-            }
-        }
+        let expansions = self.point_components()?;
         let (mut optional, mut sufficient) = (false, false);
         loop {
             if self.eat_op("?") {
@@ -498,13 +500,70 @@ impl Parser<'_> {
             condition = Some(self.expr()?);
             self.expect_op(")")?;
         }
-        Ok(ProbePoint {
-            components,
-            optional,
-            sufficient,
-            condition,
-            span: self.since(start),
-        })
+        let span = self.since(start);
+        let mut points = Vec::with_capacity(expansions.len());
+        for (i, components) in expansions.into_iter().enumerate() {
+            let mut cond = condition.clone();
+            if i > 0 {
+                // Every copy of the condition needs ids of its own.
+                if let Some(c) = &mut cond {
+                    crate::alias::visit_expr_mut(c, &mut |e| e.id = self.ids.fresh());
+                }
+            }
+            points.push(ProbePoint {
+                components,
+                optional,
+                sufficient,
+                condition: cond,
+                span,
+            });
+        }
+        Ok(points)
+    }
+
+    /// The dotted components of a probe point, expanding `{A, B}` groups (which may
+    /// nest and hold dotted sequences) into every combination, in order.
+    fn point_components(&mut self) -> PResult<Vec<Vec<Component>>> {
+        self.enter()?;
+        let r = self.point_components_inner();
+        self.leave();
+        r
+    }
+
+    fn point_components_inner(&mut self) -> PResult<Vec<Vec<Component>>> {
+        let mut acc: Vec<Vec<Component>> = vec![Vec::new()];
+        loop {
+            let part: Vec<Vec<Component>> = if self.eat_op("{") {
+                let mut alts = Vec::new();
+                loop {
+                    alts.extend(self.point_components()?);
+                    if self.eat_op(",") {
+                        continue;
+                    }
+                    self.expect_op("}")?;
+                    break;
+                }
+                alts
+            } else {
+                vec![vec![self.component()?]]
+            };
+            if acc.len().saturating_mul(part.len()) > MAX_EXPANDED_POINTS {
+                return Err(self.error("too many probe points after brace expansion"));
+            }
+            let mut next = Vec::with_capacity(acc.len() * part.len());
+            for a in &acc {
+                for p in &part {
+                    let mut c = a.clone();
+                    c.extend(p.iter().cloned());
+                    next.push(c);
+                }
+            }
+            acc = next;
+            if !self.eat_op(".") {
+                break;
+            }
+        }
+        Ok(acc)
     }
 
     /// One component: a name made of adjacent identifier and `*` tokens, and an

@@ -1375,3 +1375,54 @@ fn foreach_slices_and_aggregate_sorts() {
     );
     assert_eq!(d[0].message, "expected '+' or '-'");
 }
+
+#[test]
+fn probe_point_brace_expansion() {
+    let s = ok("global g\nprobe process(\"a\").{function(\"f\"), statement(\"g@a.c:3\")}.{call,return}, {begin, end} if (g) { }\n");
+    let Item::Probe(p) = &s.items[1] else {
+        panic!("probe expected")
+    };
+    let names: Vec<String> = p
+        .points
+        .iter()
+        .map(|q| {
+            q.components
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "process.function.call",
+            "process.function.return",
+            "process.statement.call",
+            "process.statement.return",
+            "begin",
+            "end"
+        ]
+    );
+    // The condition applies to each expansion, each copy with its own ids.
+    assert!(p.points[4].condition.is_some() && p.points[5].condition.is_some());
+    let mut x = s.clone();
+    let mut seen = std::collections::HashSet::new();
+    alias::visit_script_mut(&mut x, &mut |e| {
+        assert!(seen.insert(e.id), "duplicate {:?}", e.id);
+    });
+    // Nested groups with dotted alternatives.
+    let s = ok("probe a.{b.{c,d},e} { }");
+    let Item::Probe(p) = &s.items[0] else {
+        panic!("probe expected")
+    };
+    assert_eq!(p.points.len(), 3);
+    assert_eq!(p.points[1].components.len(), 3);
+    // A combinatorial explosion is an error, not an allocation failure.
+    let big = format!("probe a{} {{ }}", ".{b,c,d,e,f,g,h,i,j,k}".repeat(6));
+    let (_, _, d) = parse_text("t.stp", &big, &[]);
+    assert_eq!(d[0].message, "too many probe points after brace expansion");
+    // Unbalanced groups are parse errors.
+    let (_, _, d) = parse_text("t.stp", "probe a.{b,c { }", &[]);
+    assert!(!d.is_empty());
+}
