@@ -302,6 +302,10 @@ impl Lexer<'_, '_> {
                 _ => bytes.push(c),
             }
         }
+        // The value becomes a C string literal in stap: an embedded NUL ends it.
+        if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+            bytes.truncate(nul);
+        }
         let s = match String::from_utf8(bytes) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -326,9 +330,6 @@ impl Lexer<'_, '_> {
             b'f' => out.push(0x0c),
             b'v' => out.push(0x0b),
             b'\\' => out.push(b'\\'),
-            b'"' => out.push(b'"'),
-            b'\'' => out.push(b'\''),
-            b'?' => out.push(b'?'),
             b'0'..=b'7' => {
                 let mut v: u32 = (c - b'0') as u32;
                 for _ in 0..2 {
@@ -342,23 +343,10 @@ impl Lexer<'_, '_> {
                 }
                 out.push((v & 0xff) as u8);
             }
-            b'x' if self.peek(0).is_ascii_hexdigit() => {
-                let mut v: u32 = 0;
-                for _ in 0..2 {
-                    let d = self.peek(0);
-                    if d.is_ascii_hexdigit() {
-                        v = v * 16 + (d as char).to_digit(16).unwrap_or(0);
-                        self.pos += 1;
-                    } else {
-                        break;
-                    }
-                }
-                out.push(v as u8);
-            }
             _ => {
-                // Unknown escapes (common in regular expressions, e.g. "\.") keep their
-                // backslash, as the C compiler behind stap would pass them on.
-                out.push(b'\\');
+                // stap's lexer passes only the C escapes above through to the C literal;
+                // for any other character (`\"`, `\.`, `\x`, `\e`...) it drops the backslash
+                // and keeps the character, so "\x41" is `x41` and a regex needs "\\.".
                 self.pos -= 1;
                 let ch = self.text[self.pos..].chars().next().unwrap_or('?');
                 let mut buf = [0u8; 4];
