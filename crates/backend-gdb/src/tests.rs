@@ -860,3 +860,94 @@ fn foreign_architecture_is_refused() {
     let e = GdbBackend::connect(opts(&stub.addr, &module)).unwrap_err();
     assert!(e.to_string().contains("aarch64"), "{e}");
 }
+
+/// A stub answering every packet with pseudo-random replies (valid frames with junk
+/// payloads, raw noise, truncated frames): the client must return, never panic or hang.
+#[test]
+fn hostile_stub_never_panics_or_hangs() {
+    let dir = tmpdir("hostile");
+    let module = write_elf(&dir);
+    // Every request may wait out its timeout (2 s at least): run the seeds side by side.
+    let runs: Vec<_> = (1..=12u64)
+        .map(|seed| {
+            let module = module.clone();
+            std::thread::spawn(move || hostile_run(seed, module))
+        })
+        .collect();
+    for r in runs {
+        r.join().expect("no panic");
+    }
+}
+
+fn hostile_run(seed: u64, module: PathBuf) {
+    {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let Ok((s, _)) = l.accept() else { return };
+            let mut c = crate::conn::Conn::from_stream(s).unwrap();
+            let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let t0 = std::time::Instant::now();
+            while t0.elapsed() < Duration::from_secs(3) {
+                match c.recv_frame(Duration::from_millis(50)) {
+                    Ok(Some(Frame::Packet(_))) | Ok(Some(Frame::Interrupt)) => {}
+                    Ok(_) => continue,
+                    Err(_) => return,
+                }
+                let _ = c.send_raw(b"+");
+                let pick = [
+                    &b"T05thread:p1.1;"[..],
+                    b"OK",
+                    b"E14",
+                    b"",
+                    b"l<target><reg name=\"rip\" bitsize=\"99999999999\"/>",
+                    b"zz",
+                    b"0011",
+                    b"W",
+                    b"Tzz",
+                    b"Sff",
+                    b"vCont;c;s",
+                ];
+                let r = next();
+                let mut payload = pick[(r % pick.len() as u64) as usize].to_vec();
+                if r % 5 == 0 {
+                    payload.extend((0..(r % 40)).map(|i| (next() >> (i % 8)) as u8));
+                }
+                let mut wire = encode_packet(&payload);
+                if r % 7 == 0 {
+                    wire.truncate(wire.len() / 2);
+                }
+                if c.send_raw(&wire).is_err() {
+                    return;
+                }
+            }
+        });
+        let t0 = std::time::Instant::now();
+        let mut o = opts(&addr, &module);
+        o.connect_timeout = Duration::from_millis(300);
+        if let Ok(mut b) = GdbBackend::connect(o) {
+            let (tx, _rx) = event_queue(100);
+            let stop = StopToken::new();
+            let s2 = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                s2.request();
+            });
+            let plans = PlanSet {
+                sites: vec![site(0, &module, CODE, SiteKind::Entry, entry_plan())],
+            };
+            let _ = b.run(&plans, &tx, &stop);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "seed {seed} took too long"
+        );
+        let _ = h.join();
+    }
+}
