@@ -735,3 +735,36 @@ fn syscall_site_of_a_program_never_run_is_reported() {
     assert_eq!(o.summary.failed_sites.len(), 1, "{:?}", o.summary);
     assert!(o.summary.failed_sites[0].starts_with("site 0: no traced process ran"));
 }
+
+/// A stop requested while four threads make system calls as fast as they can: threads
+/// caught at syscall entry or exit stops (or in a step) are detached there, and the
+/// program still computes everything right.
+#[test]
+fn stop_mid_run_with_threads_in_syscalls() {
+    for single_step in [false, true] {
+        let dir = TempDir::new();
+        let exe = gcc(&dir, "threaded", THREADED, &["-O2", "-pthread"]);
+        let out = dir.path("out.txt");
+        let n = 3000u64;
+        let o = run_cfg(
+            spawn(&[exe.to_str().unwrap(), out.to_str().unwrap(), &n.to_string()]),
+            Options::default(),
+            vec![
+                sys_entry(0, &exe),
+                sys_return(1, &exe),
+                entry_site(2, &exe, "work", vec![reg(5), reg(4)]),
+            ],
+            Some(400),
+            single_step,
+        );
+        assert!(o.ended().is_none(), "the target must still run");
+        assert_eq!(wait_child(o.pid), 0, "exit status after detach");
+        let text = read(&out);
+        for k in 0..4u64 {
+            assert!(
+                text.contains(&format!("thread {k} wrote {} hits {n}", n * (k + 1))),
+                "{text}"
+            );
+        }
+    }
+}
