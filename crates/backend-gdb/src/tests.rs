@@ -137,6 +137,12 @@ fn garbage_never_panics() {
         }
     }
     let _ = tags("<<<a b='\"c>/>< !-- <reg name=\"rip\" bitsize=\"x\"");
+    let huge = format!(
+        "<target>{}<reg name=\"rip\" bitsize=\"8\"/><reg name=\"rsp\" bitsize=\"64\"/></target>",
+        "<reg name=\"a\" bitsize=\"18446744073709551615\"/>".repeat(10)
+    );
+    let m = RegMap::from_target_xml(&huge, &mut |_| None).unwrap();
+    let _ = parse_g(b"00", &m);
     let _ = parse_svr4("<library name='a' l_addr='zz'/><library");
 }
 

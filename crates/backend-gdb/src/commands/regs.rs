@@ -220,7 +220,9 @@ impl RegMap {
                     if let Some(n) = tag.attr("regnum").and_then(|r| r.parse().ok()) {
                         next = n;
                     }
-                    regs.push((name, next, bits.div_ceil(8)));
+                    // A register is at most a few hundred bytes (zmm: 64); a bogus
+                    // size must not overflow the offset arithmetic.
+                    regs.push((name, next, bits.div_ceil(8).min(1 << 12)));
                     next = next.saturating_add(1);
                 }
                 _ => {}
@@ -248,7 +250,7 @@ impl RegMap {
                     },
                 );
             }
-            offset += size;
+            offset = offset.saturating_add(size);
         }
         if !by_dwarf.contains_key(&arch.pc()) || !by_dwarf.contains_key(&arch.sp()) {
             return Err("the target description has no pc or stack pointer".into());
