@@ -373,3 +373,63 @@ fn modules_announced_for_fork_children_and_after_exec() {
     assert_eq!(child.get(&exe), main.get(&exe));
     assert!(!child.contains_key(&sh));
 }
+
+const LIBSEM: &str = r#"
+#define _SDT_HAS_SEMAPHORES 1
+#include <sys/sdt.h>
+__extension__ unsigned short snaptap_lib_semaphore __attribute__((unused))
+    __attribute__((section(".probes")));
+int lib_value(int x) {
+    if (__builtin_expect(snaptap_lib_semaphore, 0)) DTRACE_PROBE1(snaptap, lib, x);
+    return snaptap_lib_semaphore;
+}
+"#;
+
+const LOADER: &str = r#"
+#include <dlfcn.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    FILE *out = fopen(argv[1], "w");
+    for (int i = 0; i < 2; i++) {
+        void *h = dlopen(argv[2], RTLD_NOW);
+        if (!h) { fprintf(out, "dlopen failed\n"); return 1; }
+        int (*f)(int) = (int (*)(int))dlsym(h, "lib_value");
+        fprintf(out, "%d\n", f(i));
+        dlclose(h);
+    }
+    fclose(out);
+    return 0;
+}
+"#;
+
+/// A semaphore in a library loaded later: raised once the dynamic linker reports the
+/// load, forgotten with the unload, raised again in the reloaded copy.
+#[test]
+fn semaphore_in_a_library_loaded_twice() {
+    let dir = TempDir::new();
+    let lib = gcc(&dir, "libsem.so", LIBSEM, &["-O2", "-shared", "-fPIC"]);
+    let exe = gcc(&dir, "loader", LOADER, &["-O2", "-ldl"]);
+    let out = dir.path("out.txt");
+    let addr = note_semaphore(&lib, "snaptap", "lib");
+    let o = run_with(
+        spawn(&[
+            exe.to_str().unwrap(),
+            out.to_str().unwrap(),
+            lib.to_str().unwrap(),
+        ]),
+        Options::default(),
+        vec![site(0, &lib, addr, SiteKind::Semaphore, plan(vec![]))],
+        None,
+    );
+    assert_eq!(o.ended(), Some(&TargetEnd::Exited(0)));
+    assert_eq!(read(&out), "1\n1\n");
+    assert!(o.summary.failed_sites.is_empty(), "{:?}", o.summary);
+    // Untraced, the same program sees it off.
+    let st = std::process::Command::new(&exe)
+        .arg(&out)
+        .arg(&lib)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(read(&out), "0\n0\n");
+}
