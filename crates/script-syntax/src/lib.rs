@@ -9,7 +9,8 @@
 //! `operator '{'`, in their label's message), which [`render`] formats as stap does.
 //! Nesting deeper than 200 levels (statements, parentheses, operator chains) is an
 //! error, which bounds the depth of every tree later passes walk. [`print_script`] prints a
-//! script back in normalised form (`-p1`); [`expand_script`] / [`expand_aliases`]
+//! script back in normalised form, [`print_script_stap`] exactly as `stap -p1` dumps its
+//! parse tree; [`expand_script`] / [`expand_aliases`]
 //! resolve probe aliases into concrete handlers. Nothing here knows about DWARF,
 //! targets or backends, and nothing here does I/O.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod parser;
 pub mod preproc;
 pub mod print;
 pub mod render;
+pub mod stap_print;
 
 #[cfg(test)]
 mod tests;
@@ -32,3 +34,4 @@ pub use parser::{parse, parse_files, parse_session, IdGen, ParseOptions};
 pub use preproc::PpConfig;
 pub use print::{print_expr, print_script, print_script_with_sources};
 pub use render::{render, render_all};
+pub use stap_print::print_script_stap;

@@ -68,7 +68,7 @@ struct Printer<'a> {
     sources: Option<&'a SourceMap>,
 }
 
-fn binop_str(op: BinaryOp) -> (&'static str, u8) {
+pub(crate) fn binop_str(op: BinaryOp) -> (&'static str, u8) {
     match op {
         BinaryOp::Or => ("||", 3),
         BinaryOp::And => ("&&", 4),

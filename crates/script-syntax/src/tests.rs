@@ -1430,3 +1430,57 @@ fn probe_point_brace_expansion() {
     let (_, _, d) = parse_text("t.stp", "probe a.{b,c { }", &[]);
     assert!(!d.is_empty());
 }
+
+#[test]
+fn stap_p1_dump() {
+    let text = "global count = 5, names[10]\n\
+                probe syscall.* = process(\"a\").function(\"f\")? { x = 1 }\n\
+                probe begin, timer.ms(100)! if (count > 0) {\n\
+                    printf(\"%d\\n\", -count)\n\
+                    while (i < 3) i++\n\
+                    if (s =~ \"^a\") { delete names } else next\n\
+                    foreach ([k-] in names limit 2) println(k, names[k])\n\
+                    try { error(\"x\") } catch (e) { print(@hist_log(h)) }\n\
+                    t = $1 . @2 . sprint($#)\n\
+                    n = (a ? b : c) + ++j\n\
+                }\n\
+                function f(a, b) { return a * (b + 1) }\n";
+    let (s, src, d) = parse_text("<input>", text, &["7", "x"]);
+    assert!(d.is_empty(), "{d:?}");
+    let out = print_script_stap(&s, &src, "<input>", &["7".to_string(), "x".to_string()]);
+    let expected = "# parse tree dump\n\
+# file <input>\n\
+global count = 5\n\
+global names[10]\n\
+probe syscall.* = process(\"a\").function(\"f\")?{\n\
+(x) = (1);\n\
+}\n\
+probe begin,timer.ms(100)! if ((count) > (0)){\n\
+printf(\"%d\\\\n\", -(count));\n\
+for (; (i) < (3); ) (i)++;\n\
+if ((s) =~ \"^a\") {\n\
+delete names;\n\
+}\n\
+else next\n\
+;\n\
+foreach ([k-] in names limit 2) println(k, names[k]);\n\
+try {\n\
+{\n\
+error(\"x\");\n\
+}\n\
+} catch (e) {\n\
+{\n\
+print(@hist_log(h));\n\
+}\n\
+}\n\
+;\n\
+(t) = (((7) . (\"x\")) . (sprint(2)));\n\
+(n) = (((a)?(b):(c)) + (++(j)));\n\
+}\n\
+function f (a, b)\n\
+{\n\
+return (a) * ((b) + (1));\n\
+}\n\
+\n";
+    assert_eq!(out, expected);
+}
