@@ -569,5 +569,12 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
             }
         }
     }
+    // Alias expansion and conditional probe points copy a user's body into several
+    // handlers; stap prints a repeated warning once.
+    let mut seen = HashSet::new();
+    out.retain(|d| {
+        let at = d.labels.first().map(|l| (l.span.file.0, l.span.start));
+        seen.insert((d.message.clone(), at))
+    });
     out
 }

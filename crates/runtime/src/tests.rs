@@ -1981,3 +1981,25 @@ fn pp_of_multi_point_and_brace_expanded_probes() {
     t.rt.finish();
     assert_eq!(t.out.text(), "begin\ntimer.ms(5)\nend\n");
 }
+
+#[test]
+fn warnings_of_copied_bodies_are_reported_once() {
+    // `probe a = ...` expansions and split conditional points copy the body.
+    let src = "global g\n\
+               probe twice = begin, end { }\n\
+               probe twice, timer.s(1) if (g) { z = 1 }\n";
+    let (script, sm) = parse(src);
+    let (script, d) = script_syntax::expand_script(&script);
+    assert!(d.is_empty());
+    let rt = Runtime::new(
+        &script,
+        &sm,
+        Vec::new(),
+        RuntimeOptions::default(),
+        Box::new(Buf::default()),
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let w = script_syntax::render_all(rt.warnings(), &sm);
+    assert_eq!(w.matches("Eliding assignment to 'z'").count(), 1, "{w}");
+    assert_eq!(w.matches("Eliding unused variable 'z'").count(), 1, "{w}");
+}
