@@ -957,3 +957,31 @@ fn hostile_run(seed: u64, module: PathBuf) {
         let _ = h.join();
     }
 }
+
+#[test]
+fn stale_breakpoints_of_a_dead_client_are_removed() {
+    let dir = tmpdir("stale");
+    let module = write_elf(&dir);
+    let mut cfg = StubConfig::qemu_like();
+    cfg.mem = target_mem(&[]);
+    cfg.stale_bps = vec![CODE + 0x80];
+    cfg.script = vec![
+        ScriptStop {
+            tid: 1,
+            regs: regs(CODE + 0x80, 0, STACK, 0),
+        },
+        ScriptStop {
+            tid: 1,
+            regs: regs(CODE, 6, STACK, 0),
+        },
+    ];
+    let plans = PlanSet {
+        sites: vec![site(0, &module, CODE, SiteKind::Entry, entry_plan())],
+    };
+    let (_s, ev, log) = run_with(cfg, &module, &plans, Some(Duration::from_millis(400)));
+    assert!(log.contains(&"z0,401080,1".to_string()), "{log:?}");
+    assert_eq!(records(&ev).len(), 1, "{ev:?}");
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Warning(w) if w.contains("earlier debugger session"))));
+}

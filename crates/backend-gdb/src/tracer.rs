@@ -616,7 +616,7 @@ impl Core {
                     if let Some(p) = thread.pid {
                         self.pid = Some(p);
                     }
-                    let hit = match self.on_stop(plans, thread, tx, stop) {
+                    let hit = match self.on_stop(plans, thread, sig, tx, stop) {
                         Ok(h) => h,
                         Err(e) => break Err(e),
                     };
@@ -642,6 +642,7 @@ impl Core {
         &mut self,
         plans: &PlanSet,
         thread: ThreadId,
+        sig: u8,
         tx: &EventSender,
         stop: &StopToken,
     ) -> Result<bool, Error> {
@@ -651,6 +652,20 @@ impl Core {
             return Err(Error::Protocol("the stub did not report the pc".into()));
         };
         if !self.bps.contains_key(&pc) {
+            if self.machine && sig == 5 && !stop.is_requested() {
+                // On a machine nothing but a breakpoint stops a continued target with
+                // SIGTRAP: one we did not insert was left by an earlier client that
+                // died without detaching (QEMU keeps them). Continuing would stop here
+                // again forever, so remove it.
+                let s = self.sess()?;
+                for p in [format!("z0,{pc:x},1"), format!("z1,{pc:x},1")] {
+                    s.request(p.as_bytes())?;
+                }
+                tx.control(Event::Warning(format!(
+                    "removed a breakpoint at {pc:#x} left by an earlier debugger session"
+                )));
+                return Ok(true);
+            }
             return Ok(false);
         }
         if !self.verify_late(pc)? {

@@ -64,6 +64,8 @@ pub struct StubConfig {
     pub mem_later: Vec<(u64, Vec<u8>)>,
     /// The first continue stops with this signal (not at a breakpoint).
     pub signal_stop: Option<u8>,
+    /// Breakpoints present before the client connected (left by a dead client).
+    pub stale_bps: Vec<u64>,
 }
 
 impl StubConfig {
@@ -82,6 +84,7 @@ impl StubConfig {
             auxv: Vec::new(),
             mem_later: Vec::new(),
             signal_stop: None,
+            stale_bps: Vec::new(),
         }
     }
 }
@@ -200,6 +203,9 @@ fn serve(mut conn: Conn, cfg: StubConfig, log: Arc<Mutex<Vec<String>>>) {
         cfg,
     };
     m.regs.insert(1, [0; 17]);
+    for a in m.cfg.stale_bps.clone() {
+        m.bps.insert((0, a));
+    }
     let send = |c: &mut Conn, p: &str| c.send_raw(&encode_packet(p.as_bytes())).is_ok();
     if m.cfg.initial_stop && !send(&mut conn, &m.stop_reply(2)) {
         return;
