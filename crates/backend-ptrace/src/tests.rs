@@ -229,3 +229,33 @@ fn restart_returns_are_recognised() {
         assert!(!is_erestart(v as u64), "{v}");
     }
 }
+
+#[test]
+fn semaphores_go_up_once_and_down_never_below_zero() {
+    use crate::tracer::Proc;
+    // Our own memory stands in for a target's: the same /proc/PID/mem writes.
+    let cells: Box<[u16; 3]> = Box::new([0, 7, u16::MAX]);
+    let base = cells.as_ptr() as u64;
+    let read = |i: u64| {
+        // Read back through /proc too, never through `cells`, which the compiler
+        // believes unchanged.
+        let p = Proc::open(std::process::id());
+        p.read_u16(base + 2 * i).unwrap()
+    };
+    let mut p = Proc::open(std::process::id());
+    p.sem_up(base).unwrap();
+    // A second site naming the same counter does not raise it twice.
+    p.sem_up(base).unwrap();
+    p.sem_up(base + 2).unwrap();
+    assert_eq!((read(0), read(1)), (1, 8));
+    // A saturated counter is refused (one more would wrap to 0, "off").
+    assert!(p.sem_up(base + 4).is_err());
+    assert_eq!(read(2), u16::MAX);
+    assert_eq!(p.sems.len(), 2);
+    p.restore_semaphores();
+    assert_eq!((read(0), read(1), read(2)), (0, 7, u16::MAX));
+    // Cleared by the program meanwhile: never taken below zero.
+    p.restore_semaphores();
+    assert_eq!(read(0), 0);
+    drop(cells);
+}

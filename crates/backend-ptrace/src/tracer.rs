@@ -22,7 +22,9 @@
 //! process already gone needs nothing). A followed fork child inherits the raised counter
 //! with its copy of memory and is not raised again; an unfollowed one is lowered before
 //! it is let go; an exec starts from a fresh image; an unmapped library takes its counter
-//! with it. Registers are written only to move a thread (rip into a pad, rewinding onto
+//! with it. The counter is read, changed and written back while the process may run
+//! (at a library load): only another writer of the same counter, such as a second
+//! tracer, could race with that. Registers are written only to move a thread (rip into a pad, rewinding onto
 //! a removed breakpoint, an emulated `ret`).
 //!
 //! System call sites: an image that maps the module of any `SyscallEntry` or
@@ -309,7 +311,7 @@ impl TargetAccess for Access<'_> {
 type MapId = (u64, u64);
 
 /// One address space we trace (a process; vfork children share their parent's).
-struct Proc {
+pub(crate) struct Proc {
     mem: Option<File>,
     exe: PathBuf,
     bps: BTreeMap<u64, Bp>,
@@ -329,11 +331,11 @@ struct Proc {
     /// Syscall return sites whose module this image maps.
     sys_exit: Vec<SiteId>,
     /// USDT semaphores (runtime addresses) we added one to in this image.
-    sems: BTreeSet<u64>,
+    pub(crate) sems: BTreeSet<u64>,
 }
 
 impl Proc {
-    fn open(p: u32) -> Proc {
+    pub(crate) fn open(p: u32) -> Proc {
         Proc {
             mem: open_mem(p),
             exe: std::fs::read_link(format!("/proc/{p}/exe")).unwrap_or_default(),
@@ -354,14 +356,14 @@ impl Proc {
         !self.sys_entry.is_empty() || !self.sys_exit.is_empty()
     }
 
-    fn read_u16(&self, addr: u64) -> Option<u16> {
+    pub(crate) fn read_u16(&self, addr: u64) -> Option<u16> {
         let mut b = [0u8; 2];
         self.mem.as_ref()?.read_exact_at(&mut b, addr).ok()?;
         Some(u16::from_le_bytes(b))
     }
 
     /// Adds one to the USDT semaphore at `addr` (once per address per image).
-    fn sem_up(&mut self, addr: u64) -> Result<(), String> {
+    pub(crate) fn sem_up(&mut self, addr: u64) -> Result<(), String> {
         if self.sems.contains(&addr) {
             return Ok(());
         }
@@ -380,7 +382,7 @@ impl Proc {
 
     /// Takes our one off every semaphore we raised, never below zero; a process that
     /// is gone (its memory file no longer readable) needs nothing.
-    fn restore_semaphores(&self) {
+    pub(crate) fn restore_semaphores(&self) {
         for &addr in &self.sems {
             if let Some(v) = self.read_u16(addr) {
                 if v > 0 {
