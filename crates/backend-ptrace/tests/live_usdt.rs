@@ -100,7 +100,11 @@ fn note_semaphore(exe: &Path, provider: &str, name: &str) -> u64 {
 }
 
 fn usdt(dir: &TempDir) -> PathBuf {
-    gcc(dir, "usdt", USDT, &["-O2"])
+    usdt_opt(dir, "-O2")
+}
+
+fn usdt_opt(dir: &TempDir, opt: &str) -> PathBuf {
+    gcc(dir, &format!("usdt{opt}"), USDT, &[opt])
 }
 
 fn semaphore_site(id: u32, exe: &Path) -> capture_plan::ProbeSite {
@@ -179,9 +183,9 @@ fn semaphore_is_raised_while_attached_and_restored_after() {
 /// child inherits the raised counter (still 1), an unfollowed one is lowered back.
 #[test]
 fn semaphore_after_exec_and_in_fork_children() {
-    for follow in [true, false] {
+    for (follow, opt) in [(true, "-O2"), (false, "-O2"), (true, "-O0"), (false, "-O0")] {
         let dir = TempDir::new();
-        let exe = usdt(&dir);
+        let exe = usdt_opt(&dir, opt);
         let out = dir.path("out.txt");
         let cmd = format!("exec '{}' '{}' 4 0 fork", exe.display(), out.display());
         let o = run_with(
