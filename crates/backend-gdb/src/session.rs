@@ -27,6 +27,8 @@ pub struct Features {
     pub xfer_auxv: bool,
     /// `qXfer:exec-file:read`.
     pub xfer_exec_file: bool,
+    /// `qXfer:threads:read` (thread list with names).
+    pub xfer_threads: bool,
     /// `multiprocess`: thread ids are `pPID.TID` and detach takes `;PID`.
     pub multiprocess: bool,
     /// `QStartNoAckMode`.

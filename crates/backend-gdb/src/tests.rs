@@ -176,6 +176,7 @@ fn thread_ids_and_stop_replies() {
                 tid: 0x1b
             }),
             regs: vec![(6, vec![0, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77])],
+            core: None,
         })
     );
     assert_eq!(
@@ -183,7 +184,8 @@ fn thread_ids_and_stop_replies() {
         Some(StopReply::Signal {
             signal: 2,
             thread: None,
-            regs: vec![]
+            regs: vec![],
+            core: None,
         })
     );
     assert_eq!(
@@ -207,6 +209,10 @@ fn thread_ids_and_stop_replies() {
             pid: Some(0x51df)
         })
     );
+    assert!(matches!(
+        parse_stop(b"T05thread:p1.2;core:3;"),
+        Some(StopReply::Signal { core: Some(3), .. })
+    ));
     assert_eq!(parse_stop(b"OK"), None);
     assert_eq!(parse_stop(b"T"), None);
 }
@@ -287,6 +293,15 @@ fn fixed_layout_fallback() {
     assert_eq!(m.by_dwarf[&1].offset, 24);
     assert_eq!(m.by_dwarf[&3].offset, 8);
     assert_eq!(m.by_dwarf[&16].offset, 128);
+}
+
+#[test]
+fn thread_list_names() {
+    let xml = r#"<?xml version="1.0"?><threads><thread id="p1a.1a" core="0" name="thr"/><thread id="p1a.1b" core="1" name="worker 1"></thread></threads>"#;
+    let t = crate::commands::query::parse_threads(xml);
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[1].0.tid, 0x1b);
+    assert_eq!(t[1].1, "worker 1");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The probing loop: site installation (module bias, byte check, breakpoints), hits,
 //! step-over, return probes, and the cleanup that leaves no breakpoint behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +10,7 @@ use capture_plan::{DwarfReg, PlanSet, Record, SiteId, SiteKind};
 
 use crate::commands::bp::BpType;
 use crate::commands::mem::MemError;
-use crate::commands::query::parse_svr4;
+use crate::commands::query::{parse_svr4, parse_threads};
 use crate::commands::regs::{RegMap, RegValues};
 use crate::commands::run::{StopReply, ThreadId};
 use crate::conn::Conn;
@@ -111,6 +111,8 @@ pub(crate) struct Core {
     pub(crate) defer_unreadable: bool,
     /// Sites refused after the run started (deferred verification failed).
     late_failures: Vec<String>,
+    /// Thread names (`execname()`) by tid, from `qXfer:threads:read`.
+    comms: HashMap<u64, String>,
     pub(crate) stats: Stats,
 }
 
@@ -298,6 +300,7 @@ impl Core {
             warnings,
             defer_unreadable: false,
             late_failures: Vec::new(),
+            comms: HashMap::new(),
             stats: Stats::default(),
             s: Some(s),
         })
@@ -607,6 +610,7 @@ impl Core {
                 StopReply::Signal {
                     signal: sig,
                     thread,
+                    core,
                     ..
                 } => {
                     let thread = thread
@@ -616,7 +620,7 @@ impl Core {
                     if let Some(p) = thread.pid {
                         self.pid = Some(p);
                     }
-                    let hit = match self.on_stop(plans, thread, sig, tx, stop) {
+                    let hit = match self.on_stop(plans, thread, sig, core, tx, stop) {
                         Ok(h) => h,
                         Err(e) => break Err(e),
                     };
@@ -643,6 +647,7 @@ impl Core {
         plans: &PlanSet,
         thread: ThreadId,
         sig: u8,
+        core: Option<u32>,
         tx: &EventSender,
         stop: &StopToken,
     ) -> Result<bool, Error> {
@@ -685,6 +690,12 @@ impl Core {
                 continue;
             };
             let mut rec = self.new_record(i, thread, pc);
+            if let (false, Some(c)) = (self.machine, core) {
+                rec.cpu = c;
+            }
+            if site.needs.comm && !self.machine {
+                rec.comm = self.comm(thread)?;
+            }
             self.capture(&site.plan, &regs, &mut rec)?;
             match &site.kind {
                 SiteKind::Return { .. } => self.entry_of_return(i, thread, &regs, rec, tx)?,
@@ -702,6 +713,24 @@ impl Core {
             self.step_over(thread, pc, ty, stop)?;
         }
         Ok(true)
+    }
+
+    /// The name of a process thread (its `comm`), from the stub's thread list.
+    fn comm(&mut self, thread: ThreadId) -> Result<String, Error> {
+        if let Some(c) = self.comms.get(&thread.tid) {
+            return Ok(c.clone());
+        }
+        let s = self.sess()?;
+        if !s.features.xfer_threads {
+            return Ok(String::new());
+        }
+        if let Some(xml) = s.read_xfer("threads", "")? {
+            for (id, name) in parse_threads(&String::from_utf8_lossy(&xml)) {
+                self.comms.insert(id.tid, name);
+            }
+        }
+        // Remember a miss too, so a stub without names costs one request per thread.
+        Ok(self.comms.entry(thread.tid).or_default().clone())
     }
 
     fn new_record(&self, site: usize, thread: ThreadId, pc: u64) -> Record {

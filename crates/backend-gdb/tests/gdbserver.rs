@@ -142,7 +142,11 @@ fn plans(module: &Path, addr: u64, ret: bool) -> PlanSet {
             plan: CapturePlan {
                 fields: vec![arg, first_char],
             },
-            needs: ContextNeeds::default(),
+            needs: ContextNeeds {
+                comm: true,
+                ppid: false,
+                cpu: true,
+            },
         }],
     }
 }
@@ -212,6 +216,9 @@ fn run_case(name: &str, flags: &[&str], ret: bool, n: u32) {
     assert_eq!(got.len(), want.len());
     for (r, (v, rv)) in got.iter().zip(&want) {
         assert_eq!(r.pid, pid);
+        // execname(): the thread's comm is the program's name.
+        assert_eq!(r.comm, name);
+        assert!(r.cpu < 4096);
         assert!(r.tid >= r.pid);
         assert_eq!(le(r.field(0).unwrap()), *v);
         assert_eq!(r.field(1).unwrap(), b"hi");

@@ -29,6 +29,7 @@ pub fn parse_supported(r: &[u8]) -> Features {
             b"qXfer:libraries-svr4:read+" => f.xfer_svr4 = true,
             b"qXfer:auxv:read+" => f.xfer_auxv = true,
             b"qXfer:exec-file:read+" => f.xfer_exec_file = true,
+            b"qXfer:threads:read+" => f.xfer_threads = true,
             b"multiprocess+" => f.multiprocess = true,
             b"QStartNoAckMode+" => f.no_ack = true,
             b"vContSupported+" => f.vcont = true,
@@ -107,6 +108,18 @@ impl Session {
     pub fn monitor(&mut self, cmd: &str) -> Result<Vec<u8>, Error> {
         self.request(format!("qRcmd,{}", to_hex(cmd.as_bytes())).as_bytes())
     }
+}
+
+/// The `(thread id, name)` pairs of a `qXfer:threads:read` list.
+pub fn parse_threads(xml: &str) -> Vec<(crate::commands::run::ThreadId, String)> {
+    crate::commands::regs::tags(xml)
+        .into_iter()
+        .filter(|t| t.name == "thread")
+        .filter_map(|t| {
+            let id = crate::commands::run::ThreadId::parse(t.attr("id")?.as_bytes())?;
+            Some((id, t.attr("name").unwrap_or_default()))
+        })
+        .collect()
 }
 
 /// One `<library>` of a `libraries-svr4` list: its name and `l_addr` (load bias).

@@ -68,6 +68,8 @@ pub enum StopReply {
         thread: Option<ThreadId>,
         /// Expedited registers: (stub register number, raw little-endian bytes).
         regs: Vec<(u32, Vec<u8>)>,
+        /// The `core:` the thread stopped on, if given (gdbserver).
+        core: Option<u32>,
     },
     /// `W`: the process exited with this code.
     Exited {
@@ -95,6 +97,7 @@ pub fn parse_stop(p: &[u8]) -> Option<StopReply> {
             let signal = u8::try_from(parse_hex_u64(rest.get(..2)?)?).ok()?;
             let mut thread = None;
             let mut regs = Vec::new();
+            let mut core = None;
             if kind == b'T' {
                 for item in rest[2..].split(|&b| b == b';') {
                     let mut kv = item.splitn(2, |&b| b == b':');
@@ -103,6 +106,8 @@ pub fn parse_stop(p: &[u8]) -> Option<StopReply> {
                     };
                     if k == b"thread" {
                         thread = ThreadId::parse(v);
+                    } else if k == b"core" {
+                        core = parse_hex_u64(v).and_then(|c| u32::try_from(c).ok());
                     } else if let Some(n) = parse_hex_u64(k).filter(|_| k.len() <= 4) {
                         if let Some(bytes) = from_hex(v) {
                             regs.push((n as u32, bytes));
@@ -114,6 +119,7 @@ pub fn parse_stop(p: &[u8]) -> Option<StopReply> {
                 signal,
                 thread,
                 regs,
+                core,
             })
         }
         b'W' | b'X' => {
