@@ -24,8 +24,8 @@
 //! it is let go; an exec starts from a fresh image; an unmapped library takes its counter
 //! with it. The counter is read, changed and written back while the process may run
 //! (at a library load): only another writer of the same counter, such as a second
-//! tracer, could race with that. Registers are written only to move a thread (rip into a pad, rewinding onto
-//! a removed breakpoint, an emulated `ret`).
+//! tracer, could race with that. Registers are written only to move a thread (rip into
+//! a pad, rewinding onto a removed breakpoint, an emulated `ret`).
 //!
 //! System call sites: an image that maps the module of any `SyscallEntry` or
 //! `SyscallReturn` site (decided with the sites, so again after exec and library loads)
