@@ -15,7 +15,8 @@
 //! of line (jumps, calls; a `ret` is emulated) are single-stepped with every other thread
 //! of the address space held by `PTRACE_INTERRUPT`. On this project's machines (a VM
 //! where one ptrace stop round trip costs ~35 µs) a hit copying 3 fields costs 25-35 µs,
-//! the single-step path ~80 µs; the `bench_ns_per_hit` test prints both.
+//! the single-step path ~80 µs; the `bench_ns_per_hit` test prints both. A traced
+//! system call (two stops: entry and exit) costs 30-70 µs there (`bench_ns_per_syscall`).
 //!
 //! System call sites (`process.syscall`, `.return`) resume the threads of the images
 //! that map their module with `PTRACE_SYSCALL` (the others keep `PTRACE_CONT`); USDT
