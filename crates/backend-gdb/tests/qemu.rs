@@ -310,3 +310,60 @@ fn qemu_mach_kmem_cache_alloc_rate_and_mismatch() {
         stats.packets as f64 / stats.hits.max(1) as f64
     );
 }
+
+#[test]
+fn qemu_mach_return_probe_kmem_cache_alloc() {
+    let Some((vm, dbg)) = boot("ret") else {
+        return;
+    };
+    let f = symbol(&dbg, "kmem_cache_alloc");
+    let mut b = connect(&vm, &dbg);
+    b.defer_unreadable_sites(true);
+    let mut plans = one_site(
+        &dbg,
+        f,
+        vec![FieldPlan {
+            ops: vec![Op::Reg(DwarfReg(5)), Op::EmitValue(8)],
+            label: "cache".into(),
+        }],
+    );
+    plans.sites[0].kind = SiteKind::Return {
+        return_plan: CapturePlan {
+            fields: vec![FieldPlan {
+                ops: vec![Op::Reg(DwarfReg::RAX), Op::EmitValue(8)],
+                label: "$return".into(),
+            }],
+        },
+    };
+    let (tx, rx) = event_queue(100_000);
+    let stop = StopToken::new();
+    stop_at_panic(vm.serial.clone(), stop.clone(), Duration::from_secs(60));
+    let summary = b.run(&plans, &tx, &stop).expect("run");
+    drop(b);
+    assert!(
+        summary.failed_sites.is_empty(),
+        "{:?}",
+        summary.failed_sites
+    );
+    let mut n = 0;
+    while let Some(ev) = rx.try_recv() {
+        if let Event::Record(r) = ev {
+            n += 1;
+            let cache = u64::from_le_bytes(r.field(0).unwrap().try_into().unwrap());
+            let obj = u64::from_le_bytes(r.field(1).unwrap().try_into().unwrap());
+            // Both are kernel virtual addresses (direct map above 0x40000000), and the
+            // record's ip is a return address inside the kernel's text, not the entry.
+            assert!(
+                cache >= 0x4000_0000 && obj >= 0x4000_0000,
+                "{cache:#x} {obj:#x}"
+            );
+            assert!(
+                r.ip != f && (0x4100_c000..0x4109_5000).contains(&r.ip),
+                "{:#x}",
+                r.ip
+            );
+        }
+    }
+    assert!(n > 10, "only {n} returns");
+    assert!(vm.console().contains("db>") || vm.console().contains("panic"));
+}
