@@ -321,9 +321,9 @@ impl Core {
         }
         self.ran = true;
         plans.verify()?;
-        // The loop polls the socket every few milliseconds and checks the token, so
-        // the waker has nothing to do; registering one replaces any stale waker.
-        stop.set_waker(Box::new(|| {}));
+        // No waker is registered: the loop polls the socket every POLL (20 ms) and checks
+        // the token, sending the interrupt itself (one writer, so 0x03 can never land
+        // inside a packet being written).
         for w in std::mem::take(&mut self.warnings) {
             tx.control(Event::Warning(w));
         }
