@@ -8,6 +8,7 @@
 //! in the public API, and nothing here touches a live process.
 #![forbid(unsafe_code)]
 
+mod cfi;
 mod loc;
 mod sdt;
 mod types;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use gimli::{AttributeValue, EndianArcSlice, Reader, RunTimeEndian, UnitOffset};
 use object::{Object, ObjectSection};
 
+pub use cfi::{CfaRule, RegRule, UnwindRow};
 pub use loc::Location;
 pub use sdt::{SdtArg, SdtProbe};
 pub use types::{Enumerator, Member, Type, TypeKind};
@@ -207,6 +209,10 @@ pub struct DebugInfo {
     sdt: Vec<SdtProbe>,
     /// Why there is no DWARF (for symbol-only files).
     missing: Option<String>,
+    /// FDE lookup tables, built on the first unwind.
+    fde_tables: std::sync::OnceLock<cfi::FdeTables>,
+    /// Link-time ranges of executable segments.
+    exec_ranges: Vec<(u64, u64)>,
     /// Bytes in an address (8, or 4 for 32-bit files).
     addr_size: u8,
     /// A 32-bit x86 file: its DWARF register numbers are mapped to the x86_64
@@ -232,6 +238,110 @@ fn section_data(file: &object::File<'_>, name: &str) -> Result<Option<Arc<[u8]>>
         }
         None => Ok(None),
     }
+}
+
+/// A separate debug file: its path and contents.
+type SeparateFile = (PathBuf, Arc<[u8]>);
+
+/// Reads a whole file into one shared buffer (sections are then slices of it).
+fn read_arc(path: &Path) -> std::io::Result<Arc<[u8]>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = usize::try_from(f.metadata()?.len()).map_err(std::io::Error::other)?;
+    // One allocation of the final size, filled in place.
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+    let Some(dst) = Arc::get_mut(&mut buf) else {
+        return Err(std::io::Error::other("buffer is shared"));
+    };
+    f.read_exact(dst)?;
+    Ok(buf)
+}
+
+/// The DWARF sections gimli reads, decompressed (on several threads: distribution
+/// debug files are zlib-compressed and inflating them is most of their opening time).
+fn load_debug_sections(
+    file: &object::File<'_>,
+    bytes: &Arc<[u8]>,
+) -> Result<HashMap<&'static str, R>, String> {
+    let ids = [
+        gimli::SectionId::DebugAbbrev,
+        gimli::SectionId::DebugAddr,
+        gimli::SectionId::DebugAranges,
+        gimli::SectionId::DebugInfo,
+        gimli::SectionId::DebugLine,
+        gimli::SectionId::DebugLineStr,
+        gimli::SectionId::DebugLoc,
+        gimli::SectionId::DebugLocLists,
+        gimli::SectionId::DebugRanges,
+        gimli::SectionId::DebugRngLists,
+        gimli::SectionId::DebugStr,
+        gimli::SectionId::DebugStrOffsets,
+        gimli::SectionId::DebugTypes,
+    ];
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    let mut map = HashMap::new();
+    let mut jobs: Vec<(&'static str, object::Section<'_, '_>)> = Vec::new();
+    for id in ids {
+        let Some(s) = file.section_by_name(id.name()) else {
+            continue;
+        };
+        // Uncompressed sections are used in place, without a copy.
+        if let Ok(r) = s.compressed_file_range() {
+            let end = r.offset.checked_add(r.uncompressed_size);
+            if r.format == object::CompressionFormat::None
+                && end.is_some_and(|e| e <= bytes.len() as u64)
+                && r.uncompressed_size == s.size()
+            {
+                let (a, b) = (r.offset as usize, (r.offset + r.uncompressed_size) as usize);
+                map.insert(
+                    id.name(),
+                    EndianArcSlice::new(bytes.clone(), endian).range(a..b),
+                );
+                continue;
+            }
+        }
+        jobs.push((id.name(), s));
+    }
+    // Largest first, dealt round-robin: .debug_info gets a thread of its own.
+    jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.size()));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |c| c.get())
+        .clamp(1, 4);
+    let mut lanes: Vec<Vec<(&'static str, object::Section<'_, '_>)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for (i, j) in jobs.into_iter().enumerate() {
+        lanes[i % threads].push(j);
+    }
+    let inflate = |lane: Vec<(&'static str, object::Section<'_, '_>)>| {
+        lane.into_iter()
+            .map(|(name, s)| {
+                let data = s.uncompressed_data().map_err(|e| format!("{name}: {e}"))?;
+                let data: Arc<[u8]> = Arc::from(&*data);
+                Ok((name, EndianArcSlice::new(data, endian)))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let results: Vec<Result<Vec<_>, String>> = std::thread::scope(|sc| {
+        let mut lanes = lanes.into_iter();
+        let first = lanes.next().unwrap_or_default();
+        let handles: Vec<_> = lanes.map(|l| sc.spawn(move || inflate(l))).collect();
+        let mut out = vec![inflate(first)];
+        for h in handles {
+            out.push(
+                h.join()
+                    .unwrap_or_else(|_| Err("decompression failed".into())),
+            );
+        }
+        out
+    });
+    for r in results {
+        map.extend(r?);
+    }
+    Ok(map)
 }
 
 impl DebugInfo {
@@ -266,7 +376,8 @@ impl DebugInfo {
     }
 
     fn open_with(path: &Path, require_dwarf: bool, roots: &[PathBuf]) -> Result<DebugInfo, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        progress(&format!("reading {}", path.display()));
+        let bytes = read_arc(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
@@ -287,6 +398,13 @@ impl DebugInfo {
             let hint = missing_debug_hint(&file, path);
             Error::NoDebugInfo(path.to_path_buf(), searched, hint)
         };
+        if let Some((p, _)) = &separate {
+            progress(&format!(
+                "reading debug information of {} from {}",
+                path.display(),
+                p.display()
+            ));
+        }
         let dbg_file = match &separate {
             Some((p, b)) => Some(object::File::parse(&**b).map_err(|e| Error::BadElf {
                 path: p.clone(),
@@ -295,6 +413,7 @@ impl DebugInfo {
             None => None,
         };
         let dwarf_src = dbg_file.as_ref().unwrap_or(&file);
+        let dwarf_bytes = separate.as_ref().map_or(&bytes, |(_, b)| b);
         let has_dwarf = dwarf_src.section_by_name(".debug_info").is_some();
         if !has_dwarf && require_dwarf {
             return Err(no_debug(searched));
@@ -308,10 +427,11 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg,
         };
-        let empty: Arc<[u8]> = Arc::from(&[][..]);
+        let empty = EndianArcSlice::new(Arc::from(&[][..]), endian);
+        let mut loaded =
+            load_debug_sections(dwarf_src, dwarf_bytes).map_err(|e| derr(e.clone()))?;
         let dwarf = gimli::Dwarf::load(|id| -> Result<R, String> {
-            let data = section_data(dwarf_src, id.name())?.unwrap_or_else(|| empty.clone());
-            Ok(EndianArcSlice::new(data, endian))
+            Ok(loaded.remove(id.name()).unwrap_or_else(|| empty.clone()))
         })
         .map_err(derr)?;
         let pie = file.kind() == object::ObjectKind::Dynamic;
@@ -357,6 +477,8 @@ impl DebugInfo {
             build_id,
             sdt: Vec::new(),
             missing: None,
+            fde_tables: Default::default(),
+            exec_ranges: exec_ranges(&file),
             addr_size,
             i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
@@ -379,6 +501,11 @@ impl DebugInfo {
             return Ok(di);
         }
         di.sym_by_addr = text_symbols(&file);
+        progress(&format!(
+            "indexing {} compilation units of {}",
+            di.units.len(),
+            path.display()
+        ));
         di.index().map_err(|e| derr(e.to_string()))?;
         Ok(di)
     }
@@ -1131,6 +1258,26 @@ fn searched(paths: &[PathBuf]) -> String {
     format!(" (searched the file itself, {})", v.join(", "))
 }
 
+/// A progress callback: receives short human-readable messages while large files
+/// are read and indexed.
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
+static PROGRESS: std::sync::RwLock<Option<Progress>> = std::sync::RwLock::new(None);
+
+/// Sets (or clears) the callback that hears about slow steps (reading a file,
+/// indexing its units), for every file opened afterwards.
+pub fn set_progress(p: Option<Progress>) {
+    *PROGRESS.write().unwrap_or_else(|e| e.into_inner()) = p;
+}
+
+/// Tells the progress callback, if any.
+pub fn progress(msg: &str) {
+    let p = PROGRESS.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(p) = p {
+        p(msg);
+    }
+}
+
 /// Root of separate debug files, as gdb and elfutils use it.
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
@@ -1189,7 +1336,7 @@ fn find_separate_debug(
     path: &Path,
     roots: &[PathBuf],
     searched: &mut Vec<PathBuf>,
-) -> Result<Option<(PathBuf, Vec<u8>)>, Error> {
+) -> Result<Option<SeparateFile>, Error> {
     let want_id = file.build_id().ok().flatten().map(<[u8]>::to_vec);
     let mut candidates = Vec::new();
     if let Some(rel) = want_id.as_deref().and_then(build_id_rel) {
@@ -1215,7 +1362,7 @@ fn find_separate_debug(
             continue;
         }
         searched.push(c.clone());
-        let Ok(bytes) = std::fs::read(&c) else {
+        let Ok(bytes) = read_arc(&c) else {
             continue;
         };
         let Ok(f) = object::File::parse(&*bytes) else {
@@ -1336,6 +1483,23 @@ pub(crate) fn crc32(data: &[u8]) -> u32 {
         c = t[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
     }
     !c
+}
+
+/// Link-time ranges of the executable `PT_LOAD` segments.
+fn exec_ranges(file: &object::File<'_>) -> Vec<(u64, u64)> {
+    use object::ObjectSegment;
+    let mut v: Vec<(u64, u64)> = file
+        .segments()
+        .filter(|s| match s.flags() {
+            object::SegmentFlags::Elf { p_flags, .. } => {
+                (p_flags & object::elf::PF_X) != object::elf::ProgramFlags(0)
+            }
+            _ => false,
+        })
+        .map(|s| (s.address(), s.address().saturating_add(s.size())))
+        .collect();
+    v.sort();
+    v
 }
 
 /// Defined text symbols by address (both symbol tables).

@@ -47,6 +47,18 @@ use script_syntax::{Diagnostic, SourceMap};
 
 pub use dump::dump;
 
+/// A progress callback (see [`set_progress`]).
+pub type Progress = debuginfo::Progress;
+
+/// Sets (or clears) the callback that hears, as short messages, about the slow steps
+/// of planning: reading and indexing each module's debug information (large DWARF,
+/// such as python3.11d's or libc's, takes a noticeable fraction of a second). The
+/// driver may show them on a terminal. It is session-wide rather than a
+/// [`PlanOptions`] field so that existing `PlanOptions { .. }` literals stay valid.
+pub fn set_progress(p: Option<Progress>) {
+    debuginfo::set_progress(p);
+}
+
 /// What the planner needs to know about the session.
 #[derive(Clone, Debug)]
 pub struct PlanOptions {
@@ -143,6 +155,7 @@ impl<'a> Session<'a> {
                 span,
             ));
         }
+        debuginfo::progress(&format!("resolving probes in {}", path.display()));
         let di = Rc::new(di);
         self.modules.insert(path.to_path_buf(), di.clone());
         Ok(di)

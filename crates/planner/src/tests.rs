@@ -1499,3 +1499,26 @@ fn sys_sdt_h_markers_with_and_without_semaphores() {
         }
     }
 }
+
+#[test]
+fn progress_hook_hears_about_reading_and_indexing() {
+    let bin = compile("-O2");
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let h = heard.clone();
+    set_progress(Some(std::sync::Arc::new(move |m: &str| {
+        h.lock().unwrap().push(m.to_string())
+    })));
+    let r = plan_text(r#"probe process.function("handle") { println($n) }"#, &bin);
+    set_progress(None);
+    assert!(r.is_ok());
+    let heard = heard.lock().unwrap();
+    let me = bin.display().to_string();
+    // Other tests run in parallel and may add their own messages: look for ours.
+    assert!(heard.contains(&format!("reading {me}")), "{heard:?}");
+    assert!(
+        heard
+            .iter()
+            .any(|m| m.starts_with("indexing ") && m.ends_with(&format!("units of {me}"))),
+        "{heard:?}"
+    );
+}
