@@ -201,11 +201,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         let stop2 = stop.clone();
         let spec = match target {
             Target::Gdb { addr, kernel, vm } => {
+                let paused = vm.is_some();
                 machine = vm;
                 BackendSpec::Gdb {
                     addr,
                     kernel,
                     verbose: cli.verbose > 0,
+                    paused,
                 }
             }
             Target::Process(l) => BackendSpec::Process(l),
@@ -233,6 +235,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                         addr,
                         kernel,
                         verbose,
+                        paused,
                     } => {
                         let opts = backend_gdb::GdbOptions {
                             addr,
@@ -246,6 +249,9 @@ pub fn run(cli: Cli) -> Result<i32> {
                                 return Err(e.to_string());
                             }
                         };
+                        // A machine we started paused is still in real mode: its
+                        // kernel addresses become readable only once it runs.
+                        be.defer_unreadable_sites(paused);
                         let _ = pid_tx.send(Ok(0));
                         if !go_rx.recv().unwrap_or(false) {
                             stop2.request();
@@ -444,6 +450,7 @@ enum BackendSpec {
         addr: String,
         kernel: PathBuf,
         verbose: bool,
+        paused: bool,
     },
 }
 

@@ -13,13 +13,13 @@ pub struct Machine {
     pub gdb_addr: String,
 }
 
-/// Starts `cmd` (split as a shell would) with `-gdb tcp:127.0.0.1:PORT` added and waits
-/// until the stub accepts connections. The machine's console is passed through.
+/// Starts `cmd` (split as a shell would) with `-gdb tcp:127.0.0.1:PORT -S` added, so the
+/// machine waits for snaptap before its first instruction, and waits until the stub
+/// accepts connections. The machine's console is passed through.
 ///
-/// The machine is not started paused (`-S`): a guest paused at reset runs in real mode,
-/// where the kernel's virtual addresses cannot be read, so no probe address could be
-/// checked against the kernel ELF. snaptap attaches within milliseconds of the start,
-/// and the kernel's own boot takes longer than that.
+/// A guest paused at reset runs in real mode, where the kernel's virtual addresses cannot
+/// be read yet: the driver asks the gdb backend to insert such sites anyway and check
+/// their bytes against the kernel ELF at the first hit.
 pub fn start(cmd: &str) -> Result<Machine> {
     let argv =
         shell_words::split(cmd).with_context(|| format!("cannot split --vm command '{cmd}'"))?;
@@ -35,6 +35,7 @@ pub fn start(cmd: &str) -> Result<Machine> {
         .args(args)
         .arg("-gdb")
         .arg(format!("tcp:{gdb_addr}"))
+        .arg("-S")
         .spawn()
         .with_context(|| format!("cannot start the VM '{prog}'"))?;
     let deadline = Instant::now() + Duration::from_secs(20);
