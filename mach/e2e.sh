@@ -22,7 +22,12 @@ PORT=${2:-1234}
 TRACER=${TRACER:-plancheck}
 SCRIPT=$OUT/e2e.stp
 RESULT=$OUT/e2e-out.txt
-cat "$HERE/tapset/mach.stp" "$HERE/tapset/examples/e2e.stp" > "$SCRIPT"
+if [ "$TRACER" = snaptap ]; then
+    # snaptap carries the Mach tapset inside (mach.stpm + mach.stp).
+    cp "$HERE/tapset/examples/e2e.stp" "$SCRIPT"
+else
+    cat "$HERE/tapset/mach.stpm" "$HERE/tapset/mach.stp" "$HERE/tapset/examples/e2e.stp" > "$SCRIPT"
+fi
 
 if [ "$TRACER" = plancheck ] && [ -z "${PLANCHECK:-}" ]; then
     CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/tgt/mach} \

@@ -12,10 +12,16 @@ use script_syntax::ast::FileId;
 use script_syntax::SourceMap;
 
 /// The tapsets built into snaptap: (name shown in diagnostics, text).
-const BUILTIN: &[(&str, &str)] = &[(
-    "<tapset>/mach.stp",
-    include_str!("../../../mach/tapset/mach.stp"),
-)];
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "<tapset>/mach.stpm",
+        include_str!("../../../mach/tapset/mach.stpm"),
+    ),
+    (
+        "<tapset>/mach.stp",
+        include_str!("../../../mach/tapset/mach.stp"),
+    ),
+];
 
 /// Adds the built-in tapsets and those found in `dirs` (and `SNAPTAP_TAPSET_DIRS`) to
 /// `sources`, in a stable order, and returns their file ids.
