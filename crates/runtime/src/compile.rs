@@ -1754,8 +1754,16 @@ impl<'a> Compiler<'a> {
                 let re = match regex::Regex::new(pat) {
                     Ok(r) => r,
                     Err(err) => {
+                        // The regex crate explains over several lines, its last one being
+                        // the reason; a diagnostic message is one line.
+                        let text = err.to_string();
+                        let why = text
+                            .lines()
+                            .last()
+                            .map_or("", |l| l.trim_start_matches("error: "))
+                            .to_string();
                         self.err(
-                            format!("invalid regular expression '{pat}': {err}"),
+                            format!("invalid regular expression '{pat}': {why}"),
                             rhs.span,
                         );
                         return None;
@@ -1945,10 +1953,13 @@ impl<'a> Compiler<'a> {
                                 | (StatOp::HistLinear, HistSpec::Linear { .. })
                         );
                         if !ok {
-                            self.err(
-                                format!("inconsistent histogram type for aggregate '{gname}'"),
-                                args[0].span,
-                            );
+                            // An invalid histogram spec was reported already; say nothing more.
+                            if spec != HistSpec::None {
+                                self.err(
+                                    format!("inconsistent histogram type for aggregate '{gname}'"),
+                                    args[0].span,
+                                );
+                            }
                             return None;
                         }
                         let tok = self.tok_at(args[0].span.file, args[0].span.start);

@@ -1543,9 +1543,18 @@ fn rand_stmt(r: &mut Rng, d: usize) -> String {
 /// whatever the script does, nothing panics and every handler terminates.
 #[test]
 fn random_scripts_never_panic() {
-    let mut r = Rng(0x5eed_cafe);
+    // RANDOM_SCRIPTS_CASES / RANDOM_SCRIPTS_SEED run a longer soak by hand.
+    let cases: usize = std::env::var("RANDOM_SCRIPTS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
+    let seed: u64 = std::env::var("RANDOM_SCRIPTS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed_cafe);
+    let mut r = Rng(seed | 1);
     let mut ran = 0;
-    for case in 0..1500 {
+    for case in 0..cases {
         let text = format!(
             "global a, b, s, h, y\n\
              function f(n) {{ if (n > 0) return f(n - 1) + 1; {} ; return n }}\n\
@@ -1601,7 +1610,7 @@ fn random_scripts_never_panic() {
         let _ = session(&mut t, &[record(0, 1, &[])]);
         ran += 1;
     }
-    assert!(ran > 200, "only {ran} of 1500 random scripts ran");
+    assert!(ran > cases / 8, "only {ran} of {cases} random scripts ran");
 }
 
 /// Found by `random_scripts_never_panic`: a huge `thread_indent` delta used to overflow
@@ -2002,4 +2011,69 @@ fn warnings_of_copied_bodies_are_reported_once() {
     let w = script_syntax::render_all(rt.warnings(), &sm);
     assert_eq!(w.matches("Eliding assignment to 'z'").count(), 1, "{w}");
     assert_eq!(w.matches("Eliding unused variable 'z'").count(), 1, "{w}");
+}
+
+// ---------------------------------------------------------------- golden checker output
+
+/// What the checker says about one script file: parse errors, else elaboration errors,
+/// else the warnings, each rendered as stap prints them.
+fn checker_output(name: &str, text: &str) -> String {
+    let mut sm = SourceMap::default();
+    let f = sm.add(name, text);
+    let (script, diags) = script_syntax::parse(&sm, f, &[]);
+    if !diags.is_empty() {
+        return script_syntax::render_all(&diags, &sm);
+    }
+    let (script, diags) = script_syntax::expand_script(&script);
+    if !diags.is_empty() {
+        return script_syntax::render_all(&diags, &sm);
+    }
+    match Runtime::new(
+        &script,
+        &sm,
+        Vec::new(),
+        RuntimeOptions::default(),
+        Box::new(Buf::default()),
+    ) {
+        Ok(rt) => script_syntax::render_all(rt.warnings(), &sm),
+        Err(d) => script_syntax::render_all(&d, &sm),
+    }
+}
+
+/// `test_data/check/*.stp` against `*.out`; `UPDATE_EXPECT=1` rewrites the expectations.
+#[test]
+fn golden_checker_output() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/check");
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "stp"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() >= 14, "golden corpus went missing");
+    let mut failures = Vec::new();
+    for path in paths {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let got = checker_output(&name, &text);
+        assert!(!got.is_empty(), "{name}: the checker said nothing");
+        let expect = path.with_extension("out");
+        if update {
+            std::fs::write(&expect, &got).unwrap_or_else(|e| panic!("{e}"));
+            continue;
+        }
+        let want = std::fs::read_to_string(&expect).unwrap_or_default();
+        if want != got {
+            failures.push(format!("--- {name}: expected\n{want}--- got\n{got}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nrerun with UPDATE_EXPECT=1 to accept the new output",
+        failures.join("\n")
+    );
 }
