@@ -6,6 +6,7 @@
 mod support;
 
 mod errors;
+mod mach;
 mod process;
 mod signals;
 mod tidy;

@@ -1,0 +1,287 @@
+//! The real GNU Mach kernel under QEMU (TCG), traced through its gdbstub.
+//!
+//! The machine is built by `mach/build.sh` from Debian's `gnumach-image-1.8-486-dbg`;
+//! its workload prints its own ground truth (`truth ...`) on the serial console, which
+//! snaptap's output is compared with. `SNAPTAP_SKIP_VM_TESTS=1` skips these locally.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn skip() -> bool {
+    if std::env::var_os("SNAPTAP_SKIP_VM_TESTS").is_some() {
+        eprintln!("skipped: SNAPTAP_SKIP_VM_TESTS is set");
+        return true;
+    }
+    false
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds the test machine once per test run.
+fn machine() -> PathBuf {
+    static DIR: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    let m = DIR.get_or_init(|| Mutex::new(None));
+    let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = g.as_ref() {
+        return d.clone();
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mach");
+    let st = Command::new("bash")
+        .arg(repo().join("mach/build.sh"))
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "mach/build.sh failed (are gnumach-image-1.8-486-dbg and gcc-multilib installed?)"
+    );
+    *g = Some(dir.clone());
+    dir
+}
+
+fn qemu_cmd(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("bash")
+        .arg(repo().join("mach/qemu-cmd.sh"))
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// (id, send_size) of every `truth msg` line in `text`.
+fn msgs(text: &str, prefix: &str) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+        .map(|rest| {
+            let field = |k: &str| {
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap()
+            };
+            (field("id="), field("send_size="))
+        })
+        .collect()
+}
+
+#[test]
+fn mach_msg_trap_values_match_the_workload() {
+    if skip() {
+        return;
+    }
+    let dir = machine();
+    let vm = qemu_cmd(&dir, &["--args", "rounds=3 report=0 idle=1"]);
+    let out = tempfile("mach");
+    let script = r#"
+probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d task=%s\n", msgh_id, send_size, @mach_task_name) }
+probe mach.thread.set_state { printf("snap set_state eip=%#x esp=%#x\n", eip, uesp) }
+probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
+"#;
+    let mut c = snaptap();
+    c.arg("--kernel")
+        .arg(dir.join("gnumach.dbg"))
+        .arg("--vm")
+        .arg(&vm)
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(script);
+    let o = run_with_timeout(c, 240);
+    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let want = msgs(&console, "truth msg ");
+    assert_eq!(
+        want.len(),
+        18,
+        "the workload sends 6 messages per round: {console}"
+    );
+    assert_eq!(
+        msgs(&text, "snap msg "),
+        want,
+        "snaptap:\n{text}\nconsole:\n{console}"
+    );
+    // The kernel names a boot task after its module's path, in a char[32].
+    let path = dir.join("workload").display().to_string();
+    let task = &path[..path.len().min(31)];
+    assert!(
+        text.lines()
+            .filter(|l| l.starts_with("snap msg"))
+            .all(|l| l.ends_with(&format!("task={task}"))),
+        "task_name: {text}"
+    );
+    // thread_set_state: eip and esp as the workload reports them.
+    let want_state: Vec<String> = console
+        .lines()
+        .filter_map(|l| l.strip_prefix("truth thread_set_state "))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            format!("snap set_state {} {}", w[1], w[2])
+        })
+        .collect();
+    let got_state: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("snap set_state"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(want_state.len(), 3);
+    assert_eq!(got_state, want_state);
+}
+
+/// Reads the console of a VM started by the test, line by line, on a thread.
+fn console_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let so = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(so).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l.replace('\r', "")).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    pred: impl Fn(&str) -> bool,
+    secs: u64,
+) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            if pred(&l) {
+                return Some(l);
+            }
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn interrupted_trace_leaves_vm_running(sig: &str) {
+    if skip() {
+        return;
+    }
+    let dir = machine();
+    let port = free_port();
+    let vm = qemu_cmd(
+        &dir,
+        &[
+            "--gdb",
+            &port.to_string(),
+            "--args",
+            "rounds=0 report=20000",
+        ],
+    );
+    let argv = shell_words(&vm);
+    let mut qemu = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(u32);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+    let _guard = Kill(qemu.id());
+    let rx = console_lines(&mut qemu);
+    assert!(
+        wait_line(&rx, |l| l.starts_with("bench count="), 60).is_some(),
+        "the workload never reached its bench loop"
+    );
+
+    let out = tempfile("mach-sig");
+    let mut c = snaptap();
+    c.arg("--kernel")
+        .arg(dir.join("gnumach.dbg"))
+        .arg("--gdb")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-o")
+        .arg(&out);
+    c.arg("-e").arg(r#"global n probe kernel.function("mach_msg_trap") { n++; if (n % 10 == 0) printf("hits %d\n", n) } probe end { printf("end %d\n", n) }"#);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let tracer = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("hits 20")
+    {
+        assert!(Instant::now() < deadline, "no hits through the gdbstub");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(tracer.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = wait_output(tracer, 60);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("end ")),
+        "end probe after {sig}: {text}"
+    );
+    // With a breakpoint left behind, QEMU would stop the machine at its next hit (no
+    // client to resume it): the bench loop would go silent. It must run on, at speed.
+    while rx.try_recv().is_ok() {}
+    let counts: Vec<u64> = (0..3)
+        .map(|_| {
+            let l = wait_line(&rx, |l| l.starts_with("bench count="), 60)
+                .expect("the VM stopped running after snaptap detached");
+            l.trim_start_matches("bench count=").trim().parse().unwrap()
+        })
+        .collect();
+    assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
+}
+
+fn shell_words(s: &str) -> Vec<String> {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!("for a in {s}; do printf '%s\\0' \"$a\"; done"))
+        .output()
+        .unwrap();
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .split('\0')
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn sigint_detaches_from_the_vm() {
+    interrupted_trace_leaves_vm_running("INT");
+}
+
+#[test]
+fn sigterm_detaches_from_the_vm() {
+    interrupted_trace_leaves_vm_running("TERM");
+}
