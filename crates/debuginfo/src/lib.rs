@@ -197,6 +197,9 @@ pub struct DebugInfo {
     fn_names: Vec<HashMap<usize, AttributeValue<R>>>,
     /// Text symbol names by address (aliases such as glibc's `malloc`).
     sym_by_addr: HashMap<u64, Vec<String>>,
+    /// Text symbols sorted by start: (start, end, name); one per address, global
+    /// names preferred.
+    symbols: Vec<(u64, u64, String)>,
     functions: std::sync::OnceLock<Vec<Function>>,
     inlines: std::sync::OnceLock<Vec<Function>>,
     /// Static variable DIEs found by the scan; named on first use in `globals`.
@@ -469,6 +472,7 @@ impl DebugInfo {
             slots: Vec::new(),
             fn_names: Vec::new(),
             sym_by_addr: HashMap::new(),
+            symbols: sorted_symbols(&file),
             functions: Default::default(),
             inlines: Default::default(),
             global_dies: Vec::new(),
@@ -1217,19 +1221,44 @@ impl DebugInfo {
 
     /// The source line (file, line) of an address, if the line table has it.
     pub fn line_at(&self, addr: u64) -> Option<(String, u32)> {
-        for ui in 0..self.units.len() {
-            let mut prev: Option<&LineRow> = None;
-            for r in self.lines(ui) {
-                if let Some(p) = prev {
-                    if !p.end_seq && p.addr <= addr && addr < r.addr {
-                        let f = self.files(ui).get(p.file).cloned().flatten()?;
-                        return Some((f, p.line));
-                    }
-                }
-                prev = Some(r);
+        // The unit of the function around the address first: reading every unit's
+        // line table is what makes a lookup in a large program slow.
+        let first = self.function_at(addr).map(|f| f.die.unit);
+        if let Some(ui) = first.filter(|u| *u < self.units.len()) {
+            if let Some(r) = self.line_in_unit(ui, addr) {
+                return Some(r);
             }
         }
+        (0..self.units.len())
+            .filter(|u| Some(*u) != first)
+            .find_map(|ui| self.line_in_unit(ui, addr))
+    }
+
+    fn line_in_unit(&self, ui: usize, addr: u64) -> Option<(String, u32)> {
+        let mut prev: Option<&LineRow> = None;
+        for r in self.lines(ui) {
+            if let Some(p) = prev {
+                if !p.end_seq && p.addr <= addr && addr < r.addr {
+                    let f = self.files(ui).get(p.file).cloned().flatten()?;
+                    return Some((f, p.line));
+                }
+            }
+            prev = Some(r);
+        }
         None
+    }
+
+    /// The ELF symbol (either symbol table) whose extent contains `addr`: its name and
+    /// start address. Symbols without a size extend to the next symbol.
+    pub fn symbol_at(&self, addr: u64) -> Option<(&str, u64)> {
+        let i = self.symbols.partition_point(|s| s.0 <= addr);
+        let (start, end, name) = self.symbols.get(i.checked_sub(1)?)?;
+        let end = if *end > *start {
+            *end
+        } else {
+            self.symbols.get(i).map_or(u64::MAX, |s| s.0)
+        };
+        (addr < end).then_some((name.as_str(), *start))
     }
 
     /// The innermost out-of-line function containing `addr`.
@@ -1520,6 +1549,33 @@ fn text_symbols(file: &object::File<'_>) -> HashMap<u64, Vec<String>> {
         }
     }
     by_addr
+}
+
+/// Defined text symbols sorted by address, one per address (a global name preferred).
+fn sorted_symbols(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
+    use object::{ObjectSymbol, SymbolKind};
+    let mut seen: std::collections::BTreeMap<u64, (u64, String, bool)> = Default::default();
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() != SymbolKind::Text || sym.is_undefined() {
+            continue;
+        }
+        let Ok(name) = sym.name() else {
+            continue;
+        };
+        if name.is_empty() {
+            continue;
+        }
+        let end = sym.address().saturating_add(sym.size());
+        let e = seen
+            .entry(sym.address())
+            .or_insert((end, name.to_string(), sym.is_global()));
+        if sym.is_global() && !e.2 {
+            *e = (end.max(e.0), name.to_string(), true);
+        }
+    }
+    seen.into_iter()
+        .map(|(a, (end, name, _))| (a, end, name))
+        .collect()
 }
 
 /// Functions from the ELF symbol tables (`.symtab`, else `.dynsym`): defined text
