@@ -146,6 +146,8 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "remote_id" => (B::RemoteId, &[], L),
         "remote_uri" => (B::RemoteUri, &[], S),
         "pn" => (B::Pn, &[], S),
+        "thread_indent_depth" => (B::IndentDepth(true), &[L], L),
+        "indent_depth" => (B::IndentDepth(false), &[L], L),
         _ => return None,
     };
     Some(Sig { f, args, ret })

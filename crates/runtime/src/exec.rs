@@ -1115,6 +1115,24 @@ impl State {
             B::IsMyproc => i64::from(rec.map_or(self.me.pid, |r| r.pid) == self.me.target),
             B::StpPid => i64::from(std::process::id()),
             B::RemoteId => -1,
+            B::IndentDepth(thread) => {
+                // stap's _generic_indent_depth: the same counters as *indent().
+                let delta = self.arg_l(p, cx, args, 0)?;
+                let idx = if thread {
+                    i64::from(cx.rec.map_or(self.me.pid, |r| r.tid))
+                } else {
+                    -1
+                };
+                let ts = (cx.rec.map_or_else(now_ns, |r| r.time_ns) / 1000) as i64;
+                let e = self.indent.entry(idx).or_insert((0, ts));
+                let x = e.0.wrapping_add(delta.max(0));
+                e.0 = e.0.wrapping_add(delta);
+                if x > 0 {
+                    x - 1
+                } else {
+                    0
+                }
+            }
             B::ErrnoP => {
                 let e = self.arg_l(p, cx, args, 0)?;
                 if errno_name(e).is_some() {

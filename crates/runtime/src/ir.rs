@@ -173,6 +173,9 @@ pub(crate) enum Builtin {
     RemoteUri,
     /// `pn()`: the probe point as the script wrote it.
     Pn,
+    /// `thread_indent_depth(delta)` (true) / `indent_depth(delta)`: the depth the
+    /// matching `*indent` call would indent by, sharing its counters.
+    IndentDepth(bool),
 }
 
 /// The escape sequences written by stap's `ansi.stp` functions.

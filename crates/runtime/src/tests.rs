@@ -2077,3 +2077,14 @@ fn golden_checker_output() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn indent_depth_shares_the_indent_counters() {
+    assert_eq!(
+        out("probe begin { println(indent_depth(1), indent_depth(1), indent_depth(-1), indent_depth(-1), thread_indent_depth(2), thread_indent_depth(-2)) }"),
+        "011011\n"
+    );
+    // After indent_depth(1), indent(1) nests one deeper.
+    let o = out("probe begin { d = indent_depth(1); s = indent(1); println(d, \"[\", substr(s, 7, 10), \"]\") }");
+    assert_eq!(o, "0[: ]\n");
+}
