@@ -146,6 +146,7 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "remote_id" => (B::RemoteId, &[], L),
         "remote_uri" => (B::RemoteUri, &[], S),
         "pn" => (B::Pn, &[], S),
+        "print_char" => (B::PrintChar, &[L], L),
         "thread_indent_depth" => (B::IndentDepth(true), &[L], L),
         "indent_depth" => (B::IndentDepth(false), &[L], L),
         _ => return None,
@@ -229,6 +230,9 @@ const KNOWN_FUNCS: &[&str] = &[
     "printdln",
     "sprint",
     "sprintln",
+    "sprintd",
+    "sprintdln",
+    "print_char",
     "user_string",
     "user_string_n",
     "user_string2",
@@ -935,9 +939,11 @@ impl<'a> Compiler<'a> {
                         }
                         Some(if name == "sprintf" { Str } else { Long })
                     }
-                    "print" | "println" | "sprint" | "sprintln" | "printd" | "printdln" => {
+                    "print" | "println" | "sprint" | "sprintln" | "printd" | "printdln"
+                    | "sprintd" | "sprintdln" => {
                         for (i, a) in args.iter().enumerate() {
-                            let w = if i == 0 && name.starts_with("printd") {
+                            let w = if i == 0 && name.trim_start_matches('s').starts_with("printd")
+                            {
                                 Some(Str)
                             } else {
                                 None
@@ -1930,7 +1936,8 @@ impl<'a> Compiler<'a> {
                     if name == "sprintf" { Str } else { Long },
                 ))
             }
-            "print" | "println" | "sprint" | "sprintln" | "printd" | "printdln" => {
+            "print" | "println" | "sprint" | "sprintln" | "printd" | "printdln" | "sprintd"
+            | "sprintdln" => {
                 // print(@hist_log(x)) prints the histogram.
                 if (name == "print" || name == "println") && args.len() == 1 {
                     if let ExprKind::Stat {
@@ -1971,7 +1978,7 @@ impl<'a> Compiler<'a> {
                 let kind = match name {
                     "print" | "sprint" => PrintKind::Print,
                     "println" | "sprintln" => PrintKind::Println,
-                    "printd" => PrintKind::Printd,
+                    "printd" | "sprintd" => PrintKind::Printd,
                     _ => PrintKind::Printdln,
                 };
                 if matches!(kind, PrintKind::Printd | PrintKind::Printdln) {

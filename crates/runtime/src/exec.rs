@@ -1115,6 +1115,11 @@ impl State {
             B::IsMyproc => i64::from(rec.map_or(self.me.pid, |r| r.pid) == self.me.target),
             B::StpPid => i64::from(std::process::id()),
             B::RemoteId => -1,
+            B::PrintChar => {
+                let c = self.arg_l(p, cx, args, 0)?;
+                self.out.push(c as u8);
+                0
+            }
             B::IndentDepth(thread) => {
                 // stap's _generic_indent_depth: the same counters as *indent().
                 let delta = self.arg_l(p, cx, args, 0)?;

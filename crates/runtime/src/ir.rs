@@ -176,6 +176,8 @@ pub(crate) enum Builtin {
     /// `thread_indent_depth(delta)` (true) / `indent_depth(delta)`: the depth the
     /// matching `*indent` call would indent by, sharing its counters.
     IndentDepth(bool),
+    /// `print_char(c)`: one byte of output.
+    PrintChar,
 }
 
 /// The escape sequences written by stap's `ansi.stp` functions.

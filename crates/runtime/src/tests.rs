@@ -2088,3 +2088,11 @@ fn indent_depth_shares_the_indent_counters() {
     let o = out("probe begin { d = indent_depth(1); s = indent(1); println(d, \"[\", substr(s, 7, 10), \"]\") }");
     assert_eq!(o, "0[: ]\n");
 }
+
+#[test]
+fn sprintd_sprintdln_and_print_char() {
+    assert_eq!(
+        out("probe begin { x = sprintd(\"-\", 1, \"a\"); y = sprintdln(\"+\", 2, \"b\"); print(x, \"|\", y); print_char(65); print_char(10) }"),
+        "1-a|2+b\nA\n"
+    );
+}
