@@ -1077,7 +1077,7 @@ impl<'a> Compiler<'a> {
                 }
                 Some(Long)
             }
-            ExprKind::Error => None,
+            ExprKind::Wildcard | ExprKind::Error => None,
         }
     }
 
@@ -1343,6 +1343,19 @@ impl<'a> Compiler<'a> {
         ok.then_some(out)
     }
 
+    /// Keys of a slice (`a[*, k]`): `None` for each `*`.
+    fn slice_keys(&mut self, sc: usize, arr: u32, keys: &[Expr]) -> Option<Vec<Option<(Ex, Ty)>>> {
+        let kt = self.arrays[arr as usize].keys.clone();
+        let mut out = Vec::new();
+        for (k, t) in keys.iter().zip(kt) {
+            out.push(match k.kind {
+                ExprKind::Wildcard => None,
+                _ => Some((self.cx_as(sc, k, t)?, t)),
+            });
+        }
+        Some(out)
+    }
+
     fn cx_as(&mut self, sc: usize, e: &Expr, want: Ty) -> Option<Ex> {
         let (x, t) = self.cx(sc, e)?;
         if t != want {
@@ -1511,6 +1524,10 @@ impl<'a> Compiler<'a> {
             ExprKind::In { keys, array } => {
                 let (arr, g) = self.array_ref(array, keys.len(), e.span)?;
                 self.globals[g].read = true;
+                if keys.iter().any(|k| matches!(k.kind, ExprKind::Wildcard)) {
+                    let ks = self.slice_keys(sc, arr, keys)?;
+                    return Some((Ex::InSlice { arr, keys: ks }, Long));
+                }
                 let ks = self.keys(sc, arr, keys)?;
                 Some((Ex::In { arr, keys: ks }, Long))
             }
@@ -1713,6 +1730,13 @@ impl<'a> Compiler<'a> {
                     },
                     Long,
                 ))
+            }
+            ExprKind::Wildcard => {
+                self.err(
+                    "'*' may only be an array index in delete, in or a foreach array slice",
+                    e.span,
+                );
+                None
             }
             ExprKind::Error => None,
         }
@@ -2256,8 +2280,13 @@ impl<'a> Compiler<'a> {
                 ExprKind::Index { array, keys } => {
                     let (arr, g) = self.array_ref(array, keys.len(), e.span)?;
                     self.globals[g].written = true;
-                    let ks = self.keys(sc, arr, keys)?;
-                    St::DelElem(arr, ks, tok)
+                    if keys.iter().any(|k| matches!(k.kind, ExprKind::Wildcard)) {
+                        let ks = self.slice_keys(sc, arr, keys)?;
+                        St::DelSlice(arr, ks, tok)
+                    } else {
+                        let ks = self.keys(sc, arr, keys)?;
+                        St::DelElem(arr, ks, tok)
+                    }
                 }
                 _ => {
                     self.err(

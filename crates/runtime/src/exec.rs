@@ -814,6 +814,10 @@ impl State {
                     _ => 0,
                 }
             }
+            Ex::InSlice { arr, keys } => {
+                let want = self.slice_want(p, cx, keys)?;
+                i64::from(!self.slice_matches(*arr, &want).is_empty())
+            }
             Ex::In { arr, keys } => {
                 let k = self.key(p, cx, keys)?;
                 let present = match &self.arrays[*arr as usize] {
@@ -1549,6 +1553,17 @@ impl State {
                     ArrayData::St(t) => t.remove(&k),
                 }
             }
+            St::DelSlice(arr, keys, tok) => {
+                self.tick(*tok)?;
+                let want = self.slice_want(p, cx, keys)?;
+                for k in self.slice_matches(*arr, &want) {
+                    match &mut self.arrays[*arr as usize] {
+                        ArrayData::L(t) => t.remove(&k),
+                        ArrayData::S(t) => t.remove(&k),
+                        ArrayData::St(t) => t.remove(&k),
+                    }
+                }
+            }
             St::DelArray(arr, tok) => {
                 self.tick(*tok)?;
                 match &mut self.arrays[*arr as usize] {
@@ -1569,6 +1584,56 @@ impl State {
             St::Nop => {}
         }
         Ok(())
+    }
+
+    /// The key values a slice asks for (None: `*`).
+    fn slice_want(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        keys: &[Option<(Ex, Ty)>],
+    ) -> R<Vec<Option<KeyPart>>> {
+        let mut want = Vec::with_capacity(keys.len());
+        for k in keys {
+            want.push(match k {
+                Some((e, Ty::Str)) => Some(KeyPart::S(self.ev_s(p, cx, e)?)),
+                Some((e, _)) => Some(KeyPart::L(self.ev_l(p, cx, e)?)),
+                None => None,
+            });
+        }
+        Ok(want)
+    }
+
+    /// The keys of `arr` that a slice matches.
+    fn slice_matches(&self, arr: u32, want: &[Option<KeyPart>]) -> Vec<Key> {
+        let fits = |k: &Key| {
+            want.iter()
+                .enumerate()
+                .all(|(i, w)| w.as_ref().is_none_or(|w| *w == k.part(i)))
+        };
+        match &self.arrays[arr as usize] {
+            ArrayData::L(t) => t
+                .ordered()
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| fits(k))
+                .cloned()
+                .collect(),
+            ArrayData::S(t) => t
+                .ordered()
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| fits(k))
+                .cloned()
+                .collect(),
+            ArrayData::St(t) => t
+                .ordered()
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| fits(k))
+                .cloned()
+                .collect(),
+        }
     }
 
     fn ev_any(&mut self, p: &Program, cx: &Cx<'_>, e: &Ex, t: Ty) -> R<()> {

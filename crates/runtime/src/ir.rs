@@ -225,6 +225,11 @@ pub(crate) enum Ex {
         arr: u32,
         keys: Vec<(Ex, Ty)>,
     },
+    /// `[*, k] in a`: some element matches the given keys (None: any).
+    InSlice {
+        arr: u32,
+        keys: Vec<Option<(Ex, Ty)>>,
+    },
     /// A value captured in the record (`$x`, `user_string($p)`, ...): dense capture slot.
     Capture {
         cap: u32,
@@ -376,6 +381,8 @@ pub(crate) enum St {
     /// Delete a scalar (reset), an element, or a whole array.
     DelVar(VarRef, Ty, Tok),
     DelElem(u32, Vec<(Ex, Ty)>, Tok),
+    /// `delete a[*, k]`: every element matching the given keys (None: any).
+    DelSlice(u32, Vec<Option<(Ex, Ty)>>, Tok),
     DelArray(u32, Tok),
     Try {
         body: Box<St>,

@@ -196,6 +196,7 @@ impl<'a> Lint<'a> {
             | ExprKind::Target(_)
             | ExprKind::GlobalVar { .. }
             | ExprKind::ProbeWrite(_)
+            | ExprKind::Wildcard
             | ExprKind::Error => {}
         }
     }
@@ -314,6 +315,7 @@ fn side_effect_free(e: &Expr) -> bool {
     match &e.kind {
         ExprKind::Number(_)
         | ExprKind::String(_)
+        | ExprKind::Wildcard
         | ExprKind::Var(_)
         | ExprKind::ScriptArg { .. }
         | ExprKind::ArgCount => true,

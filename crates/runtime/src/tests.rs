@@ -2096,3 +2096,21 @@ fn sprintd_sprintdln_and_print_char() {
         "1-a|2+b\nA\n"
     );
 }
+
+#[test]
+fn wildcard_slices_in_delete_and_in() {
+    assert_eq!(
+        out(
+            "global a probe begin { a[1, \"x\"] = 1; a[2, \"x\"] = 2; a[2, \"y\"] = 3\n\
+             println([*, \"x\"] in a, [2, *] in a, [3, *] in a, [*, \"z\"] in a)\n\
+             delete a[*, \"x\"]; foreach ([i, j] in a) println(i, j)\n\
+             delete a[*, *]; println(\"left \", [*, *] in a) }"
+        ),
+        "1100\n2y\nleft 0\n"
+    );
+    let d = errors("global a probe begin { a[1] = 1; x = a[*] }");
+    assert_eq!(
+        d[0].message,
+        "'*' may only be an array index in delete, in or a foreach array slice"
+    );
+}

@@ -398,6 +398,7 @@ pub(crate) fn visit_expr_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
         | ExprKind::ScriptArg { .. }
         | ExprKind::ArgCount
         | ExprKind::ProbeWrite(_)
+        | ExprKind::Wildcard
         | ExprKind::Error => {}
     }
 }

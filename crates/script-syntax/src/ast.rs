@@ -528,6 +528,9 @@ pub enum ExprKind {
         /// Array name.
         array: String,
     },
+    /// `*` as an array index in `delete a[*, k]` and `[*, k] in a`: any value matches.
+    /// Anywhere else it is an elaboration error.
+    Wildcard,
     /// Parse error placeholder.
     Error,
 }

@@ -1326,7 +1326,10 @@ impl Parser<'_> {
             self.bump();
             let mut keys = Vec::new();
             loop {
-                keys.push(self.binary(PREC_IN + 1)?);
+                keys.push(match self.wildcard() {
+                    Some(w) => w,
+                    None => self.binary(PREC_IN + 1)?,
+                });
                 if self.eat_op("]") {
                     break;
                 }
@@ -1450,11 +1453,37 @@ impl Parser<'_> {
             return Ok(self.mk(ExprKind::Call { name: w, args }, span));
         }
         if self.eat_op("[") {
-            let keys = self.args("]")?;
+            let mut keys = Vec::new();
+            loop {
+                keys.push(match self.wildcard() {
+                    Some(w) => w,
+                    None => self.expr()?,
+                });
+                if self.eat_op("]") {
+                    break;
+                }
+                if !self.eat_op(",") {
+                    return Err(self.error("expected ',' or ']'"));
+                }
+            }
             let span = self.since(start);
             return Ok(self.mk(ExprKind::Index { array: w, keys }, span));
         }
         Ok(self.mk(ExprKind::Var(w), start))
+    }
+
+    /// A `*` array index (followed by `,` or `]`, where no expression can start with
+    /// `*`), consumed.
+    fn wildcard(&mut self) -> Option<Expr> {
+        if !self.is_op("*") {
+            return None;
+        }
+        let next = self.toks.get(self.pos + 1).map(|t| &t.tok);
+        if !matches!(next, Some(Tok::Op(",")) | Some(Tok::Op("]"))) {
+            return None;
+        }
+        let t = self.bump();
+        Some(self.mk(ExprKind::Wildcard, t.span))
     }
 
     /// Comma-separated expressions up to `close` (consumed); the opener is consumed.

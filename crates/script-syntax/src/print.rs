@@ -631,6 +631,7 @@ impl Printer<'_> {
                 }
                 let _ = write!(self.out, " in {array}");
             }
+            ExprKind::Wildcard => self.out.push('*'),
             ExprKind::Error => self.out.push_str("/* error */"),
         }
     }

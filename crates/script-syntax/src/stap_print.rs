@@ -501,6 +501,7 @@ impl StapPrinter<'_> {
                 }
                 let _ = write!(self.out, "] in {array}");
             }
+            ExprKind::Wildcard => self.out.push('*'),
             ExprKind::Error => {}
         }
     }

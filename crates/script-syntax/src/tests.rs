@@ -1484,3 +1484,19 @@ return (a) * ((b) + (1));\n\
 \n";
     assert_eq!(out, expected);
 }
+
+#[test]
+fn wildcard_array_indexes() {
+    let s = ok("global a\nprobe begin { delete a[*, 3]; if ([*, k] in a) x = a[1, *] }\n");
+    let printed = print_script(&s);
+    assert_eq!(printed, printout(&printed), "printing is stable");
+    assert!(printed.contains("delete a[*, 3];"), "{printed}");
+    assert!(printed.contains("if ([*, k] in a)"), "{printed}");
+    let (_, src, _) = parse_text("<input>", "probe begin { delete a[*, 3] }", &[]);
+    let dump = print_script_stap(&ok("probe begin { delete a[*, 3] }"), &src, "<input>", &[]);
+    assert!(dump.contains("delete a[*, 3];\n"), "{dump}");
+    // `*` is an index only when a `,` or `]` follows; otherwise it is multiplication
+    // or an error.
+    let (_, _, d) = parse_text("t.stp", "probe begin { x = a[* 2] }", &[]);
+    assert!(!d.is_empty());
+}
