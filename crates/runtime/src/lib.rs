@@ -7,6 +7,19 @@
 //! only from the record, through the site's [`SiteBinding`] captures. Output goes to the
 //! writer given at construction, errors and warnings to stderr (or
 //! [`Runtime::set_stderr`]), both in stap's wording.
+//!
+//! Elaboration follows stap 4's wording (`unresolved function (similar: ...)`,
+//! `type mismatch: expected long but found string`, `unresolved type `), parses printf
+//! formats exactly as stap's `print_format::string_to_components` (one flag, a single
+//! `l`, width/precision 0 dropped) and formats with the rules of stap's `vsprintf.c`;
+//! `text_str`/`string_quoted`/`%#s` follow `_stp_text_str`. [`Runtime::warnings`] gives
+//! stap's optimiser warnings (unused functions/variables, never-assigned variables,
+//! dead assignments, side-effect-free statements; see `lint`). Histograms print as
+//! `stat-common.c` does, with `-D HIST_WIDTH` / `-D HIST_ELISION`. Arrays support
+//! foreach slices (`in a[*, k]`), aggregate value sorts (`in a @sum-`), `delete a[*, k]`
+//! and `[*, k] in a`. Not supported: `@hist_log(x)[N]` bucket indexing and foreach
+//! over a histogram, the address-of operator `&`, a value variable in a foreach over
+//! an aggregate array, the tz_* time functions.
 #![forbid(unsafe_code)]
 
 mod compile;

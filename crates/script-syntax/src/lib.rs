@@ -6,13 +6,16 @@
 //! file with a fresh id counter, [`parse_session`] / [`parse_files`] to share one
 //! [`IdGen`] across tapsets and the user script. Parsing never fails: it returns every
 //! error as a [`Diagnostic`] (parse errors carry stap's token description, such as
-//! `operator '{'`, in their label's message), which [`render`] formats as stap does.
+//! `operator '{'`, in their label's message), which [`render()`] formats as stap does.
 //! Nesting deeper than 200 levels (statements, parentheses, operator chains) is an
 //! error, which bounds the depth of every tree later passes walk. [`print_script`] prints a
 //! script back in normalised form, [`print_script_stap`] exactly as `stap -p1` dumps its
 //! parse tree; [`expand_script`] / [`expand_aliases`]
-//! resolve probe aliases into concrete handlers. Nothing here knows about DWARF,
-//! targets or backends, and nothing here does I/O.
+//! resolve probe aliases into concrete handlers (a conditional probe point gets a
+//! handler of its own, since a handler cannot tell which point fired). Probe points
+//! support brace expansion (`a.{b,c}.d`, capped at 10000 points); string literals keep
+//! only C's escapes as stap's lexer does (`\x41` is `x41`). Nothing here knows about
+//! DWARF, targets or backends, and nothing here does I/O.
 #![forbid(unsafe_code)]
 
 pub mod alias;

@@ -1,4 +1,4 @@
-//! Recursive-descent parser from preprocessed tokens to [`ast::Script`].
+//! Recursive-descent parser from preprocessed tokens to [`crate::ast::Script`].
 //!
 //! Expressions follow SystemTap's own precedence ladder (parse.cxx), lowest first:
 //! assignment, ternary, `||`, `&&`, `|`, `^`, `&`, `in`, comparisons and `=~`/`!~`,
