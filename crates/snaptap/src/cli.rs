@@ -61,6 +61,11 @@ pub struct Cli {
     #[arg(long = "kernel", value_name = "ELF")]
     pub kernel: Option<std::path::PathBuf>,
 
+    /// Output format: `text` (stap's), or `json` (one JSON object per output line, with
+    /// the probe point, pid, tid and time of the handler that printed it).
+    #[arg(long = "format", value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+
     /// Add DIR to the tapset search path (every `*.stp` file in it is loaded).
     #[arg(short = 'I', value_name = "DIR")]
     pub include: Vec<std::path::PathBuf>,

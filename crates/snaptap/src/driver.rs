@@ -12,6 +12,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::output::{JsonLines, Origin};
 use crate::{tapsets, vm};
 
 use anyhow::{bail, Context, Result};
@@ -140,6 +141,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 .with_context(|| format!("cannot create output file '{}'", p.display()))?,
         )),
         None => Box::new(std::io::stdout()),
+    };
+    let (out, json) = if cli.format == "json" {
+        let (j, captured) = JsonLines::new(out);
+        (Box::new(captured) as Box<dyn Write>, Some(j))
+    } else {
+        (out, None)
     };
 
     let needs_target = !planned.plans.sites.is_empty();
@@ -289,7 +296,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         target_pid,
         defines,
     };
-    let mut rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
+    let rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
         Ok(rt) => rt,
         Err(diags) => {
             report(&diags, &sources, cli.no_warnings);
@@ -303,6 +310,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             return Ok(1);
         }
     };
+    let mut rt = Handlers::new(rt, json, &planned);
 
     // Begin probes run before the target executes its first instruction, as in stap.
     let mut exiting = false;
@@ -455,7 +463,7 @@ enum BackendSpec {
 }
 
 /// Handles one backend event on the driver thread.
-fn handle_event(ev: Event, rt: &mut Runtime, cli: &Cli, target_ended: &mut bool) -> Flow {
+fn handle_event(ev: Event, rt: &mut Handlers, cli: &Cli, target_ended: &mut bool) -> Flow {
     match ev {
         Event::Record(rec) => rt.handle(&rec),
         Event::TargetEnded { pid, how } => {
@@ -592,4 +600,103 @@ fn list(cli: &Cli, pattern: &str) -> Result<i32> {
             Ok(1)
         }
     }
+}
+
+/// The runtime plus, with `--format json`, the conversion of its output to JSON lines.
+struct Handlers {
+    rt: Runtime,
+    json: Option<JsonLines>,
+    /// `pp()` of each site, for JSON output.
+    site_pp: Vec<String>,
+    /// What each begin/end/error/timer handler is, for JSON output.
+    probe_kind: std::collections::HashMap<u32, &'static str>,
+}
+
+impl Handlers {
+    fn new(rt: Runtime, json: Option<JsonLines>, planned: &planner::Planned) -> Handlers {
+        let mut site_pp = vec![String::new(); planned.plans.sites.len()];
+        for b in &planned.bindings {
+            if let Some(p) = site_pp.get_mut(b.site.0 as usize) {
+                *p = b.pp.clone();
+            }
+        }
+        let mut probe_kind = std::collections::HashMap::new();
+        for &p in &planned.begin {
+            probe_kind.insert(p, "begin");
+        }
+        for &p in &planned.end {
+            probe_kind.insert(p, "end");
+        }
+        for &p in &planned.error {
+            probe_kind.insert(p, "error");
+        }
+        for &(p, _) in &planned.timers {
+            probe_kind.insert(p, "timer");
+        }
+        Handlers {
+            rt,
+            json,
+            site_pp,
+            probe_kind,
+        }
+    }
+
+    fn handle(&mut self, rec: &capture_plan::Record) -> Flow {
+        let flow = self.rt.handle(rec);
+        if let Some(j) = self.json.as_mut() {
+            self.rt.flush();
+            let probe = self
+                .site_pp
+                .get(rec.site.0 as usize)
+                .map_or("", |s| s.as_str());
+            j.emit(&Origin {
+                probe,
+                pid: rec.pid,
+                tid: rec.tid,
+                time_ns: rec.time_ns,
+            });
+        }
+        flow
+    }
+
+    fn run_probe(&mut self, p: u32) -> Flow {
+        let flow = self.rt.run_probe(p);
+        if let Some(j) = self.json.as_mut() {
+            self.rt.flush();
+            let probe = self.probe_kind.get(&p).copied().unwrap_or("");
+            j.emit(&Origin {
+                probe,
+                pid: 0,
+                tid: 0,
+                time_ns: now_ns(),
+            });
+        }
+        flow
+    }
+
+    fn flush(&mut self) {
+        self.rt.flush();
+    }
+
+    fn finish(&mut self) {
+        self.rt.finish();
+        if let Some(j) = self.json.as_mut() {
+            j.finish(&Origin {
+                probe: "end",
+                pid: 0,
+                tid: 0,
+                time_ns: now_ns(),
+            });
+        }
+    }
+
+    fn exit_code(&self) -> i32 {
+        self.rt.exit_code()
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod driver;
+mod output;
 mod tapsets;
 mod vm;
 

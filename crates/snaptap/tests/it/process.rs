@@ -241,3 +241,53 @@ fn timers_and_begin_end_without_target() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "begin\nend 5\n");
 }
+
+#[test]
+fn json_output_one_object_per_line_with_context() {
+    let bin = fixture("structs", "-O2", &[]);
+    let bin = bin.to_str().unwrap();
+    let out = tempfile("json");
+    let script = format!(
+        r#"probe process("{bin}").function("handle") {{ printf("truth handle id=%d\n", $r->id) }} probe end {{ println("done") }}"#
+    );
+    let mut c = snaptap();
+    c.arg("--format")
+        .arg("json")
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(&script)
+        .arg("-c")
+        .arg(format!("{bin} 4"));
+    let o = run_with_timeout(c, 60);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let ids: Vec<String> = truth_lines(&stdout)
+        .iter()
+        .filter(|l| l.starts_with("truth handle "))
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .collect();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let objs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a JSON object"))
+        .collect();
+    assert_eq!(objs.len(), 5, "{text}");
+    let got: Vec<String> = objs[..4]
+        .iter()
+        .map(|o| o["line"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, ids);
+    for o in &objs[..4] {
+        assert!(
+            o["probe"].as_str().unwrap().contains(".function(\"handle@"),
+            "{o}"
+        );
+        assert!(
+            o["pid"].as_u64().unwrap() > 0 && o["pid"] == o["tid"],
+            "{o}"
+        );
+    }
+    assert_eq!(objs[4]["line"], "done");
+    assert_eq!(objs[4]["probe"], "end");
+}
