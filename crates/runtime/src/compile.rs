@@ -786,6 +786,31 @@ impl<'a> Compiler<'a> {
                 value,
                 array,
                 slice,
+                histogram: Some(h),
+                limit,
+                body,
+                ..
+            } => {
+                // Bucket numbers and counts are longs.
+                self.inf(sc, h, None);
+                for n in keys.iter().chain(value.iter()) {
+                    let at = crate::lint::word_span(self.sources, s.span, n);
+                    let sy = self.sym(sc, n, at);
+                    let mut ch = false;
+                    fill(self.sym_ty(sc, sy), Some(Ty::Long), &mut ch);
+                    self.changed |= ch;
+                }
+                let _ = (array, slice);
+                if let Some(l) = limit {
+                    self.inf(sc, l, Some(Ty::Long));
+                }
+                self.inf_stmt(sc, body, func);
+            }
+            StmtKind::Foreach {
+                keys,
+                value,
+                array,
+                slice,
                 limit,
                 body,
                 ..
@@ -989,6 +1014,11 @@ impl<'a> Compiler<'a> {
                 for a in args {
                     self.inf(sc, a, Some(Long));
                 }
+                Some(Long)
+            }
+            ExprKind::HistBucket { hist, index } => {
+                self.inf(sc, hist, None);
+                self.inf(sc, index, Some(Long));
                 Some(Long)
             }
             ExprKind::Unary { expr, .. } => {
@@ -1341,6 +1371,40 @@ impl<'a> Compiler<'a> {
             }
         }
         ok.then_some(out)
+    }
+
+    /// The aggregate and histogram layout of an `@hist_log(x)` / `@hist_linear(x, ...)`
+    /// expression; the layout is the global's (checked to be of the same kind).
+    fn hist_ref(&mut self, sc: usize, hist: &Expr) -> Option<(AggRef, HistSpec)> {
+        let ExprKind::Stat { op, expr, .. } = &hist.kind else {
+            self.err("expected a histogram", hist.span);
+            return None;
+        };
+        let agg = self.agg_ref(sc, expr, true)?;
+        let gname = match &expr.kind {
+            ExprKind::Var(n) | ExprKind::Index { array: n, .. } => n.clone(),
+            _ => String::new(),
+        };
+        let spec = self
+            .gnames
+            .get(&gname)
+            .map(|&g| self.globals[g].hist)
+            .unwrap_or(HistSpec::None);
+        let ok = matches!(
+            (op, spec),
+            (StatOp::HistLog, HistSpec::Log) | (StatOp::HistLinear, HistSpec::Linear { .. })
+        );
+        if !ok {
+            // An invalid histogram spec was reported already; say nothing more.
+            if spec != HistSpec::None {
+                self.err(
+                    format!("inconsistent histogram type for aggregate '{gname}'"),
+                    hist.span,
+                );
+            }
+            return None;
+        }
+        Some((agg, spec))
     }
 
     /// Keys of a slice (`a[*, k]`): `None` for each `*`.
@@ -1737,6 +1801,20 @@ impl<'a> Compiler<'a> {
                     e.span,
                 );
                 None
+            }
+            ExprKind::HistBucket { hist, index } => {
+                let (agg, spec) = self.hist_ref(sc, hist)?;
+                let idx = self.cx_as(sc, index, Long)?;
+                let tok = self.tok_at(e.span.file, e.span.start);
+                Some((
+                    Ex::HistBucket {
+                        agg,
+                        spec,
+                        idx: Box::new(idx),
+                        tok,
+                    },
+                    Long,
+                ))
             }
             ExprKind::Error => None,
         }
@@ -2140,11 +2218,55 @@ impl<'a> Compiler<'a> {
             StmtKind::Foreach {
                 keys,
                 value,
+                histogram: Some(h),
+                sort,
+                limit,
+                body,
+                ..
+            } => {
+                let (agg, spec) = self.hist_ref(sc, h)?;
+                let [key] = keys.as_slice() else {
+                    self.err("a histogram has one index, its bucket number", h.span);
+                    return None;
+                };
+                let k_at = crate::lint::word_span(self.sources, s.span, key);
+                let (kv, _) = self.var_ref(sc, key, k_at, false)?;
+                let val = match value {
+                    Some(v) => {
+                        let v_at = crate::lint::word_span(self.sources, s.span, v);
+                        Some(self.var_ref(sc, v, v_at, false)?.0)
+                    }
+                    None => None,
+                };
+                let limit = match limit {
+                    Some(l) => Some(self.cx_as(sc, l, Ty::Long)?),
+                    None => None,
+                };
+                let body = Box::new(self.stmt(sc, body, in_func, ret)?);
+                St::ForeachHist {
+                    agg,
+                    spec,
+                    key: kv,
+                    val,
+                    sort: sort.map(|s| Sort {
+                        key: s.key,
+                        desc: s.descending,
+                        agg: StatFn::Count,
+                    }),
+                    limit,
+                    body,
+                    tok,
+                }
+            }
+            StmtKind::Foreach {
+                keys,
+                value,
                 array,
                 slice,
                 sort,
                 limit,
                 body,
+                histogram: None,
             } => {
                 let array_at = crate::lint::word_after(self.sources, s.span, "in", array);
                 if !slice.is_empty() && slice.len() != keys.len() {
@@ -2565,8 +2687,15 @@ fn walk_stmt_exprs(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
             walk_stmt_exprs(body, f);
         }
         StmtKind::Foreach {
-            slice, limit, body, ..
+            slice,
+            histogram,
+            limit,
+            body,
+            ..
         } => {
+            if let Some(h) = histogram {
+                walk_expr(h, f);
+            }
             for e in slice.iter().flatten() {
                 walk_expr(e, f);
             }
@@ -2620,6 +2749,10 @@ fn walk_expr(e: &Expr, f: &mut dyn FnMut(&Expr)) {
             walk_expr(value, f);
         }
         ExprKind::IncDec { target, .. } => walk_expr(target, f),
+        ExprKind::HistBucket { hist, index } => {
+            walk_expr(hist, f);
+            walk_expr(index, f);
+        }
         _ => {}
     }
 }

@@ -814,6 +814,22 @@ impl State {
                     _ => 0,
                 }
             }
+            Ex::HistBucket {
+                agg,
+                spec,
+                idx,
+                tok,
+            } => {
+                let i = self.ev_l(p, cx, idx)?;
+                let n = spec.buckets() as i64;
+                match self.agg_get(p, cx, agg)? {
+                    None => return fail("aggregate element not found", *tok),
+                    Some(_) if i < 0 || i >= n => {
+                        return fail("histogram index out of range", *tok)
+                    }
+                    Some((st, _, _)) => st.hist.get(i as usize).copied().unwrap_or(0),
+                }
+            }
             Ex::InSlice { arr, keys } => {
                 let want = self.slice_want(p, cx, keys)?;
                 i64::from(!self.slice_matches(*arr, &want).is_empty())
@@ -1502,6 +1518,61 @@ impl State {
                     None => None,
                 };
                 self.foreach(p, cx, *arr, keys, val, &want, *sort, limit, body, *tok)?;
+            }
+            St::ForeachHist {
+                agg,
+                spec,
+                key,
+                val,
+                sort,
+                limit,
+                body,
+                tok,
+            } => {
+                self.tick(*tok)?;
+                let limit = match limit {
+                    Some(l) => Some(self.ev_l(p, cx, l)?),
+                    None => None,
+                };
+                // Every bucket, as stap's translator loops over them.
+                let n = spec.buckets();
+                let mut items: Vec<(i64, i64)> = match self.agg_get(p, cx, agg)? {
+                    Some((st, _, _)) => (0..n)
+                        .map(|i| (i as i64, st.hist.get(i).copied().unwrap_or(0)))
+                        .collect(),
+                    None => return fail("aggregate element not found", *tok),
+                };
+                if let Some(s) = sort {
+                    items.sort_by(|a, b| {
+                        let o = if s.key.is_some() {
+                            a.0.cmp(&b.0)
+                        } else {
+                            a.1.cmp(&b.1)
+                        };
+                        if s.desc {
+                            o.reverse()
+                        } else {
+                            o
+                        }
+                    });
+                }
+                let take = match limit {
+                    Some(l) if l >= 0 => (l as usize).min(items.len()),
+                    Some(_) => 0,
+                    None => items.len(),
+                };
+                for (b, c) in items.into_iter().take(take) {
+                    self.tick(*tok)?;
+                    self.set_l(*key, b);
+                    if let Some(v) = val {
+                        self.set_l(*v, c);
+                    }
+                    match self.exec(p, cx, body) {
+                        Ok(()) | Err(Ctl::Continue) => {}
+                        Err(Ctl::Break) => break,
+                        Err(e) => return Err(e),
+                    }
+                }
             }
             St::Break(tok) => {
                 self.tick(*tok)?;

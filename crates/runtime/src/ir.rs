@@ -268,6 +268,13 @@ pub(crate) enum Ex {
         spec: HistSpec,
         tok: Tok,
     },
+    /// `@hist_log(x)[N]`: the count in bucket N.
+    HistBucket {
+        agg: AggRef,
+        spec: HistSpec,
+        idx: Box<Ex>,
+        tok: Tok,
+    },
     Stat {
         f: StatFn,
         agg: AggRef,
@@ -369,6 +376,17 @@ pub(crate) enum St {
         val: Option<(VarRef, Ty)>,
         /// `in a[E, *]`: the key values required (None: any). Empty: no slice.
         slice: Vec<Option<(Ex, Ty)>>,
+        sort: Option<Sort>,
+        limit: Option<Ex>,
+        body: Box<St>,
+        tok: Tok,
+    },
+    /// `foreach ([b] in @hist_log(x))`: every bucket number (and count) in order.
+    ForeachHist {
+        agg: AggRef,
+        spec: HistSpec,
+        key: VarRef,
+        val: Option<VarRef>,
         sort: Option<Sort>,
         limit: Option<Ex>,
         body: Box<St>,

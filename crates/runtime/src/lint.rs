@@ -198,6 +198,10 @@ impl<'a> Lint<'a> {
             | ExprKind::ProbeWrite(_)
             | ExprKind::Wildcard
             | ExprKind::Error => {}
+            ExprKind::HistBucket { hist, index } => {
+                self.expr(b, hist);
+                self.expr(b, index);
+            }
         }
     }
 
@@ -235,10 +239,14 @@ impl<'a> Lint<'a> {
                 value,
                 array,
                 slice,
+                histogram,
                 limit,
                 body,
                 ..
             } => {
+                if let Some(h) = histogram {
+                    self.expr(b, h);
+                }
                 for e in slice.iter().flatten() {
                     self.expr(b, e);
                 }
@@ -248,7 +256,9 @@ impl<'a> Lint<'a> {
                 if let Some(v) = value {
                     self.write(b, v, s.span, None);
                 }
-                self.read(b, array, s.span);
+                if histogram.is_none() {
+                    self.read(b, array, s.span);
+                }
                 if let Some(l) = limit {
                     self.expr(b, l);
                 }

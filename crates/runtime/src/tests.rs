@@ -2114,3 +2114,29 @@ fn wildcard_slices_in_delete_and_in() {
         "'*' may only be an array index in delete, in or a foreach array slice"
     );
 }
+
+#[test]
+fn histogram_buckets_index_and_iterate() {
+    // Buckets are numbered as stap's runtime numbers them: for @hist_log, 64 holds 0
+    // and 65 + k holds [2^k, 2^(k+1)); for @hist_linear, 0 is the underflow bucket.
+    assert_eq!(
+        out("global s, h probe begin { s <<< 1; s <<< 5; s <<< 5; h <<< 3\n\
+             println(@hist_log(s)[65], \" \", @hist_log(s)[67], \" \", @hist_linear(h, 0, 10, 2)[2])\n\
+             foreach ([b] in @hist_log(s)) if (@hist_log(s)[b]) printf(\"%d:%d \", b, @hist_log(s)[b])\n\
+             println()\n\
+             foreach (c = [b] in @hist_linear(h, 0, 10, 2) limit 3) printf(\"%d=%d \", b, c)\n\
+             println()\n\
+             foreach ([b] in @hist_log(s)- limit 1) println(b) }"),
+        "1 2 1\n65:1 67:2 \n0=0 1=0 2=1 \n67\n"
+    );
+    let (o, e) = run("global s probe begin { s <<< 1; println(@hist_log(s)[128]) }");
+    assert_eq!(o, "");
+    assert!(
+        e.starts_with("ERROR: histogram index out of range near "),
+        "{e}"
+    );
+    assert_eq!(
+        warnings_of("global s probe begin { s <<< 1; foreach ([b] in @hist_log(s)) println(b) }"),
+        ""
+    );
+}

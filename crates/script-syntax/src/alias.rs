@@ -323,8 +323,15 @@ fn visit_stmt_mut(s: &mut Stmt, f: &mut dyn FnMut(&mut Expr)) {
             visit_stmt_mut(body, f);
         }
         StmtKind::Foreach {
-            slice, limit, body, ..
+            slice,
+            histogram,
+            limit,
+            body,
+            ..
         } => {
+            if let Some(h) = histogram {
+                visit_expr_mut(h, f);
+            }
             for e in slice.iter_mut().flatten() {
                 visit_expr_mut(e, f);
             }
@@ -400,5 +407,9 @@ pub(crate) fn visit_expr_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
         | ExprKind::ProbeWrite(_)
         | ExprKind::Wildcard
         | ExprKind::Error => {}
+        ExprKind::HistBucket { hist, index } => {
+            visit_expr_mut(hist, f);
+            visit_expr_mut(index, f);
+        }
     }
 }

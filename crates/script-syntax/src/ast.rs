@@ -249,6 +249,9 @@ pub enum StmtKind {
         /// `in ARRAY[E, *, ...]`: only the elements whose keys equal the given
         /// expressions (`None` is `*`). Empty: the whole array.
         slice: Vec<Option<Expr>>,
+        /// `foreach ([b] in @hist_log(x))`: the buckets of a histogram (an
+        /// [`ExprKind::Stat`]); `array` is empty then.
+        histogram: Option<Box<Expr>>,
         /// `+`/`-` on a key or the value.
         sort: Option<SortSpec>,
         /// `limit N`.
@@ -527,6 +530,14 @@ pub enum ExprKind {
         keys: Vec<Expr>,
         /// Array name.
         array: String,
+    },
+    /// `@hist_log(x)[N]` / `@hist_linear(x, lo, hi, step)[N]`: the count in bucket N,
+    /// numbered as stap's runtime numbers them.
+    HistBucket {
+        /// The `@hist_*` expression (an [`ExprKind::Stat`]).
+        hist: Box<Expr>,
+        /// The bucket number.
+        index: Box<Expr>,
     },
     /// `*` as an array index in `delete a[*, k]` and `[*, k] in a`: any value matches.
     /// Anywhere else it is an elaboration error.

@@ -1081,10 +1081,22 @@ impl Parser<'_> {
             return Err(self.error("expected 'in'"));
         }
         self.bump();
-        let array = self.name("expected identifier")?;
+        // `in @hist_log(x)`: the buckets of a histogram.
+        let mut histogram = None;
+        let array = if matches!(self.peek(), Tok::Ident(w) if w == "@hist_log" || w == "@hist_linear")
+        {
+            let h = self.value()?;
+            if !matches!(h.kind, ExprKind::Stat { .. }) {
+                return Err(self.error("expected a histogram"));
+            }
+            histogram = Some(Box::new(h));
+            String::new()
+        } else {
+            self.name("expected identifier")?
+        };
         // An array slice: `in a[E, *]`.
         let mut slice = Vec::new();
-        if self.eat_op("[") {
+        if histogram.is_none() && self.eat_op("[") {
             loop {
                 if self.eat_op("*") {
                     slice.push(None);
@@ -1138,6 +1150,7 @@ impl Parser<'_> {
             value,
             array,
             slice,
+            histogram,
             sort,
             limit,
             body,
@@ -1588,10 +1601,30 @@ impl Parser<'_> {
                 args.push(self.expr()?);
             }
             self.expect_op(")")?;
-            if self.is_op("[") {
-                return Err(self.error("indexing a histogram bucket is not supported"));
+            if self.is_op("[") && !matches!(op, StatOp::HistLog | StatOp::HistLinear) {
+                return Err(self.error("only a histogram can be indexed"));
             }
             let span = self.since(start);
+            if matches!(op, StatOp::HistLog | StatOp::HistLinear) && self.eat_op("[") {
+                let hist = self.mk(
+                    ExprKind::Stat {
+                        op,
+                        expr: Box::new(e),
+                        args,
+                    },
+                    span,
+                );
+                let index = self.expr()?;
+                self.expect_op("]")?;
+                let span = self.since(start);
+                return Ok(self.mk(
+                    ExprKind::HistBucket {
+                        hist: Box::new(hist),
+                        index: Box::new(index),
+                    },
+                    span,
+                ));
+            }
             return Ok(self.mk(
                 ExprKind::Stat {
                     op,

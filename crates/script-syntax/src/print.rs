@@ -326,6 +326,7 @@ impl Printer<'_> {
                 value,
                 array,
                 slice,
+                histogram,
                 sort,
                 limit,
                 body,
@@ -358,7 +359,15 @@ impl Printer<'_> {
                 if bracket {
                     self.out.push(']');
                 }
-                let _ = write!(self.out, " in {array}");
+                match histogram {
+                    Some(h) => {
+                        self.out.push_str(" in ");
+                        self.expr(h, 0);
+                    }
+                    None => {
+                        let _ = write!(self.out, " in {array}");
+                    }
+                }
                 if !slice.is_empty() {
                     self.out.push('[');
                     for (i, k) in slice.iter().enumerate() {
@@ -632,6 +641,12 @@ impl Printer<'_> {
                 let _ = write!(self.out, " in {array}");
             }
             ExprKind::Wildcard => self.out.push('*'),
+            ExprKind::HistBucket { hist, index } => {
+                self.expr(hist, 0);
+                self.out.push('[');
+                self.expr(index, 0);
+                self.out.push(']');
+            }
             ExprKind::Error => self.out.push_str("/* error */"),
         }
     }

@@ -252,6 +252,7 @@ impl StapPrinter<'_> {
                 value,
                 array,
                 slice,
+                histogram,
                 sort,
                 limit,
                 body,
@@ -273,7 +274,11 @@ impl StapPrinter<'_> {
                         }
                     }
                 }
-                let _ = write!(self.out, "] in {array}");
+                self.out.push_str("] in ");
+                match histogram {
+                    Some(h) => self.expr(h),
+                    None => self.out.push_str(array),
+                }
                 if !slice.is_empty() {
                     self.out.push('[');
                     for (i, e) in slice.iter().enumerate() {
@@ -502,6 +507,12 @@ impl StapPrinter<'_> {
                 let _ = write!(self.out, "] in {array}");
             }
             ExprKind::Wildcard => self.out.push('*'),
+            ExprKind::HistBucket { hist, index } => {
+                self.expr(hist);
+                self.out.push('[');
+                self.expr(index);
+                self.out.push(']');
+            }
             ExprKind::Error => {}
         }
     }

@@ -1500,3 +1500,17 @@ fn wildcard_array_indexes() {
     let (_, _, d) = parse_text("t.stp", "probe begin { x = a[* 2] }", &[]);
     assert!(!d.is_empty());
 }
+
+#[test]
+fn histogram_bucket_syntax() {
+    let s = ok("global s\nprobe begin { x = @hist_log(s)[3]; foreach (c = [b] in @hist_linear(s, 0, 10, 2)- limit 2) print(b) }\n");
+    let printed = print_script(&s);
+    assert_eq!(printed, printout(&printed), "printing is stable");
+    assert!(printed.contains("x = @hist_log(s)[3];"), "{printed}");
+    assert!(
+        printed.contains("foreach (c = b in @hist_linear(s, 0, 10, 2)- limit 2)"),
+        "{printed}"
+    );
+    let (_, _, d) = parse_text("t.stp", "global s probe begin { x = @count(s)[1] }", &[]);
+    assert_eq!(d[0].message, "only a histogram can be indexed");
+}
