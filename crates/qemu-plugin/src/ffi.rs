@@ -1,0 +1,353 @@
+//! The plugin's only `unsafe` code: the symbols QEMU looks up, the callbacks it calls,
+//! register and guest-memory reads through QEMU's plugin API, and the shared mapping.
+//!
+//! QEMU's API is C: every pointer it hands over is valid for the duration of the
+//! callback it is passed to, and the register/memory functions may only be called from
+//! a vCPU callback registered with `QEMU_PLUGIN_CB_R_REGS`. The glib functions used to
+//! allocate byte arrays are resolved from the QEMU process at load time.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use backend::TargetAccess;
+use backend_plugin::wire::SharedMem;
+use capture_plan::DwarfReg;
+use qemu_plugin_sys::{
+    qemu_info_t, qemu_plugin_cb_flags, qemu_plugin_get_registers, qemu_plugin_id_t,
+    qemu_plugin_insn_vaddr, qemu_plugin_read_memory_vaddr, qemu_plugin_read_register,
+    qemu_plugin_reg_descriptor, qemu_plugin_register, qemu_plugin_register_atexit_cb,
+    qemu_plugin_register_vcpu_init_cb, qemu_plugin_register_vcpu_insn_exec_cb,
+    qemu_plugin_register_vcpu_tb_trans_cb, qemu_plugin_tb, qemu_plugin_tb_get_insn,
+    qemu_plugin_tb_n_insns, GArray, GByteArray, QEMU_PLUGIN_VERSION,
+};
+
+extern "C" {
+    fn g_byte_array_new() -> *mut GByteArray;
+    fn g_array_free(array: *mut GArray, free_segment: c_int) -> *mut c_char;
+}
+
+/// The plugin API version this library was built against; QEMU refuses to load a
+/// plugin without it.
+#[no_mangle]
+pub static qemu_plugin_version: c_int = QEMU_PLUGIN_VERSION as c_int;
+
+/// Not a DWARF register: `cr3`, for the address-space filter.
+pub(crate) const CR3: DwarfReg = DwarfReg(0x8100);
+
+/// QEMU register names by DWARF number (x86_64 psABI numbering), and `cr3`.
+const REG_NAMES: [(u16, &str); 26] = [
+    (0, "rax"),
+    (1, "rdx"),
+    (2, "rcx"),
+    (3, "rbx"),
+    (4, "rsi"),
+    (5, "rdi"),
+    (6, "rbp"),
+    (7, "rsp"),
+    (8, "r8"),
+    (9, "r9"),
+    (10, "r10"),
+    (11, "r11"),
+    (12, "r12"),
+    (13, "r13"),
+    (14, "r14"),
+    (15, "r15"),
+    (49, "eflags"),
+    (50, "es"),
+    (51, "cs"),
+    (52, "ss"),
+    (53, "ds"),
+    (54, "fs"),
+    (55, "gs"),
+    (58, "fs_base"),
+    (59, "gs_base"),
+    (0x8100, "cr3"),
+];
+
+/// Register handles (as integers, so the table is `Sync`), found at the first vCPU's
+/// initialisation: QEMU numbers registers the same way on every vCPU of a machine.
+static REGS: OnceLock<Vec<(u16, usize)>> = OnceLock::new();
+
+/// The shared file, mapped read-write into QEMU.
+pub(crate) struct MapMem {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping lives as long as the process (never unmapped) and is only
+// accessed through atomics (words) or byte copies into areas owned by one side.
+unsafe impl Send for MapMem {}
+// SAFETY: as above; concurrent access goes through `AtomicU64` or disjoint areas.
+unsafe impl Sync for MapMem {}
+
+impl MapMem {
+    /// Maps the whole file at `path` shared, read-write.
+    pub(crate) fn open(path: &str) -> Result<MapMem, String> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("snaptap plugin: {path}: {e}"))?;
+        let len = f
+            .metadata()
+            .map_err(|e| format!("snaptap plugin: {path}: {e}"))?
+            .len() as usize;
+        if len < 4096 {
+            return Err(format!("snaptap plugin: {path} is too short ({len} bytes)"));
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared mapping of an open file of `len` bytes; the result is
+        // checked against MAP_FAILED before use, and the fd may be closed afterwards.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(format!(
+                "snaptap plugin: mmap {path}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(MapMem { ptr: p.cast(), len })
+    }
+
+    fn word(&self, off: usize) -> Option<&AtomicU64> {
+        if !off.is_multiple_of(8) || off.checked_add(8)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds and 8-aligned (the mapping is page-aligned); the memory is
+        // shared with snaptap, so it is only ever accessed atomically as a word here.
+        Some(unsafe { &*(self.ptr.add(off) as *const AtomicU64) })
+    }
+}
+
+impl SharedMem for MapMem {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn load(&self, off: usize) -> u64 {
+        self.word(off).map_or(0, |w| w.load(Ordering::Acquire))
+    }
+    fn store(&self, off: usize, v: u64) {
+        if let Some(w) = self.word(off) {
+            w.store(v, Ordering::Release);
+        }
+    }
+    fn fetch_add(&self, off: usize, v: u64) {
+        if let Some(w) = self.word(off) {
+            w.fetch_add(v, Ordering::AcqRel);
+        }
+    }
+    fn write(&self, off: usize, bytes: &[u8]) {
+        if off.checked_add(bytes.len()).is_some_and(|e| e <= self.len) {
+            // SAFETY: the destination range is inside the mapping (checked above) and
+            // cannot overlap `bytes`, which lives in this process's heap or stack.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), bytes.len())
+            };
+        }
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) {
+        if off.checked_add(buf.len()).is_some_and(|e| e <= self.len) {
+            // SAFETY: the source range is inside the mapping (checked above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.ptr.add(off), buf.as_mut_ptr(), buf.len())
+            };
+        } else {
+            buf.fill(0);
+        }
+    }
+}
+
+thread_local! {
+    /// This vCPU thread's glib byte array for register and memory reads.
+    static GBUF: Cell<*mut GByteArray> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+fn gbuf() -> *mut GByteArray {
+    GBUF.with(|c| {
+        if c.get().is_null() {
+            // SAFETY: glib's allocator, resolved from QEMU; never freed (one per thread).
+            c.set(unsafe { g_byte_array_new() });
+        }
+        c.get()
+    })
+}
+
+/// The vCPU being probed, as the plan interpreter sees it.
+struct Vcpu {
+    pc: u64,
+}
+
+impl TargetAccess for Vcpu {
+    fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
+        if reg == DwarfReg::RIP {
+            // At an instruction callback the probed instruction's address is the pc.
+            return Some(self.pc);
+        }
+        let handle = REGS.get()?.iter().find(|(n, _)| *n == reg.0)?.1;
+        let buf = gbuf();
+        if buf.is_null() {
+            return None;
+        }
+        // SAFETY: called only from the instruction callback registered with
+        // QEMU_PLUGIN_CB_R_REGS; `buf` is this thread's valid GByteArray, emptied first
+        // because QEMU appends the register's bytes to it.
+        let n = unsafe {
+            (*buf).len = 0;
+            qemu_plugin_read_register(handle as *mut qemu_plugin_register, buf)
+        };
+        if n <= 0 {
+            return None;
+        }
+        let n = (n as usize).min(8);
+        let mut b = [0u8; 8];
+        // SAFETY: QEMU wrote `n` (>= the bytes copied) bytes at `data`.
+        unsafe {
+            if (*buf).len as usize >= n {
+                std::ptr::copy_nonoverlapping((*buf).data, b.as_mut_ptr(), n);
+            } else {
+                return None;
+            }
+        }
+        Some(u64::from_le_bytes(b))
+    }
+
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), u64> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let buf = gbuf();
+        if buf.is_null() {
+            return Err(addr);
+        }
+        // SAFETY: vCPU context (instruction callback); `buf` is a valid GByteArray that
+        // QEMU resizes to `out.len()` bytes on success.
+        let ok = unsafe { qemu_plugin_read_memory_vaddr(addr, buf, out.len()) };
+        // SAFETY: on success `data` holds `len` >= out.len() bytes (checked).
+        unsafe {
+            if !ok || ((*buf).len as usize) < out.len() {
+                return Err(addr);
+            }
+            std::ptr::copy_nonoverlapping((*buf).data, out.as_mut_ptr(), out.len());
+        }
+        Ok(())
+    }
+}
+
+/// QEMU's entry point: parses the arguments, loads the plans, registers the callbacks.
+///
+/// # Safety
+/// Called by QEMU with a valid `info` and `argc` valid C strings in `argv`.
+#[no_mangle]
+pub unsafe extern "C" fn qemu_plugin_install(
+    id: qemu_plugin_id_t,
+    info: *const qemu_info_t,
+    argc: c_int,
+    argv: *mut *mut c_char,
+) -> c_int {
+    let mut args = Vec::new();
+    for i in 0..argc.max(0) as usize {
+        // SAFETY: QEMU passes `argc` valid NUL-terminated strings.
+        let a = unsafe { *argv.add(i) };
+        if !a.is_null() {
+            // SAFETY: non-null and NUL-terminated (above).
+            args.push(unsafe { CStr::from_ptr(a) }.to_string_lossy().into_owned());
+        }
+    }
+    // SAFETY: `info` is valid for this call; `target_name` is a C string or null.
+    let target = unsafe {
+        if info.is_null() || (*info).target_name.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr((*info).target_name)
+                .to_string_lossy()
+                .into_owned()
+        }
+    };
+    match crate::install(&target, &args) {
+        Ok(true) => {
+            // SAFETY: registering callbacks with our plugin id, from the install hook.
+            unsafe {
+                qemu_plugin_register_vcpu_init_cb(id, Some(vcpu_init));
+                qemu_plugin_register_vcpu_tb_trans_cb(id, Some(tb_trans));
+                qemu_plugin_register_atexit_cb(id, Some(at_exit), std::ptr::null_mut());
+            }
+            0
+        }
+        Ok(false) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            -1
+        }
+    }
+}
+
+unsafe extern "C" fn vcpu_init(_id: qemu_plugin_id_t, _vcpu: c_uint) {
+    if REGS.get().is_some() {
+        return;
+    }
+    // SAFETY: called in vCPU context after its initialisation, as the API requires.
+    let arr = unsafe { qemu_plugin_get_registers() };
+    if arr.is_null() {
+        return;
+    }
+    let mut found = Vec::new();
+    // SAFETY: `arr` is a GArray of `len` qemu_plugin_reg_descriptor with valid C-string
+    // names; we own the array and free it (not the strings) afterwards.
+    unsafe {
+        let descs = (*arr).data as *const qemu_plugin_reg_descriptor;
+        for i in 0..(*arr).len as usize {
+            let d = &*descs.add(i);
+            if d.name.is_null() {
+                continue;
+            }
+            let name = CStr::from_ptr(d.name).to_string_lossy();
+            if let Some((n, _)) = REG_NAMES.iter().find(|(_, r)| *r == name) {
+                found.push((*n, d.handle as usize));
+            }
+        }
+        g_array_free(arr, 1);
+    }
+    let _ = REGS.set(found);
+}
+
+unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
+    // SAFETY: `tb` is valid for this translation callback.
+    let n = unsafe { qemu_plugin_tb_n_insns(tb) };
+    for i in 0..n {
+        // SAFETY: `i` < n; the instruction handle is valid during this callback.
+        let insn = unsafe { qemu_plugin_tb_get_insn(tb, i) };
+        // SAFETY: as above.
+        let vaddr = unsafe { qemu_plugin_insn_vaddr(insn) };
+        if let Some(pc) = crate::probe_at(vaddr) {
+            // SAFETY: registering on a valid instruction handle; the user data is the
+            // probe address itself (an integer, never dereferenced).
+            unsafe {
+                qemu_plugin_register_vcpu_insn_exec_cb(
+                    insn,
+                    Some(on_hit),
+                    qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
+                    pc as usize as *mut c_void,
+                )
+            };
+        }
+    }
+}
+
+unsafe extern "C" fn on_hit(vcpu: c_uint, udata: *mut c_void) {
+    let pc = udata as usize as u64;
+    crate::hit(vcpu, pc, &mut Vcpu { pc });
+}
+
+unsafe extern "C" fn at_exit(_id: qemu_plugin_id_t, _udata: *mut c_void) {
+    crate::exiting();
+}

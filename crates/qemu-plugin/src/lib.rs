@@ -1,0 +1,166 @@
+//! snaptap's in-emulator copier: a QEMU TCG plugin (API v4, QEMU 10) that executes
+//! capture plans at kernel probe instructions and writes the records into per-vCPU rings
+//! in a shared-memory file that snaptap (`backend-plugin`) reads.
+//!
+//! Overview: QEMU loads `libqemu_plugin.so,shm=/dev/shm/snaptap-PID-N`. At load the
+//! plugin maps that file, decodes the plan set (`backend_plugin::wire`), checks it
+//! (`CapturePlan::verify`, entry sites only, records fit a ring) and either reports
+//! "ready" or rejects it with a message in the file's control area (QEMU then runs on
+//! untraced). At translation time it registers an instruction callback only on the probe
+//! instructions; at each hit, if snaptap armed the probes (and the optional `cr3` filter
+//! matches), it runs [`backend::execute`] — the same plan interpreter as every backend —
+//! against the vCPU's registers and guest virtual memory, and appends the record to the
+//! vCPU's ring, or counts a drop when the ring is full. It never writes guest state.
+//!
+//! Layout: this file is the safe logic; `ffi` is the only module with `unsafe` (QEMU's
+//! C API, the shared mapping, the exported symbols).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use backend::TargetAccess;
+use backend_plugin::wire::{self, Layout, SharedMem};
+use capture_plan::{ProbeSite, Record};
+
+mod ffi;
+
+/// Everything decided at load.
+struct Plugin {
+    mem: ffi::MapMem,
+    layout: Layout,
+    sites: Vec<ProbeSite>,
+    /// Probe address -> indices into `sites`, and the lowest/highest probe address for a
+    /// cheap test at translation time.
+    by_addr: HashMap<u64, Vec<usize>>,
+    lo: u64,
+    hi: u64,
+    cr3: u64,
+}
+
+static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+
+/// Parses the plugin arguments and loads the plans. `Ok(true)`: probes to instrument;
+/// `Ok(false)`: the plans were rejected (the message is in the shared file, QEMU runs on
+/// untraced); `Err`: the shared file itself cannot be used (QEMU reports it and stops).
+fn install(target: &str, args: &[String]) -> Result<bool, String> {
+    let shm = args
+        .iter()
+        .find_map(|a| a.strip_prefix("shm="))
+        .ok_or("snaptap plugin: missing shm=PATH argument")?;
+    let mem = ffi::MapMem::open(shm)?;
+    let layout = match Layout::from_header(&mem) {
+        Ok(l) => l,
+        Err(e) => {
+            wire::set_status(&mem, wire::STATUS_REJECTED, &e);
+            return Ok(false);
+        }
+    };
+    match load_plans(&mem, &layout, target) {
+        Ok(sites) => {
+            let mut by_addr: HashMap<u64, Vec<usize>> = HashMap::new();
+            for (i, s) in sites.iter().enumerate() {
+                by_addr.entry(s.addr.0).or_default().push(i);
+            }
+            let lo = by_addr.keys().copied().min().unwrap_or(u64::MAX);
+            let hi = by_addr.keys().copied().max().unwrap_or(0);
+            let n = sites.len();
+            let cr3 = mem.load(wire::H_CR3);
+            let p = Plugin {
+                mem,
+                layout,
+                sites,
+                by_addr,
+                lo,
+                hi,
+                cr3,
+            };
+            let ok = format!("ready: {n} sites");
+            if PLUGIN.set(p).is_err() {
+                return Err("snaptap plugin: loaded twice".into());
+            }
+            if let Some(p) = PLUGIN.get() {
+                wire::set_status(&p.mem, wire::STATUS_READY, &ok);
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            wire::set_status(&mem, wire::STATUS_REJECTED, &e);
+            Ok(false)
+        }
+    }
+}
+
+fn load_plans(mem: &ffi::MapMem, lay: &Layout, target: &str) -> Result<Vec<ProbeSite>, String> {
+    if target != "x86_64" {
+        return Err(format!("the guest is {target}; the plugin supports x86_64"));
+    }
+    let mut enc = vec![0u8; lay.plan_len as usize];
+    mem.read(lay.plan_off as usize, &mut enc);
+    let plans = wire::decode_plans(&enc)?;
+    wire::check_plans(&plans, lay.ring_bytes)?;
+    Ok(plans.sites)
+}
+
+/// Translation time: the site group to call back for an instruction at `vaddr`, if any.
+fn probe_at(vaddr: u64) -> Option<u64> {
+    let p = PLUGIN.get()?;
+    if vaddr < p.lo || vaddr > p.hi || !p.by_addr.contains_key(&vaddr) {
+        return None;
+    }
+    p.mem.fetch_add(wire::H_INSTRUMENTED, 1);
+    Some(vaddr)
+}
+
+/// QEMU is exiting: tell snaptap.
+fn exiting() {
+    if let Some(p) = PLUGIN.get() {
+        p.mem.store(wire::H_ARMED, 0);
+        wire::set_status(&p.mem, wire::STATUS_EXITED, "QEMU exited");
+    }
+}
+
+thread_local! {
+    /// The record and encoding buffers of this vCPU thread, reused across hits.
+    static SCRATCH: RefCell<(Record, Vec<u8>)> =
+        RefCell::new((Record::new(Default::default(), 0, 0, 0, 0), Vec::with_capacity(256)));
+}
+
+/// Run time: the probe instruction at `vaddr` is about to execute on `vcpu`.
+fn hit(vcpu: u32, vaddr: u64, target: &mut dyn TargetAccess) {
+    let Some(p) = PLUGIN.get() else { return };
+    if p.mem.load(wire::H_ARMED) != 1 {
+        return;
+    }
+    if p.cr3 != 0 && target.reg(ffi::CR3) != Some(p.cr3) {
+        return;
+    }
+    let Some(group) = p.by_addr.get(&vaddr) else {
+        return;
+    };
+    let time_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    for &i in group {
+        let site = &p.sites[i];
+        if vcpu >= p.layout.nrings {
+            p.mem.fetch_add(wire::H_UNRINGED, 1);
+            continue;
+        }
+        SCRATCH.with(|s| {
+            let Ok(mut s) = s.try_borrow_mut() else {
+                return;
+            };
+            let (rec, enc) = &mut *s;
+            rec.site = site.id;
+            rec.time_ns = time_ns;
+            rec.ip = vaddr;
+            rec.fields.clear();
+            rec.data.clear();
+            backend::execute(&site.plan, target, rec);
+            wire::encode_record(rec, enc);
+            wire::produce(&p.mem, &p.layout, vcpu, enc);
+        });
+    }
+}
