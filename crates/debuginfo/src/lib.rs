@@ -211,7 +211,7 @@ pub struct DebugInfo {
     /// SDT (USDT) probes from `.note.stapsdt`.
     sdt: Vec<SdtProbe>,
     /// Why there is no DWARF (for symbol-only files).
-    missing: Option<String>,
+    missing: Option<MissingDebug>,
     /// FDE lookup tables, built on the first unwind.
     fde_tables: std::sync::OnceLock<cfi::FdeTables>,
     /// Link-time ranges of executable segments.
@@ -241,6 +241,13 @@ fn section_data(file: &object::File<'_>, name: &str) -> Result<Option<Arc<[u8]>>
         }
         None => Ok(None),
     }
+}
+
+/// Why a file opened without DWARF has none: the places searched, and the full
+/// message made on first use.
+struct MissingDebug {
+    searched: Vec<PathBuf>,
+    text: std::sync::OnceLock<String>,
 }
 
 /// A separate debug file: its path and contents.
@@ -311,9 +318,15 @@ fn load_debug_sections(
     }
     // Largest first, dealt round-robin: .debug_info gets a thread of its own.
     jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.size()));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |c| c.get())
-        .clamp(1, 4);
+    // Threads only pay off for large compressed sections.
+    let compressed: u64 = jobs.iter().map(|(_, s)| s.size()).sum();
+    let threads = if compressed < (1 << 20) {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |c| c.get())
+            .clamp(1, 4)
+    };
     let mut lanes: Vec<Vec<(&'static str, object::Section<'_, '_>)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for (i, j) in jobs.into_iter().enumerate() {
@@ -370,12 +383,27 @@ impl DebugInfo {
     /// explanation (places searched, package to install), as [`Error::NoDebugInfo`]
     /// would say it.
     pub fn missing_debug_info(&self) -> Option<&str> {
-        self.missing.as_deref()
+        let m = self.missing.as_ref()?;
+        Some(m.text.get_or_init(|| {
+            let hint = missing_debug_hint(self.build_id.as_deref(), &self.path);
+            Error::NoDebugInfo(self.path.clone(), m.searched.clone(), hint).to_string()
+        }))
     }
 
     /// False when the functions come from the symbol table only.
     pub fn has_debug_info(&self) -> bool {
         !self.units.is_empty()
+    }
+
+    /// Like [`Self::open_or_symbols`] on file contents already in memory (`path` names
+    /// it in messages and locates a `.gnu_debuglink` file; `debug_dirs` are searched
+    /// by build-id). For tools and fuzzing: nothing in `bytes` can make this panic.
+    pub fn from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        debug_dirs: &[PathBuf],
+    ) -> Result<DebugInfo, Error> {
+        Self::from_arc(path, Arc::from(bytes), false, debug_dirs)
     }
 
     fn open_with(path: &Path, require_dwarf: bool, roots: &[PathBuf]) -> Result<DebugInfo, Error> {
@@ -384,6 +412,15 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
+        Self::from_arc(path, bytes, require_dwarf, roots)
+    }
+
+    fn from_arc(
+        path: &Path,
+        bytes: Arc<[u8]>,
+        require_dwarf: bool,
+        roots: &[PathBuf],
+    ) -> Result<DebugInfo, Error> {
         let bad = |msg: String| Error::BadElf {
             path: path.to_path_buf(),
             msg,
@@ -398,7 +435,8 @@ impl DebugInfo {
             find_separate_debug(&file, path, roots, &mut searched)?
         };
         let no_debug = |searched: Vec<PathBuf>| {
-            let hint = missing_debug_hint(&file, path);
+            let id = file.build_id().ok().flatten();
+            let hint = missing_debug_hint(id, path);
             Error::NoDebugInfo(path.to_path_buf(), searched, hint)
         };
         if let Some((p, _)) = &separate {
@@ -497,7 +535,11 @@ impl DebugInfo {
                 return Err(no_debug(searched));
             }
             if !has_dwarf {
-                di.missing = Some(no_debug(searched).to_string());
+                // The explanation (which asks dpkg) is only written when asked for.
+                di.missing = Some(MissingDebug {
+                    searched,
+                    text: Default::default(),
+                });
             }
             di.functions = std::sync::OnceLock::from(symbol_functions(&file));
             di.inlines = std::sync::OnceLock::from(Vec::new());
@@ -1432,11 +1474,8 @@ fn find_separate_debug(
 /// What would provide the missing debug information of `path`: the Debian package
 /// when it can be told (the package owning the file, from dpkg's lists), and the
 /// build-id path that package must install.
-fn missing_debug_hint(file: &object::File<'_>, path: &Path) -> String {
-    let id_path = file
-        .build_id()
-        .ok()
-        .flatten()
+fn missing_debug_hint(build_id: Option<&[u8]>, path: &Path) -> String {
+    let id_path = build_id
         .and_then(build_id_rel)
         .map(|r| Path::new(DEBUG_ROOT).join(r));
     let owner = dpkg_owner(path);

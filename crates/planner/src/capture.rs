@@ -262,6 +262,24 @@ pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     }
 }
 
+/// The user-stack functions (stap's `ucontext-symbols` and `ucontext-unwind`
+/// tapsets), with what each needs.
+fn user_stack_fn(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "ubacktrace"
+        | "print_ubacktrace"
+        | "sprint_ubacktrace"
+        | "print_ustack"
+        | "sprint_ustack"
+        | "ucallers"
+        | "print_ubacktrace_brief" => "a user backtrace",
+        "usymname" | "usymdata" | "umodname" | "usymfileline" | "usymfile" | "usymline" => {
+            "symbolising a user address"
+        }
+        _ => return None,
+    })
+}
+
 /// String-copying functions: (bound argument index if any).
 fn string_fn(name: &str) -> Option<Option<usize>> {
     match name {
@@ -547,6 +565,18 @@ impl<'a> Builder<'a> {
                     self.needs.comm |= f.comm;
                     self.needs.ppid |= f.ppid;
                     self.needs.cpu |= f.cpu;
+                }
+                if let Some(what) = user_stack_fn(name) {
+                    self.errors.push(sem(
+                        format!(
+                            "{name}() is not yet supported: {what} needs the registers and a \
+                             slice of the user stack captured at the probe and unwound \
+                             afterwards with the modules' CFI, and capture plans cannot yet \
+                             say how to decode them (Decode::Backtrace, proposed)"
+                        ),
+                        e,
+                    ));
+                    return Walk::Skip;
                 }
                 match name.as_str() {
                     "register" | "u_register" | "uaddr" => {

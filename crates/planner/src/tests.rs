@@ -1522,3 +1522,31 @@ fn progress_hook_hears_about_reading_and_indexing() {
         "{heard:?}"
     );
 }
+
+#[test]
+fn user_stack_functions_are_refused_clearly_until_the_decode_exists() {
+    let bin = compile("-O2");
+    for call in [
+        "print_ubacktrace()",
+        "println(sprint_ubacktrace())",
+        "println(ubacktrace())",
+        "println(usymname(uaddr()))",
+        "println(umodname(uaddr()))",
+        "println(ucallers(3))",
+    ] {
+        let e = err_text(
+            &format!(r#"probe process.function("handle") {{ {call} }}"#),
+            &bin,
+        );
+        let name = call
+            .trim_start_matches("println(")
+            .split('(')
+            .next()
+            .unwrap();
+        assert!(
+            e.contains(&format!("{name}() is not yet supported")),
+            "{call}: {e}"
+        );
+        assert!(e.contains("Decode::Backtrace"), "{e}");
+    }
+}
