@@ -17,9 +17,10 @@
 //! dead assignments, side-effect-free statements; see `lint`). Histograms print as
 //! `stat-common.c` does, with `-D HIST_WIDTH` / `-D HIST_ELISION`. Arrays support
 //! foreach slices (`in a[*, k]`), aggregate value sorts (`in a @sum-`), `delete a[*, k]`
-//! and `[*, k] in a`. Not supported: `@hist_log(x)[N]` bucket indexing and foreach
-//! over a histogram, the address-of operator `&`, a value variable in a foreach over
-//! an aggregate array, the tz_* time functions.
+//! and `[*, k] in a`; histogram buckets are indexed (`@hist_log(x)[N]`) and iterated
+//! (`foreach ([b] in @hist_log(x))`) with stap's bucket numbers. Not supported: the
+//! address-of operator `&`, a value variable in a foreach over an aggregate array,
+//! the tz_* time functions.
 #![forbid(unsafe_code)]
 
 mod compile;

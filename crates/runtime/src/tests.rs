@@ -1463,7 +1463,7 @@ fn rand_str(r: &mut Rng, d: usize) -> String {
 
 fn rand_stmt(r: &mut Rng, d: usize) -> String {
     let simple = |r: &mut Rng| -> String {
-        match r.below(24) {
+        match r.below(25) {
             0 => format!("x = {}", rand_long(r, 2)),
             1 => format!("t = {}", rand_str(r, 2)),
             2 => format!("a[{}] = {}", rand_long(r, 1), rand_long(r, 2)),
@@ -1502,6 +1502,18 @@ fn rand_stmt(r: &mut Rng, d: usize) -> String {
             20 => format!("printdln(\",\", {}, {})", rand_long(r, 1), rand_str(r, 1)),
             21 => format!("print(@hist_linear(h[{}], -10, 100, 7))", rand_long(r, 1)),
             22 => format!("y = {}", rand_long(r, 2)),
+            23 => r
+                .pick(&[
+                    "delete a[*]",
+                    "x = [*] in a",
+                    "x = @hist_log(s)[n]",
+                    "foreach ([k] in a[n]) x += k",
+                    "foreach ([k] in @hist_log(s) limit 3) x += k",
+                    "foreach (w = [k] in @hist_linear(h[1], -10, 100, 7)-) x += w",
+                    "foreach ([p, q] in b[*, 1]) x++",
+                    "delete b[\"k\", *]",
+                ])
+                .into(),
             _ => rand_long(r, 2),
         }
     };
