@@ -78,10 +78,14 @@ pub struct PluginOptions {
     pub cr3: Option<u64>,
     /// How long `run` waits for QEMU to load the plugin.
     pub load_timeout: Duration,
+    /// Arm the probes from the moment QEMU loads the plugin (records wait in the rings
+    /// until `run` reads them), so a VM started with the plugin is traced from its first
+    /// instruction; otherwise `run` arms them.
+    pub armed_at_load: bool,
 }
 
 impl PluginOptions {
-    /// Defaults: 8 rings of 4 MiB, no cr3 filter, 20 s load timeout.
+    /// Defaults: 8 rings of 4 MiB, no cr3 filter, 20 s load timeout, armed at load.
     pub fn new(module: impl Into<PathBuf>) -> PluginOptions {
         PluginOptions {
             module: module.into(),
@@ -90,6 +94,7 @@ impl PluginOptions {
             ring_bytes: 4 << 20,
             cr3: None,
             load_timeout: Duration::from_secs(20),
+            armed_at_load: true,
         }
     }
 }
@@ -154,6 +159,8 @@ pub struct PluginBackend {
     failed: Vec<String>,
     stats: Stats,
     ran: bool,
+    keep_seq: bool,
+    seq: Vec<(u32, u64)>,
 }
 
 impl std::fmt::Debug for PluginBackend {
@@ -243,6 +250,7 @@ impl PluginBackend {
         };
         mem.write(layout.plan_off as usize, &enc);
         layout.write_header(&mem, opts.cr3.unwrap_or(0));
+        mem.store(wire::H_ARMED, u64::from(opts.armed_at_load));
         Ok(PluginBackend {
             opts,
             library,
@@ -253,6 +261,8 @@ impl PluginBackend {
             failed: Vec::new(),
             stats: Stats::default(),
             ran: false,
+            keep_seq: false,
+            seq: Vec::new(),
         })
     }
 
@@ -278,6 +288,18 @@ impl PluginBackend {
     /// The plugin's status word and message (see `wire::STATUS_*`).
     pub fn plugin_status(&self) -> (u64, String) {
         wire::status(&self.mem)
+    }
+
+    /// Keeps, for every record emitted, its ring and sequence number (the ring's hit
+    /// count when it was written): gaps between them are exactly the records dropped.
+    pub fn keep_sequence(&mut self, on: bool) {
+        self.keep_seq = on;
+    }
+
+    /// (ring, sequence number) of every record emitted so far, in emission order, if
+    /// [`PluginBackend::keep_sequence`] was set.
+    pub fn sequence(&self) -> &[(u32, u64)] {
+        &self.seq
     }
 
     /// Counters of the last run.
@@ -373,7 +395,7 @@ impl PluginBackend {
 
     /// Reads every ring once; returns the number of records emitted.
     fn poll(
-        &self,
+        &mut self,
         tx: &EventSender,
         delivered: &mut [u64],
         buf: &mut Vec<u8>,

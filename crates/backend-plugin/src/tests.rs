@@ -1,1 +1,246 @@
 //! Unit tests of the shared-memory contract: plan and record encodings, the ring.
+
+use std::cell::RefCell;
+
+use capture_plan::{
+    CapturePlan, ContextNeeds, DwarfReg, FieldPlan, FieldStatus, FileAddr, Op, PlanSet, ProbeSite,
+    Record, SiteId, SiteKind,
+};
+
+use crate::wire::{self, Layout, SharedMem};
+
+/// A shared file in a plain vector, for tests of the producer and consumer.
+struct VecMem(RefCell<Vec<u8>>);
+
+impl SharedMem for VecMem {
+    fn len(&self) -> usize {
+        self.0.borrow().len()
+    }
+    fn load(&self, off: usize) -> u64 {
+        let m = self.0.borrow();
+        m.get(off..off + 8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()))
+    }
+    fn store(&self, off: usize, v: u64) {
+        self.write(off, &v.to_le_bytes());
+    }
+    fn write(&self, off: usize, bytes: &[u8]) {
+        let mut m = self.0.borrow_mut();
+        if off + bytes.len() <= m.len() {
+            m[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+    }
+    fn read(&self, off: usize, buf: &mut [u8]) {
+        let m = self.0.borrow();
+        buf.copy_from_slice(&m[off..off + buf.len()]);
+    }
+}
+
+fn all_ops_plan() -> PlanSet {
+    let ops = vec![
+        Op::Reg(DwarfReg(7)),
+        Op::Const(0x1234_5678_9abc),
+        Op::Add,
+        Op::Const(3),
+        Op::Sub,
+        Op::Const(2),
+        Op::Mul,
+        Op::Const(0xff),
+        Op::And,
+        Op::Const(1),
+        Op::Or,
+        Op::Const(5),
+        Op::Xor,
+        Op::Const(1),
+        Op::Shl,
+        Op::Const(1),
+        Op::Shr,
+        Op::Const(1),
+        Op::Sar,
+        Op::Neg,
+        Op::Not,
+        Op::SignExtend(32),
+        Op::Deref(8),
+        Op::EmitValue(8),
+    ];
+    let plan = CapturePlan {
+        fields: vec![
+            FieldPlan {
+                ops,
+                label: "$everything".into(),
+            },
+            FieldPlan {
+                ops: vec![Op::Reg(DwarfReg(5)), Op::EmitString(64)],
+                label: "$name".into(),
+            },
+            FieldPlan {
+                ops: vec![Op::Reg(DwarfReg(4)), Op::EmitBytes(24)],
+                label: "$buf".into(),
+            },
+        ],
+    };
+    PlanSet {
+        sites: vec![
+            ProbeSite {
+                id: SiteId(3),
+                module: Default::default(),
+                addr: FileAddr(0x4106_6b20),
+                kind: SiteKind::Entry,
+                plan: plan.clone(),
+                needs: ContextNeeds {
+                    comm: true,
+                    ppid: false,
+                    cpu: true,
+                },
+            },
+            ProbeSite {
+                id: SiteId(9),
+                module: Default::default(),
+                addr: FileAddr(0x4100_0000),
+                kind: SiteKind::Return { return_plan: plan },
+                plan: CapturePlan::default(),
+                needs: ContextNeeds::default(),
+            },
+        ],
+    }
+}
+
+#[test]
+fn plan_sets_round_trip_with_every_op() {
+    let p = all_ops_plan();
+    let enc = wire::encode_plans(&p);
+    assert_eq!(wire::decode_plans(&enc), Ok(p));
+}
+
+#[test]
+fn truncated_or_corrupt_plan_encodings_are_errors() {
+    let enc = wire::encode_plans(&all_ops_plan());
+    for n in 0..enc.len() {
+        assert!(
+            wire::decode_plans(&enc[..n]).is_err(),
+            "prefix {n} accepted"
+        );
+    }
+    let mut extra = enc.clone();
+    extra.push(0);
+    assert!(wire::decode_plans(&extra).unwrap_err().contains("trailing"));
+    // The first op of the first field: magic, count, id, addr, kind, needs, nfields,
+    // label length, label, op count.
+    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 4 + 2 + "$everything".len() + 4;
+    assert_eq!(enc[first_op], wire::OP_REG);
+    let mut bad = enc.clone();
+    bad[first_op] = 0xee;
+    let e = wire::decode_plans(&bad).unwrap_err();
+    assert!(
+        e.contains("unknown op code 0xee") && e.contains("$everything"),
+        "{e}"
+    );
+}
+
+#[test]
+fn check_plans_refuses_invalid_ops_return_sites_and_oversized_records() {
+    let mut p = all_ops_plan();
+    let e = wire::check_plans(&p, 1 << 20).unwrap_err();
+    assert!(e.contains("only entry probes"), "{e}");
+    p.sites.truncate(1);
+    assert_eq!(wire::check_plans(&p, 1 << 20), Ok(()));
+    let e = wire::check_plans(&p, 256).unwrap_err();
+    assert!(e.contains("more than half a ring"), "{e}");
+    p.sites[0].plan.fields[1].ops[1] = Op::Deref(3);
+    let e = wire::check_plans(&p, 1 << 20).unwrap_err();
+    assert!(e.contains("bad deref size"), "{e}");
+}
+
+fn record(site: u32, n: usize) -> Record {
+    let mut r = Record::new(SiteId(site), 0, 0, 77, 0x4106_6b20);
+    r.fields.push(FieldStatus::Ok {
+        offset: 0,
+        len: n as u32,
+    });
+    r.fields.push(FieldStatus::Fault { addr: 0xdead });
+    r.fields.push(FieldStatus::NoRegister(99));
+    r.data = (0..n).map(|i| i as u8).collect();
+    r
+}
+
+#[test]
+fn records_round_trip_and_bad_ones_are_refused() {
+    let r = record(5, 13);
+    let mut enc = Vec::new();
+    wire::encode_record(&r, &mut enc);
+    assert_eq!(enc.len() % 8, 0);
+    let mut want = r.clone();
+    want.tid = 3;
+    want.cpu = 2;
+    assert_eq!(wire::decode_record(&enc, 0, 3, 2), Some(want));
+    // A field pointing past the data is refused.
+    let mut bad = enc.clone();
+    bad[wire::REC_HEADER + 8] = 200;
+    assert_eq!(wire::decode_record(&bad, 0, 3, 2), None);
+    assert_eq!(wire::decode_record(&enc[..20], 0, 3, 2), None);
+}
+
+#[test]
+fn layout_header_round_trips_and_is_checked() {
+    let lay = Layout::new(2, 8192, 100);
+    let mem = VecMem(RefCell::new(vec![0; lay.total as usize]));
+    lay.write_header(&mem, 0);
+    assert_eq!(Layout::from_header(&mem), Ok(lay));
+    mem.store(wire::H_RINGS_OFF, 12);
+    assert!(Layout::from_header(&mem).is_err());
+    let short = VecMem(RefCell::new(vec![0; 4096]));
+    lay.write_header(&short, 0);
+    assert!(Layout::from_header(&short).is_err());
+}
+
+#[test]
+fn ring_delivers_in_order_pads_at_the_end_and_counts_drops_exactly() {
+    let lay = Layout::new(1, 4096, 0);
+    let mem = VecMem(RefCell::new(vec![0; lay.total as usize]));
+    lay.write_header(&mem, 0);
+    let mut enc = Vec::new();
+    let mut buf = Vec::new();
+    let mut got: Vec<(u64, usize)> = Vec::new();
+    let mut written = 0u64;
+    // Records of varying sizes, consumed every few writes: some drop, the ring wraps.
+    for i in 0..2000u64 {
+        let n = (i as usize * 37) % 300;
+        wire::encode_record(&record(i as u32, n), &mut enc);
+        if wire::produce(&mem, &lay, 0, &mut enc) {
+            written += 1;
+        }
+        if i % 23 == 0 {
+            wire::consume(&mem, &lay, 0, &mut buf, &mut |b| {
+                let r = wire::decode_record(b, 0, 1, 0).unwrap();
+                assert_eq!(r, {
+                    let mut w = record(r.site.0, r.data.len());
+                    w.tid = 1;
+                    w
+                });
+                got.push((wire::record_seq(b), r.site.0 as usize));
+            })
+            .unwrap();
+        }
+    }
+    wire::consume(&mem, &lay, 0, &mut buf, &mut |b| {
+        got.push((
+            wire::record_seq(b),
+            wire::decode_record(b, 0, 1, 0).unwrap().site.0 as usize,
+        ));
+    })
+    .unwrap();
+    let c = lay.ctrl(0);
+    let (hits, dropped) = (mem.load(c + wire::R_HITS), mem.load(c + wire::R_DROPPED));
+    assert_eq!(hits, 2000);
+    assert!(
+        dropped > 100,
+        "the test must fill the ring ({dropped} drops)"
+    );
+    assert_eq!(got.len() as u64, written);
+    assert_eq!(hits, got.len() as u64 + dropped);
+    // Sequence numbers are the hit numbers: site i was hit i + 1-th.
+    for (seq, site) in &got {
+        assert_eq!(*seq, *site as u64 + 1);
+    }
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+}

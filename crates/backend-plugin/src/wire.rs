@@ -77,8 +77,10 @@ pub const STATUS_EXITED: u64 = 3;
 
 /// Site id marking a padding record (skip to the ring's start).
 pub const PAD_SITE: u32 = u32::MAX;
-/// Bytes of a record header (before the field table).
-pub const REC_HEADER: usize = 32;
+/// Bytes of a record header (before the field table): length, site, time, ip, field
+/// count, data length, and the record's sequence number (the ring's hit count when it was
+/// written, so gaps between delivered records are exactly the drops in between).
+pub const REC_HEADER: usize = 40;
 /// Bytes per field table entry.
 pub const REC_FIELD: usize = 16;
 /// Largest ring accepted (records carry 32-bit lengths).
@@ -239,6 +241,7 @@ pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&rec.ip.to_le_bytes());
     out.extend_from_slice(&(rec.fields.len() as u32).to_le_bytes());
     out.extend_from_slice(&(rec.data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
     for f in &rec.fields {
         let (kind, a, b): (u32, u32, u64) = match *f {
             FieldStatus::Ok { offset, len } => (0, offset, u64::from(len)),
@@ -298,12 +301,21 @@ pub fn decode_record(b: &[u8], pid: u32, tid: u32, cpu: u32) -> Option<Record> {
     Some(rec)
 }
 
-/// Ring producer: appends `enc` (an encoded record) to ring `ring`, or counts a drop when
-/// it does not fit in the free space. Also counts the hit. Single producer per ring.
-/// Returns true if the record was written.
-pub fn produce(mem: &dyn SharedMem, lay: &Layout, ring: u32, enc: &[u8]) -> bool {
+/// The sequence number of an encoded record (1 for the ring's first hit).
+pub fn record_seq(b: &[u8]) -> u64 {
+    u64_at(b, 32).unwrap_or(0)
+}
+
+/// Ring producer: counts the hit, stamps `enc` (an encoded record) with its sequence
+/// number and appends it to ring `ring`, or counts a drop when it does not fit in the
+/// free space. Single producer per ring. Returns true if the record was written.
+pub fn produce(mem: &dyn SharedMem, lay: &Layout, ring: u32, enc: &mut [u8]) -> bool {
     let ctrl = lay.ctrl(ring);
-    mem.store(ctrl + R_HITS, mem.load(ctrl + R_HITS).wrapping_add(1));
+    let seq = mem.load(ctrl + R_HITS).wrapping_add(1);
+    mem.store(ctrl + R_HITS, seq);
+    if let Some(s) = enc.get_mut(32..40) {
+        s.copy_from_slice(&seq.to_le_bytes());
+    }
     let size = lay.ring_bytes;
     let head = mem.load(ctrl + R_HEAD);
     let tail = mem.load(ctrl + R_TAIL);
