@@ -89,6 +89,8 @@ pub(crate) struct Limits {
     pub(crate) maxstringlen: usize,
     pub(crate) maxerrors: u64,
     pub(crate) maxnesting: usize,
+    /// Skipped probes tolerated before the session stops (`-D MAXSKIPPED`).
+    pub(crate) maxskipped: u64,
     /// How histograms are drawn (`-D HIST_WIDTH`, `-D HIST_ELISION`).
     pub(crate) hist: crate::stats::HistLayout,
 }

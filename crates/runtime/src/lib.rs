@@ -49,7 +49,8 @@ pub struct RuntimeOptions {
     /// `target()`: the pid given with `-x` or started with `-c`.
     pub target_pid: u32,
     /// `-D NAME=VALUE` settings: MAXACTION, MAXMAPENTRIES, MAXSTRINGLEN, MAXERRORS,
-    /// MAXNESTING, MAXACTION_INTERRUPTIBLE, HIST_WIDTH, HIST_ELISION. Others are ignored.
+    /// MAXSKIPPED, MAXNESTING, MAXACTION_INTERRUPTIBLE, HIST_WIDTH, HIST_ELISION. Others
+    /// are ignored.
     pub defines: Vec<(String, String)>,
 }
 
@@ -159,6 +160,7 @@ impl Runtime {
             // Each nested call costs native stack here; beyond a thousand levels a deep
             // recursion would overflow it instead of failing with stap's error.
             maxnesting: define(&opts, "MAXNESTING", 10usize, &mut diags).clamp(1, 1000),
+            maxskipped: define(&opts, "MAXSKIPPED", 100u64, &mut diags),
             // A bar wider than the print buffer is meaningless; stap would overflow it.
             hist: stats::HistLayout {
                 width: define(&opts, "HIST_WIDTH", 50i64, &mut diags).clamp(1, 4096),
@@ -489,9 +491,23 @@ impl Runtime {
     }
 
     /// Counts records that never reached a handler (lost in the queue, or dropped by a
-    /// backend) as stap's "skipped probes" in the final warning.
+    /// backend) as stap's "skipped probes" in the final warning. Past `MAXSKIPPED`
+    /// (default 100) the session stops with stap's error, as stap does: the next
+    /// [`Runtime::handle`] returns [`Flow::Exit`], end probes are skipped and error
+    /// probes run.
     pub fn note_skipped(&mut self, n: u64) {
-        self.skipped += n;
+        let before = self.skipped;
+        self.skipped = self.skipped.saturating_add(n);
+        let max = self.state.limits.maxskipped;
+        if before <= max && self.skipped > max {
+            self.flush();
+            let _ = writeln!(
+                self.state.err,
+                "ERROR: Skipped too many probes, check MAXSKIPPED or try again with stap -t for more details."
+            );
+            let _ = self.state.err.flush();
+            self.session_error = true;
+        }
     }
 
     /// Runtime errors reported so far.
@@ -499,9 +515,10 @@ impl Runtime {
         self.errors
     }
 
-    /// The process exit code stap would give: 1 after errors, else 0.
+    /// The process exit code stap would give: 1 after errors (or too many skipped
+    /// probes), else 0.
     pub fn exit_code(&self) -> i32 {
-        i32::from(self.errors > 0)
+        i32::from(self.errors > 0 || self.session_error)
     }
 
     /// Number of probe handlers (the valid `run_probe` indexes).

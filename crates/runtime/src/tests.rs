@@ -2152,3 +2152,29 @@ fn histogram_buckets_index_and_iterate() {
         ""
     );
 }
+
+#[test]
+fn maxskipped_stops_the_session_like_stap() {
+    let src = "probe process(\"/tmp/a.out\").function(\"f*\") { println(\"hit\") } probe end { println(\"end\") } probe error { println(\"error probe\") }";
+    let mut t = build_with(
+        src,
+        vec![binding(0, 0, vec![])],
+        RuntimeOptions {
+            defines: vec![("MAXSKIPPED".into(), "3".into())],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(t.rt.handle(&record(0, 1, &[])), Flow::Continue);
+    t.rt.note_skipped(3);
+    assert_eq!(t.rt.handle(&record(0, 1, &[])), Flow::Continue);
+    t.rt.note_skipped(1);
+    assert_eq!(t.rt.handle(&record(0, 1, &[])), Flow::Exit);
+    let (o, e) = session(&mut t, &[]);
+    assert_eq!(o, "hit\nhit\nerror probe\n");
+    assert_eq!(
+        e,
+        "ERROR: Skipped too many probes, check MAXSKIPPED or try again with stap -t for more details.\nWARNING: Number of errors: 0, skipped probes: 4\n"
+    );
+    assert_eq!(t.rt.exit_code(), 1);
+}
