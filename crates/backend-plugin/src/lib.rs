@@ -403,6 +403,8 @@ impl PluginBackend {
         let mut total = 0;
         for ring in 0..self.layout.nrings {
             let mut bad = false;
+            let keep = self.keep_seq;
+            let seq = &mut self.seq;
             let got =
                 wire::consume(
                     &self.mem,
@@ -410,7 +412,12 @@ impl PluginBackend {
                     ring,
                     buf,
                     &mut |b| match wire::decode_record(b, 0, ring + 1, ring) {
-                        Some(rec) => tx.record(rec),
+                        Some(rec) => {
+                            if keep {
+                                seq.push((ring, wire::record_seq(b)));
+                            }
+                            tx.record(rec)
+                        }
                         None => bad = true,
                     },
                 )

@@ -1,0 +1,426 @@
+//! The plugin backend on the real GNU Mach machine under QEMU 10 (mach/): values against
+//! the workload's truth lines, exact drop accounting with a tiny ring, and a plan the
+//! plugin refuses at load while QEMU runs on. Needs QEMU 10 (scripts/install-qemu10.sh)
+//! and the packages of mach/README.md.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use backend::{event_queue, Event, StopToken};
+use backend_plugin::{wire, Error, PluginBackend, PluginOptions};
+use capture_plan::{
+    CapturePlan, DwarfReg, FieldPlan, FileAddr, Op, PlanSet, ProbeSite, Record, SiteId, SiteKind,
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Builds the machine (once per test binary) and the plugin library.
+fn machine() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Err(e) = backend_plugin::check_qemu("qemu-system-x86_64") {
+            panic!("{e}");
+        }
+        let out = std::env::temp_dir().join(format!("snaptap-plugin-mach-{}", std::process::id()));
+        let st = Command::new(repo().join("mach/build.sh"))
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("mach/build.sh");
+        assert!(st.success(), "mach/build.sh failed");
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "qemu-plugin"])
+            .current_dir(repo())
+            .status()
+            .expect("cargo build -p qemu-plugin");
+        assert!(st.success(), "building the plugin failed");
+        assert!(
+            backend_plugin::find_plugin_library().is_some(),
+            "libqemu_plugin.so not found after building it"
+        );
+        out
+    })
+}
+
+fn kernel() -> PathBuf {
+    std::fs::canonicalize(machine().join("gnumach.dbg")).unwrap()
+}
+
+fn symbol(name: &str) -> u64 {
+    let data = std::fs::read(kernel()).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    use object::{Object, ObjectSymbol};
+    file.symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap_or_else(|| panic!("no symbol {name}"))
+        .address()
+}
+
+fn field(ops: Vec<Op>, label: &str) -> FieldPlan {
+    FieldPlan {
+        ops,
+        label: label.into(),
+    }
+}
+
+/// `mach_msg_trap(msg, option, send_size, rcv_size, ...)` at its first instruction: the
+/// arguments are in rdi, rsi, rdx, rcx (DWARF: msg in $rdi, option in $rsi, send_size in
+/// $rdx there); the message id is the sixth 32-bit word of the user header.
+fn msg_trap_site(id: u32) -> ProbeSite {
+    ProbeSite {
+        id: SiteId(id),
+        module: kernel(),
+        addr: FileAddr(symbol("mach_msg_trap")),
+        kind: SiteKind::Entry,
+        plan: CapturePlan {
+            fields: vec![
+                field(vec![Op::Reg(DwarfReg(4)), Op::EmitValue(4)], "$option"),
+                field(vec![Op::Reg(DwarfReg(1)), Op::EmitValue(4)], "$send_size"),
+                field(
+                    vec![
+                        Op::Reg(DwarfReg(5)),
+                        Op::Const(20),
+                        Op::Add,
+                        Op::Deref(4),
+                        Op::EmitValue(4),
+                    ],
+                    "$msg->msgh_id",
+                ),
+            ],
+        },
+        needs: Default::default(),
+    }
+}
+
+/// `mach_print(const char *s)`: the console line the workload prints.
+fn print_site(id: u32) -> ProbeSite {
+    ProbeSite {
+        id: SiteId(id),
+        module: kernel(),
+        addr: FileAddr(symbol("mach_print")),
+        kind: SiteKind::Entry,
+        plan: CapturePlan {
+            fields: vec![field(
+                vec![Op::Reg(DwarfReg(5)), Op::EmitString(64)],
+                "user_string($s)",
+            )],
+        },
+        needs: Default::default(),
+    }
+}
+
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+}
+
+impl Vm {
+    fn start(args: &str, plugin_args: &[String]) -> Vm {
+        let out = Command::new(repo().join("mach/qemu-cmd.sh"))
+            .arg(machine())
+            .args(["--args", args])
+            .output()
+            .unwrap();
+        let cmd = String::from_utf8(out.stdout).unwrap();
+        let quoted: Vec<String> = plugin_args.iter().map(|a| format!("'{a}'")).collect();
+        let serial = machine().join(format!(
+            "serial-{}.txt",
+            std::process::id() as u64 * 1000 + rand_tag()
+        ));
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec {} {}", cmd.trim(), quoted.join(" ")))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&serial).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Vm { child, serial }
+    }
+
+    fn serial(&self) -> String {
+        std::fs::read_to_string(&self.serial)
+            .unwrap_or_default()
+            .replace('\r', "")
+    }
+
+    /// Waits until the console shows `pat` (panics after 60 s).
+    fn wait_for(&self, pat: &str) {
+        let t0 = Instant::now();
+        while !self.serial().contains(pat) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the console never showed {pat:?}:\n{}",
+                self.serial()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_tag() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn u32_field(r: &Record, i: usize) -> u32 {
+    let b = r
+        .field(i)
+        .unwrap_or_else(|e| panic!("field {i} of {r:?}: {e:?}"));
+    u32::from_le_bytes(b.try_into().unwrap())
+}
+
+/// Runs the backend in a thread until `until` says stop; returns the records, the
+/// summary, the backend (for its stats) and the console text.
+fn trace(
+    mut pb: PluginBackend,
+    plans: PlanSet,
+    vm: &Vm,
+    until: impl Fn(&str) -> bool,
+) -> (Vec<Record>, u64, PluginBackend) {
+    let (tx, rx) = event_queue(1 << 20);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&plans, &tx, &stop2);
+        (r, pb)
+    });
+    let t0 = Instant::now();
+    while !until(&vm.serial()) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "timeout:\n{}",
+            vm.serial()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.request();
+    let (r, pb) = h.join().unwrap();
+    let sum = r.unwrap();
+    let mut recs = Vec::new();
+    while let Some(ev) = rx.try_recv() {
+        if let Event::Record(r) = ev {
+            recs.push(r);
+        }
+    }
+    assert_eq!(rx.dropped(), 0, "the event queue dropped records");
+    (recs, sum.hits, pb)
+}
+
+#[test]
+fn mach_msg_trap_values_match_the_workloads_truth_lines() {
+    let plans = PlanSet {
+        sites: vec![msg_trap_site(0)],
+    };
+    let pb = PluginBackend::new(PluginOptions::new(kernel()), &plans).unwrap();
+    let vm = Vm::start("rounds=3 idle=1", &pb.qemu_args());
+    let (recs, hits, pb) = trace(pb, plans, &vm, |s| s.contains("truth done"));
+    // The idle receive comes right after the last line; give it time to happen.
+    let st = pb.stats();
+    let serial = vm.serial();
+    let lines: Vec<&str> = serial.lines().filter(|l| l.starts_with("truth ")).collect();
+    assert!(lines.iter().any(|l| l.starts_with("truth done")));
+    assert_eq!(st.dropped, 0);
+    assert_eq!(hits, st.delivered);
+    assert_eq!(hits, recs.len() as u64);
+    for r in &recs {
+        assert_eq!((r.pid, r.tid, r.cpu), (0, 1, 0));
+        assert_eq!(r.ip, symbol("mach_msg_trap"));
+        assert!(r.time_ns > 1_700_000_000_000_000_000);
+    }
+    let kv = |l: &str, k: &str| -> u32 {
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .map(|v| v.trim_start_matches("0x").parse::<u32>().unwrap())
+            .unwrap()
+    };
+    // Messages: each truth line's id appears in exactly one record, with its values.
+    let mut expect: Vec<(u32, u32, u32)> = Vec::new(); // (id, option, send_size)
+    let mut rpc: BTreeMap<u32, usize> = BTreeMap::new();
+    let rpc_ids = [
+        ("truth port_allocate ", 3204),
+        ("truth vm_allocate ", 2021),
+        ("truth stack_allocate ", 2021),
+        ("truth vm_deallocate ", 2023),
+        ("truth stack_deallocate ", 2023),
+        ("truth thread_create ", 2061),
+        ("truth thread_set_state ", 2018),
+        ("truth thread_resume ", 2063),
+        ("truth thread_port_destroy ", 3205),
+        ("truth port_destroy ", 3205),
+        ("truth port_deallocate ", 3206),
+        // The child's thread_terminate(self), one per thread_msg line.
+        ("truth thread_msg ", 2016),
+        // The bench port, allocated before "truth done".
+        ("truth done ", 3204),
+    ];
+    for l in &lines {
+        if l.starts_with("truth msg ") {
+            expect.push((kv(l, "id"), 3, kv(l, "send_size")));
+        }
+        if l.starts_with("truth thread_msg ") {
+            expect.push((kv(l, "id"), 1, kv(l, "send_size")));
+        }
+        for (p, id) in rpc_ids {
+            if l.starts_with(p) {
+                *rpc.entry(id).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(expect.len(), 3 * 7, "{serial}");
+    // Receive-only calls (no MACH_SEND_MSG = 1 in the option) pass a buffer whose
+    // header is not input (it holds an older message): the main thread's receive of each
+    // thread_msg (MACH_RCV_MSG|MACH_RCV_TIMEOUT = 0x102), and at most the final idle
+    // receive (MACH_RCV_MSG = 2).
+    let (rcv_only, recs): (Vec<Record>, Vec<Record>) =
+        recs.into_iter().partition(|r| u32_field(r, 0) & 1 == 0);
+    for r in &rcv_only {
+        assert!(matches!(u32_field(r, 0), 2 | 0x102), "{r:?}");
+        assert_eq!(u32_field(r, 1), 0, "receive-only with a send size: {r:?}");
+    }
+    let thread_msgs = lines
+        .iter()
+        .filter(|l| l.starts_with("truth thread_msg "))
+        .count();
+    assert!(
+        rcv_only.len() == thread_msgs || rcv_only.len() == thread_msgs + 1,
+        "{} receive-only calls for {thread_msgs} thread messages",
+        rcv_only.len()
+    );
+    for (id, option, size) in &expect {
+        let found: Vec<&Record> = recs.iter().filter(|r| u32_field(r, 2) == *id).collect();
+        assert_eq!(found.len(), 1, "message id {id}: {found:?}");
+        assert_eq!(
+            (u32_field(found[0], 0), u32_field(found[0], 1)),
+            (*option, *size),
+            "message id {id}"
+        );
+    }
+    let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
+    for r in &recs {
+        let id = u32_field(r, 2);
+        if rpc.contains_key(&id) {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(seen, rpc, "RPC counts (records vs truth lines)");
+    // Nothing else.
+    let others: Vec<&Record> = recs
+        .iter()
+        .filter(|r| {
+            let id = u32_field(r, 2);
+            !rpc.contains_key(&id) && !expect.iter().any(|e| e.0 == id)
+        })
+        .collect();
+    assert!(
+        others.is_empty(),
+        "unexplained mach_msg_trap calls: {others:?}"
+    );
+}
+
+#[test]
+fn a_tiny_ring_drops_records_and_counts_them_exactly() {
+    let plans = PlanSet {
+        sites: vec![msg_trap_site(0), print_site(1)],
+    };
+    let mut opts = PluginOptions::new(kernel());
+    opts.ring_bytes = 4096;
+    let mut pb = PluginBackend::new(opts, &plans).unwrap();
+    pb.keep_sequence(true);
+    const REPORT: u64 = 5000;
+    let vm = Vm::start(&format!("rounds=0 report={REPORT}"), &pb.qemu_args());
+    let (recs, hits, pb) = trace(pb, plans, &vm, |s| s.matches("bench count=").count() >= 40);
+    let st = pb.stats();
+    let seq = pb.sequence().to_vec();
+    assert_eq!(seq.len(), recs.len());
+    assert!(st.dropped > 1000, "the ring never filled: {st:?}");
+    assert_eq!(hits, st.delivered + st.dropped, "{st:?}");
+    assert_eq!(st.delivered, recs.len() as u64);
+    // Drops are exactly the missing sequence numbers (single vCPU: one ring).
+    assert!(seq.iter().all(|(ring, _)| *ring == 0));
+    let last = seq.last().unwrap().1;
+    let missing = last - seq.len() as u64 + (hits - last);
+    assert_eq!(missing, st.dropped);
+    assert!(seq.windows(2).all(|w| w[0].1 < w[1].1));
+    // Between two delivered "bench count=C" lines, the plugin counted exactly the
+    // workload's iterations (one mach_msg_trap each) and the print itself.
+    let mut prints = Vec::new();
+    for (r, (_, s)) in recs.iter().zip(&seq) {
+        if r.site == SiteId(1) {
+            let text = String::from_utf8_lossy(r.field(0).unwrap()).into_owned();
+            if let Some(c) = text.strip_prefix("bench count=") {
+                prints.push((c.trim().parse::<u64>().unwrap(), *s));
+            }
+        } else {
+            if u32_field(r, 2) == 999 {
+                assert_eq!(u32_field(r, 0), 3, "{r:?}");
+                assert_eq!(u32_field(r, 1), 32, "{r:?}");
+            } else {
+                assert!(*s < 10, "a non-bench message in the bench loop: {r:?}");
+            }
+        }
+    }
+    let mut windows_with_drops = 0;
+    for w in prints.windows(2) {
+        let ((c1, s1), (c2, s2)) = (w[0], w[1]);
+        // Every iteration is one mach_msg_trap; every REPORT-th also one mach_print.
+        assert_eq!(
+            s2 - s1,
+            c2 - c1 + (c2 - c1) / REPORT,
+            "hits between bench count={c1} and {c2}"
+        );
+        let delivered_between = seq.iter().filter(|(_, s)| *s > s1 && *s <= s2).count() as u64;
+        if delivered_between < s2 - s1 {
+            windows_with_drops += 1;
+        }
+    }
+    assert!(
+        windows_with_drops >= 1,
+        "no pair of delivered bench lines around drops: {prints:?}"
+    );
+}
+
+#[test]
+fn a_plan_the_plugin_cannot_execute_is_rejected_at_load_and_qemu_runs_on() {
+    let plans = PlanSet {
+        sites: vec![msg_trap_site(0)],
+    };
+    // An op code the plugin does not know, written past the host's own checks.
+    let mut enc = wire::encode_plans(&plans);
+    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 4 + 2 + "$option".len() + 4;
+    assert_eq!(enc[first_op], wire::OP_REG);
+    enc[first_op] = 0xee;
+    let mut bad_deref = plans.clone();
+    bad_deref.sites[0].plan.fields[2].ops[3] = Op::Deref(3);
+    assert!(PluginBackend::new(PluginOptions::new(kernel()), &bad_deref).is_err());
+    for (enc, want) in [
+        (enc, "unknown op code 0xee"),
+        (wire::encode_plans(&bad_deref), "bad deref size"),
+    ] {
+        let pb = PluginBackend::with_encoded_plans(PluginOptions::new(kernel()), enc).unwrap();
+        let mut vm = Vm::start("rounds=1 idle=1", &pb.qemu_args());
+        let err = pb.wait_loaded(&StopToken::new()).unwrap_err();
+        match &err {
+            Error::Rejected(m) => assert!(m.contains(want), "{m}"),
+            e => panic!("expected a rejection, got {e}"),
+        }
+        assert!(err.to_string().contains("rejected"), "{err}");
+        // QEMU did not crash: the guest runs its workload to the end.
+        vm.wait_for("truth done");
+        assert!(vm.child.try_wait().unwrap().is_none(), "QEMU exited");
+        let (st, msg) = pb.plugin_status();
+        assert_eq!(st, wire::STATUS_REJECTED, "{msg}");
+    }
+}
