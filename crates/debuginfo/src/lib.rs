@@ -134,6 +134,29 @@ pub struct Variable {
     pub location: Location,
 }
 
+/// Cuts `lens` (unit sizes, in order) into at most one contiguous run per thread with
+/// similar total sizes: the run boundaries, from 0 to `lens.len()`. Few or small
+/// units make one run (threads would cost more than they save).
+fn split_by_size(lens: &[usize], total: usize) -> Vec<usize> {
+    let n = lens.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |c| c.get())
+        .clamp(1, 4);
+    if threads <= 1 || n < 8 || total < (1 << 20) {
+        return vec![0, n];
+    }
+    let mut bounds = vec![0];
+    let mut acc = 0;
+    for (i, l) in lens.iter().enumerate() {
+        acc += l;
+        if acc * threads >= total * bounds.len() && bounds.len() < threads && i + 1 < n {
+            bounds.push(i + 1);
+        }
+    }
+    bounds.push(n);
+    bounds
+}
+
 /// A function DIE found by the index scan, with the attributes read on the way.
 struct Found {
     die: DieRef,
@@ -717,31 +740,69 @@ impl DebugInfo {
     }
 
     fn load_units(&mut self) -> gimli::Result<()> {
+        let mut headers = Vec::new();
         let mut iter = self.dwarf.units();
         while let Some(header) = iter.next()? {
-            let unit = self.dwarf.unit(header)?;
-            let mut name = String::new();
-            let mut optimized = false;
-            {
-                let mut cursor = unit.entries();
-                if let Some(root) = cursor.next_dfs()? {
-                    if let Some(v) = root.attr_value(gimli::DW_AT_name) {
-                        name = self.attr_str(&unit, v);
-                    }
-                    if let Some(v) = root.attr_value(gimli::DW_AT_producer) {
-                        optimized = producer_optimized(&self.attr_str(&unit, v));
-                    }
+            headers.push(header);
+        }
+        // Parsing a unit's abbreviations and line program header is a good part of
+        // opening a large file: done on a few threads, in order.
+        let total: usize = headers.iter().map(|h| h.length_including_self()).sum();
+        let lens: Vec<usize> = headers.iter().map(|h| h.length_including_self()).collect();
+        let bounds = split_by_size(&lens, total);
+        let this: &DebugInfo = self;
+        let mut chunks: Vec<Vec<gimli::UnitHeader<R>>> = Vec::new();
+        let mut rest = headers.into_iter();
+        for w in bounds.windows(2) {
+            chunks.push(rest.by_ref().take(w[1] - w[0]).collect());
+        }
+        let load = |hs: Vec<gimli::UnitHeader<R>>| -> gimli::Result<Vec<UnitData>> {
+            hs.into_iter().map(|h| this.load_unit(h)).collect()
+        };
+        let parts: Vec<gimli::Result<Vec<UnitData>>> = if chunks.len() <= 1 {
+            chunks.into_iter().map(load).collect()
+        } else {
+            std::thread::scope(|sc| {
+                let handles: Vec<_> = chunks
+                    .into_iter()
+                    .map(|c| sc.spawn(move || load(c)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or(Err(gimli::Error::Io)))
+                    .collect()
+            })
+        };
+        let mut units = Vec::new();
+        for p in parts {
+            units.append(&mut p?);
+        }
+        self.units = units;
+        Ok(())
+    }
+
+    fn load_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<UnitData> {
+        let unit = self.dwarf.unit(header)?;
+        let mut name = String::new();
+        let mut optimized = false;
+        {
+            let mut cursor = unit.entries();
+            if let Some(root) = cursor.next_dfs()? {
+                if let Some(v) = root.attr_value(gimli::DW_AT_name) {
+                    name = self.attr_str(&unit, v);
+                }
+                if let Some(v) = root.attr_value(gimli::DW_AT_producer) {
+                    optimized = producer_optimized(&self.attr_str(&unit, v));
                 }
             }
-            self.units.push(UnitData {
-                unit,
-                name,
-                optimized,
-                files: std::sync::OnceLock::new(),
-                lines: std::sync::OnceLock::new(),
-            });
         }
-        Ok(())
+        Ok(UnitData {
+            unit,
+            name,
+            optimized,
+            files: std::sync::OnceLock::new(),
+            lines: std::sync::OnceLock::new(),
+        })
     }
 
     fn attr_str(&self, unit: &gimli::Unit<R>, v: AttributeValue<R>) -> String {
@@ -905,29 +966,16 @@ impl DebugInfo {
         // has hundreds of units) and concatenate in unit order, so the result does not
         // depend on the thread count.
         let n = self.units.len();
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |c| c.get())
-            .clamp(1, 4)
-            .min(n.max(1));
         let this: &DebugInfo = self;
-        let chunks: Vec<gimli::Result<IndexPart>> = if threads <= 1 || n < 8 {
+        let lens: Vec<usize> = this
+            .units
+            .iter()
+            .map(|u| u.unit.header.length_including_self())
+            .collect();
+        let bounds = split_by_size(&lens, lens.iter().sum());
+        let chunks: Vec<gimli::Result<IndexPart>> = if bounds.len() <= 2 {
             vec![this.index_units(0..n)]
         } else {
-            // Split by size so that each thread gets a similar share of DIE bytes.
-            let total: usize = this
-                .units
-                .iter()
-                .map(|u| u.unit.header.length_including_self())
-                .sum();
-            let mut bounds = vec![0];
-            let mut acc = 0;
-            for (i, u) in this.units.iter().enumerate() {
-                acc += u.unit.header.length_including_self();
-                if acc * threads >= total * bounds.len() && bounds.len() < threads && i + 1 < n {
-                    bounds.push(i + 1);
-                }
-            }
-            bounds.push(n);
             std::thread::scope(|s| {
                 let handles: Vec<_> = bounds
                     .windows(2)
