@@ -361,6 +361,9 @@ pub(crate) fn similar(name: &str, candidates: &[&str]) -> String {
 /// The span of the first whole-word occurrence of `word` inside `within` (statements
 /// name their variables as plain strings; diagnostics point at the name itself).
 pub(crate) fn word_span(sources: &SourceMap, within: Span, word: &str) -> Span {
+    if word.is_empty() {
+        return within;
+    }
     let text = sources.snippet(within);
     let bytes = text.as_bytes();
     let is_id = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c == b'@';
