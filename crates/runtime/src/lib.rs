@@ -41,6 +41,10 @@ use crate::exec::{BindRt, Cx, Limits, SelfCtx, State};
 use crate::ir::{GlobalKind, ProbeKind, Program, Ty};
 use crate::map::Key;
 
+/// MAXSTRINGLEN when `-D` does not set it: the bound of every string, in the runtime
+/// and in the captures the planner makes.
+pub const DEFAULT_MAXSTRINGLEN: u32 = 512;
+
 /// Session options that affect the runtime.
 #[derive(Clone, Debug, Default)]
 pub struct RuntimeOptions {
@@ -155,7 +159,13 @@ impl Runtime {
                 &mut diags,
             ),
             maxmapentries: define(&opts, "MAXMAPENTRIES", 2048usize, &mut diags).max(1),
-            maxstringlen: define(&opts, "MAXSTRINGLEN", 512usize, &mut diags).max(2),
+            maxstringlen: define(
+                &opts,
+                "MAXSTRINGLEN",
+                DEFAULT_MAXSTRINGLEN as usize,
+                &mut diags,
+            )
+            .max(2),
             maxerrors: define(&opts, "MAXERRORS", 0u64, &mut diags),
             // Each nested call costs native stack here; beyond a thousand levels a deep
             // recursion would overflow it instead of failing with stap's error.

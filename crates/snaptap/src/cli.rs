@@ -74,6 +74,10 @@ pub struct Cli {
     #[arg(short = 'w')]
     pub no_warnings: bool,
 
+    /// Treat warnings as errors.
+    #[arg(short = 'W')]
+    pub warnings_are_errors: bool,
+
     /// The script file (unless -e is given), then script arguments ($1, @1, ...).
     /// Options may follow the script, as in `snaptap script.stp ARG -c CMD`; put
     /// arguments that start with `-` after `--`.

@@ -54,14 +54,14 @@ pub fn run(cli: Cli) -> Result<i32> {
     let script_args = rest;
     if cli.pass == Some(1) {
         // Pass 1 shows the user's script alone, as stap does.
-        let file = sources.add(name, text);
+        let file = sources.add(name.clone(), text);
         let (script, diags) = script_syntax::parse(&sources, file, &script_args);
         if report(&diags, &sources, cli.no_warnings) {
             return Ok(1);
         }
         print!(
             "{}",
-            script_syntax::print_script_with_sources(&script, &sources)
+            script_syntax::print_script_stap(&script, &sources, &name, &script_args)
         );
         return Ok(0);
     }
@@ -86,7 +86,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         .iter()
         .find(|(k, _)| k == "MAXSTRINGLEN")
         .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(128);
+        .unwrap_or(runtime::DEFAULT_MAXSTRINGLEN);
 
     let (launch, target_exe) = target_of(&cli)?;
     let opts = planner::PlanOptions {
@@ -310,6 +310,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             return Ok(1);
         }
     };
+    // stap's elision warnings; -W makes them errors.
+    if report(rt.warnings(), &sources, cli.no_warnings)
+        || (cli.warnings_are_errors && !rt.warnings().is_empty())
+    {
+        kill_unstarted(&cli, target_pid);
+        if let Some(g) = go_tx.take() {
+            let _ = g.send(false);
+        }
+        if let Some(h) = backend_thread.take() {
+            let _ = h.join();
+        }
+        return Ok(1);
+    }
     let mut rt = Handlers::new(rt, json, &planned);
 
     // Begin probes run before the target executes its first instruction, as in stap.
@@ -421,8 +434,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             break;
         }
     }
-    rt.finish();
     let dropped = erx.dropped();
+    // Records lost in the queue are probes whose handler never ran: stap's "skipped
+    // probes", which also count towards MAXSKIPPED.
+    rt.note_skipped(dropped);
+    rt.finish();
     if dropped > 0 {
         eprintln!(
             "WARNING: Number of dropped records: {dropped} of {} (the handler queue was full)",
@@ -433,7 +449,11 @@ pub fn run(cli: Cli) -> Result<i32> {
         eprintln!("ERROR: {e}");
         return Ok(1);
     }
-    Ok(rt.exit_code())
+    let code = rt.exit_code();
+    if code != 0 {
+        eprintln!("Pass 5: run failed.  [man error::pass5]");
+    }
+    Ok(code)
 }
 
 /// What snaptap traces.
@@ -688,6 +708,10 @@ impl Handlers {
                 time_ns: now_ns(),
             });
         }
+    }
+
+    fn note_skipped(&mut self, n: u64) {
+        self.rt.note_skipped(n);
     }
 
     fn exit_code(&self) -> i32 {
