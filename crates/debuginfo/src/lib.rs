@@ -134,6 +134,16 @@ pub struct Variable {
     pub location: Location,
 }
 
+/// FNV-1a of a name, for the prescan's table.
+fn name_hash(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &c in b {
+        h ^= u64::from(c);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Cuts `lens` (unit sizes, in order) into at most one contiguous run per thread with
 /// similar total sizes: the run boundaries, from 0 to `lens.len()`. Few or small
 /// units make one run (threads would cost more than they save).
@@ -174,12 +184,31 @@ struct Found {
     frame: DieRef,
 }
 
-/// The index of some units.
+/// The functions and static variables found in some units.
 #[derive(Default)]
-struct IndexPart {
+struct UnitScan {
+    /// Function DIEs with code, in DWARF order.
     found: Vec<Found>,
+    /// `found[i]` made into a [`Function`] on first use: a probe on one function of a
+    /// large program only pays for the functions with that name.
+    slots: Vec<std::sync::OnceLock<Option<Function>>>,
+    /// Static variable DIEs; named on first use.
     globals: Vec<DieRef>,
-    names: Vec<HashMap<usize, AttributeValue<R>>>,
+    /// The name attribute of every named subprogram DIE by (unit, offset), to name
+    /// concrete instances through their abstract origin without reparsing it.
+    names: HashMap<(usize, usize), AttributeValue<R>>,
+}
+
+/// What exact-name queries look at before scanning units.
+#[derive(Default)]
+struct Prescan {
+    /// (hash of a top-level subprogram's name, unit), sorted. A hash collision
+    /// only costs the scan of a unit too many.
+    by_name: Vec<(u64, usize)>,
+    /// Units that must always be scanned.
+    always: Vec<usize>,
+    /// Code ranges of units: (begin, end, unit).
+    ranges: Vec<(u64, u64, usize)>,
 }
 
 /// A row of a line table.
@@ -210,14 +239,13 @@ pub struct DebugInfo {
     units: Vec<UnitData>,
     eh_frame: Option<(gimli::EhFrame<R>, gimli::BaseAddresses)>,
     debug_frame: Option<(gimli::DebugFrame<R>, gimli::BaseAddresses)>,
-    /// Every function DIE with code found by the index scan, in DWARF order.
-    found: Vec<Found>,
-    /// `found[i]` made into a [`Function`] on first use: a probe on one function of a
-    /// large program only pays for the functions with that name.
-    slots: Vec<std::sync::OnceLock<Option<Function>>>,
-    /// Per unit: the name attribute of every named subprogram DIE by unit offset, to
-    /// name concrete instances through their abstract origin without reparsing it.
-    fn_names: Vec<HashMap<usize, AttributeValue<R>>>,
+    /// The scan of every unit (functions, inlined instances, static variables), made
+    /// when a query needs all of them.
+    full: std::sync::OnceLock<UnitScan>,
+    /// Per unit: its own scan, made when a query by exact name needs that unit only.
+    unit_scans: Vec<std::sync::OnceLock<UnitScan>>,
+    /// Names of each unit's top-level subprograms, for exact-name queries.
+    prescan: std::sync::OnceLock<Prescan>,
     /// Text symbol names by address (aliases such as glibc's `malloc`).
     sym_by_addr: HashMap<u64, Vec<String>>,
     /// Text symbols sorted by start: (start, end, name); one per address, global
@@ -225,8 +253,6 @@ pub struct DebugInfo {
     symbols: Vec<(u64, u64, String)>,
     functions: std::sync::OnceLock<Vec<Function>>,
     inlines: std::sync::OnceLock<Vec<Function>>,
-    /// Static variable DIEs found by the scan; named on first use in `globals`.
-    global_dies: Vec<DieRef>,
     /// Variables with a location outside any function: (name, DIE).
     globals: std::sync::OnceLock<Vec<(String, DieRef)>>,
     pie: bool,
@@ -418,6 +444,40 @@ impl DebugInfo {
         !self.units.is_empty()
     }
 
+    /// Like [`Self::open_or_symbols`], shared: a file opened once in this process (and
+    /// not changed since: same size, mtime and inode) is not read again. The planner
+    /// and the unwinder open the same modules, and dropping a large file's index
+    /// costs as much as building parts of it.
+    pub fn open_shared(path: &Path) -> Result<Arc<DebugInfo>, Error> {
+        type Key = (PathBuf, u64, i64, i64, u64, Vec<PathBuf>);
+        static CACHE: std::sync::Mutex<Vec<(Key, Arc<DebugInfo>)>> =
+            std::sync::Mutex::new(Vec::new());
+        let key = std::fs::metadata(path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (
+                path.to_path_buf(),
+                m.len(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ino(),
+                debug_dirs(),
+            )
+        });
+        if let Some(k) = &key {
+            let cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, d)) = cache.iter().find(|(c, _)| c == k) {
+                return Ok(d.clone());
+            }
+        }
+        let di = Arc::new(Self::open_or_symbols(path)?);
+        if let Some(k) = key {
+            let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|(c, _)| c.0 != k.0);
+            cache.push((k, di.clone()));
+        }
+        Ok(di)
+    }
+
     /// Like [`Self::open_or_symbols`] on file contents already in memory (`path` names
     /// it in messages and locates a `.gnu_debuglink` file; `debug_dirs` are searched
     /// by build-id). For tools and fuzzing: nothing in `bytes` can make this panic.
@@ -529,14 +589,13 @@ impl DebugInfo {
             units: Vec::new(),
             eh_frame,
             debug_frame,
-            found: Vec::new(),
-            slots: Vec::new(),
-            fn_names: Vec::new(),
+            full: Default::default(),
+            unit_scans: Vec::new(),
+            prescan: Default::default(),
             sym_by_addr: HashMap::new(),
             symbols: sorted_symbols(&file),
             functions: Default::default(),
             inlines: Default::default(),
-            global_dies: Vec::new(),
             globals: Default::default(),
             pie,
             build_id,
@@ -575,7 +634,7 @@ impl DebugInfo {
             di.units.len(),
             path.display()
         ));
-        di.index().map_err(|e| derr(e.to_string()))?;
+        di.unit_scans = (0..di.units.len()).map(|_| Default::default()).collect();
         Ok(di)
     }
 
@@ -639,7 +698,8 @@ impl DebugInfo {
     /// Named static variables.
     pub(crate) fn globals(&self) -> &[(String, DieRef)] {
         self.globals.get_or_init(|| {
-            self.global_dies
+            self.full_scan()
+                .globals
                 .iter()
                 .filter_map(|d| Some((self.die_name(*d)?, *d)))
                 .collect()
@@ -648,17 +708,24 @@ impl DebugInfo {
 
     /// All found functions (or all inlined instances) as [`Function`]s, in DWARF order.
     fn materialize(&self, inlined: bool) -> Vec<Function> {
-        (0..self.found.len())
-            .filter(|&i| self.found[i].inlined == inlined)
-            .filter_map(|i| self.slot(i).cloned())
+        let scan = self.full_scan();
+        scan.found
+            .iter()
+            .zip(&scan.slots)
+            .filter(|(fd, _)| fd.inlined == inlined)
+            .filter_map(|(fd, cell)| self.slot(scan, fd, cell).cloned())
             .collect()
     }
 
-    /// The function of `found[i]`, made on first use.
-    fn slot(&self, i: usize) -> Option<&Function> {
-        let cell = self.slots.get(i)?;
+    /// The function of a found DIE, made on first use.
+    fn slot<'a>(
+        &'a self,
+        scan: &'a UnitScan,
+        fd: &Found,
+        cell: &'a std::sync::OnceLock<Option<Function>>,
+    ) -> Option<&'a Function> {
+        let _ = scan;
         cell.get_or_init(|| {
-            let fd = self.found.get(i)?;
             let mut f = self.make_function(fd.die.unit, fd)?;
             if !f.inlined {
                 if let Some(names) = self.sym_by_addr.get(&f.entry_pc) {
@@ -676,14 +743,12 @@ impl DebugInfo {
 
     /// The raw name of a found function: its own `DW_AT_name`, or its abstract
     /// origin's (or specification's) when that is a named subprogram of the same unit.
-    fn found_name(&self, fd: &Found) -> Option<Vec<u8>> {
+    fn found_name(&self, scan: &UnitScan, fd: &Found) -> Option<Vec<u8>> {
         let unit = &self.units.get(fd.die.unit)?.unit;
         let v = match &fd.name {
             Some(v) => v.clone(),
             None => match &fd.origin {
-                Some(AttributeValue::UnitRef(o)) => {
-                    self.fn_names.get(fd.die.unit)?.get(&o.0)?.clone()
-                }
+                Some(AttributeValue::UnitRef(o)) => scan.names.get(&(fd.die.unit, o.0))?.clone(),
                 _ => return None,
             },
         };
@@ -691,11 +756,46 @@ impl DebugInfo {
         Some(s.to_slice().ok()?.into_owned())
     }
 
-    /// Indices into `found` of the functions (or inlined instances) whose name is
-    /// exactly `name`, or, for out-of-line ones, that have a symbol `name` at their
-    /// low pc. `None` when some function's name could not be read quickly (then the
-    /// caller falls back to the full list).
-    fn found_named(&self, name: &str, inlined: bool) -> Option<Vec<usize>> {
+    /// The functions (or inlined instances) of a scan whose name is exactly `name`,
+    /// or, for out-of-line ones, that have a symbol `name` at their low pc. `None`
+    /// when some function's name could not be read quickly (then the caller falls
+    /// back to the full list).
+    fn named_in<'a>(
+        &'a self,
+        scan: &'a UnitScan,
+        name: &str,
+        inlined: bool,
+        sym_addrs: &[u64],
+        out: &mut Vec<&'a Function>,
+    ) -> Option<()> {
+        for (fd, cell) in scan.found.iter().zip(&scan.slots) {
+            if fd.inlined != inlined {
+                continue;
+            }
+            let hit = match self.found_name(scan, fd) {
+                Some(n) => {
+                    n == name.as_bytes() || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
+                }
+                // Cross-unit origins (LTO) or unreadable names: no shortcut.
+                None if !matches!(fd.origin, None | Some(AttributeValue::UnitRef(_))) => {
+                    return None
+                }
+                None => false,
+            };
+            if hit {
+                if let Some(f) = self.slot(scan, fd, cell) {
+                    out.push(f);
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// Functions named `name` without scanning every unit: only the units whose
+    /// top-level subprograms include that name (a function's inlined instances live
+    /// in units that declare it), those whose code holds a symbol of that name, and
+    /// those the quick look could not vouch for.
+    fn found_named(&self, name: &str, inlined: bool) -> Option<Vec<&Function>> {
         let sym_addrs: Vec<u64> = if inlined {
             Vec::new()
         } else {
@@ -706,29 +806,197 @@ impl DebugInfo {
                 .collect()
         };
         let mut out = Vec::new();
-        for (i, fd) in self.found.iter().enumerate() {
-            if fd.inlined != inlined {
-                continue;
-            }
-            match self.found_name(fd) {
-                Some(n) if n == name.as_bytes() => out.push(i),
-                Some(_) => {
-                    if !sym_addrs.is_empty() && fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
-                    {
-                        out.push(i);
+        if let Some(full) = self.full.get() {
+            self.named_in(full, name, inlined, &sym_addrs, &mut out)?;
+            return Some(out);
+        }
+        let pre = self.prescan.get_or_init(|| self.make_prescan());
+        let mut units: Vec<usize> = pre.always.clone();
+        let h = name_hash(name.as_bytes());
+        let from = pre.by_name.partition_point(|(x, _)| *x < h);
+        units.extend(
+            pre.by_name[from..]
+                .iter()
+                .take_while(|(x, _)| *x == h)
+                .map(|(_, u)| *u),
+        );
+        for a in &sym_addrs {
+            units.extend(
+                pre.ranges
+                    .iter()
+                    .filter(|(lo, hi, _)| lo <= a && a < hi)
+                    .map(|(_, _, u)| *u),
+            );
+        }
+        units.sort_unstable();
+        units.dedup();
+        for u in units {
+            let scan = self
+                .unit_scans
+                .get(u)?
+                .get_or_init(|| self.scan_units(u..u + 1));
+            self.named_in(scan, name, inlined, &sym_addrs, &mut out)?;
+        }
+        Some(out)
+    }
+
+    /// Names of every unit's top-level subprograms (reading only the top level: the
+    /// children of a DIE are skipped through its `DW_AT_sibling`), and unit ranges.
+    fn make_prescan(&self) -> Prescan {
+        let n = self.units.len();
+        let lens: Vec<usize> = self
+            .units
+            .iter()
+            .map(|u| u.unit.header.length_including_self())
+            .collect();
+        let bounds = split_by_size(&lens, lens.iter().sum());
+        let part = |r: std::ops::Range<usize>| {
+            let mut pre = Prescan::default();
+            for ui in r {
+                if let Ok(mut it) = self.dwarf.unit_ranges(&self.units[ui].unit) {
+                    while let Ok(Some(r)) = it.next() {
+                        pre.ranges.push((r.begin, r.end, ui));
                     }
                 }
-                None => {
-                    if fd.origin.is_some() || fd.name.is_some() {
-                        // Cross-unit origins (LTO) or unreadable names: no shortcut.
-                        if !matches!(fd.origin, Some(AttributeValue::UnitRef(_))) {
-                            return None;
+                if !self.prescan_unit_raw(ui, &mut pre.by_name).unwrap_or(false) {
+                    pre.always.push(ui);
+                }
+            }
+            pre
+        };
+        let parts: Vec<Prescan> = if bounds.len() <= 2 {
+            vec![part(0..n)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = bounds
+                    .windows(2)
+                    .map(|w| {
+                        let r = w[0]..w[1];
+                        s.spawn(move || part(r))
+                    })
+                    .collect();
+                // A lost thread leaves its units to be always scanned.
+                handles
+                    .into_iter()
+                    .zip(bounds.windows(2))
+                    .map(|(h, w)| {
+                        h.join().unwrap_or_else(|_| Prescan {
+                            always: (w[0]..w[1]).collect(),
+                            ..Prescan::default()
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let mut pre = Prescan::default();
+        for mut p in parts {
+            pre.by_name.append(&mut p.by_name);
+            pre.always.append(&mut p.always);
+            pre.ranges.append(&mut p.ranges);
+        }
+        pre.by_name.sort_unstable();
+        pre.by_name.dedup();
+        pre
+    }
+
+    fn prescan_unit_raw(&self, ui: usize, by_name: &mut Vec<(u64, usize)>) -> gimli::Result<bool> {
+        let unit = &self.units[ui].unit;
+        let mut raw = unit.entries_raw(None)?;
+        let Some(root) = raw.read_abbreviation()? else {
+            return Ok(true);
+        };
+        raw.skip_attributes(root.attributes())?;
+        if !root.has_children() {
+            return Ok(true);
+        }
+        // The root's children, one by one; their own children are jumped over.
+        while !raw.is_empty() {
+            let offset = raw.next_offset();
+            let Some(ab) = raw.read_abbreviation()? else {
+                return Ok(true);
+            };
+            let tag = ab.tag();
+            if matches!(
+                tag,
+                gimli::DW_TAG_namespace
+                    | gimli::DW_TAG_class_type
+                    | gimli::DW_TAG_module
+                    | gimli::DW_TAG_imported_unit
+            ) {
+                return Ok(false);
+            }
+            if tag != gimli::DW_TAG_subprogram && !ab.has_children() {
+                raw.skip_attributes(ab.attributes())?;
+                continue;
+            }
+            let mut name = None;
+            let mut declaration = false;
+            let mut sibling = None;
+            let mut spec_ref = None;
+            for spec in ab.attributes() {
+                let a = raw.read_attribute(*spec)?;
+                match a.name() {
+                    gimli::DW_AT_sibling => sibling = Some(a.value()),
+                    gimli::DW_AT_name => name = Some(a.value()),
+                    gimli::DW_AT_declaration => {
+                        declaration = matches!(a.value(), AttributeValue::Flag(true))
+                    }
+                    gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => match a.value() {
+                        AttributeValue::UnitRef(o) => {
+                            if a.name() == gimli::DW_AT_specification {
+                                spec_ref = Some(o);
+                            }
+                        }
+                        _ => return Ok(false),
+                    },
+                    _ => {}
+                }
+            }
+            // A declaration names a function that this unit calls, not one it has:
+            // only definitions count (and declarations that a definition completes
+            // through DW_AT_specification).
+            if tag == gimli::DW_TAG_subprogram && !declaration {
+                if name.is_none() {
+                    if let Some(o) = spec_ref {
+                        name = unit
+                            .entry(o)
+                            .ok()
+                            .and_then(|d| d.attr_value(gimli::DW_AT_name));
+                    }
+                }
+                if let Some(v) = name {
+                    if let Ok(n) = self.dwarf.attr_string(unit, v) {
+                        if let Ok(n) = n.to_slice() {
+                            by_name.push((name_hash(&n), ui));
+                        }
+                    }
+                }
+            }
+            if !ab.has_children() {
+                continue;
+            }
+            match sibling {
+                Some(AttributeValue::UnitRef(o)) if o.0 > offset.0 => {
+                    raw = unit.entries_raw(Some(o))?;
+                }
+                _ => {
+                    // No sibling pointer: walk the subtree.
+                    let mut depth = 1usize;
+                    while depth > 0 {
+                        match raw.read_abbreviation()? {
+                            None => depth -= 1,
+                            Some(a) => {
+                                raw.skip_attributes(a.attributes())?;
+                                if a.has_children() {
+                                    depth += 1;
+                                }
+                            }
                         }
                     }
                 }
             }
         }
-        Some(out)
+        Ok(true)
     }
 
     /// The inlined instances of the function `f` (same abstract origin).
@@ -961,64 +1229,64 @@ impl DebugInfo {
         out
     }
 
-    fn index(&mut self) -> gimli::Result<()> {
-        // Units are independent: scan them on a few threads (large distribution DWARF
-        // has hundreds of units) and concatenate in unit order, so the result does not
-        // depend on the thread count.
-        let n = self.units.len();
-        let this: &DebugInfo = self;
-        let lens: Vec<usize> = this
-            .units
-            .iter()
-            .map(|u| u.unit.header.length_including_self())
-            .collect();
-        let bounds = split_by_size(&lens, lens.iter().sum());
-        let chunks: Vec<gimli::Result<IndexPart>> = if bounds.len() <= 2 {
-            vec![this.index_units(0..n)]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = bounds
-                    .windows(2)
-                    .map(|w| {
-                        let r = w[0]..w[1];
-                        s.spawn(move || this.index_units(r))
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or(Err(gimli::Error::Io)))
-                    .collect()
-            })
-        };
-        let mut found = Vec::new();
-        let mut globals = Vec::new();
-        let mut names = Vec::new();
-        for c in chunks {
-            let mut part = c?;
-            found.append(&mut part.found);
-            globals.append(&mut part.globals);
-            names.append(&mut part.names);
-        }
-        self.slots = (0..found.len())
-            .map(|_| std::sync::OnceLock::new())
-            .collect();
-        self.found = found;
-        self.global_dies = globals;
-        self.fn_names = names;
-        Ok(())
+    /// The scan of every unit, made once (on several threads for large files).
+    fn full_scan(&self) -> &UnitScan {
+        self.full.get_or_init(|| {
+            // Units are independent: scan them on a few threads and concatenate in
+            // unit order, so the result does not depend on the thread count.
+            let n = self.units.len();
+            let lens: Vec<usize> = self
+                .units
+                .iter()
+                .map(|u| u.unit.header.length_including_self())
+                .collect();
+            let bounds = split_by_size(&lens, lens.iter().sum());
+            let parts: Vec<UnitScan> = if bounds.len() <= 2 {
+                vec![self.scan_units(0..n)]
+            } else {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = bounds
+                        .windows(2)
+                        .map(|w| {
+                            let r = w[0]..w[1];
+                            s.spawn(move || self.scan_units(r))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_default())
+                        .collect()
+                })
+            };
+            let mut all = UnitScan::default();
+            for mut p in parts {
+                all.found.append(&mut p.found);
+                all.globals.append(&mut p.globals);
+                all.names.extend(p.names);
+            }
+            all.slots = (0..all.found.len())
+                .map(|_| std::sync::OnceLock::new())
+                .collect();
+            all
+        })
     }
 
     /// Scans the DIEs of some units for functions, inlined instances and static
     /// variables. Only DIEs of those tags have their attributes decoded; all others
-    /// are skipped over, which is what makes opening large DWARF quick.
-    fn index_units(&self, units: std::ops::Range<usize>) -> gimli::Result<IndexPart> {
-        let mut part = IndexPart::default();
+    /// are skipped over, which is what makes opening large DWARF quick. A malformed
+    /// unit contributes what was read before the error.
+    fn scan_units(&self, units: std::ops::Range<usize>) -> UnitScan {
+        let mut scan = UnitScan::default();
         for ui in units {
             let mut names = HashMap::new();
-            self.scan_unit(ui, &mut part.found, &mut part.globals, &mut names)?;
-            part.names.push(names);
+            let _ = self.scan_unit(ui, &mut scan.found, &mut scan.globals, &mut names);
+            scan.names
+                .extend(names.into_iter().map(|(o, v)| ((ui, o), v)));
         }
-        Ok(part)
+        scan.slots = (0..scan.found.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
+        scan
     }
 
     fn scan_unit(
@@ -1219,11 +1487,10 @@ impl DebugInfo {
     /// For a pattern whose name has no wildcard, the functions that can match it,
     /// found without making every function of the file.
     fn quick_candidates(&self, pat: &FuncPattern<'_>, inlined: bool) -> Option<Vec<&Function>> {
-        if self.found.is_empty() || pat.name.contains(['*', '?']) {
+        if self.units.is_empty() || pat.name.contains(['*', '?']) {
             return None;
         }
-        let idx = self.found_named(pat.name, inlined)?;
-        Some(idx.into_iter().filter_map(|i| self.slot(i)).collect())
+        self.found_named(pat.name, inlined)
     }
 
     /// Function names close to `name` (edit distance), best first, at most five.

@@ -37,7 +37,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use capture_plan::{PlanSet, SiteBinding};
@@ -105,7 +105,7 @@ pub struct Planned {
 /// Shared per-session state: opened debug info by canonical path.
 pub(crate) struct Session<'a> {
     pub opts: &'a PlanOptions,
-    modules: HashMap<PathBuf, Rc<DebugInfo>>,
+    modules: HashMap<PathBuf, Arc<DebugInfo>>,
     warnings: Vec<Diagnostic>,
     /// The kernel ELF that `kernel.*` probe points resolve against, if any.
     pub kernel: Option<PathBuf>,
@@ -134,13 +134,13 @@ impl<'a> Session<'a> {
     }
 
     /// Opens (once) the debug info of a module.
-    pub(crate) fn module(&mut self, path: &Path, span: Span) -> Result<Rc<DebugInfo>, Diagnostic> {
+    pub(crate) fn module(&mut self, path: &Path, span: Span) -> Result<Arc<DebugInfo>, Diagnostic> {
         if let Some(d) = self.modules.get(path) {
             return Ok(d.clone());
         }
         // Without DWARF (stripped binaries, system libraries) functions still resolve
         // from the symbol table, as entry probes without target variables.
-        let di = DebugInfo::open_or_symbols(path)
+        let di = DebugInfo::open_shared(path)
             .map_err(|e| Diagnostic::error("semantic error", e.to_string(), span))?;
         if !di.has_debug_info() {
             self.warnings.push(Diagnostic::warning(
@@ -156,7 +156,6 @@ impl<'a> Session<'a> {
             ));
         }
         debuginfo::progress(&format!("resolving probes in {}", path.display()));
-        let di = Rc::new(di);
         self.modules.insert(path.to_path_buf(), di.clone());
         Ok(di)
     }

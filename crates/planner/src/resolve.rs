@@ -2,7 +2,7 @@
 //! `process(PATH).function/statement/begin/end` resolved to module addresses.
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use debuginfo::{DebugInfo, Function};
@@ -34,7 +34,7 @@ pub(crate) struct SiteSpec {
     /// Canonical absolute module path.
     pub module: PathBuf,
     /// Its debug info (absent for process begin/end).
-    pub di: Option<Rc<DebugInfo>>,
+    pub di: Option<Arc<DebugInfo>>,
     pub kind: SpecKind,
     /// Link-time address of the stop.
     pub addr: u64,
@@ -369,7 +369,7 @@ pub(crate) fn func_spec(f: &Function) -> String {
 }
 
 fn resolve_statement(
-    di: &Rc<DebugInfo>,
+    di: &Arc<DebugInfo>,
     module: &Path,
     proc_pp: &str,
     point: &ProbePoint,

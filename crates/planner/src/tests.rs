@@ -1502,7 +1502,13 @@ fn sys_sdt_h_markers_with_and_without_semaphores() {
 
 #[test]
 fn progress_hook_hears_about_reading_and_indexing() {
-    let bin = compile("-O2");
+    // A copy of its own: a file opened by another test is shared, not read again.
+    let bin = {
+        let b = compile("-O2");
+        let copy = b.with_file_name("app-progress");
+        std::fs::copy(&b, &copy).unwrap();
+        copy
+    };
     let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let h = heard.clone();
     set_progress(Some(std::sync::Arc::new(move |m: &str| {

@@ -78,8 +78,8 @@ impl Unwinder {
     /// address; 0 for non-PIE executables). Files without DWARF still unwind through
     /// `.eh_frame` and symbolise with their symbol tables.
     pub fn add_module(&mut self, path: &Path, load_bias: u64) -> Result<(), debuginfo::Error> {
-        let di = DebugInfo::open_or_symbols(path)?;
-        self.add_debuginfo(Arc::new(di), load_bias);
+        // Shared with the planner's opening of the same file, if any.
+        self.add_debuginfo(DebugInfo::open_shared(path)?, load_bias);
         Ok(())
     }
 
@@ -274,7 +274,7 @@ impl Unwinders {
         let di = match self.opened.get(path) {
             Some(d) => d.clone(),
             None => {
-                let d = Arc::new(DebugInfo::open_or_symbols(path)?);
+                let d = DebugInfo::open_shared(path)?;
                 self.opened.insert(path.to_path_buf(), d.clone());
                 d
             }
