@@ -134,6 +134,18 @@ pub struct Variable {
     pub location: Location,
 }
 
+/// Total size of some units, saturating (sizes come from the file).
+fn sum_sizes(lens: &[usize]) -> usize {
+    lens.iter().fold(0usize, |a, l| a.saturating_add(*l))
+}
+
+/// Bytes covered by some ranges, saturating (hostile DWARF can list huge ones).
+fn span(ranges: &[(u64, u64)]) -> u64 {
+    ranges
+        .iter()
+        .fold(0u64, |a, r| a.saturating_add(r.1.saturating_sub(r.0)))
+}
+
 /// FNV-1a of a name, for the prescan's table.
 fn name_hash(b: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -156,10 +168,13 @@ fn split_by_size(lens: &[usize], total: usize) -> Vec<usize> {
         return vec![0, n];
     }
     let mut bounds = vec![0];
-    let mut acc = 0;
+    let mut acc = 0usize;
     for (i, l) in lens.iter().enumerate() {
-        acc += l;
-        if acc * threads >= total * bounds.len() && bounds.len() < threads && i + 1 < n {
+        acc = acc.saturating_add(*l);
+        if acc.saturating_mul(threads) >= total.saturating_mul(bounds.len())
+            && bounds.len() < threads
+            && i + 1 < n
+        {
             bounds.push(i + 1);
         }
     }
@@ -368,7 +383,9 @@ fn load_debug_sections(
     // Largest first, dealt round-robin: .debug_info gets a thread of its own.
     jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.size()));
     // Threads only pay off for large compressed sections.
-    let compressed: u64 = jobs.iter().map(|(_, s)| s.size()).sum();
+    let compressed = jobs
+        .iter()
+        .fold(0u64, |a, (_, s)| a.saturating_add(s.size()));
     let threads = if compressed < (1 << 20) {
         1
     } else {
@@ -849,7 +866,7 @@ impl DebugInfo {
             .iter()
             .map(|u| u.unit.header.length_including_self())
             .collect();
-        let bounds = split_by_size(&lens, lens.iter().sum());
+        let bounds = split_by_size(&lens, sum_sizes(&lens));
         let part = |r: std::ops::Range<usize>| {
             let mut pre = Prescan::default();
             for ui in r {
@@ -1015,9 +1032,8 @@ impl DebugInfo {
         }
         // Parsing a unit's abbreviations and line program header is a good part of
         // opening a large file: done on a few threads, in order.
-        let total: usize = headers.iter().map(|h| h.length_including_self()).sum();
         let lens: Vec<usize> = headers.iter().map(|h| h.length_including_self()).collect();
-        let bounds = split_by_size(&lens, total);
+        let bounds = split_by_size(&lens, sum_sizes(&lens));
         let this: &DebugInfo = self;
         let mut chunks: Vec<Vec<gimli::UnitHeader<R>>> = Vec::new();
         let mut rest = headers.into_iter();
@@ -1240,7 +1256,7 @@ impl DebugInfo {
                 .iter()
                 .map(|u| u.unit.header.length_including_self())
                 .collect();
-            let bounds = split_by_size(&lens, lens.iter().sum());
+            let bounds = split_by_size(&lens, sum_sizes(&lens));
             let parts: Vec<UnitScan> = if bounds.len() <= 2 {
                 vec![self.scan_units(0..n)]
             } else {
@@ -1623,7 +1639,7 @@ impl DebugInfo {
         self.functions()
             .iter()
             .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
-            .min_by_key(|f| f.ranges.iter().map(|r| r.1 - r.0).sum::<u64>())
+            .min_by_key(|f| span(&f.ranges))
     }
 
     /// The innermost scope (function or inlined instance) containing `addr`.
@@ -1632,7 +1648,7 @@ impl DebugInfo {
             .iter()
             .chain(self.inline_instances_all().iter())
             .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
-            .min_by_key(|f| f.ranges.iter().map(|r| r.1 - r.0).sum::<u64>())
+            .min_by_key(|f| span(&f.ranges))
     }
 }
 

@@ -712,3 +712,87 @@ fn crc32_is_zlibs() {
     assert_eq!(crc32(b""), 0);
     assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
 }
+
+/// Runs every query the planner and the unwinder make, as the fuzz target does.
+fn exercise_like_fuzz(di: &DebugInfo) {
+    let _ = di.sdt_probes();
+    let _ = di.global_names();
+    let _ = di.find_type("struct req");
+    let _ = di.close_matches("mian");
+    for f in di.functions().iter().take(50) {
+        let pc = di.probe_addr(f);
+        for v in di.variables_at(f, pc).iter().take(20) {
+            let _ = di.type_of(v.ty);
+            let _ = di.strip(v.ty);
+        }
+        let _ = di.variables_at_entry(f);
+        let _ = di.line_at(pc);
+        let _ = di.unwind_row(pc);
+        let _ = di.cfa_at(pc);
+        let _ = di.symbol_at(pc);
+        let _ = di.inline_instances(f);
+        let _ = di.match_functions(&f.name);
+        let _ = di.type_of(f.return_type);
+    }
+    for f in di.inline_instances_all().iter().take(20) {
+        let _ = di.variables_at(f, f.entry_pc);
+    }
+    let _ = di.match_functions("*");
+    let _ = di.match_inlines("*");
+    let _ = di.line_addrs("*.c", 10);
+    for (a, _) in di.exec_ranges().iter().take(4) {
+        let _ = di.function_at(*a);
+        let _ = di.scope_at(*a);
+        let _ = di.unwind_row(*a);
+    }
+}
+
+/// Inputs on which the fuzz target (crates/debuginfo/fuzz) once panicked.
+#[test]
+fn fuzz_regressions() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/fuzz");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        if let Ok(di) = DebugInfo::from_bytes(Path::new("/nonexistent/fuzz.elf"), &bytes, &[]) {
+            exercise_like_fuzz(&di);
+        }
+        n += 1;
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn exact_name_queries_agree_with_the_full_list() {
+    // The quick path (prescan + unit scans) must find what the full list finds.
+    let bin = compile("fixture", FIXTURE, "-O2");
+    let quick = DebugInfo::open(&bin).unwrap();
+    let full = DebugInfo::open(&bin).unwrap();
+    let _ = full.functions();
+    for name in ["handle", "many", "greet", "main", "sq", "printf", "nothing"] {
+        let q: Vec<u64> = quick
+            .match_functions(name)
+            .iter()
+            .map(|f| f.entry_pc)
+            .collect();
+        let f: Vec<u64> = full
+            .match_functions(name)
+            .iter()
+            .map(|f| f.entry_pc)
+            .collect();
+        assert_eq!(q, f, "{name}");
+        let q: Vec<u64> = quick
+            .match_inlines(name)
+            .iter()
+            .map(|f| f.entry_pc)
+            .collect();
+        let f: Vec<u64> = full
+            .match_inlines(name)
+            .iter()
+            .map(|f| f.entry_pc)
+            .collect();
+        assert_eq!(q, f, "{name} inlines");
+    }
+    assert!(!quick.match_inlines("sq").is_empty());
+}
