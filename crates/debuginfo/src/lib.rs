@@ -1,11 +1,17 @@
 //! ELF + DWARF queries for the planner: functions, inlined instances, probe addresses,
 //! line tables, variables with their location lowered to capture-plan ops, and types.
 //!
-//! Overview: [`DebugInfo::open`] reads an ELF file, loads its DWARF (decompressing
-//! sections when needed) and indexes every function and inlined instance once.
-//! Queries then answer in terms of plain data: [`Function`], [`Variable`], [`Type`],
-//! [`Location`] (a symbolic program of [`capture_plan::Op`]s). No gimli type appears
-//! in the public API, and nothing here touches a live process.
+//! Overview: [`DebugInfo::open`] reads an ELF file and loads its DWARF, from the file
+//! itself or from a separate debug file found by build-id or `.gnu_debuglink` under
+//! the debug roots ([`set_debug_dirs`], `SNAPTAP_DEBUG_DIRS`, default
+//! `/usr/lib/debug`; a file of another build is refused), inflating zlib/zstd
+//! sections on several threads. Nothing is indexed up front: a query by exact name
+//! reads only the top level of each unit (jumping over children by `DW_AT_sibling`)
+//! and then scans the few units that define the name; queries that need everything
+//! (wildcards, address lookups) scan all units once, in parallel. Queries answer in
+//! plain data: [`Function`], [`Variable`], [`Type`], [`Location`] (a symbolic program
+//! of [`capture_plan::Op`]s), [`UnwindRow`] (CFI for the unwinder). No gimli type
+//! appears in the public API, and nothing here touches a live process.
 #![forbid(unsafe_code)]
 
 mod cfi;
@@ -1810,8 +1816,19 @@ fn missing_debug_hint(build_id: Option<&[u8]>, path: &Path) -> String {
         .and_then(build_id_rel)
         .map(|r| Path::new(DEBUG_ROOT).join(r));
     let owner = dpkg_owner(path);
+    // Debian's own debug packages for a few well-known ones; others come as
+    // automatic -dbgsym packages from the debian-debug archive.
     let pkg = owner.as_deref().map(|o| match o {
         "libc6" => "libc6-dbg".to_string(),
+        o if o.starts_with("python3.") && o.ends_with("-minimal") => {
+            format!("{}-dbg", o.trim_end_matches("-minimal"))
+        }
+        o if o.starts_with("libpython3.") => {
+            format!(
+                "{}-dbg",
+                o.trim_start_matches("lib").trim_end_matches("-stdlib")
+            )
+        }
         o => format!("{o}-dbgsym (or {o}-dbg)"),
     });
     match (id_path, pkg) {

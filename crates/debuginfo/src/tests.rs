@@ -796,3 +796,37 @@ fn exact_name_queries_agree_with_the_full_list() {
     }
     assert!(!quick.match_inlines("sq").is_empty());
 }
+
+#[test]
+fn missing_debug_hint_names_the_debian_package() {
+    let id = [0x93u8, 0xac, 0x61, 0xec];
+    let libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+    let h = missing_debug_hint(Some(&id), libc);
+    assert!(
+        h.contains("providing /usr/lib/debug/.build-id/93/ac61ec.debug"),
+        "{h}"
+    );
+    if dpkg_owner(libc).as_deref() == Some("libc6") {
+        assert!(h.starts_with("install libc6-dbg,"), "{h}");
+    } else {
+        eprintln!(
+            "skipped the package name: dpkg does not know {}",
+            libc.display()
+        );
+    }
+    let py = Path::new("/usr/bin/python3.11");
+    if dpkg_owner(py).is_some() {
+        let h = missing_debug_hint(Some(&id), py);
+        assert!(h.starts_with("install python3.11-dbg,"), "{h}");
+    }
+    // A file no package owns: the build-id path is the advice.
+    let h = missing_debug_hint(Some(&id), Path::new("/nonexistent/a.out"));
+    assert!(
+        h.starts_with("install the -dbg/-dbgsym package providing"),
+        "{h}"
+    );
+    assert_eq!(
+        missing_debug_hint(None, Path::new("/nonexistent/a.out")),
+        "compile with -g"
+    );
+}
