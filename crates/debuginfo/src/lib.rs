@@ -876,9 +876,11 @@ impl DebugInfo {
         let part = |r: std::ops::Range<usize>| {
             let mut pre = Prescan::default();
             for ui in r {
-                if let Ok(mut it) = self.dwarf.unit_ranges(&self.units[ui].unit) {
-                    while let Ok(Some(r)) = it.next() {
-                        pre.ranges.push((r.begin, r.end, ui));
+                let unit = &self.units[ui].unit;
+                let mut cursor = unit.entries();
+                if let Ok(Some(root)) = cursor.next_dfs() {
+                    for (b, e) in self.ranges_of(unit, root) {
+                        pre.ranges.push((b, e, ui));
                     }
                 }
                 if !self.prescan_unit_raw(ui, &mut pre.by_name).unwrap_or(false) {
@@ -1239,13 +1241,54 @@ impl DebugInfo {
         let Some(e) = self.entry(d) else {
             return Vec::new();
         };
-        let unit = &self.units[d.unit].unit;
+        self.ranges_of(&self.units[d.unit].unit, &e)
+    }
+
+    /// The address ranges of a DIE (`low_pc`/`high_pc` or `ranges`), non-empty ones
+    /// in DWARF order. gimli's own `die_ranges` adds a `high_pc` offset without
+    /// overflow checking; hostile DWARF must not make that panic in debug builds.
+    fn ranges_of(
+        &self,
+        unit: &gimli::Unit<R>,
+        e: &gimli::DebuggingInformationEntry<R>,
+    ) -> Vec<(u64, u64)> {
         let mut out = Vec::new();
-        if let Ok(mut it) = self.dwarf.die_ranges(unit, &e) {
-            while let Ok(Some(r)) = it.next() {
-                if r.end > r.begin {
-                    out.push((r.begin, r.end));
+        let mut low = None;
+        let mut high = None;
+        for attr in e.attrs() {
+            match attr.name() {
+                gimli::DW_AT_low_pc => {
+                    low = self.dwarf.attr_address(unit, attr.value()).ok().flatten();
                 }
+                gimli::DW_AT_high_pc => {
+                    high = Some(match attr.value() {
+                        AttributeValue::Udata(size) => Err(size),
+                        v => match self.dwarf.attr_address(unit, v).ok().flatten() {
+                            Some(a) => Ok(a),
+                            None => continue,
+                        },
+                    });
+                }
+                gimli::DW_AT_ranges => {
+                    if let Ok(Some(mut it)) = self.dwarf.attr_ranges(unit, attr.value()) {
+                        while let Ok(Some(r)) = it.next() {
+                            if r.end > r.begin {
+                                out.push((r.begin, r.end));
+                            }
+                        }
+                        return out;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Some(begin), Some(h)) = (low, high) {
+            let end = match h {
+                Ok(a) => Some(a),
+                Err(size) => begin.checked_add(size),
+            };
+            if let Some(end) = end.filter(|e| *e > begin) {
+                out.push((begin, end));
             }
         }
         out
