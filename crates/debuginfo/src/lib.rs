@@ -286,6 +286,8 @@ pub struct DebugInfo {
     fde_tables: std::sync::OnceLock<cfi::FdeTables>,
     /// Link-time ranges of executable segments.
     exec_ranges: Vec<(u64, u64)>,
+    /// Function ranges sorted for `function_at`: (begin, end, index, running max end).
+    fn_ranges: std::sync::OnceLock<Vec<(u64, u64, usize, u64)>>,
     /// Bytes in an address (8, or 4 for 32-bit files).
     addr_size: u8,
     /// A 32-bit x86 file: its DWARF register numbers are mapped to the x86_64
@@ -626,6 +628,7 @@ impl DebugInfo {
             missing: None,
             fde_tables: Default::default(),
             exec_ranges: exec_ranges(&file),
+            fn_ranges: Default::default(),
             addr_size,
             i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
@@ -1685,10 +1688,39 @@ impl DebugInfo {
 
     /// The innermost out-of-line function containing `addr`.
     pub fn function_at(&self, addr: u64) -> Option<&Function> {
-        self.functions()
-            .iter()
-            .filter(|f| f.ranges.iter().any(|r| r.0 <= addr && addr < r.1))
-            .min_by_key(|f| span(&f.ranges))
+        let funcs = self.functions();
+        // (begin, end, function index) sorted by begin, with the running maximum of
+        // `end`: a backwards walk from the last begin <= addr can stop as soon as no
+        // earlier range reaches addr. Symbolising stacks asks this for every frame.
+        let idx = self.fn_ranges.get_or_init(|| {
+            let mut v: Vec<(u64, u64, usize)> = funcs
+                .iter()
+                .enumerate()
+                .flat_map(|(i, f)| f.ranges.iter().map(move |r| (r.0, r.1, i)))
+                .collect();
+            v.sort_unstable();
+            let mut max_end = 0u64;
+            v.into_iter()
+                .map(|(b, e, i)| {
+                    max_end = max_end.max(e);
+                    (b, e, i, max_end)
+                })
+                .collect()
+        });
+        let mut best: Option<&Function> = None;
+        let upto = idx.partition_point(|r| r.0 <= addr);
+        for &(_, e, i, max_end) in idx[..upto].iter().rev() {
+            if max_end <= addr {
+                break;
+            }
+            if addr < e {
+                let f = &funcs[i];
+                if best.is_none_or(|b| span(&f.ranges) < span(&b.ranges)) {
+                    best = Some(f);
+                }
+            }
+        }
+        best
     }
 
     /// The innermost scope (function or inlined instance) containing `addr`.

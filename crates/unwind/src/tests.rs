@@ -328,3 +328,40 @@ fn debug_frame_alone_unwinds_too() {
         assert_eq!(Some(f.pc), stop.bt[i].0, "frame {i}");
     }
 }
+
+#[test]
+fn random_registers_and_stacks_never_panic() {
+    // The test binary itself (PIE at a made-up bias) and libc, with garbage inputs.
+    let mut u = Unwinder::new();
+    let me = std::env::current_exe().unwrap();
+    u.add_module(&me, 0x5555_0000_0000).unwrap();
+    let text: Vec<(u64, u64)> = DebugInfo::open_or_symbols(&me)
+        .unwrap()
+        .exec_ranges()
+        .to_vec();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for _ in 0..500 {
+        let mut regs = [0u64; 17];
+        for r in regs.iter_mut() {
+            *r = next();
+        }
+        // Often a pc inside the module, so that real CFI rows are applied to junk.
+        if let Some((a, b)) = text.first() {
+            if next() % 4 != 0 && b > a {
+                regs[RIP] = 0x5555_0000_0000 + a + next() % (b - a);
+            }
+        }
+        let len = (next() % 4096) as usize;
+        let stack: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        let base = if next() % 2 == 0 { regs[RSP] } else { next() };
+        let frames = u.unwind(&regs, base, &stack, 32);
+        assert!(frames.len() <= 32);
+        let _ = u.symbolize(next());
+    }
+}
