@@ -1036,6 +1036,9 @@ impl DebugInfo {
     }
 
     fn load_units(&mut self) -> gimli::Result<()> {
+        // Units sharing an abbreviation table (half of libc6-dbg's) parse it once.
+        self.dwarf
+            .populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
         let mut headers = Vec::new();
         let mut iter = self.dwarf.units();
         while let Some(header) = iter.next()? {
