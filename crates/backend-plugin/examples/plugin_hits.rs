@@ -1,12 +1,13 @@
-//! Measures the plugin backend on a QEMU command: probes kernel functions with a
-//! three-register capture, runs for a while and prints hits, delivered, dropped and
-//! hits per second. Used by bench/plugin_hits.sh.
+//! Benchmark driver for bench/plugin_hits.sh: boots a QEMU command (with or without the
+//! plugin), and measures the workload's own iteration rate (from its `bench count=C`
+//! console lines) with the probes disarmed ("idle") and armed ("traced"), the probe hits
+//! per second while traced (three 4-byte register fields per hit), and then runs a
+//! shell command against the same VM (gdb dprintf) and times it.
 //!
-//! Usage: plugin_hits KERNEL_ELF SECONDS 'QEMU CMD' FUNC[,FUNC...] [--idle SECS] [--ready FILE]
-//! With `--idle`, the plugin stays loaded but disarmed for that long first; `--ready`
-//! names a file created once the probes are armed (and removed when they are disarmed).
+//! Usage: plugin_hits KERNEL 'QEMU CMD' FUNC SECS [--no-plugin] [--after 'SHELL CMD']
+//! Prints one line of `key=value` pairs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use capture_plan::{
     CapturePlan, DwarfReg, FieldPlan, FileAddr, Op, PlanSet, ProbeSite, SiteId, SiteKind,
 };
 
-fn symbol(elf: &std::path::Path, name: &str) -> Option<u64> {
+fn symbol(elf: &Path, name: &str) -> Option<u64> {
     let out = Command::new("nm").arg(elf).output().ok()?;
     String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
         let w: Vec<&str> = l.split_whitespace().collect();
@@ -31,32 +32,67 @@ fn field(reg: u16, label: &str) -> FieldPlan {
     }
 }
 
+/// The QEMU child, killed on every exit path.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The latest `bench count=C` on the console.
+fn last_count(serial: &Path) -> u64 {
+    let s = std::fs::read(serial).unwrap_or_default();
+    let s = String::from_utf8_lossy(&s);
+    s.rsplit("bench count=")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|c| c.parse().ok())
+        .filter(|_| s.contains("bench count="))
+        .unwrap_or(0)
+}
+
+/// Waits for the next console count change, returning (count, when it was seen).
+fn next_count(serial: &Path) -> (u64, Instant) {
+    let c0 = last_count(serial);
+    let t0 = Instant::now();
+    loop {
+        let c = last_count(serial);
+        if c != c0 || t0.elapsed() > Duration::from_secs(30) {
+            return (c, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The workload's iterations per second over about `secs`.
+fn rate(serial: &Path, secs: f64) -> f64 {
+    let (c0, t0) = next_count(serial);
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let (c1, t1) = next_count(serial);
+    (c1.saturating_sub(c0)) as f64 / (t1 - t0).as_secs_f64()
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 5 {
         return Err(
-            "usage: plugin_hits KERNEL SECONDS 'QEMU CMD' FUNC[,FUNC] [--idle S] [--ready F]"
-                .into(),
+            "usage: plugin_hits KERNEL 'QEMU CMD' FUNC SECS [--no-plugin] [--after CMD]".into(),
         );
     }
     let kernel = std::fs::canonicalize(&a[1])?;
-    let secs: f64 = a[2].parse()?;
-    let mut idle = 0.0f64;
-    let mut ready: Option<PathBuf> = None;
-    let mut i = 5;
-    while i + 1 < a.len() {
-        match a[i].as_str() {
-            "--idle" => idle = a[i + 1].parse()?,
-            "--ready" => ready = Some(PathBuf::from(&a[i + 1])),
-            _ => {}
-        }
-        i += 2;
-    }
-    let mut plans = PlanSet::default();
-    for (n, f) in a[4].split(',').enumerate() {
-        let addr = symbol(&kernel, f).ok_or(format!("no symbol {f}"))?;
-        plans.sites.push(ProbeSite {
-            id: SiteId(n as u32),
+    let secs: f64 = a[4].parse()?;
+    let no_plugin = a.iter().any(|x| x == "--no-plugin");
+    let after = a
+        .iter()
+        .position(|x| x == "--after")
+        .and_then(|i| a.get(i + 1).cloned());
+    let addr = symbol(&kernel, &a[3]).ok_or(format!("no symbol {}", a[3]))?;
+    let plans = PlanSet {
+        sites: vec![ProbeSite {
+            id: SiteId(0),
             module: kernel.clone(),
             addr: FileAddr(addr),
             kind: SiteKind::Entry,
@@ -68,68 +104,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ],
             },
             needs: Default::default(),
-        });
-    }
-    let mut pb = PluginBackend::new(PluginOptions::new(&kernel), &plans)?;
-    let cmd = format!(
-        "{} {}",
-        a[3],
+        }],
+    };
+    let mut opts = PluginOptions::new(&kernel);
+    opts.armed_at_load = false;
+    opts.ring_bytes = 64 << 20;
+    let mut pb = PluginBackend::new(opts, &plans)?;
+    let serial = PathBuf::from(format!(
+        "/tmp/plugin-hits-serial-{}.txt",
+        std::process::id()
+    ));
+    let extra = if no_plugin {
+        String::new()
+    } else {
         pb.qemu_args()
             .iter()
             .map(|s| format!("'{s}'"))
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    let mut child = Command::new("sh")
+    };
+    let child = Command::new("sh")
         .arg("-c")
-        .arg(format!("exec {cmd}"))
+        .arg(format!("exec {} {extra}", a[2]))
         .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&serial)?)
         .spawn()?;
-    pb.wait_loaded(&StopToken::new())?;
-    std::thread::sleep(Duration::from_secs_f64(idle));
-    let (tx, rx) = event_queue(1 << 16);
-    let stop = StopToken::new();
-    let stop2 = stop.clone();
-    let counter = std::thread::spawn(move || {
-        let mut n = 0u64;
-        let mut per_site = std::collections::BTreeMap::<u32, u64>::new();
-        while let Ok(ev) = rx.recv_timeout(Duration::from_millis(100)) {
-            let idle = ev.is_none();
-            if let Some(Event::Record(r)) = ev {
-                n += 1;
-                *per_site.entry(r.site.0).or_default() += 1;
-            }
-            if stop2.is_requested() && idle {
-                break;
-            }
-        }
-        (n, per_site, rx.dropped())
-    });
-    let t0 = Instant::now();
-    let stop3 = stop.clone();
-    let ready2 = ready.clone();
-    let timer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(r) = &ready2 {
-            let _ = std::fs::write(r, "");
-        }
-        std::thread::sleep(Duration::from_secs_f64(secs));
-        stop3.request();
-    });
-    let sum = pb.run(&plans, &tx, &stop)?;
-    let el = t0.elapsed().as_secs_f64();
-    if let Some(r) = &ready {
-        let _ = std::fs::remove_file(r);
+    let _child = KillOnDrop(child);
+    if !no_plugin {
+        pb.wait_loaded(&StopToken::new())?;
     }
-    drop(tx);
-    let _ = timer.join();
-    let (n, per_site, qdrop) = counter.join().map_err(|_| "counter thread")?;
-    let st = pb.stats();
-    println!(
-        "hits {} delivered {} dropped {} queue_dropped {} received {} seconds {:.3} hits_per_s {:.0} per_site {:?}",
-        sum.hits, st.delivered, st.dropped, qdrop, n, el, sum.hits as f64 / el, per_site
-    );
-    let _ = child.kill();
-    let _ = child.wait();
+    // Warm up: the loop runs and the console counts.
+    next_count(&serial);
+    let idle = rate(&serial, secs);
+    let mut out = format!("func={} idle_iter_per_s={idle:.0}", a[3]);
+    if !no_plugin {
+        let (tx, rx) = event_queue(1 << 16);
+        let stop = StopToken::new();
+        let stop2 = stop.clone();
+        let counter = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while let Ok(ev) = rx.recv_timeout(Duration::from_millis(100)) {
+                if let Some(Event::Record(_)) = ev {
+                    n += 1;
+                }
+            }
+            (n, rx.dropped())
+        });
+        let t0 = Instant::now();
+        let pb2 = &mut pb;
+        let traced = std::thread::scope(|s| {
+            let h = s.spawn(move || pb2.run(&plans, &tx, &stop2));
+            let r = rate(&serial, secs);
+            stop.request();
+            (r, h.join())
+        });
+        let el = t0.elapsed().as_secs_f64();
+        let sum = traced.1.map_err(|_| "run thread")??;
+        let (n, qdrop) = counter.join().map_err(|_| "counter thread")?;
+        let st = pb.stats();
+        out += &format!(
+            " traced_iter_per_s={:.0} hits={} delivered={} ring_dropped={} queue_dropped={qdrop} received={n} traced_s={el:.3} hits_per_s={:.0}",
+            traced.0, sum.hits, st.delivered, st.dropped, sum.hits as f64 / el
+        );
+    }
+    if let Some(cmd) = after {
+        let t0 = Instant::now();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        out += &format!(
+            " after_s={:.3} after_ok={}",
+            t0.elapsed().as_secs_f64(),
+            st.success()
+        );
+    }
+    println!("{out}");
+    let _ = std::fs::remove_file(&serial);
     Ok(())
 }

@@ -161,6 +161,7 @@ pub struct PluginBackend {
     ran: bool,
     keep_seq: bool,
     seq: Vec<(u32, u64)>,
+    stalls: u32,
 }
 
 impl std::fmt::Debug for PluginBackend {
@@ -263,6 +264,7 @@ impl PluginBackend {
             ran: false,
             keep_seq: false,
             seq: Vec::new(),
+            stalls: 0,
         })
     }
 
@@ -393,19 +395,21 @@ impl PluginBackend {
         })
     }
 
-    /// Reads every ring once; returns the number of records emitted.
+    /// Reads every ring once; returns the number of records emitted. A record that
+    /// cannot be decoded is retried on later polls (its bytes may not all be visible
+    /// yet); the run fails only if it stays bad for `STALL_LIMIT` polls.
     fn poll(
         &mut self,
         tx: &EventSender,
         delivered: &mut [u64],
         buf: &mut Vec<u8>,
     ) -> Result<u64, Error> {
+        const STALL_LIMIT: u32 = 500;
         let mut total = 0;
         for ring in 0..self.layout.nrings {
-            let mut bad = false;
             let keep = self.keep_seq;
             let seq = &mut self.seq;
-            let got =
+            let res =
                 wire::consume(
                     &self.mem,
                     &self.layout,
@@ -416,15 +420,25 @@ impl PluginBackend {
                             if keep {
                                 seq.push((ring, wire::record_seq(b)));
                             }
-                            tx.record(rec)
+                            tx.record(rec);
+                            true
                         }
-                        None => bad = true,
+                        None => false,
                     },
-                )
-                .map_err(Error::Ring)?;
-            if bad {
-                return Err(Error::Ring(format!("ring {ring}: undecodable record")));
-            }
+                );
+            let got = match res {
+                Ok(n) => {
+                    self.stalls = 0;
+                    n
+                }
+                Err((n, why)) => {
+                    self.stalls += 1;
+                    if self.stalls > STALL_LIMIT {
+                        return Err(Error::Ring(why));
+                    }
+                    n
+                }
+            };
             delivered[ring as usize] += got;
             total += got;
         }

@@ -218,6 +218,7 @@ fn ring_delivers_in_order_pads_at_the_end_and_counts_drops_exactly() {
                     w
                 });
                 got.push((wire::record_seq(b), r.site.0 as usize));
+                true
             })
             .unwrap();
         }
@@ -227,6 +228,7 @@ fn ring_delivers_in_order_pads_at_the_end_and_counts_drops_exactly() {
             wire::record_seq(b),
             wire::decode_record(b, 0, 1, 0).unwrap().site.0 as usize,
         ));
+        true
     })
     .unwrap();
     let c = lay.ctrl(0);
@@ -243,4 +245,36 @@ fn ring_delivers_in_order_pads_at_the_end_and_counts_drops_exactly() {
         assert_eq!(*seq, *site as u64 + 1);
     }
     assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+#[test]
+fn a_refused_record_stays_in_the_ring_until_it_reads_well() {
+    let lay = Layout::new(1, 4096, 0);
+    let mem = VecMem(RefCell::new(vec![0; lay.total as usize]));
+    lay.write_header(&mem, 0);
+    let mut enc = Vec::new();
+    for i in 0..3 {
+        wire::encode_record(&record(i, 8), &mut enc);
+        assert!(wire::produce(&mem, &lay, 0, &mut enc));
+    }
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    let r = wire::consume(&mem, &lay, 0, &mut buf, &mut |b| {
+        let site = wire::decode_record(b, 0, 1, 0).unwrap().site.0;
+        if site == 1 {
+            return false;
+        }
+        seen.push(site);
+        true
+    });
+    assert!(
+        matches!(r, Err((1, ref why)) if why.contains("undecodable")),
+        "{r:?}"
+    );
+    let r = wire::consume(&mem, &lay, 0, &mut buf, &mut |b| {
+        seen.push(wire::decode_record(b, 0, 1, 0).unwrap().site.0);
+        true
+    });
+    assert_eq!(r, Ok(2));
+    assert_eq!(seen, [0, 1, 2]);
 }

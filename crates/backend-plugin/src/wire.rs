@@ -356,20 +356,25 @@ pub struct RingCounters {
 
 /// Ring consumer: reads every complete record between `tail` and `head` of ring `ring`,
 /// calls `f` with each record's bytes, then frees the space. Returns the number of
-/// records passed to `f`, or an error if the ring's contents are inconsistent.
+/// records `f` accepted. A record with a bad length, or one `f` refuses, stops the pass
+/// just before it (its space is not freed): `Err((records accepted, reason))`; the
+/// caller retries later and gives up if the same record stays bad.
 pub fn consume(
     mem: &dyn SharedMem,
     lay: &Layout,
     ring: u32,
     buf: &mut Vec<u8>,
-    f: &mut dyn FnMut(&[u8]),
-) -> Result<u64, String> {
+    f: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<u64, (u64, String)> {
     let ctrl = lay.ctrl(ring);
     let size = lay.ring_bytes;
     let head = mem.load(ctrl + R_HEAD);
     let mut tail = mem.load(ctrl + R_TAIL);
     if head.wrapping_sub(tail) > size || head < tail {
-        return Err(format!("ring {ring}: head {head} tail {tail} inconsistent"));
+        return Err((
+            0,
+            format!("ring {ring}: head {head} tail {tail} inconsistent"),
+        ));
     }
     let base = lay.data(ring);
     let mut n = 0;
@@ -379,21 +384,33 @@ pub fn consume(
         buf.resize(avail, 0);
         mem.read(base + pos as usize, buf);
         let mut o = 0usize;
-        while o + 8 <= avail {
+        let mut stall = None;
+        while o < avail {
             let len = u32_at(buf, o).unwrap_or(0) as usize;
             let site = u32_at(buf, o + 4).unwrap_or(0);
-            if len == 0 || !len.is_multiple_of(8) || o + len > avail {
-                return Err(format!("ring {ring}: bad record length {len} at {}", tail));
+            if len < 8 || !len.is_multiple_of(8) || o + len > avail {
+                stall = Some(format!(
+                    "ring {ring}: bad record length {len} at {}",
+                    tail + o as u64
+                ));
+                break;
             }
             if site != PAD_SITE {
-                f(&buf[o..o + len]);
+                if !f(&buf[o..o + len]) {
+                    stall = Some(format!(
+                        "ring {ring}: undecodable record at {}",
+                        tail + o as u64
+                    ));
+                    break;
+                }
                 n += 1;
             }
             o += len;
         }
         tail += o as u64;
-        if o != avail {
-            return Err(format!("ring {ring}: truncated record at {tail}"));
+        if let Some(why) = stall {
+            mem.store(ctrl + R_TAIL, tail);
+            return Err((n, why));
         }
     }
     mem.store(ctrl + R_TAIL, tail);
