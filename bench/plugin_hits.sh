@@ -11,8 +11,10 @@ SECS=${1:-3}
 GHITS=${2:-300}
 TGT=${CARGO_TARGET_DIR:-$PWD/target}
 OUT=$TGT/mach-plugin-bench
-cargo build --release -q -p qemu-plugin -p backend-plugin --examples
+cargo build --release -q -p qemu-plugin
+cargo build --release -q -p backend-plugin --examples
 BIN=$TGT/release/examples/plugin_hits
+export SNAPTAP_QEMU_PLUGIN=$TGT/release/libqemu_plugin.so
 mach/build.sh "$OUT" >/dev/null
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ARGS='rounds=0 report=20000'

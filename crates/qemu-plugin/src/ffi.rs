@@ -328,15 +328,15 @@ unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
         let insn = unsafe { qemu_plugin_tb_get_insn(tb, i) };
         // SAFETY: as above.
         let vaddr = unsafe { qemu_plugin_insn_vaddr(insn) };
-        if let Some(pc) = crate::probe_at(vaddr) {
+        if let Some(g) = crate::probe_at(vaddr) {
             // SAFETY: registering on a valid instruction handle; the user data is the
-            // probe address itself (an integer, never dereferenced).
+            // site group's index (an integer, never dereferenced).
             unsafe {
                 qemu_plugin_register_vcpu_insn_exec_cb(
                     insn,
                     Some(on_hit),
                     qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
-                    pc as usize as *mut c_void,
+                    g as *mut c_void,
                 )
             };
         }
@@ -344,8 +344,9 @@ unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
 }
 
 unsafe extern "C" fn on_hit(vcpu: c_uint, udata: *mut c_void) {
-    let pc = udata as usize as u64;
-    crate::hit(vcpu, pc, &mut Vcpu { pc });
+    let g = udata as usize;
+    let pc = crate::group_addr(g);
+    crate::hit(vcpu, g, pc, &mut Vcpu { pc });
 }
 
 unsafe extern "C" fn at_exit(_id: qemu_plugin_id_t, _udata: *mut c_void) {

@@ -30,9 +30,11 @@ struct Plugin {
     mem: ffi::MapMem,
     layout: Layout,
     sites: Vec<ProbeSite>,
-    /// Probe address -> indices into `sites`, and the lowest/highest probe address for a
+    /// Probe address -> index into `groups`, and the lowest/highest probe address for a
     /// cheap test at translation time.
-    by_addr: HashMap<u64, Vec<usize>>,
+    by_addr: HashMap<u64, usize>,
+    /// Per probe address: its address and the indices into `sites` probed there.
+    groups: Vec<(u64, Vec<usize>)>,
     lo: u64,
     hi: u64,
     cr3: u64,
@@ -58,9 +60,14 @@ fn install(target: &str, args: &[String]) -> Result<bool, String> {
     };
     match load_plans(&mem, &layout, target) {
         Ok(sites) => {
-            let mut by_addr: HashMap<u64, Vec<usize>> = HashMap::new();
+            let mut by_addr: HashMap<u64, usize> = HashMap::new();
+            let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
             for (i, s) in sites.iter().enumerate() {
-                by_addr.entry(s.addr.0).or_default().push(i);
+                let g = *by_addr.entry(s.addr.0).or_insert_with(|| {
+                    groups.push((s.addr.0, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[g].1.push(i);
             }
             let lo = by_addr.keys().copied().min().unwrap_or(u64::MAX);
             let hi = by_addr.keys().copied().max().unwrap_or(0);
@@ -71,6 +78,7 @@ fn install(target: &str, args: &[String]) -> Result<bool, String> {
                 layout,
                 sites,
                 by_addr,
+                groups,
                 lo,
                 hi,
                 cr3,
@@ -103,13 +111,22 @@ fn load_plans(mem: &ffi::MapMem, lay: &Layout, target: &str) -> Result<Vec<Probe
 }
 
 /// Translation time: the site group to call back for an instruction at `vaddr`, if any.
-fn probe_at(vaddr: u64) -> Option<u64> {
+fn probe_at(vaddr: u64) -> Option<usize> {
     let p = PLUGIN.get()?;
-    if vaddr < p.lo || vaddr > p.hi || !p.by_addr.contains_key(&vaddr) {
+    if vaddr < p.lo || vaddr > p.hi {
         return None;
     }
+    let g = *p.by_addr.get(&vaddr)?;
     p.mem.fetch_add(wire::H_INSTRUMENTED, 1);
-    Some(vaddr)
+    Some(g)
+}
+
+/// The address of site group `g` (the probed instruction).
+fn group_addr(g: usize) -> u64 {
+    PLUGIN
+        .get()
+        .and_then(|p| p.groups.get(g))
+        .map_or(0, |(a, _)| *a)
 }
 
 /// QEMU is exiting: tell snaptap.
@@ -126,8 +143,9 @@ thread_local! {
         RefCell::new((Record::new(Default::default(), 0, 0, 0, 0), Vec::with_capacity(256)));
 }
 
-/// Run time: the probe instruction at `vaddr` is about to execute on `vcpu`.
-fn hit(vcpu: u32, vaddr: u64, target: &mut dyn TargetAccess) {
+/// Run time: the probe instruction of site group `g` (at `vaddr`) is about to execute on
+/// `vcpu`.
+fn hit(vcpu: u32, g: usize, vaddr: u64, target: &mut dyn TargetAccess) {
     let Some(p) = PLUGIN.get() else { return };
     if p.mem.load(wire::H_ARMED) != 1 {
         return;
@@ -135,7 +153,7 @@ fn hit(vcpu: u32, vaddr: u64, target: &mut dyn TargetAccess) {
     if p.cr3 != 0 && target.reg(ffi::CR3) != Some(p.cr3) {
         return;
     }
-    let Some(group) = p.by_addr.get(&vaddr) else {
+    let Some((_, group)) = p.groups.get(g) else {
         return;
     };
     let time_ns = std::time::SystemTime::now()
