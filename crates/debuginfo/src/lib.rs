@@ -323,27 +323,122 @@ struct MissingDebug {
 }
 
 /// A separate debug file: its path and contents.
-type SeparateFile = (PathBuf, Arc<[u8]>);
+type SeparateFile = (PathBuf, Image);
 
-/// Reads a whole file into one shared buffer (sections are then slices of it).
-fn read_arc(path: &Path) -> std::io::Result<Arc<[u8]>> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let len = usize::try_from(f.metadata()?.len()).map_err(std::io::Error::other)?;
-    // One allocation of the final size, filled in place.
-    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
-    let Some(dst) = Arc::get_mut(&mut buf) else {
-        return Err(std::io::Error::other("buffer is shared"));
+/// An ELF file in memory: a buffer of the file's size, and the large uncompressed
+/// non-allocated sections (DWARF) read into buffers of their own, shared with gimli
+/// without a copy. In the buffer, the bytes of sections nobody reads here (code,
+/// writable data) may be left as zeros.
+struct Image {
+    bytes: Vec<u8>,
+    /// (file offset, size, contents).
+    pre: Vec<(u64, u64, Arc<[u8]>)>,
+}
+
+impl Image {
+    fn whole(bytes: Vec<u8>) -> Image {
+        Image {
+            bytes,
+            pre: Vec::new(),
+        }
+    }
+
+    /// The bytes at `[off, off + size)`, shared when read apart, else copied.
+    fn range(&self, off: u64, size: u64) -> Option<Arc<[u8]>> {
+        if let Some((_, _, a)) = self.pre.iter().find(|p| p.0 == off && p.1 == size) {
+            return Some(a.clone());
+        }
+        let a = usize::try_from(off).ok()?;
+        let b = a.checked_add(usize::try_from(size).ok()?)?;
+        Some(Arc::from(self.bytes.get(a..b)?))
+    }
+}
+
+/// Reads what the loader needs of an ELF file (see [`Image`]). Anything but a
+/// well-formed 64-bit little-endian ELF header is read whole.
+fn read_image(path: &Path) -> std::io::Result<Image> {
+    use std::os::unix::fs::FileExt;
+    const SHT_NOBITS: u32 = 8;
+    const SHF_WRITE: u64 = 1;
+    const SHF_ALLOC: u64 = 2;
+    const SHF_EXECINSTR: u64 = 4;
+    const SHF_COMPRESSED: u64 = 0x800;
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let whole = || std::fs::read(path).map(Image::whole);
+    let Ok(size) = usize::try_from(len) else {
+        return whole();
     };
-    f.read_exact(dst)?;
-    Ok(buf)
+    let mut head = [0u8; 64];
+    if size < 64 || f.read_exact_at(&mut head, 0).is_err() {
+        return whole();
+    }
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let u64_at = |b: &[u8], o: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[o..o + 8]);
+        u64::from_le_bytes(a)
+    };
+    if head[..4] != *b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return whole();
+    }
+    let phoff = u64_at(&head, 0x20);
+    let shoff = u64_at(&head, 0x28);
+    let phsize = u64::from(u16_at(&head, 0x36)) * u64::from(u16_at(&head, 0x38));
+    let shentsize = u64::from(u16_at(&head, 0x3a));
+    let shnum = u64::from(u16_at(&head, 0x3c));
+    let fits = |off: u64, n: u64| off.checked_add(n).is_some_and(|e| e <= len);
+    if shnum == 0 || shentsize < 64 || !fits(shoff, shentsize * shnum) || !fits(phoff, phsize) {
+        return whole();
+    }
+    // Zeroed lazily by the allocator: pages never read into cost nothing.
+    let mut bytes = vec![0u8; size];
+    let read_into = |bytes: &mut Vec<u8>, off: u64, n: u64| -> std::io::Result<()> {
+        let (a, b) = (off as usize, (off + n) as usize);
+        f.read_exact_at(&mut bytes[a..b], off)
+    };
+    bytes[..64].copy_from_slice(&head);
+    read_into(&mut bytes, phoff, phsize)?;
+    read_into(&mut bytes, shoff, shentsize * shnum)?;
+    let mut pre = Vec::new();
+    for i in 0..shnum {
+        let h = (shoff + i * shentsize) as usize;
+        let sh = bytes[h..h + 64].to_vec();
+        let (ty, flags, off, n) = (
+            u32_at(&sh, 4),
+            u64_at(&sh, 8),
+            u64_at(&sh, 0x18),
+            u64_at(&sh, 0x20),
+        );
+        // Sections without bytes, out of the file (object reports those), or code and
+        // writable data (nothing here reads them) are not read.
+        if ty == SHT_NOBITS || n == 0 || !fits(off, n) {
+            continue;
+        }
+        if flags & SHF_ALLOC != 0 && flags & (SHF_WRITE | SHF_EXECINSTR) != 0 {
+            continue;
+        }
+        let big_dwarf = ty == 1 && flags & (SHF_ALLOC | SHF_COMPRESSED) == 0 && n >= 1 << 16;
+        if big_dwarf {
+            let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, n as usize).collect();
+            let Some(dst) = Arc::get_mut(&mut buf) else {
+                return whole();
+            };
+            f.read_exact_at(dst, off)?;
+            pre.push((off, n, buf));
+        } else {
+            read_into(&mut bytes, off, n)?;
+        }
+    }
+    Ok(Image { bytes, pre })
 }
 
 /// The DWARF sections gimli reads, decompressed (on several threads: distribution
 /// debug files are zlib-compressed and inflating them is most of their opening time).
 fn load_debug_sections(
     file: &object::File<'_>,
-    bytes: &Arc<[u8]>,
+    image: &Image,
 ) -> Result<HashMap<&'static str, R>, String> {
     let ids = [
         gimli::SectionId::DebugAbbrev,
@@ -373,17 +468,11 @@ fn load_debug_sections(
         };
         // Uncompressed sections are used in place, without a copy.
         if let Ok(r) = s.compressed_file_range() {
-            let end = r.offset.checked_add(r.uncompressed_size);
-            if r.format == object::CompressionFormat::None
-                && end.is_some_and(|e| e <= bytes.len() as u64)
-                && r.uncompressed_size == s.size()
-            {
-                let (a, b) = (r.offset as usize, (r.offset + r.uncompressed_size) as usize);
-                map.insert(
-                    id.name(),
-                    EndianArcSlice::new(bytes.clone(), endian).range(a..b),
-                );
-                continue;
+            if r.format == object::CompressionFormat::None && r.uncompressed_size == s.size() {
+                if let Some(a) = image.range(r.offset, r.uncompressed_size) {
+                    map.insert(id.name(), EndianArcSlice::new(a, endian));
+                    continue;
+                }
             }
         }
         jobs.push((id.name(), s));
@@ -511,21 +600,21 @@ impl DebugInfo {
         bytes: &[u8],
         debug_dirs: &[PathBuf],
     ) -> Result<DebugInfo, Error> {
-        Self::from_arc(path, Arc::from(bytes), false, debug_dirs)
+        Self::from_image(path, Image::whole(bytes.to_vec()), false, debug_dirs)
     }
 
     fn open_with(path: &Path, require_dwarf: bool, roots: &[PathBuf]) -> Result<DebugInfo, Error> {
         progress(&format!("reading {}", path.display()));
-        let bytes = read_arc(path).map_err(|e| Error::Io {
+        let bytes = read_image(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
             msg: e.to_string(),
         })?;
-        Self::from_arc(path, bytes, require_dwarf, roots)
+        Self::from_image(path, bytes, require_dwarf, roots)
     }
 
-    fn from_arc(
+    fn from_image(
         path: &Path,
-        bytes: Arc<[u8]>,
+        bytes: Image,
         require_dwarf: bool,
         roots: &[PathBuf],
     ) -> Result<DebugInfo, Error> {
@@ -533,7 +622,7 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg,
         };
-        let file = object::File::parse(&*bytes).map_err(|e| bad(e.to_string()))?;
+        let file = object::File::parse(&*bytes.bytes).map_err(|e| bad(e.to_string()))?;
         // Distribution binaries keep their DWARF in a separate file (by build-id or
         // .gnu_debuglink under /usr/lib/debug); its addresses are the same.
         let mut searched = Vec::new();
@@ -555,7 +644,7 @@ impl DebugInfo {
             ));
         }
         let dbg_file = match &separate {
-            Some((p, b)) => Some(object::File::parse(&**b).map_err(|e| Error::BadElf {
+            Some((p, b)) => Some(object::File::parse(&*b.bytes).map_err(|e| Error::BadElf {
                 path: p.clone(),
                 msg: e.to_string(),
             })?),
@@ -1848,10 +1937,10 @@ fn find_separate_debug(
             continue;
         }
         searched.push(c.clone());
-        let Ok(bytes) = read_arc(&c) else {
+        let Ok(bytes) = read_image(&c) else {
             continue;
         };
-        let Ok(f) = object::File::parse(&*bytes) else {
+        let Ok(f) = object::File::parse(&*bytes.bytes) else {
             continue;
         };
         if f.section_by_name(".debug_info").is_none() {
@@ -1862,7 +1951,8 @@ fn find_separate_debug(
             (Some(w), Some(g)) => (w[..] != *g).then(|| (hex(w), hex(g))),
             _ => match want_crc {
                 Some(crc) => {
-                    let got = crc32(&bytes);
+                    // The CRC covers the whole file, not only what was read.
+                    let got = std::fs::read(&c).map_or(0, |all| crc32(&all));
                     (got != crc).then(|| (format!("crc {crc:08x}"), format!("crc {got:08x}")))
                 }
                 None => None,

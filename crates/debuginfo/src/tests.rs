@@ -830,3 +830,22 @@ fn missing_debug_hint_names_the_debian_package() {
         "compile with -g"
     );
 }
+
+#[test]
+fn sparse_read_matches_whole_file() {
+    // open() leaves code and data unread; from_bytes() has every byte.
+    let dir = scratch("sparse");
+    let bin = build(&dir, "app", &["-Wl,--build-id"]);
+    let bytes = std::fs::read(&bin).unwrap();
+    let whole = DebugInfo::from_bytes(&bin, &bytes, &[]).unwrap();
+    let sparse = DebugInfo::open(&bin).unwrap();
+    assert_eq!(handle_facts(&whole), handle_facts(&sparse));
+    assert_eq!(whole.build_id(), sparse.build_id());
+    assert_eq!(whole.exec_ranges(), sparse.exec_ranges());
+    let f = sparse.match_functions("handle")[0].entry_pc;
+    assert_eq!(whole.unwind_row(f), sparse.unwind_row(f));
+    assert!(sparse.unwind_row(f).is_some());
+    assert_eq!(whole.symbol_at(f), sparse.symbol_at(f));
+    let img = read_image(&bin).unwrap();
+    assert_eq!(img.bytes.len(), bytes.len());
+}
