@@ -22,6 +22,10 @@ use qemu_plugin_sys::{
     qemu_plugin_register_vcpu_tb_trans_cb, qemu_plugin_tb, qemu_plugin_tb_get_insn,
     qemu_plugin_tb_n_insns, GArray, GByteArray, QEMU_PLUGIN_VERSION,
 };
+use qemu_plugin_sys::{
+    qemu_plugin_cond, qemu_plugin_num_vcpus, qemu_plugin_register_vcpu_insn_exec_cond_cb,
+    qemu_plugin_scoreboard, qemu_plugin_scoreboard_new, qemu_plugin_u64, qemu_plugin_u64_set,
+};
 
 extern "C" {
     fn g_byte_array_new() -> *mut GByteArray;
@@ -65,6 +69,48 @@ const REG_NAMES: [(u16, &str); 26] = [
     (59, "gs_base"),
     (0x8100, "cr3"),
 ];
+
+/// The per-vCPU scoreboard word the probe callbacks are conditional on (as an integer,
+/// so it is `Sync`): non-zero while snaptap has the probes armed. Disarmed probes then
+/// cost an inline compare, not a call.
+static ARMED_SB: OnceLock<usize> = OnceLock::new();
+
+/// Set at exit: the thread mirroring the armed word stops.
+static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn armed_entry() -> Option<qemu_plugin_u64> {
+    ARMED_SB.get().map(|&sb| qemu_plugin_u64 {
+        score: sb as *mut qemu_plugin_scoreboard,
+        offset: 0,
+    })
+}
+
+/// Copies snaptap's `armed` word into every vCPU's scoreboard entry whenever it (or the
+/// number of vCPUs) changes, every half millisecond. The callbacks themselves still check
+/// the shared word, so hits are counted exactly from the moment snaptap arms or disarms.
+fn mirror_armed() {
+    let mut last = (u64::MAX, -1);
+    while !EXITING.load(Ordering::Relaxed) {
+        // Writing starts once the vCPUs exist (their registers were looked up), so the
+        // scoreboard is not being resized by a vCPU creation meanwhile.
+        if REGS.get().is_some() {
+            let a = crate::armed_word();
+            // SAFETY: reads QEMU's vCPU count.
+            let n = unsafe { qemu_plugin_num_vcpus() };
+            if (a, n) != last {
+                if let Some(e) = armed_entry() {
+                    for v in 0..n.max(0) as c_uint {
+                        // SAFETY: an aligned 8-byte store into the scoreboard entry of an
+                        // existing vCPU; TCG code only loads it.
+                        unsafe { qemu_plugin_u64_set(e, v, a) };
+                    }
+                }
+                last = (a, n);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+}
 
 /// Register handles (as integers, so the table is `Sync`), found at the first vCPU's
 /// initialisation: QEMU numbers registers the same way on every vCPU of a machine.
@@ -275,6 +321,12 @@ pub unsafe extern "C" fn qemu_plugin_install(
     };
     match crate::install(&target, &args) {
         Ok(true) => {
+            // SAFETY: a scoreboard of one u64 per vCPU, owned by QEMU's plugin core.
+            let sb = unsafe { qemu_plugin_scoreboard_new(8) };
+            if !sb.is_null() {
+                let _ = ARMED_SB.set(sb as usize);
+                std::thread::spawn(mirror_armed);
+            }
             // SAFETY: registering callbacks with our plugin id, from the install hook.
             unsafe {
                 qemu_plugin_register_vcpu_init_cb(id, Some(vcpu_init));
@@ -330,14 +382,26 @@ unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
         let vaddr = unsafe { qemu_plugin_insn_vaddr(insn) };
         if let Some(g) = crate::probe_at(vaddr) {
             // SAFETY: registering on a valid instruction handle; the user data is the
-            // site group's index (an integer, never dereferenced).
+            // site group's index (an integer, never dereferenced); the scoreboard entry
+            // lives as long as the plugin.
             unsafe {
-                qemu_plugin_register_vcpu_insn_exec_cb(
-                    insn,
-                    Some(on_hit),
-                    qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
-                    g as *mut c_void,
-                )
+                match armed_entry() {
+                    Some(e) => qemu_plugin_register_vcpu_insn_exec_cond_cb(
+                        insn,
+                        Some(on_hit),
+                        qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
+                        qemu_plugin_cond::QEMU_PLUGIN_COND_NE,
+                        e,
+                        0,
+                        g as *mut c_void,
+                    ),
+                    None => qemu_plugin_register_vcpu_insn_exec_cb(
+                        insn,
+                        Some(on_hit),
+                        qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
+                        g as *mut c_void,
+                    ),
+                }
             };
         }
     }
@@ -350,5 +414,6 @@ unsafe extern "C" fn on_hit(vcpu: c_uint, udata: *mut c_void) {
 }
 
 unsafe extern "C" fn at_exit(_id: qemu_plugin_id_t, _udata: *mut c_void) {
+    EXITING.store(true, Ordering::Relaxed);
     crate::exiting();
 }

@@ -129,6 +129,11 @@ fn group_addr(g: usize) -> u64 {
         .map_or(0, |(a, _)| *a)
 }
 
+/// snaptap's `armed` word (0 when the plugin has no plans).
+fn armed_word() -> u64 {
+    PLUGIN.get().map_or(0, |p| p.mem.load(wire::H_ARMED))
+}
+
 /// QEMU is exiting: tell snaptap.
 fn exiting() {
     if let Some(p) = PLUGIN.get() {
