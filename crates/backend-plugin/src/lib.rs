@@ -532,9 +532,9 @@ pub fn check_qemu(cmd: &str) -> Result<(), String> {
         .map_err(|e| format!("{bin} --version: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let major = text
-        .split_whitespace()
-        .skip_while(|w| *w != "version")
+        .split("QEMU emulator version ")
         .nth(1)
+        .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.parse::<u32>().ok())
         .ok_or_else(|| format!("cannot read the version of {bin}: {}", text.trim()))?;

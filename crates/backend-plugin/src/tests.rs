@@ -278,3 +278,16 @@ fn a_refused_record_stays_in_the_ring_until_it_reads_well() {
     assert_eq!(r, Ok(2));
     assert_eq!(seen, [0, 1, 2]);
 }
+
+#[test]
+fn check_qemu_refuses_kvm_old_or_missing_qemu() {
+    let e = crate::check_qemu("qemu-system-x86_64 -m 512 -enable-kvm").unwrap_err();
+    assert!(e.contains("KVM"), "{e}");
+    let e = crate::check_qemu("qemu-system-x86_64 -machine q35,accel=kvm").unwrap_err();
+    assert!(e.contains("KVM"), "{e}");
+    let e = crate::check_qemu("/nonexistent/qemu-system-x86_64 -m 1").unwrap_err();
+    assert!(e.contains("--version"), "{e}");
+    // `true` prints no version at all.
+    let e = crate::check_qemu("true").unwrap_err();
+    assert!(e.contains("cannot read the version"), "{e}");
+}

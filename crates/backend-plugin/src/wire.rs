@@ -83,6 +83,9 @@ pub const PAD_SITE: u32 = u32::MAX;
 pub const REC_HEADER: usize = 40;
 /// Bytes per field table entry.
 pub const REC_FIELD: usize = 16;
+/// Not a DWARF register: the plugin answers `Op::Reg(DwarfReg(CR3_REG))` with the vCPU's
+/// `cr3` (the address-space root the `cr3` filter compares).
+pub const CR3_REG: u16 = 0x8100;
 /// Largest ring accepted (records carry 32-bit lengths).
 pub const MAX_RING_BYTES: u64 = 1 << 30;
 /// Most rings (vCPUs) accepted.

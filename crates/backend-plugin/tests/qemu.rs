@@ -424,3 +424,49 @@ fn a_plan_the_plugin_cannot_execute_is_rejected_at_load_and_qemu_runs_on() {
         assert_eq!(st, wire::STATUS_REJECTED, "{msg}");
     }
 }
+
+/// Runs the workload (one round) with mach_msg_trap probed, capturing cr3 too, and the
+/// given cr3 filter; returns the cr3 of every record and the hit count.
+fn cr3_run(filter: Option<u64>) -> (Vec<u64>, u64) {
+    let mut site = msg_trap_site(0);
+    site.plan.fields.push(field(
+        vec![Op::Reg(DwarfReg(wire::CR3_REG)), Op::EmitValue(8)],
+        "cr3",
+    ));
+    let plans = PlanSet { sites: vec![site] };
+    let mut opts = PluginOptions::new(kernel());
+    opts.cr3 = filter;
+    let pb = PluginBackend::new(opts, &plans).unwrap();
+    let vm = Vm::start("rounds=1 idle=1", &pb.qemu_args());
+    let (recs, hits, pb) = trace(pb, plans, &vm, |s| s.contains("truth done"));
+    assert!(
+        pb.stats().instrumented > 0,
+        "the probe was never translated"
+    );
+    let cr3 = recs
+        .iter()
+        .map(|r| u64::from_le_bytes(r.field(3).unwrap().try_into().unwrap()))
+        .collect();
+    (cr3, hits)
+}
+
+#[test]
+fn the_cr3_filter_keeps_exactly_the_hits_in_that_address_space() {
+    let (all, hits) = cr3_run(None);
+    assert!(hits > 20);
+    // The workload is one task: one address space makes every mach_msg_trap call.
+    let c = all[0];
+    assert!(c != 0 && c % 4096 == 0, "cr3 {c:#x}");
+    assert!(all.iter().all(|&x| x == c), "{all:x?}");
+    // The same boot again, filtered on that root: the same calls, all in it (give or take
+    // the final idle receive, which may come after the stop).
+    let (kept, khits) = cr3_run(Some(c));
+    assert!(
+        khits.abs_diff(hits) <= 1,
+        "{khits} filtered hits, {hits} unfiltered"
+    );
+    assert!(kept.iter().all(|&x| x == c));
+    // A root no address space has: nothing.
+    let (none, nhits) = cr3_run(Some(0x1000));
+    assert_eq!((none.len(), nhits), (0, 0));
+}

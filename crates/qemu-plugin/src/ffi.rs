@@ -38,7 +38,7 @@ extern "C" {
 pub static qemu_plugin_version: c_int = QEMU_PLUGIN_VERSION as c_int;
 
 /// Not a DWARF register: `cr3`, for the address-space filter.
-pub(crate) const CR3: DwarfReg = DwarfReg(0x8100);
+pub(crate) const CR3: DwarfReg = DwarfReg(backend_plugin::wire::CR3_REG);
 
 /// QEMU register names by DWARF number (x86_64 psABI numbering), and `cr3`.
 const REG_NAMES: [(u16, &str); 26] = [
