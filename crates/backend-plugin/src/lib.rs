@@ -162,6 +162,7 @@ pub struct PluginBackend {
     keep_seq: bool,
     seq: Vec<(u32, u64)>,
     stalls: u32,
+    qemu_pid: Option<u32>,
 }
 
 impl std::fmt::Debug for PluginBackend {
@@ -268,6 +269,7 @@ impl PluginBackend {
             keep_seq: false,
             seq: Vec::new(),
             stalls: 0,
+            qemu_pid: None,
         })
     }
 
@@ -293,6 +295,29 @@ impl PluginBackend {
     /// The plugin's status word and message (see `wire::STATUS_*`).
     pub fn plugin_status(&self) -> (u64, String) {
         wire::status(&self.mem)
+    }
+
+    /// The QEMU process to watch: if it disappears (even killed, when the plugin's exit
+    /// hook cannot run), `run` drains the rings and returns as on a normal QEMU exit.
+    pub fn set_qemu_pid(&mut self, pid: u32) {
+        self.qemu_pid = Some(pid);
+    }
+
+    fn qemu_gone(&self) -> bool {
+        if wire::status(&self.mem).0 == wire::STATUS_EXITED {
+            return true;
+        }
+        match self.qemu_pid {
+            // A zombie ("Z" after the command name) is gone too.
+            Some(pid) => match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(st) => st
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')),
+                Err(_) => true,
+            },
+            None => false,
+        }
     }
 
     /// Keeps, for every record emitted, its ring and sequence number (the ring's hit
@@ -332,7 +357,8 @@ impl PluginBackend {
     }
 
     /// Waits for the plugin, arms the probes and emits records until `stop` is requested
-    /// or QEMU exits; then disarms, drains the rings and returns. `plans` must be the set
+    /// or QEMU exits (then `Event::Warning("QEMU exited")` and `Event::TargetEnded` with
+    /// pid 0 follow the records); then disarms, drains the rings and returns. `plans` must be the set
     /// given to [`PluginBackend::new`]. Ring drops are reported as one `Event::Warning`
     /// and in [`PluginBackend::stats`].
     pub fn run(
@@ -358,16 +384,16 @@ impl PluginBackend {
         let mut delivered = vec![0u64; n as usize];
         let mut buf = Vec::new();
         self.mem.store(wire::H_ARMED, 1);
+        let mut gone = false;
         let result = (|| loop {
-            let exited = wire::status(&self.mem).0 == wire::STATUS_EXITED;
-            let got = self.poll(tx, &mut delivered, &mut buf)?;
-            if stop.is_requested() || exited {
+            gone = self.qemu_gone();
+            self.poll(tx, &mut delivered, &mut buf)?;
+            if stop.is_requested() || gone {
                 return Ok(());
             }
             // Sleep between passes even when records flow: batches of a few hundred
             // records per pass leave the CPU to QEMU's vCPU thread (2 ms of records at
             // 500k hits/s is about 100 KiB, far below a ring).
-            let _ = got;
             std::thread::sleep(POLL_INTERVAL);
         })();
         self.mem.store(wire::H_ARMED, 0);
@@ -387,6 +413,13 @@ impl PluginBackend {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if gone {
+            tx.control(Event::Warning("QEMU exited".into()));
+            tx.control(Event::TargetEnded {
+                pid: 0,
+                how: backend::TargetEnd::Exited(0),
+            });
         }
         if self.stats.dropped > 0 {
             tx.control(Event::Warning(format!(

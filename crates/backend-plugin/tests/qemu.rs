@@ -470,3 +470,55 @@ fn the_cr3_filter_keeps_exactly_the_hits_in_that_address_space() {
     let (none, nhits) = cr3_run(Some(0x1000));
     assert_eq!((none.len(), nhits), (0, 0));
 }
+
+/// Ends QEMU with `signal` once the workload is done and checks that `run` returns by
+/// itself, with the records, a warning and `TargetEnded`.
+fn run_ends_when_qemu_goes(signal: &str, watch_pid: bool) {
+    let plans = PlanSet {
+        sites: vec![msg_trap_site(0)],
+    };
+    let mut pb = PluginBackend::new(PluginOptions::new(kernel()), &plans).unwrap();
+    let vm = Vm::start("rounds=1 idle=1", &pb.qemu_args());
+    if watch_pid {
+        pb.set_qemu_pid(vm.child.id());
+    }
+    let (tx, rx) = event_queue(1 << 16);
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&plans, &tx, &StopToken::new());
+        (r, pb)
+    });
+    vm.wait_for("truth done");
+    let st = Command::new("kill")
+        .args([signal, &vm.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t0 = Instant::now();
+    while !h.is_finished() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "run did not return after kill {signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (r, pb) = h.join().unwrap();
+    let sum = r.unwrap();
+    let evs: Vec<Event> = std::iter::from_fn(|| rx.try_recv()).collect();
+    let records = evs.iter().filter(|e| matches!(e, Event::Record(_))).count() as u64;
+    assert!(records > 10 && records == sum.hits && pb.stats().dropped == 0);
+    assert!(
+        matches!(evs.last(), Some(Event::TargetEnded { pid: 0, .. })),
+        "{:?}",
+        evs.last()
+    );
+}
+
+#[test]
+fn run_returns_when_qemu_exits_through_the_plugins_exit_hook() {
+    run_ends_when_qemu_goes("-TERM", false);
+}
+
+#[test]
+fn run_returns_when_a_watched_qemu_is_killed() {
+    run_ends_when_qemu_goes("-KILL", true);
+}
