@@ -198,7 +198,7 @@ impl PluginBackend {
                     s.module.display(),
                     opts.module.display()
                 ));
-            } else if s.kind != SiteKind::Entry {
+            } else if !matches!(s.kind, SiteKind::Entry | SiteKind::Return { .. }) {
                 failed.push(format!(
                     "site {}: {:?} probes are not supported by the QEMU plugin yet",
                     s.id.0, s.kind

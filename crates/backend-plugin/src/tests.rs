@@ -140,8 +140,10 @@ fn truncated_or_corrupt_plan_encodings_are_errors() {
 #[test]
 fn check_plans_refuses_invalid_ops_return_sites_and_oversized_records() {
     let mut p = all_ops_plan();
+    assert_eq!(wire::check_plans(&p, 1 << 20), Ok(()));
+    p.sites[1].kind = SiteKind::ProcessBegin;
     let e = wire::check_plans(&p, 1 << 20).unwrap_err();
-    assert!(e.contains("only entry probes"), "{e}");
+    assert!(e.contains("only entry and return probes"), "{e}");
     p.sites.truncate(1);
     assert_eq!(wire::check_plans(&p, 1 << 20), Ok(()));
     let e = wire::check_plans(&p, 256).unwrap_err();

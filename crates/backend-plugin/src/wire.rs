@@ -650,20 +650,27 @@ pub fn decode_plans(b: &[u8]) -> Result<PlanSet, String> {
 }
 
 /// What the plugin checks before instrumenting anything: the plans verify, every site is
-/// an entry site, and every record fits in a ring. Returns the reason for the first
-/// problem.
+/// an entry or return site, and every record fits in a ring. Returns the reason for the
+/// first problem.
 pub fn check_plans(plans: &PlanSet, ring_bytes: u64) -> Result<(), String> {
     plans
         .verify()
         .map_err(|e| format!("invalid capture plan: {e}"))?;
     for s in &plans.sites {
-        if s.kind != SiteKind::Entry {
-            return Err(format!(
-                "site {}: only entry probes run in the plugin (kind {:?})",
-                s.id.0, s.kind
-            ));
-        }
-        let need = max_record_len(s.plan.fields.len(), s.plan.max_record_bytes());
+        let (fields, bytes) = match &s.kind {
+            SiteKind::Entry => (s.plan.fields.len(), s.plan.max_record_bytes()),
+            SiteKind::Return { return_plan } => (
+                s.plan.fields.len() + return_plan.fields.len(),
+                s.plan.max_record_bytes() + return_plan.max_record_bytes(),
+            ),
+            k => {
+                return Err(format!(
+                    "site {}: only entry and return probes run in the plugin (kind {k:?})",
+                    s.id.0
+                ))
+            }
+        };
+        let need = max_record_len(fields, bytes);
         if need > ring_bytes / 2 {
             return Err(format!(
                 "site {}: a record can take {need} bytes, more than half a ring ({ring_bytes})",
@@ -672,4 +679,12 @@ pub fn check_plans(plans: &PlanSet, ring_bytes: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Counts a hit whose record could not be kept (no room to remember a frame): one hit, one
+/// drop on ring `ring`.
+pub fn count_drop(mem: &dyn SharedMem, lay: &Layout, ring: u32) {
+    let ctrl = lay.ctrl(ring);
+    mem.store(ctrl + R_HITS, mem.load(ctrl + R_HITS).wrapping_add(1));
+    mem.store(ctrl + R_DROPPED, mem.load(ctrl + R_DROPPED).wrapping_add(1));
 }

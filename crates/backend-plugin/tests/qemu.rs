@@ -522,3 +522,91 @@ fn run_returns_when_qemu_exits_through_the_plugins_exit_hook() {
 fn run_returns_when_a_watched_qemu_is_killed() {
     run_ends_when_qemu_goes("-KILL", true);
 }
+
+#[test]
+fn return_probe_on_copyinmsg_pairs_entry_and_return_values() {
+    let reg = |r: u16, l: &str| field(vec![Op::Reg(DwarfReg(r)), Op::EmitValue(8)], l);
+    let site = ProbeSite {
+        id: SiteId(0),
+        module: kernel(),
+        addr: FileAddr(symbol("copyinmsg")),
+        kind: SiteKind::Return {
+            return_plan: CapturePlan {
+                fields: vec![reg(0, "$return")],
+            },
+        },
+        plan: CapturePlan {
+            fields: vec![reg(1, "@entry($size)"), reg(5, "@entry($from)")],
+        },
+        needs: Default::default(),
+    };
+    let plans = PlanSet { sites: vec![site] };
+    let pb = PluginBackend::new(PluginOptions::new(kernel()), &plans).unwrap();
+    let vm = Vm::start("rounds=3 idle=1", &pb.qemu_args());
+    let (recs, hits, pb) = trace(pb, plans, &vm, |s| s.contains("truth done"));
+    let st = pb.stats();
+    let f64 = |r: &Record, i: usize| u64::from_le_bytes(r.field(i).unwrap().try_into().unwrap());
+    let serial = vm.serial();
+    let lines: Vec<&str> = serial.lines().filter(|l| l.starts_with("truth ")).collect();
+    // Every sending mach_msg_trap copies its message in once: the messages, the thread
+    // messages, and the RPCs (each printed, plus the child's thread_terminate per thread
+    // message and the bench port's allocation in "truth done").
+    let sends = lines
+        .iter()
+        .filter(|l| {
+            [
+                "truth msg ",
+                "truth thread_msg ",
+                "truth port_allocate ",
+                "truth vm_allocate ",
+                "truth stack_allocate ",
+                "truth vm_deallocate ",
+                "truth stack_deallocate ",
+                "truth thread_create ",
+                "truth thread_set_state ",
+                "truth thread_resume ",
+                "truth thread_port_destroy ",
+                "truth port_destroy ",
+                "truth port_deallocate ",
+                "truth done ",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .count()
+        + lines
+            .iter()
+            .filter(|l| l.starts_with("truth thread_msg "))
+            .count();
+    assert_eq!(sends, 60, "{serial}");
+    assert_eq!((hits, st.delivered, st.dropped), (60, 60, 0), "{st:?}");
+    assert_eq!(recs.len(), 60);
+    let entry = symbol("copyinmsg");
+    for r in &recs {
+        assert_eq!(f64(r, 2), 0, "copyinmsg failed: {r:?}");
+        assert!(r.ip != entry && r.ip > 0x4100_0000, "{r:?}");
+    }
+    // The workload's message buffer: its sizes are exactly the truth lines' send sizes.
+    let buf = recs
+        .iter()
+        .find(|r| f64(r, 0) == 1024)
+        .map(|r| f64(r, 1))
+        .unwrap();
+    let mut got: Vec<u64> = recs
+        .iter()
+        .filter(|r| f64(r, 1) == buf)
+        .map(|r| f64(r, 0))
+        .collect();
+    let mut want: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.starts_with("truth msg "))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("send_size="))
+        })
+        .map(|v| v.parse().unwrap())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use backend::TargetAccess;
 use backend_plugin::wire::SharedMem;
 use capture_plan::DwarfReg;
+use qemu_plugin_sys::qemu_plugin_reset;
 use qemu_plugin_sys::{
     qemu_info_t, qemu_plugin_cb_flags, qemu_plugin_get_registers, qemu_plugin_id_t,
     qemu_plugin_insn_vaddr, qemu_plugin_read_memory_vaddr, qemu_plugin_read_register,
@@ -74,6 +75,33 @@ const REG_NAMES: [(u16, &str); 26] = [
 /// so it is `Sync`): non-zero while snaptap has the probes armed. Disarmed probes then
 /// cost an inline compare, not a call.
 static ARMED_SB: OnceLock<usize> = OnceLock::new();
+
+/// Our plugin id, for re-registering callbacks after a reset.
+static PLUGIN_ID: OnceLock<qemu_plugin_id_t> = OnceLock::new();
+
+/// A reset (re-translation) is under way.
+static RESETTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Re-translates everything so that a new return address gets its callback: QEMU removes
+/// this plugin's callbacks, flushes the translation cache and calls `reset_done`, which
+/// registers them again. Hits during that window (about a millisecond) are not seen.
+pub(crate) fn retranslate() {
+    let Some(&id) = PLUGIN_ID.get() else { return };
+    if RESETTING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    // SAFETY: called from a vCPU callback with our own plugin id.
+    unsafe { qemu_plugin_reset(id, Some(reset_done)) };
+}
+
+unsafe extern "C" fn reset_done(id: qemu_plugin_id_t) {
+    // SAFETY: re-registering our callbacks with our id after the reset completed.
+    unsafe {
+        qemu_plugin_register_vcpu_tb_trans_cb(id, Some(tb_trans));
+        qemu_plugin_register_atexit_cb(id, Some(at_exit), std::ptr::null_mut());
+    }
+    RESETTING.store(false, Ordering::Release);
+}
 
 /// Set at exit: the thread mirroring the armed word stops.
 static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -321,6 +349,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
     };
     match crate::install(&target, &args) {
         Ok(true) => {
+            let _ = PLUGIN_ID.set(id);
             // SAFETY: a scoreboard of one u64 per vCPU, owned by QEMU's plugin core.
             let sb = unsafe { qemu_plugin_scoreboard_new(8) };
             if !sb.is_null() {
@@ -372,7 +401,17 @@ unsafe extern "C" fn vcpu_init(_id: qemu_plugin_id_t, _vcpu: c_uint) {
     let _ = REGS.set(found);
 }
 
+/// The 5 bytes before `vaddr` in guest memory, if readable (translation time).
+fn bytes_before(vaddr: u64) -> Option<[u8; 5]> {
+    let mut b = [0u8; 5];
+    Vcpu { pc: vaddr }
+        .read(vaddr.checked_sub(5)?, &mut b)
+        .ok()?;
+    Some(b)
+}
+
 unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
+    let returns = crate::has_return_sites();
     // SAFETY: `tb` is valid for this translation callback.
     let n = unsafe { qemu_plugin_tb_n_insns(tb) };
     for i in 0..n {
@@ -381,30 +420,51 @@ unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
         // SAFETY: as above.
         let vaddr = unsafe { qemu_plugin_insn_vaddr(insn) };
         if let Some(g) = crate::probe_at(vaddr) {
-            // SAFETY: registering on a valid instruction handle; the user data is the
-            // site group's index (an integer, never dereferenced); the scoreboard entry
-            // lives as long as the plugin.
-            unsafe {
-                match armed_entry() {
-                    Some(e) => qemu_plugin_register_vcpu_insn_exec_cond_cb(
-                        insn,
-                        Some(on_hit),
-                        qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
-                        qemu_plugin_cond::QEMU_PLUGIN_COND_NE,
-                        e,
-                        0,
-                        g as *mut c_void,
-                    ),
-                    None => qemu_plugin_register_vcpu_insn_exec_cb(
-                        insn,
-                        Some(on_hit),
-                        qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
-                        g as *mut c_void,
-                    ),
-                }
-            };
+            register(insn, Some(on_hit), g);
+        }
+        if returns {
+            let before = if i == 0 { bytes_before(vaddr) } else { None };
+            if crate::return_point(vaddr, before) {
+                register(insn, Some(on_return), vaddr as usize);
+            }
         }
     }
+}
+
+/// Registers `cb` on `insn` with `udata` (an integer), conditional on the armed
+/// scoreboard word when there is one.
+fn register(
+    insn: *mut qemu_plugin_sys::qemu_plugin_insn,
+    cb: qemu_plugin_sys::qemu_plugin_vcpu_udata_cb_t,
+    udata: usize,
+) {
+    // SAFETY: registering on an instruction handle valid during the translation
+    // callback; the user data is an integer, never dereferenced; the scoreboard entry
+    // lives as long as the plugin.
+    unsafe {
+        match armed_entry() {
+            Some(e) => qemu_plugin_register_vcpu_insn_exec_cond_cb(
+                insn,
+                cb,
+                qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
+                qemu_plugin_cond::QEMU_PLUGIN_COND_NE,
+                e,
+                0,
+                udata as *mut c_void,
+            ),
+            None => qemu_plugin_register_vcpu_insn_exec_cb(
+                insn,
+                cb,
+                qemu_plugin_cb_flags::QEMU_PLUGIN_CB_R_REGS,
+                udata as *mut c_void,
+            ),
+        }
+    }
+}
+
+unsafe extern "C" fn on_return(vcpu: c_uint, udata: *mut c_void) {
+    let pc = udata as usize as u64;
+    crate::returned(vcpu, pc, &mut Vcpu { pc });
 }
 
 unsafe extern "C" fn on_hit(vcpu: c_uint, udata: *mut c_void) {

@@ -16,12 +16,12 @@
 //! C API, the shared mapping, the exported symbols).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
 
 use backend::TargetAccess;
 use backend_plugin::wire::{self, Layout, SharedMem};
-use capture_plan::{ProbeSite, Record};
+use capture_plan::{DwarfReg, ProbeSite, Record, SiteKind};
 
 mod ffi;
 
@@ -41,6 +41,27 @@ struct Plugin {
 }
 
 static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+
+/// A return probe's entry half, waiting for its function to return.
+struct Frame {
+    /// Index into `Plugin::sites`.
+    site: usize,
+    /// The return address read at `[rsp]` on entry.
+    ret: u64,
+    /// `rsp` on entry: at the return address it is 8 higher.
+    rsp: u64,
+    /// The record with the entry fields.
+    rec: Record,
+}
+
+/// Most frames remembered at once; the oldest is dropped (and counted) beyond.
+const MAX_FRAMES: usize = 4096;
+
+/// Frames of every vCPU (a kernel thread may return on another vCPU than it entered).
+static FRAMES: Mutex<Vec<Frame>> = Mutex::new(Vec::new());
+
+/// Return addresses instrumented or to instrument at their next translation.
+static RET_ADDRS: Mutex<Option<HashSet<u64>>> = Mutex::new(None);
 
 /// Parses the plugin arguments and loads the plans. `Ok(true)`: probes to instrument;
 /// `Ok(false)`: the plans were rejected (the message is in the shared file, QEMU runs on
@@ -129,6 +150,52 @@ fn group_addr(g: usize) -> u64 {
         .map_or(0, |(a, _)| *a)
 }
 
+/// True if some site is a return probe (translation then also looks for return points).
+fn has_return_sites() -> bool {
+    PLUGIN.get().is_some_and(|p| {
+        p.sites
+            .iter()
+            .any(|s| matches!(s.kind, SiteKind::Return { .. }))
+    })
+}
+
+/// Entry addresses of the return sites, for recognising `call rel32` to them at
+/// translation time.
+fn is_return_site_entry(addr: u64) -> bool {
+    PLUGIN.get().is_some_and(|p| {
+        p.by_addr.get(&addr).is_some_and(|&g| {
+            p.groups[g]
+                .1
+                .iter()
+                .any(|&i| matches!(p.sites[i].kind, SiteKind::Return { .. }))
+        })
+    })
+}
+
+/// Translation time: should the instruction at `vaddr` get a return callback? Yes if
+/// it is a known return address, or (for the first instruction of a block) if the 5
+/// bytes before it, `before`, are a `call rel32` to a return site's function: then it is
+/// that call's return address, instrumented before the function first returns there.
+fn return_point(vaddr: u64, before: Option<[u8; 5]>) -> bool {
+    let Ok(mut set) = RET_ADDRS.lock() else {
+        return false;
+    };
+    let set = set.get_or_insert_with(HashSet::new);
+    if set.contains(&vaddr) {
+        return true;
+    }
+    if let Some(b) = before {
+        if b[0] == 0xe8 {
+            let rel = i32::from_le_bytes([b[1], b[2], b[3], b[4]]) as i64 as u64;
+            if is_return_site_entry(vaddr.wrapping_add(rel)) {
+                set.insert(vaddr);
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// snaptap's `armed` word (0 when the plugin has no plans).
 fn armed_word() -> u64 {
     PLUGIN.get().map_or(0, |p| p.mem.load(wire::H_ARMED))
@@ -171,6 +238,10 @@ fn hit(vcpu: u32, g: usize, vaddr: u64, target: &mut dyn TargetAccess) {
             p.mem.fetch_add(wire::H_UNRINGED, 1);
             continue;
         }
+        if let SiteKind::Return { .. } = site.kind {
+            entry_half(p, vcpu, i, vaddr, time_ns, target);
+            continue;
+        }
         SCRATCH.with(|s| {
             let Ok(mut s) = s.try_borrow_mut() else {
                 return;
@@ -186,4 +257,87 @@ fn hit(vcpu: u32, g: usize, vaddr: u64, target: &mut dyn TargetAccess) {
             wire::produce(&p.mem, &p.layout, vcpu, enc);
         });
     }
+}
+
+/// The entry of a return site's function: runs the entry plan and remembers the frame.
+/// A return address seen for the first time is instrumented by re-translating (one
+/// translation-cache flush); calls through `call rel32` were already found at translation.
+fn entry_half(
+    p: &Plugin,
+    vcpu: u32,
+    i: usize,
+    vaddr: u64,
+    time_ns: u64,
+    target: &mut dyn TargetAccess,
+) {
+    let site = &p.sites[i];
+    let mut rec = Record::new(site.id, 0, 0, time_ns, vaddr);
+    backend::execute(&site.plan, target, &mut rec);
+    let rsp = target.reg(DwarfReg::RSP).unwrap_or(0);
+    let mut b = [0u8; 8];
+    if rsp == 0 || target.read(rsp, &mut b).is_err() {
+        wire::count_drop(&p.mem, &p.layout, vcpu);
+        return;
+    }
+    let ret = u64::from_le_bytes(b);
+    let new_addr = match RET_ADDRS.lock() {
+        Ok(mut set) => set.get_or_insert_with(HashSet::new).insert(ret),
+        Err(_) => false,
+    };
+    if let Ok(mut frames) = FRAMES.lock() {
+        // A frame of the same stack slot is stale (its function never returned
+        // normally, e.g. a continuation discarded the stack): replace it.
+        if let Some(k) = frames.iter().position(|f| f.rsp == rsp) {
+            frames.remove(k);
+            wire::count_drop(&p.mem, &p.layout, vcpu);
+        }
+        if frames.len() >= MAX_FRAMES {
+            frames.remove(0);
+            wire::count_drop(&p.mem, &p.layout, vcpu);
+        }
+        frames.push(Frame {
+            site: i,
+            ret,
+            rsp,
+            rec,
+        });
+    }
+    if new_addr {
+        ffi::retranslate();
+    }
+}
+
+/// Run time: the instruction at `vaddr`, a return address, is about to execute.
+fn returned(vcpu: u32, vaddr: u64, target: &mut dyn TargetAccess) {
+    let Some(p) = PLUGIN.get() else { return };
+    if p.mem.load(wire::H_ARMED) != 1 || vcpu >= p.layout.nrings {
+        return;
+    }
+    let Some(rsp) = target.reg(DwarfReg::RSP) else {
+        return;
+    };
+    let frame = match FRAMES.lock() {
+        Ok(mut frames) => match frames
+            .iter()
+            .rposition(|f| f.ret == vaddr && f.rsp.wrapping_add(8) == rsp)
+        {
+            Some(k) => frames.remove(k),
+            None => return,
+        },
+        Err(_) => return,
+    };
+    let site = &p.sites[frame.site];
+    let SiteKind::Return { return_plan } = &site.kind else {
+        return;
+    };
+    let mut rec = frame.rec;
+    rec.ip = vaddr;
+    rec.time_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    backend::execute(return_plan, target, &mut rec);
+    let mut enc = Vec::new();
+    wire::encode_record(&rec, &mut enc);
+    wire::produce(&p.mem, &p.layout, vcpu, &mut enc);
 }
