@@ -610,3 +610,44 @@ fn return_probe_on_copyinmsg_pairs_entry_and_return_values() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn return_probe_through_an_indirect_call_is_instrumented_by_retranslation() {
+    // ipc_kobject_server calls the MIG stub through a pointer (`call *%rax`): its return
+    // address cannot be found at translation, the first entry makes the plugin
+    // re-translate.
+    let site = ProbeSite {
+        id: SiteId(0),
+        module: kernel(),
+        addr: FileAddr(symbol("_Xvm_allocate")),
+        kind: SiteKind::Return {
+            return_plan: CapturePlan {
+                fields: vec![field(vec![Op::Reg(DwarfReg(7)), Op::EmitValue(8)], "rsp")],
+            },
+        },
+        plan: CapturePlan {
+            fields: vec![field(
+                vec![Op::Reg(DwarfReg(7)), Op::EmitValue(8)],
+                "@entry(rsp)",
+            )],
+        },
+        needs: Default::default(),
+    };
+    let plans = PlanSet { sites: vec![site] };
+    let pb = PluginBackend::new(PluginOptions::new(kernel()), &plans).unwrap();
+    let vm = Vm::start("rounds=3 idle=1", &pb.qemu_args());
+    let (recs, hits, pb) = trace(pb, plans, &vm, |s| s.contains("truth done"));
+    let serial = vm.serial();
+    let n = serial
+        .lines()
+        .filter(|l| l.starts_with("truth vm_allocate ") || l.starts_with("truth stack_allocate "))
+        .count();
+    assert_eq!(n, 6);
+    assert_eq!((recs.len() as u64, hits, pb.stats().dropped), (6, 6, 0));
+    let f64 = |r: &Record, i: usize| u64::from_le_bytes(r.field(i).unwrap().try_into().unwrap());
+    for r in &recs {
+        // The stub returned to its caller, with the entry's return address popped.
+        assert_eq!(f64(r, 1), f64(r, 0) + 8, "{r:?}");
+        assert!(r.ip > symbol("ipc_kobject_server") && r.ip < symbol("ipc_kobject_server") + 0x400);
+    }
+}
