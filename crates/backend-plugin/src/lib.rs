@@ -2,8 +2,8 @@
 //! (`crates/qemu-plugin`) through a shared-memory file and turns the records it writes
 //! into [`backend::Event`]s.
 //!
-//! Overview: [`PluginBackend::new`] verifies the plan set, keeps the entry sites of the
-//! kernel module, and writes them into `/dev/shm/snaptap-PID-N` (layout in [`wire`]).
+//! Overview: [`PluginBackend::new`] verifies the plan set, keeps the entry and return
+//! sites of the kernel module, and writes them into `/dev/shm/snaptap-PID-N` (layout in [`wire`]).
 //! [`PluginBackend::qemu_args`] gives the `-plugin` arguments to add to the QEMU command,
 //! which the caller starts. [`PluginBackend::run`] waits for the plugin to accept (or
 //! reject, with its message) the plans, arms the probes, and polls the per-vCPU rings,
@@ -184,7 +184,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 impl PluginBackend {
-    /// Verifies `plans`, keeps the entry sites of `opts.module` (the others are reported
+    /// Verifies `plans`, keeps the entry and return sites of `opts.module` (the others are reported
     /// as failed by `run`), finds the plugin library and writes the shared file.
     pub fn new(opts: PluginOptions, plans: &PlanSet) -> Result<PluginBackend, Error> {
         plans.verify().map_err(|e| Error::Plan(e.to_string()))?;

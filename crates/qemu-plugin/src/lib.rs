@@ -4,13 +4,20 @@
 //!
 //! Overview: QEMU loads `libqemu_plugin.so,shm=/dev/shm/snaptap-PID-N`. At load the
 //! plugin maps that file, decodes the plan set (`backend_plugin::wire`), checks it
-//! (`CapturePlan::verify`, entry sites only, records fit a ring) and either reports
+//! (`CapturePlan::verify`, entry and return sites only, records fit a ring) and either reports
 //! "ready" or rejects it with a message in the file's control area (QEMU then runs on
 //! untraced). At translation time it registers an instruction callback only on the probe
 //! instructions; at each hit, if snaptap armed the probes (and the optional `cr3` filter
 //! matches), it runs [`backend::execute`] — the same plan interpreter as every backend —
 //! against the vCPU's registers and guest virtual memory, and appends the record to the
 //! vCPU's ring, or counts a drop when the ring is full. It never writes guest state.
+//!
+//! Return probes: the entry half runs the entry plan and remembers (return address,
+//! `rsp`); a callback on the return address finds the frame (`rsp` 8 higher) and runs
+//! the return plan into the same record. Return addresses are found at translation time
+//! (a block whose 5 preceding bytes are `call rel32` to a probed function) or, for
+//! indirect calls, at the first entry: one `qemu_plugin_reset` re-translates with the
+//! new address instrumented (hits during that millisecond are not seen).
 //!
 //! Layout: this file is the safe logic; `ffi` is the only module with `unsafe` (QEMU's
 //! C API, the shared mapping, the exported symbols).
