@@ -2016,6 +2016,19 @@ fn missing_debug_hint(build_id: Option<&[u8]>, path: &Path) -> String {
 /// The Debian package that installed `path` (from `/var/lib/dpkg/info/*.list`),
 /// trying the path as given and canonicalised (`/lib` is a link to `/usr/lib`).
 fn dpkg_owner(path: &Path) -> Option<String> {
+    // Reading dpkg's lists takes a good fraction of a second: once per path.
+    static OWNERS: std::sync::Mutex<Vec<(PathBuf, Option<String>)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut owners = OWNERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, o)) = owners.iter().find(|(p, _)| p == path) {
+        return o.clone();
+    }
+    let o = dpkg_owner_uncached(path);
+    owners.push((path.to_path_buf(), o.clone()));
+    o
+}
+
+fn dpkg_owner_uncached(path: &Path) -> Option<String> {
     let mut names = vec![path.to_string_lossy().into_owned()];
     if let Ok(c) = std::fs::canonicalize(path) {
         let c = c.to_string_lossy().into_owned();

@@ -9,10 +9,16 @@ use debuginfo::DebugInfo;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(di) = DebugInfo::from_bytes(Path::new("/nonexistent/fuzz.elf"), data, &[]) else {
-        return;
-    };
-    exercise(&di);
+    if let Ok(di) = DebugInfo::from_bytes(Path::new("/nonexistent/fuzz.elf"), data, &[]) {
+        exercise(&di);
+    }
+    // The same bytes through the file reader, which reads ELF headers itself.
+    let path = std::env::temp_dir().join(format!("debuginfo-fuzz-{}.elf", std::process::id()));
+    if std::fs::write(&path, data).is_ok() {
+        if let Ok(di) = DebugInfo::open_in(&path, &[]) {
+            exercise(&di);
+        }
+    }
 });
 
 fn exercise(di: &DebugInfo) {
