@@ -184,8 +184,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 impl PluginBackend {
-    /// Verifies `plans`, keeps the entry and return sites of `opts.module` (the others are reported
-    /// as failed by `run`), finds the plugin library and writes the shared file.
+    /// Verifies `plans`, keeps the entry and return sites of `opts.module` (the others
+    /// are reported as failed by `run`), finds the plugin library and writes the shared
+    /// file.
     pub fn new(opts: PluginOptions, plans: &PlanSet) -> Result<PluginBackend, Error> {
         plans.verify().map_err(|e| Error::Plan(e.to_string()))?;
         let mut keep = PlanSet::default();

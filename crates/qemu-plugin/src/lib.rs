@@ -4,8 +4,8 @@
 //!
 //! Overview: QEMU loads `libqemu_plugin.so,shm=/dev/shm/snaptap-PID-N`. At load the
 //! plugin maps that file, decodes the plan set (`backend_plugin::wire`), checks it
-//! (`CapturePlan::verify`, entry and return sites only, records fit a ring) and either reports
-//! "ready" or rejects it with a message in the file's control area (QEMU then runs on
+//! (`CapturePlan::verify`, entry and return sites only, records fit a ring) and either
+//! reports "ready" or rejects it with a message in the file's control area (QEMU then runs on
 //! untraced). At translation time it registers an instruction callback only on the probe
 //! instructions; at each hit, if snaptap armed the probes (and the optional `cr3` filter
 //! matches), it runs [`backend::execute`] — the same plan interpreter as every backend —
