@@ -298,6 +298,12 @@ impl PluginBackend {
         wire::status(&self.mem)
     }
 
+    /// Sites of the plan set the plugin cannot serve, with the reason (they are reported
+    /// as failed by `run`).
+    pub fn failed_sites(&self) -> &[String] {
+        &self.failed
+    }
+
     /// The QEMU process to watch: if it disappears (even killed, when the plugin's exit
     /// hook cannot run), `run` drains the rings and returns as on a normal QEMU exit.
     pub fn set_qemu_pid(&mut self, pid: u32) {

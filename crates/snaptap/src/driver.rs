@@ -166,16 +166,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             let Some(kernel) = cli.kernel.clone() else {
                 bail!("--gdb and --vm need --kernel ELF: the kernel image with its DWARF");
             };
-            let vm = match vm {
-                Some(cmd) => Some(vm::start(cmd)?),
+            // --vm: the in-emulator copier when this QEMU can load it, else the gdbstub.
+            let plugin = match vm {
+                Some(cmd) => try_plugin(cmd, &kernel, &planned.plans, cli.verbose > 0),
                 None => None,
             };
-            let addr = match (&vm, gdb) {
-                (Some(v), _) => v.gdb_addr.clone(),
-                (None, Some(a)) => a.clone(),
-                (None, None) => unreachable!("one of --gdb/--vm is set"),
-            };
-            Some(Target::Gdb { addr, kernel, vm })
+            if let Some((machine, be)) = plugin {
+                Some(Target::Plugin { be, vm: machine })
+            } else {
+                let vm = match vm {
+                    Some(cmd) => Some(vm::start(cmd, &[], true)?),
+                    None => None,
+                };
+                let addr = match (&vm, gdb) {
+                    (Some(v), _) => v.gdb_addr.clone(),
+                    (None, Some(a)) => a.clone(),
+                    (None, None) => unreachable!("one of --gdb/--vm is set"),
+                };
+                Some(Target::Gdb { addr, kernel, vm })
+            }
         }
         (None, _, _) => {
             if needs_target {
@@ -218,6 +227,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Target::Process(l) => BackendSpec::Process(l),
+            Target::Plugin { be, vm } => {
+                machine = Some(vm);
+                BackendSpec::Plugin(Box::new(be))
+            }
         };
         let handle = thread::Builder::new()
             .name("snaptap-backend".into())
@@ -233,6 +246,13 @@ pub fn run(cli: Cli) -> Result<i32> {
                                 }
                             };
                         let _ = pid_tx.send(Ok(be.pid()));
+                        if !go_rx.recv().unwrap_or(false) {
+                            stop2.request();
+                        }
+                        be.run(&plans, &etx, &stop2).map_err(|e| e.to_string())
+                    }
+                    BackendSpec::Plugin(mut be) => {
+                        let _ = pid_tx.send(Ok(0));
                         if !go_rx.recv().unwrap_or(false) {
                             stop2.request();
                         }
@@ -458,6 +478,13 @@ pub fn run(cli: Cli) -> Result<i32> {
 
 /// What snaptap traces.
 enum Target {
+    /// A kernel in a QEMU machine we started with the capture-plan plugin loaded.
+    Plugin {
+        /// The host side of the plugin, plans already handed over.
+        be: backend_plugin::PluginBackend,
+        /// The machine, stopped at the end.
+        vm: vm::Machine,
+    },
     /// A local process through ptrace.
     Process(Launch),
     /// A kernel (or gdbserver process) through the GDB remote protocol.
@@ -474,6 +501,7 @@ enum Target {
 /// What the backend thread builds (the part of [`Target`] that moves to it).
 enum BackendSpec {
     Process(Launch),
+    Plugin(Box<backend_plugin::PluginBackend>),
     Gdb {
         addr: String,
         kernel: PathBuf,
@@ -723,4 +751,63 @@ fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Starts `cmd` with snaptap's QEMU TCG plugin executing the capture plans, when this
+/// QEMU supports plugins (version 10 or later, TCG) and the plugin accepts every plan;
+/// otherwise returns `None` (and says why with `-v`) so the caller uses the gdbstub.
+fn try_plugin(
+    cmd: &str,
+    kernel: &std::path::Path,
+    plans: &capture_plan::PlanSet,
+    verbose: bool,
+) -> Option<(vm::Machine, backend_plugin::PluginBackend)> {
+    let why = |m: String| {
+        if verbose {
+            eprintln!("snaptap: using the gdbstub, not the QEMU plugin: {m}");
+        }
+    };
+    if std::env::var("SNAPTAP_VM_BACKEND").is_ok_and(|v| v == "gdb") {
+        why("SNAPTAP_VM_BACKEND=gdb".into());
+        return None;
+    }
+    if let Err(e) = backend_plugin::check_qemu(cmd) {
+        why(e);
+        return None;
+    }
+    if backend_plugin::find_plugin_library().is_none() {
+        why("the plugin library (libqemu_plugin.so) was not found next to snaptap; build it with cargo build -p qemu-plugin".into());
+        return None;
+    }
+    let mut be =
+        match backend_plugin::PluginBackend::new(backend_plugin::PluginOptions::new(kernel), plans)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                why(e.to_string());
+                return None;
+            }
+        };
+    // Sites the plugin cannot serve would be lost: then the gdbstub serves them all.
+    if !be.failed_sites().is_empty() {
+        why(be.failed_sites().join("; "));
+        return None;
+    }
+    let machine = match vm::start(cmd, &be.qemu_args(), false) {
+        Ok(m) => m,
+        Err(e) => {
+            why(format!("{e:#}"));
+            return None;
+        }
+    };
+    be.set_qemu_pid(machine.pid());
+    if let Err(e) = be.wait_loaded(&StopToken::new()) {
+        why(e.to_string());
+        machine.stop();
+        return None;
+    }
+    if verbose {
+        eprintln!("snaptap: capture plans run inside QEMU (TCG plugin), no VM stop per hit");
+    }
+    Some((machine, be))
 }

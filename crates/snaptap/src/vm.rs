@@ -13,14 +13,15 @@ pub struct Machine {
     pub gdb_addr: String,
 }
 
-/// Starts `cmd` (split as a shell would) with `-gdb tcp:127.0.0.1:PORT -S` added, so the
+/// Starts `cmd` (split as a shell would) plus `extra`; with `with_gdbstub`, also
+/// `-gdb tcp:127.0.0.1:PORT -S`, so the
 /// machine waits for snaptap before its first instruction, and waits until the stub
 /// accepts connections. The machine's console is passed through.
 ///
 /// A guest paused at reset runs in real mode, where the kernel's virtual addresses cannot
 /// be read yet: the driver asks the gdb backend to insert such sites anyway and check
 /// their bytes against the kernel ELF at the first hit.
-pub fn start(cmd: &str) -> Result<Machine> {
+pub fn start(cmd: &str, extra: &[String], with_gdbstub: bool) -> Result<Machine> {
     let argv =
         shell_words::split(cmd).with_context(|| format!("cannot split --vm command '{cmd}'"))?;
     let Some((prog, args)) = argv.split_first() else {
@@ -31,13 +32,20 @@ pub fn start(cmd: &str) -> Result<Machine> {
         .context("finding a free port for the gdbstub")?
         .port();
     let gdb_addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(prog)
-        .args(args)
-        .arg("-gdb")
-        .arg(format!("tcp:{gdb_addr}"))
-        .arg("-S")
+    let mut c = Command::new(prog);
+    c.args(args).args(extra);
+    if with_gdbstub {
+        c.arg("-gdb").arg(format!("tcp:{gdb_addr}")).arg("-S");
+    }
+    let mut child = c
         .spawn()
         .with_context(|| format!("cannot start the VM '{prog}'"))?;
+    if !with_gdbstub {
+        return Ok(Machine {
+            child,
+            gdb_addr: String::new(),
+        });
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(st) = child.try_wait()? {
@@ -59,6 +67,11 @@ pub fn start(cmd: &str) -> Result<Machine> {
 }
 
 impl Machine {
+    /// The QEMU process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the machine: SIGTERM, then SIGKILL if it lingers.
     pub fn stop(mut self) {
         if let Ok(None) = self.child.try_wait() {

@@ -75,7 +75,18 @@ fn msgs(text: &str, prefix: &str) -> Vec<(u64, u64)> {
 }
 
 #[test]
-fn mach_msg_trap_values_match_the_workload() {
+fn mach_msg_trap_values_match_the_workload_plugin() {
+    msg_trap_values(None);
+}
+
+#[test]
+fn mach_msg_trap_values_match_the_workload_gdbstub() {
+    msg_trap_values(Some("gdb"));
+}
+
+/// `--vm` uses the QEMU plugin when it can (QEMU 10, which CI installs), the gdbstub
+/// when asked with SNAPTAP_VM_BACKEND=gdb; both must give the workload's values.
+fn msg_trap_values(backend: Option<&str>) {
     if skip() {
         return;
     }
@@ -88,7 +99,8 @@ probe mach.thread.set_state { printf("snap set_state eip=%#x esp=%#x\n", eip, ue
 probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
 "#;
     let mut c = snaptap();
-    c.arg("--kernel")
+    c.arg("-v")
+        .arg("--kernel")
         .arg(dir.join("gnumach.dbg"))
         .arg("--vm")
         .arg(&vm)
@@ -96,10 +108,15 @@ probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
         .arg(&out)
         .arg("-e")
         .arg(script);
+    if let Some(b) = backend {
+        c.env("SNAPTAP_VM_BACKEND", b);
+    }
     let o = run_with_timeout(c, 240);
     let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
+    let used_plugin = stderr.contains("TCG plugin");
+    assert_eq!(used_plugin, backend.is_none(), "backend choice: {stderr}");
     let text = std::fs::read_to_string(&out).unwrap();
     let want = msgs(&console, "truth msg ");
     assert_eq!(
