@@ -172,7 +172,10 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None => None,
             };
             if let Some((machine, be)) = plugin {
-                Some(Target::Plugin { be, vm: machine })
+                Some(Target::Plugin {
+                    be: Box::new(be),
+                    vm: machine,
+                })
             } else {
                 let vm = match vm {
                     Some(cmd) => Some(vm::start(cmd, &[], true)?),
@@ -229,7 +232,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Target::Process(l) => BackendSpec::Process(l),
             Target::Plugin { be, vm } => {
                 machine = Some(vm);
-                BackendSpec::Plugin(Box::new(be))
+                BackendSpec::Plugin(be)
             }
         };
         let handle = thread::Builder::new()
@@ -481,7 +484,7 @@ enum Target {
     /// A kernel in a QEMU machine we started with the capture-plan plugin loaded.
     Plugin {
         /// The host side of the plugin, plans already handed over.
-        be: backend_plugin::PluginBackend,
+        be: Box<backend_plugin::PluginBackend>,
         /// The machine, stopped at the end.
         vm: vm::Machine,
     },
