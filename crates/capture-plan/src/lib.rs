@@ -400,6 +400,15 @@ pub enum Decode {
     },
     /// A composite rendered as text (`$$parms`, `$var$`): the parts concatenated.
     Pretty(Vec<PrettyPart>),
+    /// A user stack for `ubacktrace()` and friends, unwound after the fact: the 17
+    /// x86_64 registers in DWARF numbering (each an 8-byte field, `None` when not
+    /// captured) and a copy of the stack from `rsp` upward.
+    Backtrace {
+        /// Field of each register 0..=16 (16 is rip).
+        regs: Vec<Option<u32>>,
+        /// Field holding the stack bytes, copied from the address in register 7.
+        stack: u32,
+    },
 }
 
 /// One piece of a pretty-printed value.

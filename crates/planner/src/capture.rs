@@ -495,6 +495,12 @@ fn fix_fields(d: &mut Decode, n_entry: u32) {
                 }
             }
         }
+        Decode::Backtrace { regs, stack } => {
+            for f in regs.iter_mut().flatten() {
+                fix(f);
+            }
+            fix(stack);
+        }
     }
 }
 

@@ -120,5 +120,12 @@ fn decode_text(d: &Decode) -> String {
                 .collect();
             format!("pretty[{}]", v.join(", "))
         }
+        Decode::Backtrace { regs, stack } => {
+            let r: Vec<String> = regs
+                .iter()
+                .map(|f| f.map_or("-".to_string(), |f| f.to_string()))
+                .collect();
+            format!("backtrace(regs [{}], stack field {stack})", r.join(" "))
+        }
     }
 }

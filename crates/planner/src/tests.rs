@@ -285,6 +285,7 @@ fn decode(rec: &Record, d: &Decode) -> V {
         Decode::Str { field } => {
             V::S(String::from_utf8_lossy(rec.field(*field as usize).unwrap()).into_owned())
         }
+        Decode::Backtrace { .. } => V::S(String::new()),
         Decode::Pretty(parts) => {
             let mut s = String::new();
             for p in parts {

@@ -351,7 +351,7 @@ pub(crate) struct Compiler<'a> {
 fn decode_ty(d: &Decode) -> Ty {
     match d {
         Decode::Int { .. } | Decode::Bitfield { .. } => Ty::Long,
-        Decode::Str { .. } | Decode::Pretty(_) => Ty::Str,
+        Decode::Str { .. } | Decode::Pretty(_) | Decode::Backtrace { .. } => Ty::Str,
     }
 }
 

@@ -200,7 +200,7 @@ pub(crate) fn decode_long(rec: &Record, d: &Decode) -> Result<i64, FieldStatus> 
                 v as i64
             })
         }
-        Decode::Str { .. } | Decode::Pretty(_) => Ok(0),
+        Decode::Str { .. } | Decode::Pretty(_) | Decode::Backtrace { .. } => Ok(0),
     }
 }
 
@@ -243,6 +243,8 @@ pub(crate) fn decode_str(rec: &Record, d: &Decode, max: usize) -> Result<String,
             Ok(format::truncate(&o, max).to_string())
         }
         Decode::Int { .. } | Decode::Bitfield { .. } => Ok(decode_long(rec, d)?.to_string()),
+        // User stacks are unwound by the caller, which has the unwinder.
+        Decode::Backtrace { .. } => Ok(String::new()),
     }
 }
 
