@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs (scripts/deps.sh), then runs every test
+# of the workspace, the real GNU Mach boots under QEMU included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo test --workspace
