@@ -408,6 +408,12 @@ pub enum Decode {
         regs: Vec<Option<u32>>,
         /// Field holding the stack bytes, copied from the address in register 7.
         stack: u32,
+        /// Further fields continuing the copy: `stack + 1 ..= stack + more_pages`
+        /// (0: `stack` holds it all). When non-zero the copy is split at page
+        /// boundaries so that a fault at the top of the stack loses only the pages
+        /// past it: `stack` then starts at rsp rounded down to 4096, every piece is
+        /// 4096 bytes, and the stack is the pieces up to the first that faulted.
+        more_pages: u32,
     },
 }
 

@@ -262,24 +262,6 @@ pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     }
 }
 
-/// The user-stack functions (stap's `ucontext-symbols` and `ucontext-unwind`
-/// tapsets), with what each needs.
-fn user_stack_fn(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "ubacktrace"
-        | "print_ubacktrace"
-        | "sprint_ubacktrace"
-        | "print_ustack"
-        | "sprint_ustack"
-        | "ucallers"
-        | "print_ubacktrace_brief" => "a user backtrace",
-        "usymname" | "usymdata" | "umodname" | "usymfileline" | "usymfile" | "usymline" => {
-            "symbolising a user address"
-        }
-        _ => return None,
-    })
-}
-
 /// String-copying functions: (bound argument index if any).
 fn string_fn(name: &str) -> Option<Option<usize>> {
     match name {
@@ -495,7 +477,7 @@ fn fix_fields(d: &mut Decode, n_entry: u32) {
                 }
             }
         }
-        Decode::Backtrace { regs, stack } => {
+        Decode::Backtrace { regs, stack, .. } => {
             for f in regs.iter_mut().flatten() {
                 fix(f);
             }
@@ -572,17 +554,20 @@ impl<'a> Builder<'a> {
                     self.needs.ppid |= f.ppid;
                     self.needs.cpu |= f.cpu;
                 }
-                if let Some(what) = user_stack_fn(name) {
-                    self.errors.push(sem(
-                        format!(
-                            "{name}() is not yet supported: {what} needs the registers and a \
-                             slice of the user stack captured at the probe and unwound \
-                             afterwards with the modules' CFI, and capture plans cannot yet \
-                             say how to decode them (Decode::Backtrace, proposed)"
-                        ),
-                        e,
-                    ));
-                    return Walk::Skip;
+                if crate::ustack::needs_stack(name) {
+                    // Registers at the return stop in a return probe: the stack of
+                    // the caller the function returned to, as stap shows it.
+                    let which = if self.site.kind == SpecKind::Return {
+                        Which::Return
+                    } else {
+                        Which::Entry
+                    };
+                    let d = crate::ustack::backtrace_fields(&mut |ops, label| {
+                        self.add_field(which, ops, label)
+                    });
+                    self.captures.insert(e.id.0, d);
+                    // ucallers(n)'s argument is evaluated by the handler.
+                    return Walk::Descend;
                 }
                 match name.as_str() {
                     "register" | "u_register" | "uaddr" => {

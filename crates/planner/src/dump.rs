@@ -120,12 +120,20 @@ fn decode_text(d: &Decode) -> String {
                 .collect();
             format!("pretty[{}]", v.join(", "))
         }
-        Decode::Backtrace { regs, stack } => {
+        Decode::Backtrace {
+            regs,
+            stack,
+            more_pages,
+        } => {
             let r: Vec<String> = regs
                 .iter()
                 .map(|f| f.map_or("-".to_string(), |f| f.to_string()))
                 .collect();
-            format!("backtrace(regs [{}], stack field {stack})", r.join(" "))
+            format!(
+                "backtrace(regs [{}], stack fields {stack}..={})",
+                r.join(" "),
+                stack + more_pages
+            )
         }
     }
 }

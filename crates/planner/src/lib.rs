@@ -31,6 +31,7 @@
 mod capture;
 mod dump;
 mod resolve;
+mod ustack;
 
 #[cfg(test)]
 mod tests;

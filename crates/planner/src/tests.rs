@@ -4,7 +4,7 @@
 //! ELF file), and the decoded values compared with what the fixture passes.
 
 use super::*;
-use capture_plan::{Decode, DwarfReg, FieldStatus, Record, SiteKind};
+use capture_plan::{Decode, DwarfReg, FieldStatus, Op, Record, SiteKind};
 use std::collections::HashMap;
 use std::process::Command;
 
@@ -1531,29 +1531,67 @@ fn progress_hook_hears_about_reading_and_indexing() {
 }
 
 #[test]
-fn user_stack_functions_are_refused_clearly_until_the_decode_exists() {
+fn user_stack_functions_capture_registers_and_stack_pages() {
     let bin = compile("-O2");
     for call in [
         "print_ubacktrace()",
         "println(sprint_ubacktrace())",
         "println(ubacktrace())",
+        "println(ucallers(3))",
+        "print_ubacktrace_brief()",
+    ] {
+        let text = format!(r#"probe process.function("handle") {{ {call} }}"#);
+        let p = plan_text(&text, &bin).unwrap_or_else(|e| panic!("{call}: {e:?}"));
+        let b = &p.bindings[0];
+        let d = b
+            .captures
+            .values()
+            .find(|d| matches!(d, Decode::Backtrace { .. }))
+            .unwrap_or_else(|| panic!("{call}: {:?}", b.captures));
+        let Decode::Backtrace {
+            regs,
+            stack,
+            more_pages,
+        } = d
+        else {
+            unreachable!()
+        };
+        assert_eq!(regs.len(), 17, "{call}");
+        let fields = &p.plans.sites[0].plan.fields;
+        for (n, f) in regs.iter().enumerate() {
+            let f = f.expect("every register captured") as usize;
+            assert_eq!(
+                fields[f].ops,
+                vec![Op::Reg(DwarfReg(n as u16)), Op::EmitValue(8)],
+                "{call}"
+            );
+        }
+        // The pages are consecutive, page-aligned and 4 KiB each.
+        assert_eq!(*more_pages, 3, "{call}");
+        for k in 0..=*more_pages {
+            let ops = &fields[(stack + k) as usize].ops;
+            assert_eq!(
+                ops[..3],
+                [Op::Reg(DwarfReg::RSP), Op::Const(!0xfff), Op::And]
+            );
+            assert_eq!(ops.last(), Some(&Op::EmitBytes(4096)), "{call}");
+        }
+    }
+    // Symbolising an address needs nothing more than the address.
+    for call in [
         "println(usymname(uaddr()))",
         "println(umodname(uaddr()))",
-        "println(ucallers(3))",
+        "println(usymdata(uaddr()))",
+        "print_ustack(\"0x1 0x2\")",
     ] {
-        let e = err_text(
-            &format!(r#"probe process.function("handle") {{ {call} }}"#),
-            &bin,
-        );
-        let name = call
-            .trim_start_matches("println(")
-            .split('(')
-            .next()
-            .unwrap();
+        let text = format!(r#"probe process.function("handle") {{ {call} }}"#);
+        let p = plan_text(&text, &bin).unwrap_or_else(|e| panic!("{call}: {e:?}"));
         assert!(
-            e.contains(&format!("{name}() is not yet supported")),
-            "{call}: {e}"
+            !p.bindings[0]
+                .captures
+                .values()
+                .any(|d| matches!(d, Decode::Backtrace { .. })),
+            "{call}"
         );
-        assert!(e.contains("Decode::Backtrace"), "{e}");
     }
 }
