@@ -46,6 +46,7 @@ use debuginfo::DebugInfo;
 use script_syntax::ast::{Item, Script, Span};
 use script_syntax::{Diagnostic, SourceMap};
 
+pub use debuginfo::set_debug_dirs;
 pub use dump::dump;
 
 /// A progress callback (see [`set_progress`]).
