@@ -149,7 +149,16 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "print_char" => (B::PrintChar, &[L], L),
         "thread_indent_depth" => (B::IndentDepth(true), &[L], L),
         "indent_depth" => (B::IndentDepth(false), &[L], L),
-        _ => return None,
+        _ => {
+            use crate::ustack::{UArg, UFn};
+            let u = UFn::by_name(name).filter(|u| !u.captured())?;
+            let args: &'static [Ty] = match u.arg() {
+                UArg::None => &[],
+                UArg::Long => &[L],
+                UArg::Str => &[S],
+            };
+            (B::Ustack(u), args, if u.returns_string() { S } else { L })
+        }
     };
     Some(Sig { f, args, ret })
 }
@@ -923,6 +932,14 @@ impl<'a> Compiler<'a> {
                 self.globals[g].ty
             }
             ExprKind::Call { name, args } => {
+                if let Some(u) = crate::ustack::UFn::by_name(name).filter(|u| u.captured()) {
+                    if !self.fnames.contains_key(name) {
+                        for a in args {
+                            self.inf(sc, a, Some(Long));
+                        }
+                        return Some(if u.returns_string() { Str } else { Long });
+                    }
+                }
                 if let Some(&t) = self.cap_ty.get(&e.id.0) {
                     for a in args {
                         self.inf(sc, a, None);
@@ -1510,6 +1527,60 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// `ubacktrace()` and the other functions of the stack captured at the probe.
+    fn ustack_call(
+        &mut self,
+        sc: usize,
+        e: &Expr,
+        u: crate::ustack::UFn,
+        args: &[Expr],
+    ) -> Option<(Ex, Ty)> {
+        let want = usize::from(u.arg() != crate::ustack::UArg::None);
+        if args.len() != want {
+            self.err(
+                format!(
+                    "function '{name}' called with {} argument(s), expects {want}",
+                    args.len(),
+                    name = match u {
+                        crate::ustack::UFn::Ucallers => "ucallers",
+                        _ => "ubacktrace",
+                    }
+                ),
+                e.span,
+            );
+            return None;
+        }
+        let arg = match args.first() {
+            Some(a) => Some(Box::new(self.cx_as(sc, a, Ty::Long)?)),
+            None => None,
+        };
+        // Probes without a process (begin, end, timers) have no capture: the
+        // functions then answer as stap does without a user context.
+        let cap = self.cap_ty.contains_key(&e.id.0).then(|| {
+            let next = self.capture_ids.len() as u32;
+            let cap = *self.cap_slot.entry(e.id.0).or_insert(next);
+            if cap == next {
+                self.capture_ids.push(e.id.0);
+            }
+            cap
+        });
+        let tok = self.tok_at(e.span.file, e.span.start);
+        let ty = if u.returns_string() {
+            Ty::Str
+        } else {
+            Ty::Long
+        };
+        Some((
+            Ex::UStack {
+                f: u,
+                cap,
+                arg,
+                tok,
+            },
+            ty,
+        ))
+    }
+
     fn capture(
         &mut self,
         e: &Expr,
@@ -1933,6 +2004,11 @@ impl<'a> Compiler<'a> {
 
     fn call(&mut self, sc: usize, e: &Expr, name: &str, args: &[Expr]) -> Option<(Ex, Ty)> {
         use Ty::{Long, Str};
+        if let Some(u) = crate::ustack::UFn::by_name(name).filter(|u| u.captured()) {
+            if !self.fnames.contains_key(name) {
+                return self.ustack_call(sc, e, u, args);
+            }
+        }
         if self.cap_ty.contains_key(&e.id.0) {
             let (_, fk) = capture_only(name).unwrap_or((Ty::Long, FaultKind::Deref));
             let fallback = match (name, fk) {

@@ -126,6 +126,8 @@ pub(crate) struct State {
     rng: u64,
     /// `thread_indent` / `indent` state: depth and first timestamp per thread.
     indent: crate::map::FxMap<i64, (i64, i64)>,
+    /// The driver's unwinder and symboliser for user stacks, if any.
+    pub(crate) stacks: Option<Box<dyn crate::ustack::Stacks>>,
 }
 
 fn now_ns() -> u64 {
@@ -343,6 +345,7 @@ impl State {
             aborted: false,
             limits,
             me,
+            stacks: None,
             tokenize_rest: None,
             last_match: Vec::new(),
             rng: now_ns() | 1,
@@ -853,6 +856,10 @@ impl State {
                 fault,
                 fallback,
             } => self.cap_l(p, cx, *cap, *tok, *fault, fallback)?,
+            Ex::UStack { f, cap, arg, tok } => {
+                let s = self.ustack(p, cx, *f, *cap, arg, *tok)?;
+                s.trim().parse().unwrap_or(0)
+            }
             Ex::Defined(cap) => i64::from(
                 cx.bind
                     .and_then(|b| b.caps.get(*cap as usize))
@@ -1113,7 +1120,85 @@ impl State {
                 .assign_s(p, cx, lv, *concat, val, *tok, true)?
                 .unwrap_or_default(),
             Ex::Fail { msg, tok } => return fail(msg.clone(), *tok),
+            Ex::UStack { f, cap, arg, tok } => {
+                let s = self.ustack(p, cx, *f, *cap, arg, *tok)?;
+                self.trunc(s)
+            }
             other => self.ev_l(p, cx, other)?.to_string(),
+        })
+    }
+
+    /// The pid whose modules symbolise: the record's, else the target (0 when none).
+    fn stack_pid(&self, cx: &Cx<'_>) -> u32 {
+        cx.rec.map_or(self.me.target, |r| r.pid)
+    }
+
+    /// `ubacktrace()` and the other functions of the stack captured at the probe.
+    fn ustack(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        f: crate::ustack::UFn,
+        cap: Option<u32>,
+        arg: &Option<Box<Ex>>,
+        _tok: Tok,
+    ) -> R<String> {
+        let n = match arg {
+            Some(a) => self.ev_l(p, cx, a)?,
+            None => -1,
+        };
+        let d = cap.and_then(|c| cx.bind?.caps.get(c as usize)?.as_ref());
+        let frames = match (d, cx.rec) {
+            (Some(d), Some(rec)) => match crate::ustack::decode(rec, d) {
+                Some((regs, base, bytes)) => match &self.stacks {
+                    Some(st) => st.unwind(rec.pid, &regs, base, &bytes, crate::ustack::MAX_FRAMES),
+                    // Without an unwinder only the probed address is known.
+                    None => vec![crate::ustack::StackFrame {
+                        pc: regs[16],
+                        ..Default::default()
+                    }],
+                },
+                None => Vec::new(),
+            },
+            // No user context (begin, end, timer probes): an empty backtrace.
+            _ => Vec::new(),
+        };
+        Ok(crate::ustack::render(f, &frames, n, &mut self.out))
+    }
+
+    /// `usymname(addr)`, `print_ustack(stk)`, `sprint_ufolded(stk)`...
+    fn ustack_builtin(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        f: crate::ustack::UFn,
+        args: &[(Ex, Ty)],
+        tok: Tok,
+    ) -> R<String> {
+        use crate::ustack::{self as u, UArg, UFn};
+        let pid = self.stack_pid(cx);
+        if f.arg() == UArg::Str {
+            let stk = self.arg_s(p, cx, args, 0)?;
+            let st = self.stacks.as_deref();
+            let frames = u::symbolize_all(st, pid, &u::parse_addrs(&stk));
+            return Ok(u::render(f, &frames, -1, &mut self.out));
+        }
+        let addr = self.arg_l(p, cx, args, 0)? as u64;
+        let fr = self.stacks.as_deref().and_then(|s| s.symbolize(pid, addr));
+        Ok(match f {
+            UFn::Umodname => match fr {
+                Some(fr) if !fr.module.is_empty() => fr.module,
+                _ => {
+                    return fail(
+                        format!("umodname: no module known for address {}", u::hex(addr)),
+                        tok,
+                    )
+                }
+            },
+            UFn::Usymline => fr
+                .and_then(|fr| fr.file_line)
+                .map_or_else(|| u::hex(addr), |(_, l)| l.to_string()),
+            _ => u::one(f, fr.as_ref(), addr),
         })
     }
 
@@ -1128,6 +1213,10 @@ impl State {
         use Builtin as B;
         let rec = cx.rec;
         Ok(match f {
+            B::Ustack(u) => {
+                let s = self.ustack_builtin(p, cx, u, args, tok)?;
+                s.parse().unwrap_or(0)
+            }
             B::Pid => rec.map_or(self.me.pid, |r| r.pid) as i64,
             B::Tid => rec.map_or(self.me.pid, |r| r.tid) as i64,
             B::Ppid => rec.map_or(self.me.ppid, |r| r.ppid) as i64,
@@ -1291,6 +1380,10 @@ impl State {
     ) -> R<String> {
         use Builtin as B;
         Ok(match f {
+            B::Ustack(u) => {
+                let s = self.ustack_builtin(p, cx, u, args, tok)?;
+                self.trunc(s)
+            }
             B::Execname => cx
                 .rec
                 .map_or_else(|| self.me.comm.clone(), |r| r.comm.clone()),

@@ -109,6 +109,8 @@ pub(crate) enum StatFn {
 /// Built-in functions evaluated by the runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Builtin {
+    /// `usymname(addr)`, `print_ustack(stk)`, `sprint_ufolded(stk)`...
+    Ustack(crate::ustack::UFn),
     Pid,
     Tid,
     Ppid,
@@ -242,6 +244,14 @@ pub(crate) enum Ex {
     },
     /// `@defined(e)` on a target expression: whether this site captured it.
     Defined(u32),
+    /// `ubacktrace()`, `print_ubacktrace()`, `ucallers(n)`...: the site's stack capture
+    /// (dense slot, `None` where the probe has none), unwound by the driver's stacks.
+    UStack {
+        f: crate::ustack::UFn,
+        cap: Option<u32>,
+        arg: Option<Box<Ex>>,
+        tok: Tok,
+    },
     /// User function call.
     Call {
         func: u32,

@@ -30,6 +30,9 @@ mod ir;
 mod lint;
 mod map;
 mod stats;
+mod ustack;
+
+pub use ustack::{StackFrame, Stacks};
 
 use std::io::Write;
 
@@ -138,6 +141,14 @@ fn own_comm() -> String {
 }
 
 impl Runtime {
+    /// Gives the unwinder and symboliser the user-stack functions use
+    /// (`ubacktrace()`, `usymname()`...). Without one, backtraces hold only the
+    /// probed address and addresses stay unsymbolised, as stap prints them without
+    /// unwind data.
+    pub fn set_stacks(&mut self, stacks: Box<dyn Stacks>) {
+        self.state.stacks = Some(stacks);
+    }
+
     /// Elaborates and compiles `script`. `bindings` describe every record site (the
     /// handler to run and how captured expressions decode); `out` receives the script's
     /// output.

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::output::{JsonLines, Origin};
-use crate::{tapsets, vm};
+use crate::{progress, tapsets, vm};
 
 use anyhow::{bail, Context, Result};
 use backend::{Event, StopToken, TargetEnd};
@@ -94,7 +94,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         target_pid: cli.pid,
         max_string,
     };
-    let planned = match planner::plan_with_kernel(&script, &sources, &opts, cli.kernel.as_deref()) {
+    progress::start();
+    let planned = planner::plan_with_kernel(&script, &sources, &opts, cli.kernel.as_deref());
+    progress::finish();
+    let planned = match planned {
         Ok(p) => p,
         Err(diags) => {
             report(&diags, &sources, cli.no_warnings);
@@ -319,7 +322,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         target_pid,
         defines,
     };
-    let rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
+    let mut rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
         Ok(rt) => rt,
         Err(diags) => {
             report(&diags, &sources, cli.no_warnings);
@@ -346,6 +349,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         }
         return Ok(1);
     }
+    let stacks = crate::stacks::SharedStacks::new(target_pid);
+    rt.set_stacks(Box::new(stacks.clone()));
     let mut rt = Handlers::new(rt, json, &planned);
 
     // Begin probes run before the target executes its first instruction, as in stap.
@@ -389,7 +394,8 @@ pub fn run(cli: Cli) -> Result<i32> {
                     let mut next = Some(ev);
                     let mut batch = 0;
                     while let Some(ev) = next.take() {
-                        if handle_event(ev, &mut rt, &cli, &mut target_ended) == Flow::Exit {
+                        if handle_event(ev, &mut rt, &stacks, &cli, &mut target_ended) == Flow::Exit
+                        {
                             exiting = true;
                             break;
                         }
@@ -442,7 +448,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     // stap runs no more handlers, and neither do we.
     if !exiting && !interrupted.load(Ordering::Relaxed) {
         while let Some(ev) = erx.try_recv() {
-            if handle_event(ev, &mut rt, &cli, &mut target_ended) == Flow::Exit {
+            if handle_event(ev, &mut rt, &stacks, &cli, &mut target_ended) == Flow::Exit {
                 break;
             }
         }
@@ -514,7 +520,13 @@ enum BackendSpec {
 }
 
 /// Handles one backend event on the driver thread.
-fn handle_event(ev: Event, rt: &mut Handlers, cli: &Cli, target_ended: &mut bool) -> Flow {
+fn handle_event(
+    ev: Event,
+    rt: &mut Handlers,
+    stacks: &crate::stacks::SharedStacks,
+    cli: &Cli,
+    target_ended: &mut bool,
+) -> Flow {
     match ev {
         Event::Record(rec) => rt.handle(&rec),
         Event::TargetEnded { pid, how } => {
@@ -527,8 +539,11 @@ fn handle_event(ev: Event, rt: &mut Handlers, cli: &Cli, target_ended: &mut bool
             }
             Flow::Continue
         }
-        // Unwinding user stacks is not wired yet; mappings are only of use to it.
-        Event::ModuleMapped { .. } => Flow::Continue,
+        // Mappings are what user stacks unwind and symbolise with.
+        Event::ModuleMapped { pid, path, bias } => {
+            stacks.module_mapped(pid, path, bias);
+            Flow::Continue
+        }
         Event::Warning(w) => {
             if !cli.no_warnings {
                 eprintln!("WARNING: {w}");

@@ -4,6 +4,8 @@
 mod cli;
 mod driver;
 mod output;
+mod progress;
+mod stacks;
 mod tapsets;
 mod vm;
 

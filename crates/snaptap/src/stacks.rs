@@ -1,0 +1,147 @@
+//! The runtime's user stacks (`runtime::Stacks`) over the CFI unwinder of the
+//! `unwind` crate, fed with the modules the backend reports mapped.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use runtime::{StackFrame, Stacks};
+use unwind::{Frame, Unwinders, UserStacks};
+
+#[derive(Default)]
+struct Inner {
+    unwinders: Unwinders,
+    /// Mappings reported but not opened yet: modules are read on the first stack
+    /// query, so that scripts without stack functions never pay for them.
+    pending: Vec<(u32, PathBuf, u64)>,
+    /// Every module of each pid with its load bias.
+    modules: HashMap<u32, Vec<(PathBuf, u64)>>,
+    /// Modules that could not be opened, reported once each.
+    failed: Vec<PathBuf>,
+}
+
+/// The driver's stacks, shared between the event loop (which adds modules) and the
+/// runtime (which asks); both live on the driver thread.
+#[derive(Clone, Default)]
+pub struct SharedStacks {
+    inner: Rc<RefCell<Inner>>,
+    /// The pid that pid 0 (no process: begin and end probes) stands for.
+    target: Rc<RefCell<u32>>,
+}
+
+impl SharedStacks {
+    /// No modules yet; pid 0 stands for `target`.
+    pub fn new(target: u32) -> SharedStacks {
+        let s = SharedStacks::default();
+        *s.target.borrow_mut() = target;
+        s
+    }
+
+    /// Notes that `path` is mapped executable in `pid` with load bias `bias`.
+    pub fn module_mapped(&self, pid: u32, path: PathBuf, bias: u64) {
+        let mut i = self.inner.borrow_mut();
+        if *self.target.borrow() == 0 {
+            // The first process seen is the one `pid 0` questions are about.
+            *self.target.borrow_mut() = pid;
+        }
+        let mods = i.modules.entry(pid).or_default();
+        if !mods.iter().any(|(p, b)| *p == path && *b == bias) {
+            mods.push((path.clone(), bias));
+            i.pending.push((pid, path, bias));
+        }
+    }
+
+    fn pid(&self, pid: u32) -> u32 {
+        if pid == 0 {
+            *self.target.borrow()
+        } else {
+            pid
+        }
+    }
+
+    /// Opens the modules reported since the last query.
+    fn load(&self) {
+        let mut i = self.inner.borrow_mut();
+        let pending = std::mem::take(&mut i.pending);
+        for (pid, path, bias) in pending {
+            if let Err(e) = i.unwinders.add_module(pid, &path, bias) {
+                if !i.failed.contains(&path) {
+                    eprintln!(
+                        "WARNING: no unwind data for {}: {e}; its frames stay unsymbolised",
+                        path.display()
+                    );
+                    i.failed.push(path);
+                }
+            }
+        }
+    }
+}
+
+/// The runtime's frame for an unwinder frame, with the function's size and the
+/// module offset that stap's formats print.
+fn frame(i: &Inner, pid: u32, f: Frame, lookup: u64) -> StackFrame {
+    let module = f.module.display().to_string();
+    let bias = i
+        .modules
+        .get(&pid)
+        .and_then(|m| m.iter().find(|(p, _)| *p == f.module))
+        .map_or(0, |(_, b)| *b);
+    let size = if f.module.as_os_str().is_empty() {
+        None
+    } else {
+        debuginfo::DebugInfo::open_shared(&f.module)
+            .ok()
+            .and_then(|di| {
+                let at = lookup.wrapping_sub(bias);
+                let func = di.function_at(at)?;
+                let r = func
+                    .ranges
+                    .iter()
+                    .find(|r| r.0 <= at && at < r.1)
+                    .or_else(|| func.ranges.first())?;
+                Some(r.1 - r.0)
+            })
+    };
+    StackFrame {
+        pc: f.pc,
+        function: f.function,
+        offset: f.offset,
+        size,
+        module,
+        module_offset: f.pc.wrapping_sub(bias),
+        file_line: f.file_line,
+    }
+}
+
+impl Stacks for SharedStacks {
+    fn unwind(
+        &self,
+        pid: u32,
+        regs: &[u64; 17],
+        stack_base: u64,
+        stack: &[u8],
+        max_frames: usize,
+    ) -> Vec<StackFrame> {
+        self.load();
+        let pid = self.pid(pid);
+        let i = self.inner.borrow();
+        i.unwinders
+            .unwind(pid, regs, stack_base, stack, max_frames)
+            .into_iter()
+            .enumerate()
+            .map(|(n, f)| {
+                let lookup = if n == 0 { f.pc } else { f.pc.wrapping_sub(1) };
+                frame(&i, pid, f, lookup)
+            })
+            .collect()
+    }
+
+    fn symbolize(&self, pid: u32, addr: u64) -> Option<StackFrame> {
+        self.load();
+        let pid = self.pid(pid);
+        let i = self.inner.borrow();
+        let f = i.unwinders.symbolize(pid, addr)?;
+        Some(frame(&i, pid, f, addr))
+    }
+}
