@@ -13,12 +13,19 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let code = match driver::run(cli) {
+    let graph = cli.flamegraph.clone().zip(cli.output.clone());
+    let mut code = match driver::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ERROR: {e:#}");
             1
         }
     };
+    if let (0, Some((svg, folded))) = (code, graph) {
+        if let Err(e) = stacks::flamegraph(&folded, &svg) {
+            eprintln!("ERROR: {e:#}");
+            code = 1;
+        }
+    }
     std::process::exit(code);
 }
