@@ -39,6 +39,11 @@ pub struct Cli {
     #[arg(short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
 
+    /// After the run, draw the script's output (-o FILE) as a flame graph into SVG:
+    /// each line `FRAME;FRAME;... COUNT`, as `sprint_ufolded()` and `@count` print it.
+    #[arg(long = "flamegraph", value_name = "SVG", requires = "output")]
+    pub flamegraph: Option<std::path::PathBuf>,
+
     /// Set a limit such as MAXACTION=1000 or MAXSTRINGLEN=256.
     #[arg(short = 'D', value_name = "NAME=VALUE")]
     pub defines: Vec<String>,

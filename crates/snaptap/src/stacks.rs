@@ -145,3 +145,32 @@ impl Stacks for SharedStacks {
         Some(frame(&i, pid, f, addr))
     }
 }
+
+/// `--flamegraph SVG`: draws the folded stacks in `folded` (lines `a;b;c COUNT`, the
+/// script's output) as an SVG flame graph with inferno. Lines of other shapes are
+/// skipped by inferno.
+pub fn flamegraph(folded: &std::path::Path, svg: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(folded)
+        .with_context(|| format!("reading the folded stacks in {}", folded.display()))?;
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.rsplit_once(' ')
+                .is_some_and(|(s, n)| !s.is_empty() && n.parse::<u64>().is_ok())
+        })
+        .collect();
+    if lines.is_empty() {
+        anyhow::bail!(
+            "no folded stacks in {} for the flame graph (lines 'a;b;c COUNT', e.g. \
+             printf(\"%s %d\\n\", sprint_ufolded(k), @count(s[k])))",
+            folded.display()
+        );
+    }
+    let file = std::fs::File::create(svg).with_context(|| format!("creating {}", svg.display()))?;
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = "snaptap".to_string();
+    inferno::flamegraph::from_lines(&mut opts, lines, std::io::BufWriter::new(file))
+        .with_context(|| format!("writing the flame graph {}", svg.display()))?;
+    Ok(())
+}

@@ -10,3 +10,4 @@ mod mach;
 mod process;
 mod signals;
 mod tidy;
+mod ustack;
