@@ -2178,3 +2178,146 @@ fn maxskipped_stops_the_session_like_stap() {
     );
     assert_eq!(t.rt.exit_code(), 1);
 }
+
+/// A fake unwinder: checks the stack it is given and walks one frame through the
+/// return address stored at rsp.
+struct FakeStacks;
+
+impl crate::Stacks for FakeStacks {
+    fn unwind(
+        &self,
+        pid: u32,
+        regs: &[u64; 17],
+        stack_base: u64,
+        stack: &[u8],
+        _max: usize,
+    ) -> Vec<crate::StackFrame> {
+        assert_eq!(pid, 100);
+        // Pages 0 and 1 copied, page 2 faulted: page 3 must not be used.
+        assert_eq!(stack_base, 0x7fff_1000);
+        assert_eq!(stack.len(), 8192);
+        let off = (regs[7] - stack_base) as usize;
+        let ret = u64::from_le_bytes(stack[off..off + 8].try_into().unwrap());
+        vec![
+            self.symbolize(pid, regs[16]).unwrap(),
+            // Return addresses are looked up one byte earlier, the offset kept.
+            crate::StackFrame {
+                pc: ret,
+                offset: 0x2f,
+                ..self.symbolize(pid, ret - 1).unwrap()
+            },
+        ]
+    }
+
+    fn symbolize(&self, _pid: u32, addr: u64) -> Option<crate::StackFrame> {
+        let (name, start, size) = match addr {
+            0x1000..=0x1014 => ("leaf", 0x1000, 0x15),
+            0x2000..=0x203f => ("main", 0x2000, 0x40),
+            0x3000..=0x3fff => {
+                return Some(crate::StackFrame {
+                    pc: addr,
+                    module: "/lib/libx.so".into(),
+                    module_offset: addr - 0x3000,
+                    ..Default::default()
+                })
+            }
+            _ => return None,
+        };
+        Some(crate::StackFrame {
+            pc: addr,
+            function: Some(name.into()),
+            offset: addr - start,
+            size: Some(size),
+            module: "/tmp/app".into(),
+            module_offset: addr,
+            file_line: Some(("app.c".into(), 7)),
+        })
+    }
+}
+
+fn backtrace_record(with_stacks: bool, src: &str) -> (String, String) {
+    let id = find_ids(src, &|e| {
+        matches!(&e.kind, ExprKind::Call { name, .. }
+            if ["ubacktrace", "print_ubacktrace", "sprint_ubacktrace", "ucallers", "print_ubacktrace_brief"]
+                .contains(&name.as_str()))
+    });
+    let d = Decode::Backtrace {
+        regs: (0..17).map(Some).collect(),
+        stack: 17,
+        more_pages: 3,
+    };
+    let b = binding(0, 0, id.iter().map(|&i| (i, d.clone())).collect());
+    let mut t =
+        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    if with_stacks {
+        t.rt.set_stacks(Box::new(FakeStacks));
+    }
+    let mut regs = [0u64; 17];
+    regs[7] = 0x7fff_1010;
+    regs[16] = 0x1000;
+    let reg_bytes: Vec<[u8; 8]> = regs.iter().map(|r| r.to_le_bytes()).collect();
+    let mut page0 = vec![0u8; 4096];
+    page0[0x10..0x18].copy_from_slice(&0x202fu64.to_le_bytes());
+    let page = vec![0u8; 4096];
+    let mut fields: Vec<Result<&[u8], u64>> = reg_bytes.iter().map(|b| Ok(&b[..])).collect();
+    fields.extend([
+        Ok(&page0[..]),
+        Ok(&page[..]),
+        Err(0x7fff_3000),
+        Ok(&page[..]),
+    ]);
+    let rec = record(0, 1, &fields);
+    session(&mut t, &[rec])
+}
+
+#[test]
+fn user_stacks_in_stap_formats() {
+    let src = r#"probe process("a.out").function("f") {
+  print_ubacktrace()
+  println(ubacktrace())
+  println(sprint_ubacktrace())
+  println(ucallers(1))
+  print_ustack(ubacktrace())
+  println(sprint_ustack(ubacktrace()))
+  println(sprint_ufolded(ubacktrace()))
+  print_ubacktrace_brief()
+  println(usymname(0x1004), " ", usymdata(0x1004), " ", umodname(0x1004))
+  println(usymname(5), " ", usymdata(0x3010), " ", usymfileline(0x1004), " ", usymline(0x1004))
+  println(sprint_ufolded("0x1000 0x3010 0x202f"))
+  println(umodname(5))
+}"#;
+    let (o, e) = backtrace_record(true, src);
+    let full = " 0x0000000000001000 : leaf+0x0/0x15 [/tmp/app]\n 0x000000000000202f : main+0x2f/0x40 [/tmp/app]\n";
+    let want = format!(
+        "{full}0x0000000000001000 0x000000000000202f\nleaf+0x0 [app]\nmain+0x2f [app]\n\
+         0x0000000000001000\n{full}leaf+0x0 [app]\nmain+0x2f [app]\nmain;leaf\n\
+         leaf+0x0\nmain+0x2f\n\
+         leaf leaf+0x4/0x15 [/tmp/app] /tmp/app\n\
+         0x0000000000000005 0x0000000000003010 [/lib/libx.so+0x10] app.c:7 7\n\
+         main;[unknown];leaf\n"
+    );
+    assert_eq!(o, want);
+    assert!(
+        e.starts_with("ERROR: umodname: no module known for address 0x0000000000000005"),
+        "{e}"
+    );
+}
+
+#[test]
+fn user_stacks_without_an_unwinder_or_a_process() {
+    // Without an unwinder only the probed address is known, unsymbolised.
+    let src = r#"probe process("a.out").function("f") {
+  println(ubacktrace()) print_ubacktrace() println(usymname(0x1000))
+}"#;
+    let (o, e) = backtrace_record(false, src);
+    assert_eq!(e, "");
+    assert_eq!(
+        o,
+        "0x0000000000001000\n 0x0000000000001000\n0x0000000000001000\n"
+    );
+    // begin has no user context: empty backtraces.
+    let o = out(
+        r#"probe begin { printf("[%s][%s]\n", ubacktrace(), sprint_ubacktrace()) print_ubacktrace() }"#,
+    );
+    assert_eq!(o, "[][]\n");
+}
