@@ -8,6 +8,7 @@ mod support;
 mod errors;
 mod mach;
 mod process;
+mod realpkgs;
 mod signals;
 mod tidy;
 mod ustack;
