@@ -388,6 +388,8 @@ pub(crate) fn plan_site(
         },
         SpecKind::ProcessBegin => SiteKind::ProcessBegin,
         SpecKind::ProcessEnd => SiteKind::ProcessEnd,
+        SpecKind::SyscallEntry => SiteKind::SyscallEntry,
+        SpecKind::SyscallReturn => SiteKind::SyscallReturn,
     };
     out.plans.sites.push(ProbeSite {
         id,
@@ -627,6 +629,51 @@ impl<'a> Builder<'a> {
         }
     }
 
+    fn is_syscall(&self) -> bool {
+        matches!(
+            self.site.kind,
+            SpecKind::SyscallEntry | SpecKind::SyscallReturn
+        )
+    }
+
+    /// The register of a system call site's context variable and whether it is
+    /// signed: `$syscall` (the number), `$arg1`..`$arg6` (the x86_64 Linux argument
+    /// registers), `$return` at the exit. All are `long`s, as in stap.
+    fn syscall_reg(&self, e: &Expr, t: &TargetExpr) -> Result<(DwarfReg, bool), Diagnostic> {
+        let ret = self.site.kind == SpecKind::SyscallReturn;
+        let reg = match t.name.as_str() {
+            "syscall" => Some(DwarfReg::SYSCALL_NR),
+            "return" if ret => Some(DwarfReg::RAX),
+            name => name
+                .strip_prefix("arg")
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| SYSCALL_ARG_REGS.get(i))
+                .map(|r| DwarfReg(*r)),
+        };
+        let Some(reg) = reg else {
+            return Err(sem(
+                format!(
+                    "unable to find '${}' in probe point {} (alternatives: {})",
+                    t.name,
+                    self.site.pp,
+                    syscall_var_names(ret).join(" ")
+                ),
+                e,
+            ));
+        };
+        if t.pretty > 0 || !t.path.is_empty() {
+            return Err(sem(
+                format!(
+                    "'${}' is a long at {}: it has no members and no pretty form",
+                    t.name, self.site.pp
+                ),
+                e,
+            ));
+        }
+        Ok((reg, true))
+    }
+
     /// A short spelling of a target expression for messages.
     fn sess_snippet(&self, e: &Expr) -> String {
         match &e.kind {
@@ -678,6 +725,19 @@ impl<'a> Builder<'a> {
 
     /// `$x`, `$p->a[3]`, `$return`, `$$parms`, `$x$`...
     fn target_decode(&mut self, e: &Expr, t: &TargetExpr) -> Result<Decode, Diagnostic> {
+        if self.is_syscall() {
+            let (reg, signed) = self.syscall_reg(e, t)?;
+            let field = self.add_field(
+                Which::Entry,
+                vec![Op::Reg(reg), Op::EmitValue(8)],
+                &format!("${}", t.name),
+            );
+            return Ok(Decode::Int {
+                field,
+                size: 8,
+                signed,
+            });
+        }
         let spelled = format!("${}", t.name);
         let di = self.require_di(e, &spelled)?;
         if let Some(which) = t.name.strip_prefix('$') {
@@ -1138,6 +1198,10 @@ impl<'a> Builder<'a> {
         match &e.kind {
             ExprKind::Number(n) => Ok((vec![Op::Const(*n as u64)], Which::Entry)),
             ExprKind::Entry(inner) => self.lower_value(inner),
+            ExprKind::Target(t) if self.is_syscall() => {
+                let (reg, _) = self.syscall_reg(e, t)?;
+                Ok((vec![Op::Reg(reg)], Which::Entry))
+            }
             ExprKind::Target(t) => {
                 let di = self.require_di(e, &format!("${}", t.name))?;
                 if t.pretty > 0 || t.name.starts_with('$') {
@@ -1222,7 +1286,9 @@ impl<'a> Builder<'a> {
         name: &str,
         args: &[Expr],
     ) -> Result<Decode, Diagnostic> {
-        self.require_di(e, name)?;
+        if !self.is_syscall() {
+            self.require_di(e, name)?;
+        }
         let (reg, size) = if name == "uaddr" {
             (DwarfReg::RIP.0, 8)
         } else {
@@ -1809,8 +1875,28 @@ fn scalar_shape(t: &Type) -> Option<(u8, bool)> {
     }
 }
 
+/// DWARF numbers of the x86_64 Linux system call argument registers: rdi, rsi,
+/// rdx, r10, r8, r9.
+const SYSCALL_ARG_REGS: [u16; 6] = [5, 4, 1, 10, 8, 9];
+
+/// The context variables of a system call site, as `-L` and error messages list them.
+fn syscall_var_names(ret: bool) -> Vec<String> {
+    let mut v = vec!["$syscall".to_string()];
+    v.extend((1..=6).map(|i| format!("$arg{i}")));
+    if ret {
+        v.push("$return".into());
+    }
+    v
+}
+
 /// ` $name:type` for each variable visible at a site (stap `-L`).
 pub(crate) fn var_listing(site: &SiteSpec) -> String {
+    if matches!(site.kind, SpecKind::SyscallEntry | SpecKind::SyscallReturn) {
+        return syscall_var_names(site.kind == SpecKind::SyscallReturn)
+            .iter()
+            .map(|v| format!(" {v}:long"))
+            .collect();
+    }
     if let Some(p) = &site.sdt {
         return (1..=p.args.len())
             .map(|i| format!(" $arg{i}:long"))

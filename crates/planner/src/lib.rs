@@ -130,11 +130,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Records a warning for [`Planned::warnings`].
-    pub(crate) fn warn(&mut self, d: Diagnostic) {
-        self.warnings.push(d);
-    }
-
     /// Opens (once) the debug info of a module.
     pub(crate) fn module(&mut self, path: &Path, span: Span) -> Result<Arc<DebugInfo>, Diagnostic> {
         if let Some(d) = self.modules.get(path) {

@@ -27,6 +27,10 @@ pub(crate) enum SpecKind {
     Return,
     ProcessBegin,
     ProcessEnd,
+    /// `process.syscall`: every system call entry of the module's processes.
+    SyscallEntry,
+    /// `process.syscall.return`: every system call exit.
+    SyscallReturn,
 }
 
 /// A resolved process probe site, before planning its captures.
@@ -144,7 +148,7 @@ fn resolve_inner(
             let Some(kernel) = sess.kernel.clone() else {
                 return Err(err(
                     point,
-                    "kernel probes need the kernel's ELF file: give the VM kernel target option",
+                    "kernel probes need the kernel's ELF file: give it with --kernel ELF",
                 ));
             };
             resolve_in_module(sess, point, kernel, "kernel".to_string(), true)
@@ -230,6 +234,37 @@ fn resolve_in_module(
             pp: format!("{proc_pp}.{which}"),
             sdt: None,
         }))]),
+        // System call stops need no debug information: the module only selects the
+        // processes, and the values are registers.
+        ["process", "syscall", rest @ ..] if !kernel => {
+            let kind = match rest {
+                [] => SpecKind::SyscallEntry,
+                ["return"] => SpecKind::SyscallReturn,
+                _ => {
+                    return Err(err(
+                        point,
+                        format!(
+                            "probe point mismatch at position 2 (alternatives: return): {}",
+                            point_text(point)
+                        ),
+                    ))
+                }
+            };
+            let sfx = if kind == SpecKind::SyscallReturn {
+                ".return"
+            } else {
+                ""
+            };
+            Ok(vec![Resolved::Site(Box::new(SiteSpec {
+                module,
+                di: None,
+                kind,
+                addr: 0,
+                func: None,
+                pp: format!("{proc_pp}.syscall{sfx}"),
+                sdt: None,
+            }))])
+        }
         [_, "function", rest @ ..] => {
             let pat = string_arg(&c[1])
                 .ok_or_else(|| err(point, "function(...) needs a string argument"))?;
@@ -238,15 +273,13 @@ fn resolve_in_module(
                 ["return"] => "return",
                 ["call"] => "call",
                 ["inline"] => "inline",
-                _ => {
-                    return Err(err(
-                        point,
-                        format!(
-                            "probe point mismatch at position 2 (alternatives: return call inline): {}",
-                            point_text(point)
-                        ),
-                    ))
-                }
+                _ => return Err(err(
+                    point,
+                    format!(
+                        "probe point mismatch at position 2 (alternatives: return call inline): {}",
+                        point_text(point)
+                    ),
+                )),
             };
             let di = sess.module(&module, point.span).map_err(|d| vec![d])?;
             let mut out = Vec::new();
@@ -307,7 +340,10 @@ fn resolve_in_module(
                 (Some("*"), string_arg(&c[1]))
             };
             let (Some(provider), Some(mark)) = (provider, mark) else {
-                return Err(err(point, "provider(...) and mark(...) need string arguments"));
+                return Err(err(
+                    point,
+                    "provider(...) and mark(...) need string arguments",
+                ));
             };
             // SDT probes need no DWARF: the notes are in the ELF file itself.
             let di = sess.module(&module, point.span).map_err(|d| vec![d])?;
@@ -317,18 +353,6 @@ fn resolve_in_module(
                     || !debuginfo::wildcard_match(mark, &p.name)
                 {
                     continue;
-                }
-                if p.semaphore != 0 {
-                    sess.warn(Diagnostic::warning(
-                        "warning",
-                        format!(
-                            "probe {}:{} in {} is guarded by a semaphore; snaptap never writes to the traced program, so it fires only if something else enables it",
-                            p.provider,
-                            p.name,
-                            module.display()
-                        ),
-                        point.span,
-                    ));
                 }
                 out.push(Resolved::Site(Box::new(SiteSpec {
                     module: module.clone(),
@@ -352,7 +376,12 @@ fn resolve_in_module(
         _ => Err(err(
             point,
             format!(
-                "probe point mismatch at position 1 (alternatives: function statement begin end): {}",
+                "probe point mismatch at position 1 (alternatives: {}): {}",
+                if kernel {
+                    "function statement"
+                } else {
+                    "function statement begin end syscall mark"
+                },
                 point_text(point)
             ),
         )),

@@ -1595,3 +1595,144 @@ fn user_stack_functions_capture_registers_and_stack_pages() {
         );
     }
 }
+
+/// Memory for [`Regs`]: one string at a fixed address.
+const SYSCALL_BUF: u64 = 0x7000_1000;
+
+/// A syscall stop: given registers, and "hello\0" at [`SYSCALL_BUF`].
+struct Regs(HashMap<u16, u64>);
+
+impl backend::TargetAccess for Regs {
+    fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
+        self.0.get(&reg.0).copied()
+    }
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        let mem = b"hello\0";
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr.wrapping_add(i as u64);
+            *b = *a
+                .checked_sub(SYSCALL_BUF)
+                .and_then(|o| mem.get(o as usize))
+                .ok_or(a)?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn syscall_sites_read_the_linux_registers() {
+    // A stripped program: system call probes need no debug information.
+    let bin = std::fs::canonicalize("/bin/true").unwrap();
+    let text = r#"
+probe process("/bin/true").syscall { if ($syscall == 1) printf("%d %d %d %d %d %d %s\n", $arg1, $arg2, $arg3, $arg4, $arg5, $arg6, user_string($arg2)) }
+probe process.syscall.return { printf("%d %d %d\n", $syscall, $return, $arg1) }
+"#;
+    let (script, sources) = parse(text);
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let p = plan(&script, &sources, &opts).unwrap_or_else(|d| panic!("{d:?}"));
+    let pp = format!("process(\"{}\")", bin.display());
+    assert_eq!(
+        p.listing,
+        vec![format!("{pp}.syscall"), format!("{pp}.syscall.return")]
+    );
+    assert_eq!(p.plans.sites.len(), 2);
+    assert_eq!(p.plans.sites[0].kind, SiteKind::SyscallEntry);
+    assert_eq!(p.plans.sites[1].kind, SiteKind::SyscallReturn);
+    for s in &p.plans.sites {
+        assert_eq!(s.module, bin);
+        assert_eq!(s.addr.0, 0);
+    }
+    assert_eq!(p.bindings[1].pp, format!("{pp}.syscall.return"));
+    p.plans.verify().unwrap();
+    // Execute each plan against registers holding write(1, buf, 5)'s entry (and
+    // its exit with -2 in rax), and decode the captures as the runtime will.
+    let regs: HashMap<u16, u64> = [
+        (DwarfReg::SYSCALL_NR.0, 1),
+        (5, 1),
+        (4, SYSCALL_BUF),
+        (1, 5),
+        (10, 0xa),
+        (8, 0x8),
+        (9, (-9i64) as u64),
+        (0, (-2i64) as u64),
+    ]
+    .into_iter()
+    .collect();
+    // Expression ids by (probe, text): both probes spell `$syscall`.
+    let mut ids = HashMap::new();
+    let probes = script.items.iter().filter_map(|i| match i {
+        Item::Probe(p) => Some(p),
+        _ => None,
+    });
+    for (k, probe) in probes.enumerate() {
+        capture::visit_block(&probe.body, &mut |e| {
+            ids.entry((k as u32, sources.snippet(e.span).to_string()))
+                .or_insert(e.id.0);
+            capture::Walk::Descend
+        });
+    }
+    let mut values = HashMap::new();
+    for (site, b) in p.plans.sites.iter().zip(&p.bindings) {
+        let mut rec = Record::new(site.id, 1, 1, 0, 0);
+        backend::execute(&site.plan, &mut Regs(regs.clone()), &mut rec);
+        for ((probe, text), id) in &ids {
+            if let (true, Some(d)) = (*probe == b.probe, b.captures.get(id)) {
+                values.insert((site.id.0, text.clone()), decode(&rec, d));
+            }
+        }
+    }
+    let want = [
+        (0, "$syscall", V::I(1)),
+        (0, "$arg1", V::I(1)),
+        (0, "$arg2", V::I(SYSCALL_BUF as i64)),
+        (0, "$arg3", V::I(5)),
+        (0, "$arg4", V::I(0xa)),
+        (0, "$arg5", V::I(8)),
+        (0, "$arg6", V::I(-9)),
+        (0, "user_string($arg2)", V::S("hello".into())),
+        (1, "$syscall", V::I(1)),
+        (1, "$return", V::I(-2)),
+        (1, "$arg1", V::I(1)),
+    ];
+    for (site, text, v) in want {
+        assert_eq!(
+            values.get(&(site, text.to_string())),
+            Some(&v),
+            "site {site} {text}: {values:?}"
+        );
+    }
+    // Listing with variables (-L).
+    let l = list_abs(r#"probe process("/bin/true").syscall.return {}"#, true);
+    assert_eq!(
+        l,
+        vec![format!(
+            "{pp}.syscall.return $syscall:long $arg1:long $arg2:long $arg3:long $arg4:long $arg5:long $arg6:long $return:long"
+        )]
+    );
+    // Unknown names list what is there; $return only at the exit.
+    for (probe, var, alts) in [
+        (
+            "syscall",
+            "$return",
+            "$syscall $arg1 $arg2 $arg3 $arg4 $arg5 $arg6)",
+        ),
+        ("syscall", "$arg7", "$arg6)"),
+        ("syscall.return", "$fd", "$arg6 $return)"),
+        ("syscall", "$$parms", "$arg6)"),
+    ] {
+        let e = err_text(&format!("probe process.{probe} {{ println({var}) }}"), &bin);
+        assert!(
+            e.contains(&format!(
+                "unable to find '{var}' in probe point {pp}.{probe} (alternatives: "
+            )) && e.contains(alts),
+            "{e}"
+        );
+    }
+    let e = err_text("probe process.syscall { println($arg1->x) }", &bin);
+    assert!(e.contains("has no members"), "{e}");
+    let e = err_text("probe process.syscall.entry { }", &bin);
+    assert!(e.contains("alternatives: return"), "{e}");
+}
