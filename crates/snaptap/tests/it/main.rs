@@ -10,5 +10,6 @@ mod mach;
 mod process;
 mod realpkgs;
 mod signals;
+mod syscalls;
 mod tidy;
 mod ustack;
