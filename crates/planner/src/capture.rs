@@ -332,6 +332,14 @@ struct Builder<'a> {
     errors: Vec<Diagnostic>,
     user_functions: &'a std::collections::HashSet<String>,
     function_needs: ContextNeeds,
+    /// Bodies of the script's functions.
+    functions: &'a HashMap<String, Block>,
+    /// Script functions the handler calls, directly or through other functions, in
+    /// the order found; each is planned once per site (recursion ends there).
+    called: Vec<String>,
+    /// Walking a function body: `$name` and `@entry` are not legal there (the
+    /// session reports `$name` once), `@var` and `@cast` are.
+    in_function: bool,
 }
 
 /// Plans one resolved site: adds its `ProbeSite`, `SiteBinding` and listing line.
@@ -364,11 +372,24 @@ pub(crate) fn plan_site(
         errors: Vec::new(),
         user_functions: &sess.user_functions,
         function_needs: sess.function_needs,
+        functions: &sess.functions,
+        called: Vec::new(),
+        in_function: false,
     };
     if let Some(c) = &point.condition {
         visit_expr(c, &mut |e| b.visit(e));
     }
     visit_block(body, &mut |e| b.visit(e));
+    // The functions' target expressions are captured here too, under their own
+    // expression ids: the runtime runs a function with its caller's record.
+    b.in_function = true;
+    let mut next = 0;
+    while let Some(name) = b.called.get(next).cloned() {
+        next += 1;
+        if let Some(fb) = b.functions.get(&name) {
+            visit_block(fb, &mut |e| b.visit(e));
+        }
+    }
     if !b.errors.is_empty() {
         return Err(b.errors);
     }
@@ -510,6 +531,9 @@ impl<'a> Builder<'a> {
                 return Walk::Skip;
             }
         }
+        if self.in_function && matches!(e.kind, ExprKind::Target(_) | ExprKind::Entry(_)) {
+            return Walk::Skip;
+        }
         match &e.kind {
             ExprKind::Target(t) => {
                 match self.target_decode(e, t) {
@@ -551,6 +575,9 @@ impl<'a> Builder<'a> {
             ExprKind::Call { name, args } => {
                 note_context_call(name, &mut self.needs);
                 if self.user_functions.contains(name) {
+                    if !self.called.contains(name) {
+                        self.called.push(name.clone());
+                    }
                     let f = self.function_needs;
                     self.needs.comm |= f.comm;
                     self.needs.ppid |= f.ppid;

@@ -113,6 +113,11 @@ pub(crate) struct Session<'a> {
     pub kernel: Option<PathBuf>,
     /// Names of the script's functions.
     pub user_functions: std::collections::HashSet<String>,
+    /// The bodies of the script's functions, by name: a site plans the target
+    /// expressions (`@var`, `@cast`, `kernel_string(...)`) of every function its
+    /// handler calls, directly or not, since the runtime evaluates them with the
+    /// calling record.
+    pub functions: HashMap<String, script_syntax::ast::Block>,
     /// Context that any script function asks for (`execname()` in a helper): sites
     /// whose handler calls a script function collect it too.
     pub function_needs: capture_plan::ContextNeeds,
@@ -126,6 +131,7 @@ impl<'a> Session<'a> {
             warnings: Vec::new(),
             kernel: None,
             user_functions: Default::default(),
+            functions: HashMap::new(),
             function_needs: Default::default(),
         }
     }
@@ -187,6 +193,7 @@ pub fn plan_with_kernel(
         if let Item::Function(f) = item {
             session.user_functions.insert(f.name.clone());
             if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
+                session.functions.insert(f.name.clone(), b.clone());
                 capture::visit_block(b, &mut |e| {
                     if let script_syntax::ast::ExprKind::Call { name, .. } = &e.kind {
                         capture::note_context_call(name, &mut session.function_needs);
@@ -256,7 +263,15 @@ pub fn plan_with_kernel(
     if errors.is_empty() {
         Ok(out)
     } else {
-        errors.sort_by_key(|d| d.labels.first().map(|l| (l.span.file, l.span.start)));
+        errors.sort_by(|a, b| {
+            let key = |d: &Diagnostic| d.labels.first().map(|l| (l.span.file, l.span.start));
+            key(a).cmp(&key(b)).then_with(|| a.message.cmp(&b.message))
+        });
+        // A function called from several sites reports each of its errors once.
+        errors.dedup_by(|a, b| {
+            a.message == b.message
+                && a.labels.first().map(|l| l.span) == b.labels.first().map(|l| l.span)
+        });
         Err(errors)
     }
 }

@@ -273,13 +273,15 @@ fn resolve_in_module(
                 ["return"] => "return",
                 ["call"] => "call",
                 ["inline"] => "inline",
-                _ => return Err(err(
-                    point,
-                    format!(
+                _ => {
+                    return Err(err(
+                        point,
+                        format!(
                         "probe point mismatch at position 2 (alternatives: return call inline): {}",
                         point_text(point)
                     ),
-                )),
+                    ))
+                }
             };
             let di = sess.module(&module, point.span).map_err(|d| vec![d])?;
             let mut out = Vec::new();

@@ -1736,3 +1736,117 @@ probe process.syscall.return { printf("%d %d %d\n", $syscall, $return, $arg1) }
     let e = err_text("probe process.syscall.entry { }", &bin);
     assert!(e.contains("alternatives: return"), "{e}");
 }
+
+/// The GNU Mach kernel with debug information (Debian's gnumach-dbg image, as the
+/// `/boot` file of the test machine), unpacked once per test process.
+fn gnumach_dbg() -> Option<PathBuf> {
+    let gz = "/boot/gnumach-1.8-486-dbg.gz";
+    if !have(gz, "gnumach-dbg") {
+        return None;
+    }
+    let out = std::env::temp_dir().join(format!("planner-gnumach-{}", std::process::id()));
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !out.exists() {
+        let bytes = Command::new("gzip").args(["-dc", gz]).output().unwrap();
+        assert!(bytes.status.success());
+        std::fs::write(&out, bytes.stdout).unwrap();
+    }
+    Some(out)
+}
+
+/// Expression ids of the expressions in function bodies, by their text (first one).
+fn function_ids(script: &Script, sources: &SourceMap) -> HashMap<String, u32> {
+    let mut m = HashMap::new();
+    for item in &script.items {
+        if let Item::Function(f) = item {
+            if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
+                capture::visit_block(b, &mut |e| {
+                    m.entry(sources.snippet(e.span).to_string())
+                        .or_insert(e.id.0);
+                    capture::Walk::Descend
+                });
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn functions_called_by_a_probe_are_captured_at_its_sites() {
+    let Some(kernel) = gnumach_dbg() else {
+        return;
+    };
+    // task_name() and thread_id() as mach/tapset/mach.stp defines them, called
+    // directly, through another function, and by a recursive one; thread_id() from
+    // two probes.
+    let text = r#"
+function task_name:string() { return kernel_string(@var("active_threads")[0]->task->name) }
+function thread_id:long() { return @var("active_threads")[0] }
+function outer:string() { return task_name() }
+function depth(n) { if (n > 0) return depth(n - 1) + thread_id(); return 0 }
+function unused() { return @var("active_threads")[1] }
+probe kernel.function("mach_msg_trap") { if ($option & 1) printf("%s\n", outer()); println(depth(2)) }
+probe kernel.function("mach_print") { println(thread_id()) }
+"#;
+    let (script, sources) = parse(text);
+    let p = plan_with_kernel(&script, &sources, &PlanOptions::default(), Some(&kernel))
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let ids = function_ids(&script, &sources);
+    let name = ids[r#"kernel_string(@var("active_threads")[0]->task->name)"#];
+    let tid = ids[r#"@var("active_threads")[0]"#];
+    let unused = ids[r#"@var("active_threads")[1]"#];
+    assert_eq!(p.bindings.len(), 2, "{}", dump(&p));
+    let (trap, print) = (&p.bindings[0], &p.bindings[1]);
+    assert_eq!(trap.function, "mach_msg_trap");
+    assert_eq!(print.function, "mach_print");
+    // The task name: a string copied from active_threads[0]->task->name, read at
+    // the probe from the symbol's link-time address.
+    let Some(Decode::Str { field }) = trap.captures.get(&name) else {
+        panic!("no capture of task_name()'s string: {}", dump(&p));
+    };
+    let ops = &p.plans.sites[0].plan.fields[*field as usize].ops;
+    let sym = dynsym_addr(&kernel, "active_threads").unwrap();
+    assert_eq!(ops.first(), Some(&Op::Const(sym)), "{ops:?}");
+    // The image is an x86_64 build: 8-byte pointers.
+    assert_eq!(
+        ops.iter().filter(|o| **o == Op::Deref(8)).count(),
+        2,
+        "{ops:?}"
+    );
+    assert_eq!(ops.last(), Some(&Op::EmitString(128)), "{ops:?}");
+    // thread_id(): an 8-byte pointer at both sites (through depth() at the first).
+    for b in [trap, print] {
+        assert_eq!(
+            b.captures
+                .get(&tid)
+                .map(|d| matches!(d, Decode::Int { size: 8, .. })),
+            Some(true),
+            "{}",
+            dump(&p)
+        );
+        assert!(!b.captures.contains_key(&unused), "{}", dump(&p));
+    }
+    assert!(!print.captures.contains_key(&name), "{}", dump(&p));
+    // Errors in a function are reported once however many sites call it, and
+    // `$name` stays illegal in functions.
+    let (script, sources) = parse(
+        r#"function f() { return @var("no_such_global") + $x }
+probe kernel.function("mach_msg_trap") { println(f()) }
+probe kernel.function("mach_print") { println(f()) }"#,
+    );
+    let errs = match plan_with_kernel(&script, &sources, &PlanOptions::default(), Some(&kernel)) {
+        Ok(p) => panic!("expected errors, got {}", dump(&p)),
+        Err(d) => d,
+    };
+    let msgs: Vec<&str> = errs.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(
+        msgs[0].contains("unable to find global 'no_such_global'"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].contains("'$x' can only be used in a probe handler"),
+        "{msgs:?}"
+    );
+}
