@@ -156,6 +156,54 @@ probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
     assert_eq!(got_state, want_state);
 }
 
+/// The tapset's `task_name()` and `thread_id()` are script functions reading
+/// `@var(...)`: the planner captures their target expressions at the sites of the
+/// probes calling them, and the runtime evaluates them with that record.
+#[test]
+fn mach_tapset_functions_read_the_current_task() {
+    if skip() {
+        return;
+    }
+    let dir = machine();
+    let vm = qemu_cmd(&dir, &["--args", "rounds=1 report=0 idle=1"]);
+    let out = tempfile("mach-fn");
+    let script = r#"
+probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d same=%d task=%s\n", msgh_id, send_size, thread_id() == @var("active_threads")[0], task_name()) }
+probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
+"#;
+    let mut c = snaptap();
+    c.arg("--kernel")
+        .arg(dir.join("gnumach.dbg"))
+        .arg("--vm")
+        .arg(&vm)
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(script);
+    let o = run_with_timeout(c, 240);
+    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let want = msgs(&console, "truth msg ");
+    assert_eq!(want.len(), 6, "the workload sends 6 messages: {console}");
+    assert_eq!(
+        msgs(&text, "snap msg "),
+        want,
+        "snaptap:\n{text}\nconsole:\n{console}"
+    );
+    // The kernel names a boot task after its module's path, in a char[32].
+    let path = dir.join("workload").display().to_string();
+    let task = &path[..path.len().min(31)];
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("snap msg")).collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.ends_with(&format!("same=1 task={task}"))),
+        "task_name/thread_id: {text}"
+    );
+}
+
 /// Reads the console of a VM started by the test, line by line, on a thread.
 fn console_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
