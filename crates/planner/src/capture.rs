@@ -252,6 +252,59 @@ pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnos
     errs
 }
 
+/// The script functions a handler calls, directly or through other functions, in
+/// the order found (each once, so recursion ends).
+pub(crate) fn called_functions(
+    body: &Block,
+    cond: Option<&Expr>,
+    functions: &HashMap<String, Block>,
+) -> Vec<String> {
+    let mut called: Vec<String> = Vec::new();
+    let note = |e: &Expr, called: &mut Vec<String>| {
+        if let ExprKind::Call { name, .. } = &e.kind {
+            if functions.contains_key(name) && !called.contains(name) {
+                called.push(name.clone());
+            }
+        }
+        Walk::Descend
+    };
+    if let Some(c) = cond {
+        visit_expr(c, &mut |e| note(e, &mut called));
+    }
+    visit_block(body, &mut |e| note(e, &mut called));
+    let mut next = 0;
+    while let Some(b) = called.get(next).and_then(|n| functions.get(n)) {
+        next += 1;
+        visit_block(b, &mut |e| note(e, &mut called));
+    }
+    called
+}
+
+/// Like [`check_no_context`] for the functions a probe without target context
+/// calls: their `@var` and `@cast` cannot be captured anywhere. (`$name` in a
+/// function is reported once for the whole script.)
+pub(crate) fn check_functions_no_context(
+    body: &Block,
+    cond: Option<&Expr>,
+    functions: &HashMap<String, Block>,
+) -> Vec<Diagnostic> {
+    let mut errs = Vec::new();
+    for name in called_functions(body, cond, functions) {
+        let Some(b) = functions.get(&name) else {
+            continue;
+        };
+        for d in check_no_context(b, None) {
+            if d.message.contains("'$") {
+                continue;
+            }
+            errs.push(d.with_note(format!(
+                "function '{name}' is called by a probe without a target context (begin, end, error, timer)"
+            )));
+        }
+    }
+    errs
+}
+
 /// Sets the context a call to the named function needs from the backend.
 pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     match name {

@@ -229,6 +229,11 @@ pub fn plan_with_kernel(
                     &decl.body,
                     point.condition.as_ref(),
                 ));
+                errors.extend(capture::check_functions_no_context(
+                    &decl.body,
+                    point.condition.as_ref(),
+                    &session.functions,
+                ));
             }
             for r in resolved {
                 if !matches!(r, resolve::Resolved::Site(_)) {

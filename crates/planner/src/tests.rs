@@ -1849,4 +1849,26 @@ probe kernel.function("mach_print") { println(f()) }"#,
         msgs[1].contains("'$x' can only be used in a probe handler"),
         "{msgs:?}"
     );
+    // Probes without a target context cannot call a function reading target data;
+    // other functions are fine there.
+    let (script, sources) = parse(
+        r#"function tid() { return @var("active_threads")[0] }
+function twice(n) { return 2 * n }
+function via() { return tid() }
+probe begin { println(twice(2)) }
+probe end { println(via()) }
+probe kernel.function("mach_print") { println(via()) }"#,
+    );
+    let errs = match plan_with_kernel(&script, &sources, &PlanOptions::default(), Some(&kernel)) {
+        Ok(p) => panic!("expected errors, got {}", dump(&p)),
+        Err(d) => d,
+    };
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .message
+            .contains("'@var(\"active_threads\")' is not available")
+            && errs[0].notes[0].contains("function 'tid' is called by a probe without"),
+        "{errs:?}"
+    );
 }
