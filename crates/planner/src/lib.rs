@@ -26,6 +26,14 @@
 //!   address argument must be computable at the probe from target values, numbers and
 //!   `+ - * & | ^ << >>`, since nothing can be read later.
 //! - Writes to target values are errors: the design is read-only.
+//! - `process(PATH).syscall` and `.syscall.return` are one site each (no address, no
+//!   DWARF needed); `$syscall`, `$arg1`..`$arg6` (rdi rsi rdx r10 r8 r9) and, at the
+//!   exit, `$return` are `long`s read from registers.
+//! - Target expressions inside script functions (`@var`, `@cast`, captured calls on
+//!   them; `$name` stays illegal there, as in stap) are planned at the sites of every
+//!   probe whose handler calls the function, directly or not, under their own
+//!   expression ids: the runtime runs a function with its caller's record. Probes
+//!   without a target context cannot call such functions.
 #![forbid(unsafe_code)]
 
 mod capture;

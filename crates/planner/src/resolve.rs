@@ -1,5 +1,6 @@
 //! Probe point classification and resolution: `begin`/`end`/`error`/`timer.*`, and
-//! `process(PATH).function/statement/begin/end` resolved to module addresses.
+//! `process(PATH).function/statement/mark/begin/end/syscall` resolved to module
+//! addresses (or to address-less sites), `kernel.function/statement` likewise.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
