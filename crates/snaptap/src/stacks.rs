@@ -19,6 +19,9 @@ struct Inner {
     modules: HashMap<u32, Vec<(PathBuf, u64)>>,
     /// Modules that could not be opened, reported once each.
     failed: Vec<PathBuf>,
+    /// Debug info by path for function sizes (`open_shared` stats the file on every
+    /// call, too slow for every frame of every hit).
+    opened: RefCell<HashMap<PathBuf, Option<std::sync::Arc<debuginfo::DebugInfo>>>>,
 }
 
 /// The driver's stacks, shared between the event loop (which adds modules) and the
@@ -90,18 +93,22 @@ fn frame(i: &Inner, pid: u32, f: Frame, lookup: u64) -> StackFrame {
     let size = if f.module.as_os_str().is_empty() {
         None
     } else {
-        debuginfo::DebugInfo::open_shared(&f.module)
-            .ok()
-            .and_then(|di| {
-                let at = lookup.wrapping_sub(bias);
-                let func = di.function_at(at)?;
-                let r = func
-                    .ranges
-                    .iter()
-                    .find(|r| r.0 <= at && at < r.1)
-                    .or_else(|| func.ranges.first())?;
-                Some(r.1 - r.0)
-            })
+        let di = i
+            .opened
+            .borrow_mut()
+            .entry(f.module.clone())
+            .or_insert_with(|| debuginfo::DebugInfo::open_shared(&f.module).ok())
+            .clone();
+        di.and_then(|di| {
+            let at = lookup.wrapping_sub(bias);
+            let func = di.function_at(at)?;
+            let r = func
+                .ranges
+                .iter()
+                .find(|r| r.0 <= at && at < r.1)
+                .or_else(|| func.ranges.first())?;
+            Some(r.1 - r.0)
+        })
     };
     StackFrame {
         pc: f.pc,
