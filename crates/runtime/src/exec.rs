@@ -91,6 +91,8 @@ pub(crate) struct Limits {
     pub(crate) maxnesting: usize,
     /// Skipped probes tolerated before the session stops (`-D MAXSKIPPED`).
     pub(crate) maxskipped: u64,
+    /// Frames of a user backtrace (`-D MAXBACKTRACE`).
+    pub(crate) maxbacktrace: usize,
     /// How histograms are drawn (`-D HIST_WIDTH`, `-D HIST_ELISION`).
     pub(crate) hist: crate::stats::HistLayout,
 }
@@ -1151,7 +1153,7 @@ impl State {
         let frames = match (d, cx.rec) {
             (Some(d), Some(rec)) => match crate::ustack::decode(rec, d) {
                 Some((regs, base, bytes)) => match &self.stacks {
-                    Some(st) => st.unwind(rec.pid, &regs, base, &bytes, crate::ustack::MAX_FRAMES),
+                    Some(st) => st.unwind(rec.pid, &regs, base, &bytes, self.limits.maxbacktrace),
                     // Without an unwinder only the probed address is known.
                     None => vec![crate::ustack::StackFrame {
                         pc: regs[16],

@@ -56,7 +56,8 @@ pub struct RuntimeOptions {
     /// `target()`: the pid given with `-x` or started with `-c`.
     pub target_pid: u32,
     /// `-D NAME=VALUE` settings: MAXACTION, MAXMAPENTRIES, MAXSTRINGLEN, MAXERRORS,
-    /// MAXSKIPPED, MAXNESTING, MAXACTION_INTERRUPTIBLE, HIST_WIDTH, HIST_ELISION. Others
+    /// MAXSKIPPED, MAXNESTING, MAXACTION_INTERRUPTIBLE, HIST_WIDTH, HIST_ELISION,
+    /// MAXBACKTRACE (frames per user backtrace, 20 as in stap). Others
     /// are ignored.
     pub defines: Vec<(String, String)>,
 }
@@ -182,6 +183,7 @@ impl Runtime {
             // recursion would overflow it instead of failing with stap's error.
             maxnesting: define(&opts, "MAXNESTING", 10usize, &mut diags).clamp(1, 1000),
             maxskipped: define(&opts, "MAXSKIPPED", 100u64, &mut diags),
+            maxbacktrace: define(&opts, "MAXBACKTRACE", 20usize, &mut diags).clamp(1, 1000),
             // A bar wider than the print buffer is meaningless; stap would overflow it.
             hist: stats::HistLayout {
                 width: define(&opts, "HIST_WIDTH", 50i64, &mut diags).clamp(1, 4096),

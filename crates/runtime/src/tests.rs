@@ -2190,7 +2190,7 @@ impl crate::Stacks for FakeStacks {
         regs: &[u64; 17],
         stack_base: u64,
         stack: &[u8],
-        _max: usize,
+        max: usize,
     ) -> Vec<crate::StackFrame> {
         assert_eq!(pid, 100);
         // Pages 0 and 1 copied, page 2 faulted: page 3 must not be used.
@@ -2198,7 +2198,7 @@ impl crate::Stacks for FakeStacks {
         assert_eq!(stack.len(), 8192);
         let off = (regs[7] - stack_base) as usize;
         let ret = u64::from_le_bytes(stack[off..off + 8].try_into().unwrap());
-        vec![
+        let mut frames = vec![
             self.symbolize(pid, regs[16]).unwrap(),
             // Return addresses are looked up one byte earlier, the offset kept.
             crate::StackFrame {
@@ -2206,7 +2206,9 @@ impl crate::Stacks for FakeStacks {
                 offset: 0x2f,
                 ..self.symbolize(pid, ret - 1).unwrap()
             },
-        ]
+        ];
+        frames.truncate(max);
+        frames
     }
 
     fn symbolize(&self, _pid: u32, addr: u64) -> Option<crate::StackFrame> {
@@ -2236,6 +2238,10 @@ impl crate::Stacks for FakeStacks {
 }
 
 fn backtrace_record(with_stacks: bool, src: &str) -> (String, String) {
+    backtrace_record_with(with_stacks, src, RuntimeOptions::default())
+}
+
+fn backtrace_record_with(with_stacks: bool, src: &str, opts: RuntimeOptions) -> (String, String) {
     let id = find_ids(src, &|e| {
         matches!(&e.kind, ExprKind::Call { name, .. }
             if ["ubacktrace", "print_ubacktrace", "sprint_ubacktrace", "ucallers", "print_ubacktrace_brief"]
@@ -2247,8 +2253,7 @@ fn backtrace_record(with_stacks: bool, src: &str) -> (String, String) {
         more_pages: 3,
     };
     let b = binding(0, 0, id.iter().map(|&i| (i, d.clone())).collect());
-    let mut t =
-        build_with(src, vec![b], RuntimeOptions::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    let mut t = build_with(src, vec![b], opts).unwrap_or_else(|d| panic!("{d:?}"));
     if with_stacks {
         t.rt.set_stacks(Box::new(FakeStacks));
     }
@@ -2301,6 +2306,19 @@ fn user_stacks_in_stap_formats() {
         e.starts_with("ERROR: umodname: no module known for address 0x0000000000000005"),
         "{e}"
     );
+}
+
+#[test]
+fn maxbacktrace_bounds_the_frames() {
+    let src = r#"probe process("a.out").function("f") { println(ubacktrace()) }"#;
+    let opts = RuntimeOptions {
+        defines: vec![("MAXBACKTRACE".into(), "1".into())],
+        ..RuntimeOptions::default()
+    };
+    let (o, e) = backtrace_record_with(true, src, opts);
+    assert_eq!((o.as_str(), e.as_str()), ("0x0000000000001000\n", ""));
+    let (o, _) = backtrace_record(true, src);
+    assert_eq!(o, "0x0000000000001000 0x000000000000202f\n");
 }
 
 #[test]

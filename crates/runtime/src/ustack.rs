@@ -44,9 +44,6 @@ pub trait Stacks {
     fn symbolize(&self, pid: u32, addr: u64) -> Option<StackFrame>;
 }
 
-/// stap's MAXBACKTRACE: frames walked per backtrace.
-pub(crate) const MAX_FRAMES: usize = 20;
-
 /// The user-stack functions the runtime implements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum UFn {
