@@ -17,6 +17,11 @@ struct Inner {
     pending: Vec<(u32, PathBuf, u64)>,
     /// Every module of each pid with its load bias.
     modules: HashMap<u32, Vec<(PathBuf, u64)>>,
+    /// The main executable of each pid: a new one means the pid exec'd, and the
+    /// modules of its old image are forgotten.
+    mains: HashMap<u32, (PathBuf, u64)>,
+    /// Which paths are programs, read once each.
+    is_main: HashMap<PathBuf, bool>,
     /// Modules that could not be opened, reported once each.
     failed: Vec<PathBuf>,
     /// Debug info by path for function sizes (`open_shared` stats the file on every
@@ -44,6 +49,23 @@ impl SharedStacks {
     /// Notes that `path` is mapped executable in `pid` with load bias `bias`.
     pub fn module_mapped(&self, pid: u32, path: PathBuf, bias: u64) {
         let mut i = self.inner.borrow_mut();
+        let main = match i.is_main.get(&path) {
+            Some(m) => *m,
+            None => {
+                let m = is_main_executable(&path);
+                i.is_main.insert(path.clone(), m);
+                m
+            }
+        };
+        if main {
+            let new = (path.clone(), bias);
+            if i.mains.get(&pid).is_some_and(|old| *old != new) {
+                i.modules.remove(&pid);
+                i.pending.retain(|(p, _, _)| *p != pid);
+                i.unwinders.remove_pid(pid);
+            }
+            i.mains.insert(pid, new);
+        }
         if *self.target.borrow() == 0 {
             // The first process seen is the one `pid 0` questions are about.
             *self.target.borrow_mut() = pid;
@@ -79,6 +101,50 @@ impl SharedStacks {
             }
         }
     }
+}
+
+/// Whether `path` is a program rather than a library: `ET_EXEC`, or a PIE (`ET_DYN`
+/// flagged `DF_1_PIE`; libc.so.6 also has an interpreter, so that is not enough).
+/// A PIE linked without the flag counts as a library here, which only means its pid
+/// keeps its old image's modules after an exec.
+fn is_main_executable(path: &std::path::Path) -> bool {
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    elf_is_program(&data).unwrap_or(false)
+}
+
+fn elf_is_program(d: &[u8]) -> Option<bool> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?));
+    if d.get(..6)? != b"\x7fELF\x02\x01" {
+        return Some(false);
+    }
+    match u16_at(16)? {
+        2 => return Some(true),
+        3 => {}
+        _ => return Some(false),
+    }
+    let phoff = usize::try_from(u64_at(32)?).ok()?;
+    let (entsize, num) = (usize::from(u16_at(54)?), usize::from(u16_at(56)?));
+    for k in 0..num {
+        let e = phoff.checked_add(k.checked_mul(entsize)?)?;
+        // PT_DYNAMIC: look for DT_FLAGS_1 with DF_1_PIE.
+        if u32_at(e)? != 2 {
+            continue;
+        }
+        let off = usize::try_from(u64_at(e + 8)?).ok()?;
+        let size = usize::try_from(u64_at(e + 32)?).ok()?;
+        for t in (0..size / 16).map(|n| off + n * 16) {
+            match u64_at(t)? {
+                0 => break,
+                0x6fff_fffb => return Some(u64_at(t + 8)? & 0x0800_0000 != 0),
+                _ => {}
+            }
+        }
+    }
+    Some(false)
 }
 
 /// The runtime's frame for an unwinder frame, with the function's size and the

@@ -224,3 +224,24 @@ fn stack_functions_without_a_user_context() {
     assert!(st.success(), "{err}");
     assert_eq!(out, "[] [] [0x0000000000000000]\n");
 }
+
+#[test]
+fn stacks_of_a_program_started_by_fork_and_exec() {
+    // The shell's child execs the fixture: the pid's modules are the new image's
+    // (the shell's are forgotten), and libc.so.6, which also has an interpreter,
+    // is not taken for a new program.
+    let exe = ustack_fixture();
+    let script = format!(
+        r#"probe process("{}").function("leaf") {{ print_ubacktrace(); exit() }}"#,
+        exe.display()
+    );
+    let (out, _, err, st) = trace(&script, &format!("sh -c '{} 1 0; true'", exe.display()));
+    assert!(st.success(), "{err}");
+    let names = full_names(&out);
+    assert_eq!(
+        names[..6],
+        ["leaf", "c", "lib_step", "b", "a", "main"],
+        "{out}"
+    );
+    assert!(out.contains("libc.so.6]"), "{out}");
+}
