@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
+# `cargo test` does not build a cdylib nothing links to: the QEMU plugin that the Mach
+# tests load is built first.
+cargo build --workspace
 cargo test --workspace

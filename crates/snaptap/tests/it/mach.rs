@@ -90,6 +90,14 @@ fn msg_trap_values(backend: Option<&str>) {
     if skip() {
         return;
     }
+    let exe_dir = Path::new(env!("CARGO_BIN_EXE_snaptap"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(
+        backend.is_some() || exe_dir.join("libqemu_plugin.so").exists(),
+        "the QEMU plugin is not built next to snaptap: run `cargo build --workspace` first (scripts/test.sh does)"
+    );
     let dir = machine();
     let vm = qemu_cmd(&dir, &["--args", "rounds=3 report=0 idle=1"]);
     let out = tempfile("mach");
