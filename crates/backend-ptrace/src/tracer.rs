@@ -292,7 +292,12 @@ struct Access<'a> {
     vm_ok: &'a mut bool,
     /// The system call number, at a system call stop only.
     sys_nr: Option<u64>,
+    /// Bytes already read at this stop (start, bytes): see [`Access::read`].
+    ahead: Option<(u64, Vec<u8>)>,
 }
+
+/// How far [`Access::read`] reads ahead of a small request, within its page.
+const READ_AHEAD: u64 = 256;
 
 impl TargetAccess for Access<'_> {
     fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
@@ -302,7 +307,34 @@ impl TargetAccess for Access<'_> {
         reg_value(self.regs, reg.0)
     }
 
+    /// Small reads near each other are the rule (`$r->a`, `$r->b`, `$r->c`): the first
+    /// reads up to [`READ_AHEAD`] bytes, never past the end of its page (so it fails
+    /// only where the exact read would), and later reads inside that range are served
+    /// from it. The target is stopped, so the bytes cannot change meanwhile. Each
+    /// `process_vm_readv` saved is a syscall and a ptrace access check per field.
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
+        let len = buf.len() as u64;
+        if let Some((start, bytes)) = &self.ahead {
+            if addr >= *start
+                && addr
+                    .checked_add(len)
+                    .is_some_and(|e| e <= start + bytes.len() as u64)
+            {
+                let o = (addr - start) as usize;
+                buf.copy_from_slice(&bytes[o..o + buf.len()]);
+                return Ok(());
+            }
+        }
+        let page_end = (addr | 0xfff).wrapping_add(1);
+        let ahead = READ_AHEAD.min(page_end.wrapping_sub(addr));
+        if len <= ahead && page_end > addr {
+            let mut bytes = vec![0u8; ahead as usize];
+            if read_mem(self.tid, self.mem, self.bps, addr, &mut bytes, self.vm_ok).is_ok() {
+                buf.copy_from_slice(&bytes[..buf.len()]);
+                self.ahead = Some((addr, bytes));
+                return Ok(());
+            }
+        }
         read_mem(self.tid, self.mem, self.bps, addr, buf, self.vm_ok)
     }
 }
@@ -1782,6 +1814,7 @@ impl Core {
                     bps: &pr.bps,
                     vm_ok: &mut self.vm_ok,
                     sys_nr: Some(nr),
+                    ahead: None,
                 };
                 execute(&site.plan, &mut acc, &mut rec);
             }
@@ -1857,6 +1890,7 @@ impl Core {
                             bps: &pr.bps,
                             vm_ok: &mut self.vm_ok,
                             sys_nr: None,
+                            ahead: None,
                         };
                         execute(return_plan, &mut acc, &mut rec);
                     }
@@ -1890,6 +1924,7 @@ impl Core {
                         bps: &pr.bps,
                         vm_ok: &mut self.vm_ok,
                         sys_nr: None,
+                        ahead: None,
                     };
                     execute(&site.plan, &mut acc, &mut rec);
                     if let SiteKind::Return { .. } = site.kind {
