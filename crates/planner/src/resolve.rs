@@ -152,6 +152,19 @@ fn resolve_inner(
                     "kernel probes need the kernel's ELF file: give it with --kernel ELF",
                 ));
             };
+            // A kernel is never probed from its symbol table alone: without DWARF there is
+            // no way to check what a script reads, so such an image is refused.
+            if let Ok(di) = debuginfo::DebugInfo::open_shared(&kernel) {
+                if !di.has_debug_info() {
+                    return Err(err(
+                        point,
+                        format!(
+                            "{} has no DWARF debug information: kernel probes need the kernel image with its debug info (for GNU Mach: gnumach.dbg)",
+                            kernel.display()
+                        ),
+                    ));
+                }
+            }
             resolve_in_module(sess, point, kernel, "kernel".to_string(), true)
         }
         _ => Err(err(

@@ -137,3 +137,36 @@ fn garbage_scripts_never_panic() {
         assert!(!err.contains("panicked"), "{s}: {err}");
     }
 }
+
+#[test]
+fn kernel_without_dwarf_is_refused_with_the_reason() {
+    let dir = tempfile("nodwarf-kernel");
+    std::fs::create_dir_all(&dir).unwrap();
+    let elf = dir.join("kernel.nodebug");
+    let st = std::process::Command::new("gcc")
+        .arg("-O2")
+        .arg("-o")
+        .arg(&elf)
+        .arg(fixtures_src().join("slow.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (err, code) = run_e(
+        r#"probe kernel.function("tick") { println(1) }"#,
+        &["--gdb", "127.0.0.1:1", "--kernel", elf.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no DWARF debug information"), "{err}");
+    assert!(err.contains(elf.to_str().unwrap()), "{err}");
+}
+
+#[test]
+fn no_gdbstub_at_the_address() {
+    let bin = fixture("slow", "-O0", &[]);
+    let (err, code) = run_e(
+        r#"probe kernel.function("tick") { println(1) }"#,
+        &["--gdb", "127.0.0.1:1", "--kernel", bin.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("no gdbstub at 127.0.0.1:1"), "{err}");
+}
