@@ -233,7 +233,10 @@ impl DebugInfo {
                     _ => "_Atomic",
                 };
                 let inner = self.type_of(target).name;
-                if matches!(tag, gimli::DW_TAG_restrict_type) {
+                // gcc qualifies both an array and its elements (`const char[14]` is a
+                // const array of const char): say the qualifier once.
+                if matches!(tag, gimli::DW_TAG_restrict_type) || inner.starts_with(&format!("{q} "))
+                {
                     inner
                 } else {
                     format!("{q} {inner}")
