@@ -8,7 +8,10 @@ use clap::Parser;
     name = "snaptap",
     version,
     about = "A SystemTap-language tracer: probes copy what the script needs, handlers run in snaptap",
-    override_usage = "snaptap [OPTIONS] SCRIPT [ARGS...]\n       snaptap [OPTIONS] -e SCRIPT_TEXT [ARGS...]\n       snaptap [OPTIONS] -l PROBE | -L PROBE"
+    // Shaped like `stap --help`: the usage forms first, one per line, then options.
+    help_template = "{name} {version}: {about}\n\n{usage-heading} {usage}\n\nOptions:\n{options}{after-help}",
+    override_usage = "snaptap [options] FILE [ARGS]              Run script in file.\n   or: snaptap [options] - [ARGS]                 Run script on stdin.\n   or: snaptap [options] -e SCRIPT [ARGS]         Run given script.\n   or: snaptap [options] -l PROBE                 List matching probes.\n   or: snaptap [options] -L PROBE                 List matching probes and local variables.",
+    after_help = "\nTargets: -c CMD or -x PID trace a process (ptrace); --vm 'QEMU CMD' or --gdb HOST:PORT\nwith --kernel ELF trace a kernel in a virtual machine (QEMU's TCG plugin, else its gdbstub)."
 )]
 pub struct Cli {
     /// Run the given script text instead of a script file.
@@ -58,7 +61,7 @@ pub struct Cli {
     pub gdb: Option<String>,
 
     /// Start a virtual machine with COMMAND (split as a shell would; snaptap adds its
-    /// gdbstub options), trace its kernel, pass its console through, stop it at the end.
+    /// plugin or gdbstub options), trace its kernel, pass its console through, stop it at the end.
     #[arg(long = "vm", value_name = "COMMAND")]
     pub vm: Option<String>,
 
