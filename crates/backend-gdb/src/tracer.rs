@@ -904,21 +904,30 @@ impl Core {
         let step_wait = Some(self.sess()?.timeout);
         let never = StopToken::new();
         if let StepMode::InPlace { checked } = self.step {
-            let s = self.sess()?;
-            s.step(Some(thread))?;
-            let st = s.wait_stop(&never, step_wait)?;
-            self.after_step(&st)?;
-            if checked {
-                return Ok(());
+            // Even a stub that executes the instruction under a breakpoint on `s`
+            // sometimes reports the step without having executed it (QEMU under load:
+            // the translation block exits before the instruction). Resuming then
+            // would stop at the same breakpoint again and report one call twice, so
+            // the pc is checked after every step, and the step repeated.
+            for _ in 0..3 {
+                let s = self.sess()?;
+                s.step(Some(thread))?;
+                let st = s.wait_stop(&never, step_wait)?;
+                self.after_step(&st)?;
+                let map = self.map.clone();
+                let now = self.sess()?.read_regs(&map)?.get(map.arch.pc());
+                if now != Some(pc) {
+                    self.step = StepMode::InPlace { checked: true };
+                    return Ok(());
+                }
+                if !checked {
+                    break;
+                }
             }
-            let map = self.map.clone();
-            let now = self.sess()?.read_regs(&map)?.get(map.arch.pc());
-            if now != Some(pc) {
-                self.step = StepMode::InPlace { checked: true };
-                return Ok(());
+            if !checked {
+                // The stub re-reports the breakpoint instead of executing the instruction.
+                self.step = StepMode::RemoveStep;
             }
-            // The stub re-reported the breakpoint instead of executing the instruction.
-            self.step = StepMode::RemoveStep;
         }
         let _ = stop;
         let s = self.sess()?;
