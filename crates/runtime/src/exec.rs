@@ -597,6 +597,25 @@ impl State {
         Ok(())
     }
 
+    /// The record and decode of capture `cap` at the current site, or the internal
+    /// error saying it was not captured (the planner and the runtime disagree).
+    fn captured<'c>(
+        &self,
+        p: &Program,
+        cx: &Cx<'c>,
+        cap: u32,
+        tok: Tok,
+    ) -> R<(&'c Record, &'c Decode)> {
+        let d = cx
+            .bind
+            .and_then(|b| b.caps.get(cap as usize))
+            .and_then(|d| d.as_ref());
+        match (cx.rec, d) {
+            (Some(rec), Some(d)) => Ok((rec, d)),
+            _ => Err(self.missing_capture(p, cap, tok)),
+        }
+    }
+
     fn cap_l(
         &mut self,
         p: &Program,
@@ -606,16 +625,7 @@ impl State {
         fault: FaultKind,
         fb: &Option<Box<Ex>>,
     ) -> R<i64> {
-        let Some(d) = cx
-            .bind
-            .and_then(|b| b.caps.get(cap as usize))
-            .and_then(|d| d.as_ref())
-        else {
-            return Err(self.missing_capture(p, cap, tok));
-        };
-        let Some(rec) = cx.rec else {
-            return Err(self.missing_capture(p, cap, tok));
-        };
+        let (rec, d) = self.captured(p, cx, cap, tok)?;
         match decode_long(rec, d) {
             Ok(v) => Ok(v),
             Err(st) => {
@@ -643,16 +653,7 @@ impl State {
         fault: FaultKind,
         fb: &Option<Box<Ex>>,
     ) -> R<String> {
-        let Some(d) = cx
-            .bind
-            .and_then(|b| b.caps.get(cap as usize))
-            .and_then(|d| d.as_ref())
-        else {
-            return Err(self.missing_capture(p, cap, tok));
-        };
-        let Some(rec) = cx.rec else {
-            return Err(self.missing_capture(p, cap, tok));
-        };
+        let (rec, d) = self.captured(p, cx, cap, tok)?;
         match decode_str(rec, d, self.maxstr()) {
             Ok(v) => Ok(v),
             Err(st) => {
