@@ -292,8 +292,9 @@ struct Access<'a> {
     vm_ok: &'a mut bool,
     /// The system call number, at a system call stop only.
     sys_nr: Option<u64>,
-    /// Bytes already read at this stop (start, bytes): see [`Access::read`].
-    ahead: Option<(u64, Vec<u8>)>,
+    /// Bytes already read at this stop (start, buffer, valid length): see
+    /// [`Access::read`]. A fixed buffer: no allocation on the hit path.
+    ahead: Option<(u64, [u8; READ_AHEAD as usize], usize)>,
 }
 
 /// How far [`Access::read`] reads ahead of a small request, within its page.
@@ -314,11 +315,11 @@ impl TargetAccess for Access<'_> {
     /// `process_vm_readv` saved is a syscall and a ptrace access check per field.
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), u64> {
         let len = buf.len() as u64;
-        if let Some((start, bytes)) = &self.ahead {
+        if let Some((start, bytes, n)) = &self.ahead {
             if addr >= *start
                 && addr
                     .checked_add(len)
-                    .is_some_and(|e| e <= start + bytes.len() as u64)
+                    .is_some_and(|e| e <= start + *n as u64)
             {
                 let o = (addr - start) as usize;
                 buf.copy_from_slice(&bytes[o..o + buf.len()]);
@@ -328,10 +329,20 @@ impl TargetAccess for Access<'_> {
         let page_end = (addr | 0xfff).wrapping_add(1);
         let ahead = READ_AHEAD.min(page_end.wrapping_sub(addr));
         if len <= ahead && page_end > addr {
-            let mut bytes = vec![0u8; ahead as usize];
-            if read_mem(self.tid, self.mem, self.bps, addr, &mut bytes, self.vm_ok).is_ok() {
+            let mut bytes = [0u8; READ_AHEAD as usize];
+            let n = ahead as usize;
+            if read_mem(
+                self.tid,
+                self.mem,
+                self.bps,
+                addr,
+                &mut bytes[..n],
+                self.vm_ok,
+            )
+            .is_ok()
+            {
                 buf.copy_from_slice(&bytes[..buf.len()]);
-                self.ahead = Some((addr, bytes));
+                self.ahead = Some((addr, bytes, n));
                 return Ok(());
             }
         }
