@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 HITS=${1:-1000}
 OUT=$PWD/target/mach-bench
 cargo build --release -q -p snaptap
-SNAPTAP=$PWD/target/release/snaptap
+SNAPTAP=${CARGO_TARGET_DIR:-$PWD/target}/release/snaptap
 mach/build.sh "$OUT" >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CMD=$(mach/qemu-cmd.sh "$OUT" --gdb "$PORT" --args 'rounds=0 report=100000')
