@@ -393,6 +393,9 @@ struct Builder<'a> {
     /// Walking a function body: `$name` and `@entry` are not legal there (the
     /// session reports `$name` once), `@var` and `@cast` are.
     in_function: bool,
+    /// Walking the operand of `@entry(...)`: everything in it is evaluated at the
+    /// function's entry, memory reads of `user_int(...)` and `@cast` included.
+    in_entry: bool,
 }
 
 /// Plans one resolved site: adds its `ProbeSite`, `SiteBinding` and listing line.
@@ -428,6 +431,7 @@ pub(crate) fn plan_site(
         functions: &sess.functions,
         called: Vec::new(),
         in_function: false,
+        in_entry: false,
     };
     if let Some(c) = &point.condition {
         visit_expr(c, &mut |e| b.visit(e));
@@ -603,10 +607,13 @@ impl<'a> Builder<'a> {
                         .push(sem("@entry is only valid in .return probes", e));
                     return Walk::Skip;
                 }
-                // Everything but `$return` in a return probe is captured at entry anyway,
-                // so `@entry(X)` is X's capture; both ids decode the same field.
+                // Target values in a return probe are captured at entry anyway, and
+                // inside `@entry` so are the memory reads of calls and `@cast`; so
+                // `@entry(X)` is X's capture, both ids decode the same field.
                 let before = self.errors.len();
+                let outer = std::mem::replace(&mut self.in_entry, true);
                 self.visit_expr_as_value(inner);
+                self.in_entry = outer;
                 if self.errors.len() == before {
                     if let Some(d) = self.captures.get(&inner.id.0).cloned() {
                         self.captures.insert(e.id.0, d);
@@ -639,7 +646,7 @@ impl<'a> Builder<'a> {
                 if crate::ustack::needs_stack(name) {
                     // Registers at the return stop in a return probe: the stack of
                     // the caller the function returned to, as stap shows it.
-                    let which = if self.site.kind == SpecKind::Return {
+                    let which = if self.late_reads() {
                         Which::Return
                     } else {
                         Which::Entry
@@ -950,7 +957,9 @@ impl<'a> Builder<'a> {
                 e,
             )
         })?;
-        let (ops, which) = self.lower_value(addr)?;
+        // `@cast` is a memory read of the handler: in a return probe it happens at
+        // the return, as the calls do.
+        let (ops, which) = self.lower_late(addr)?;
         let tv = TVal {
             sdt: None,
             val: Val::Mem(ops),
@@ -1249,7 +1258,11 @@ impl<'a> Builder<'a> {
                 format!("{}[{n}]", tv.label)
             }
             _ => {
-                let (iops, which) = self.lower_value(idx)?;
+                let (iops, which) = if tv.which == Which::Return {
+                    self.lower_late(idx)?
+                } else {
+                    self.lower_value(idx)?
+                };
                 if which != tv.which {
                     return Err(sem("cannot mix $return with values captured at entry", idx));
                 }
@@ -1272,12 +1285,91 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// True when the handler's own memory reads (`user_int(...)`, `@cast`) happen at
+    /// a later stop than the target values they use: in a return probe, outside
+    /// `@entry`.
+    fn late_reads(&self) -> bool {
+        self.site.kind == SpecKind::Return && !self.in_entry
+    }
+
+    /// Lowers an address or index that a memory read of the handler uses, for the
+    /// stop where that read happens. In a return probe (outside `@entry`) that is the
+    /// return: each target value (`$p`, `$p->f`, `@var(...)`, `@entry(...)`) keeps
+    /// stap's rule and is evaluated at the entry, into an entry field the return
+    /// plan reads back with `Op::EntryField`; `$return` is read at the return;
+    /// arithmetic combines them there. Elsewhere it is [`Builder::lower_value`].
+    fn lower_late(&mut self, e: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
+        if !self.late_reads() {
+            return self.lower_value(e);
+        }
+        let ops = match &e.kind {
+            ExprKind::Number(n) => vec![Op::Const(*n as u64)],
+            ExprKind::Unary {
+                op: op @ (UnaryOp::Neg | UnaryOp::BitNot | UnaryOp::Plus),
+                expr,
+            } => {
+                let (mut ops, _) = self.lower_late(expr)?;
+                match op {
+                    UnaryOp::Neg => ops.push(Op::Neg),
+                    UnaryOp::BitNot => ops.push(Op::Not),
+                    _ => {}
+                }
+                ops
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let Some(op) = arith_op(*op) else {
+                    return self.lower_value(e);
+                };
+                let (mut a, _) = self.lower_late(lhs)?;
+                let (b, _) = self.lower_late(rhs)?;
+                a.extend(b);
+                a.push(op);
+                a
+            }
+            _ => {
+                let (ops, which) = self.lower_value(e)?;
+                if which == Which::Return {
+                    ops
+                } else {
+                    let mut spill = ops;
+                    spill.push(Op::EmitValue(8));
+                    let label = format!("{} at entry", self.label_of(e));
+                    vec![Op::EntryField(self.add_field(Which::Entry, spill, &label))]
+                }
+            }
+        };
+        Ok((ops, Which::Return))
+    }
+
+    /// A short label for an expression in plan dumps.
+    fn label_of(&self, e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Target(t) => {
+                let mut l = format!("${}", t.name);
+                for step in &t.path {
+                    match step {
+                        TargetStep::Member(m, _) => l.push_str(&format!("->{m}")),
+                        TargetStep::Index(_) => l.push_str("[...]"),
+                    }
+                }
+                l
+            }
+            ExprKind::Entry(_) => "@entry(...)".to_string(),
+            _ => self.sess_snippet(e),
+        }
+    }
+
     /// Lowers a script expression built from target values, numbers and arithmetic to
     /// ops that compute it in the target (used for string addresses and indexes).
     fn lower_value(&mut self, e: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
         match &e.kind {
             ExprKind::Number(n) => Ok((vec![Op::Const(*n as u64)], Which::Entry)),
-            ExprKind::Entry(inner) => self.lower_value(inner),
+            ExprKind::Entry(inner) => {
+                let outer = std::mem::replace(&mut self.in_entry, true);
+                let r = self.lower_value(inner);
+                self.in_entry = outer;
+                r
+            }
             ExprKind::Target(t) if self.is_syscall() => {
                 let (reg, _) = self.syscall_reg(e, t)?;
                 Ok((vec![Op::Reg(reg)], Which::Entry))
@@ -1323,22 +1415,11 @@ impl<'a> Builder<'a> {
                 Ok((ops, w))
             }
             ExprKind::Binary { op, lhs, rhs } => {
-                let op = match op {
-                    BinaryOp::Add => Op::Add,
-                    BinaryOp::Sub => Op::Sub,
-                    BinaryOp::Mul => Op::Mul,
-                    BinaryOp::BitAnd => Op::And,
-                    BinaryOp::BitOr => Op::Or,
-                    BinaryOp::BitXor => Op::Xor,
-                    BinaryOp::Shl => Op::Shl,
-                    BinaryOp::Shr => Op::Sar,
-                    BinaryOp::UShr => Op::Shr,
-                    _ => {
-                        return Err(sem(
-                            "this operator cannot be computed at the probe; only + - * & | ^ << >> on target values",
-                            e,
-                        ))
-                    }
+                let Some(op) = arith_op(*op) else {
+                    return Err(sem(
+                        "this operator cannot be computed at the probe; only + - * & | ^ << >> on target values",
+                        e,
+                    ));
                 };
                 let (mut a, wa) = self.lower_value(lhs)?;
                 let (b, wb) = self.lower_value(rhs)?;
@@ -1387,14 +1468,10 @@ impl<'a> Builder<'a> {
                 )
             })?
         };
-        let which = if self.site.kind == SpecKind::Return {
-            // At the return stop rax holds the return value; other registers were
-            // saved at entry, like every other value of a return probe.
-            if reg == DwarfReg::RAX.0 {
-                Which::Return
-            } else {
-                Which::Entry
-            }
+        // The handler of a return probe sees the registers of the return stop (stap
+        // reads them from the context of the uretprobe), unless inside `@entry`.
+        let which = if self.late_reads() {
+            Which::Return
         } else {
             Which::Entry
         };
@@ -1429,7 +1506,9 @@ impl<'a> Builder<'a> {
                 addr_arg,
             ));
         }
-        let (ops, which) = self.lower_value(addr_arg)?;
+        // The call runs in the handler, so in a return probe it reads memory at the
+        // return, through the entry values of the target variables it names.
+        let (ops, which) = self.lower_late(addr_arg)?;
         let label = format!("{name}(...)");
         if let Some(bound_idx) = string_fn(name) {
             let mut max = self.max_string;
@@ -1813,6 +1892,22 @@ impl<'a> Builder<'a> {
             Err(_) => parts.push(PrettyPart::Text("?".into())),
         }
     }
+}
+
+/// The plan op computing a script arithmetic operator, if the probe can compute it.
+fn arith_op(op: BinaryOp) -> Option<Op> {
+    Some(match op {
+        BinaryOp::Add => Op::Add,
+        BinaryOp::Sub => Op::Sub,
+        BinaryOp::Mul => Op::Mul,
+        BinaryOp::BitAnd => Op::And,
+        BinaryOp::BitOr => Op::Or,
+        BinaryOp::BitXor => Op::Xor,
+        BinaryOp::Shl => Op::Shl,
+        BinaryOp::Shr => Op::Sar,
+        BinaryOp::UShr => Op::Shr,
+        _ => return None,
+    })
 }
 
 fn loc_to_val(loc: &Location) -> Result<Val, String> {

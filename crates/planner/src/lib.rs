@@ -12,10 +12,17 @@
 //! - Function probes stop after the prologue in unoptimised code and at the entry pc in
 //!   optimised code (see `debuginfo::DebugInfo::probe_addr`); inlined instances are
 //!   sites of their own, `.call` excludes them, `.inline` keeps only them.
-//! - In `.return` probes every target value except `$return` (and `register("rax")`)
-//!   is captured at the function's entry, as stap saves `$param` there; `@entry(X)`
-//!   is the same capture. Unoptimised parameters at the entry come from the calling
-//!   convention, because their DWARF frame slots are not written yet.
+//! - In `.return` probes every target value except `$return` — `$p`, `$p->f`,
+//!   `$a[2]`, `$p$`, `$$parms`, `@var(...)`, with all their steps — is evaluated at
+//!   the function's entry, as stap's `visit_target_symbol_saved_return` saves the
+//!   whole expression there; `@entry(X)` evaluates all of X at entry. What the
+//!   handler itself reads happens at the return, as in stap: the memory of
+//!   `user_int(...)`, `kernel_string(...)` and friends and of `@cast(...)`, and
+//!   `register(...)`/`uaddr()`. Their addresses use the entry values, which the
+//!   entry plan saves and the return plan reads back (`Op::EntryField`); so
+//!   `user_int($outp)` shows what the function stored through `outp`. Unoptimised
+//!   parameters at the entry come from the calling convention, because their DWARF
+//!   frame slots are not written yet.
 //! - Static addresses (`@var`, `DW_OP_addr`, `sym(%rip)` SDT operands) in
 //!   relocatable modules are computed as `rip + (addr - site)`: the backend reports
 //!   `Reg(RIP)` as the probed address, so entry plans need no load bias.

@@ -1872,3 +1872,79 @@ probe kernel.function("mach_print") { println(via()) }"#,
         "{errs:?}"
     );
 }
+
+/// The field a capture decodes.
+fn field_of(d: &Decode) -> u32 {
+    match d {
+        Decode::Int { field, .. } | Decode::Str { field } | Decode::Bitfield { field, .. } => {
+            *field
+        }
+        other => panic!("not a one-field decode: {other:?}"),
+    }
+}
+
+/// In a return probe, target expressions are evaluated whole at the entry (stap's
+/// saved return variables), while the handler's own reads (`user_int`, `@cast`,
+/// `register`) happen at the return through entry values saved in entry fields.
+fn check_return_read_times(bin: &Path) {
+    let script = r#"probe process.function("handle").return {
+        println(user_int($r), $r->id, @entry(user_int($r)), @cast($r, "struct req")->id,
+                register("rsp"), @entry(register("rsp")), user_int($r + 4 * $n))
+    }"#;
+    let (ast, sources) = parse(script);
+    let p = plan_text(script, bin).unwrap();
+    p.plans.verify().unwrap();
+    let ids = ids_by_text(&ast, &sources);
+    let site = &p.plans.sites[0];
+    let SiteKind::Return { return_plan } = &site.kind else {
+        panic!("not a return site")
+    };
+    let n_entry = site.plan.fields.len() as u32;
+    let at_return = |text: &str| {
+        let f = field_of(&p.bindings[0].captures[&ids[text]]);
+        assert!(f < n_entry + return_plan.fields.len() as u32, "{text}");
+        f >= n_entry
+    };
+    assert!(at_return("user_int($r)"), "{}", dump(&p));
+    assert!(at_return("@cast($r, \"struct req\")->id"), "{}", dump(&p));
+    assert!(at_return("register(\"rsp\")"), "{}", dump(&p));
+    assert!(at_return("user_int($r + 4 * $n)"), "{}", dump(&p));
+    assert!(!at_return("$r->id"), "{}", dump(&p));
+    assert!(!at_return("@entry(user_int($r))"), "{}", dump(&p));
+    assert!(!at_return("@entry(register(\"rsp\"))"), "{}", dump(&p));
+    // The return reads start from saved entry values, never from the registers of
+    // the return stop (where $r's register is long overwritten).
+    let reads = &return_plan.fields
+        [(field_of(&p.bindings[0].captures[&ids["user_int($r)"]]) - n_entry) as usize];
+    assert!(
+        matches!(reads.ops[0], Op::EntryField(k) if k < n_entry),
+        "{reads:?}"
+    );
+    if !gdb_available() {
+        return;
+    }
+    let v = run(script, bin);
+    // handle(&r, 3) with r.id = 42 and the short r.arr[...] past it.
+    assert_eq!(v["user_int($r)"], V::I(42));
+    assert_eq!(v["@entry(user_int($r))"], V::I(42));
+    assert_eq!(v["@cast($r, \"struct req\")->id"], V::I(42));
+    assert_eq!(v["$r->id"], V::I(42));
+    // The return pops the return address: rsp is 8 above the entry's.
+    let (V::I(at_ret), V::I(at_entry)) = (&v["register(\"rsp\")"], &v["@entry(register(\"rsp\"))"])
+    else {
+        panic!("{v:?}")
+    };
+    assert_eq!(at_ret - at_entry, 8);
+    // r + 12 is name[8..12] of "hello": zeroes.
+    assert_eq!(v["user_int($r + 4 * $n)"], V::I(0));
+}
+
+#[test]
+fn o0_return_reads_happen_at_the_return() {
+    check_return_read_times(&compile("-O0"));
+}
+
+#[test]
+fn o2_return_reads_happen_at_the_return() {
+    check_return_read_times(&compile("-O2"));
+}
