@@ -430,6 +430,12 @@ pub enum Decode {
         /// Field index.
         field: u32,
     },
+    /// Raw bytes, NULs included: the memory a `printf` `%m`/`%M` conversion shows,
+    /// copied at the probe because the handler runs later.
+    Bytes {
+        /// Field index.
+        field: u32,
+    },
     /// A composite rendered as text (`$$parms`, `$var$`): the parts concatenated.
     Pretty(Vec<PrettyPart>),
     /// A user stack for `ubacktrace()` and friends, unwound after the fact: the 17

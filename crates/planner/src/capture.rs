@@ -543,9 +543,10 @@ fn fix_fields(d: &mut Decode, n_entry: u32) {
         }
     };
     match d {
-        Decode::Int { field, .. } | Decode::Bitfield { field, .. } | Decode::Str { field } => {
-            fix(field)
-        }
+        Decode::Int { field, .. }
+        | Decode::Bitfield { field, .. }
+        | Decode::Str { field }
+        | Decode::Bytes { field } => fix(field),
         Decode::Pretty(parts) => {
             for p in parts {
                 match p {
@@ -642,6 +643,11 @@ impl<'a> Builder<'a> {
                     self.needs.comm |= f.comm;
                     self.needs.ppid |= f.ppid;
                     self.needs.cpu |= f.cpu;
+                }
+                if matches!(name.as_str(), "printf" | "sprintf") {
+                    if let Some(walk) = self.printf_memory(name, args) {
+                        return walk;
+                    }
                 }
                 if crate::ustack::needs_stack(name) {
                     // Registers at the return stop in a return probe: the stack of
@@ -1436,6 +1442,73 @@ impl<'a> Builder<'a> {
                 e,
             )),
         }
+    }
+
+    /// `printf`/`sprintf` with `%m`/`%M` conversions: each such argument is an
+    /// address whose bytes (the precision, default 1, as stap's `vsprintf` reads) are
+    /// copied at the probe, keyed by the argument's id (a `Decode::Bytes`); the other
+    /// arguments are visited as usual. `None` when the format has no such conversion
+    /// (or is not a literal: the runtime reports that).
+    fn printf_memory(&mut self, name: &str, args: &[Expr]) -> Option<Walk> {
+        let Some(ExprKind::String(fmt)) = args.first().map(|a| &a.kind) else {
+            return None;
+        };
+        let convs = crate::printf::memory_conversions(fmt);
+        if convs.is_empty() {
+            return None;
+        }
+        let rest = &args[1..];
+        let mut planned = vec![false; rest.len()];
+        for c in convs {
+            let Some(arg) = rest.get(c.arg) else {
+                // Too few arguments: the runtime reports stap's error.
+                continue;
+            };
+            planned[c.arg] = true;
+            let len = match c.len {
+                crate::printf::MemLen::Bytes(n) => n,
+                crate::printf::MemLen::Arg(i) => match rest.get(i).map(|a| &a.kind) {
+                    Some(ExprKind::Number(n)) if *n > 0 => {
+                        (*n).min(i64::from(crate::printf::MAX_MEMORY_BYTES)) as u32
+                    }
+                    Some(ExprKind::Number(_)) => 1,
+                    _ => {
+                        self.errors.push(sem(
+                            format!(
+                                "{name}: the precision of %{} must be a literal number here: it bounds the copy made at the probe",
+                                c.conv
+                            ),
+                            rest.get(i).unwrap_or(arg),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if !contains_target(arg) {
+                self.errors.push(sem(
+                    format!(
+                        "{name}: the address printed by %{} must be computed from target variables ($...) at the probe; snaptap cannot read target memory later",
+                        c.conv
+                    ),
+                    arg,
+                ));
+                continue;
+            }
+            match self.lower_late(arg) {
+                Ok((mut ops, which)) => {
+                    ops.push(Op::EmitBytes(len));
+                    let field = self.add_field(which, ops, &format!("%{} bytes", c.conv));
+                    self.captures.insert(arg.id.0, Decode::Bytes { field });
+                }
+                Err(d) => self.errors.push(d),
+            }
+        }
+        for (a, done) in rest.iter().zip(planned) {
+            if !done {
+                visit_expr(a, &mut |x| self.visit(x));
+            }
+        }
+        Some(Walk::Skip)
     }
 
     /// `register("rax")`, `u_register("edi")`, `uaddr()`: a register at the probe.

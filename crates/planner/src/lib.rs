@@ -45,6 +45,7 @@
 
 mod capture;
 mod dump;
+mod printf;
 mod resolve;
 mod ustack;
 

@@ -282,7 +282,7 @@ fn decode(rec: &Record, d: &Decode) -> V {
                 (v >> (64 - n)) as i64
             })
         }
-        Decode::Str { field } => {
+        Decode::Str { field } | Decode::Bytes { field } => {
             V::S(String::from_utf8_lossy(rec.field(*field as usize).unwrap()).into_owned())
         }
         Decode::Backtrace { .. } => V::S(String::new()),
@@ -1947,4 +1947,89 @@ fn o0_return_reads_happen_at_the_return() {
 #[test]
 fn o2_return_reads_happen_at_the_return() {
     check_return_read_times(&compile("-O2"));
+}
+
+#[test]
+fn printf_memory_conversion_positions_and_lengths() {
+    use crate::printf::{memory_conversions, MemConv, MemLen};
+    let c = memory_conversions("%d %.4m %*.*M %%m %5s %m %-3.0M %.99999m");
+    assert_eq!(
+        c,
+        vec![
+            MemConv {
+                conv: 'm',
+                arg: 1,
+                len: MemLen::Bytes(4)
+            },
+            MemConv {
+                conv: 'M',
+                arg: 4,
+                len: MemLen::Arg(3)
+            },
+            MemConv {
+                conv: 'm',
+                arg: 6,
+                len: MemLen::Bytes(1)
+            },
+            MemConv {
+                conv: 'M',
+                arg: 7,
+                len: MemLen::Bytes(1)
+            },
+            MemConv {
+                conv: 'm',
+                arg: 8,
+                len: MemLen::Bytes(crate::printf::MAX_MEMORY_BYTES)
+            },
+        ]
+    );
+    // Malformed formats are the runtime's to report.
+    assert!(memory_conversions("%m %q").is_empty());
+    assert!(memory_conversions("%.").is_empty());
+    assert!(memory_conversions("100%").is_empty());
+}
+
+#[test]
+fn printf_memory_is_copied_at_the_probe() {
+    let bin = compile("-O0");
+    let script = r#"probe process.function("handle") { printf("%d %.3M %s %.*m\n", $n, $r->name, "x", 2, $r->name + 1) }"#;
+    let (ast, sources) = parse(script);
+    let p = plan_text(script, &bin).unwrap();
+    p.plans.verify().unwrap();
+    let ids = ids_by_text(&ast, &sources);
+    let caps = &p.bindings[0].captures;
+    let plan = &p.plans.sites[0].plan;
+    for (text, n) in [("$r->name", 3), ("$r->name + 1", 2)] {
+        let Decode::Bytes { field } = caps[&ids[text]] else {
+            panic!("{text}: {}", dump(&p))
+        };
+        assert_eq!(
+            plan.fields[field as usize].ops.last(),
+            Some(&Op::EmitBytes(n)),
+            "{text}"
+        );
+    }
+    assert!(matches!(caps[&ids["$n"]], Decode::Int { .. }));
+    if gdb_available() {
+        let v = run(script, &bin);
+        // Bytes come back as their text here: "hel" and "el".
+        assert_eq!(v["$r->name"], V::S("hel".into()));
+        assert_eq!(v["$r->name + 1"], V::S("el".into()));
+    }
+    let e = err_text(
+        r#"global g probe process.function("handle") { printf("%m", g) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("the address printed by %m must be computed from target variables"),
+        "{e}"
+    );
+    let e = err_text(
+        r#"probe process.function("handle") { w = 3; printf("%.*M", w, $r) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("the precision of %M must be a literal number"),
+        "{e}"
+    );
 }

@@ -45,3 +45,66 @@ fn return_probes_read_memory_at_the_return_o0() {
 fn return_probes_read_memory_at_the_return_o2() {
     check_return_reads("-O2");
 }
+
+/// The `hex=` word of each line.
+fn hex_words(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.split(' ').find_map(|w| w.strip_prefix("hex=")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn check_memory_formats(opt: &str) {
+    let bin = fixture("retvals", opt, &[]);
+    let bin = bin.to_str().unwrap();
+    // %M at the entry of locate() and at the return of fill(): the same bytes, since
+    // locate() runs right after fill() and does not change them. %m writes them raw.
+    let script = format!(
+        r#"probe process("{bin}").function("locate") {{
+  printf("truth raw k=%d hex=%.8M first3=%.3M ghex=%.8M\n", $k, $a->raw, $a->raw, @var("global_acc")->raw)
+  printf("rawm k=%d [%.8m]\n", $k, $a->raw)
+}}
+probe process("{bin}").function("fill").return {{
+  printf("fillret hex=%.8M padded=[%20.*M]\n", $a->raw, 4, $a->raw)
+}}"#
+    );
+    let (out, stdout, stderr, st) = trace(&script, &format!("{bin} 4"));
+    assert!(st.success(), "snaptap failed: {stderr}");
+    let want = lines_with(&stdout, "truth raw");
+    assert_eq!(want.len(), 4, "fixture output: {stdout}");
+    assert_lines(&lines_with(&out, "truth raw"), &want, &format!("%M {opt}"));
+    // %m: the raw bytes between the brackets, hex-encoded, are the fixture's hex.
+    let raw: Vec<String> = out
+        .split("rawm k=")
+        .skip(1)
+        .filter_map(|chunk| {
+            let (_, rest) = chunk.split_once('[')?;
+            Some(
+                rest.as_bytes()[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(raw, hex_words(&want), "%m {opt}: {out}");
+    let at_return = lines_with(&out, "fillret");
+    assert_eq!(hex_words(&at_return), hex_words(&want), "{opt}: {out}");
+    for (l, hex) in at_return.iter().zip(hex_words(&want)) {
+        assert!(
+            l.ends_with(&format!("padded=[{:>20}]", &hex[..8])),
+            "{opt}: {l}"
+        );
+    }
+}
+
+#[test]
+fn printf_memory_conversions_o0() {
+    check_memory_formats("-O0");
+}
+
+#[test]
+fn printf_memory_conversions_o2() {
+    check_memory_formats("-O2");
+}
