@@ -377,6 +377,8 @@ struct Builder<'a> {
     /// Variables in scope where the entry plan runs.
     vars: Vec<Variable>,
     max_string: u32,
+    /// Pages of user stack a backtrace copies (`-D MAXUSTACKBYTES`).
+    stack_pages: u32,
     entry: Vec<FieldPlan>,
     ret: Vec<FieldPlan>,
     dedupe: HashMap<(Which, String), u32>,
@@ -420,6 +422,7 @@ pub(crate) fn plan_site(
         di,
         vars,
         max_string: sess.opts.max_string.clamp(1, capture_plan::MAX_FIELD_BYTES),
+        stack_pages: crate::ustack::stack_pages(sess.opts.max_ustack_bytes),
         entry: Vec::new(),
         ret: Vec::new(),
         dedupe: HashMap::new(),
@@ -657,7 +660,8 @@ impl<'a> Builder<'a> {
                     } else {
                         Which::Entry
                     };
-                    let d = crate::ustack::backtrace_fields(&mut |ops, label| {
+                    let pages = self.stack_pages;
+                    let d = crate::ustack::backtrace_fields(pages, &mut |ops, label| {
                         self.add_field(which, ops, label)
                     });
                     self.captures.insert(e.id.0, d);

@@ -87,7 +87,20 @@ pub struct PlanOptions {
     pub target_pid: Option<u32>,
     /// MAXSTRINGLEN: the bound of every string copy.
     pub max_string: u32,
+    /// `-D MAXUSTACKBYTES` (snaptap's own setting): how much user stack each
+    /// `ubacktrace()` and friends copy at the probe, rounded up to whole pages from
+    /// the page holding rsp, between 1 and [`MAX_USTACK_PAGES`] pages. The unwinder
+    /// walks only what was copied: more bytes reach deeper frames, at a higher cost
+    /// per hit.
+    pub max_ustack_bytes: u32,
 }
+
+/// Default of [`PlanOptions::max_ustack_bytes`]: 4 pages (perf's `--call-graph dwarf`
+/// copies 8 KiB by default).
+pub const DEFAULT_MAX_USTACK_BYTES: u32 = 4 * 4096;
+
+/// Most pages of user stack one backtrace copies (1 MiB).
+pub const MAX_USTACK_PAGES: u32 = 256;
 
 impl Default for PlanOptions {
     fn default() -> PlanOptions {
@@ -95,6 +108,7 @@ impl Default for PlanOptions {
             target_exe: None,
             target_pid: None,
             max_string: 128,
+            max_ustack_bytes: DEFAULT_MAX_USTACK_BYTES,
         }
     }
 }

@@ -2033,3 +2033,43 @@ fn printf_memory_is_copied_at_the_probe() {
         "{e}"
     );
 }
+
+/// `-D MAXUSTACKBYTES`: the stack copy is that many bytes rounded up to pages, at
+/// least one page and at most `MAX_USTACK_PAGES`.
+#[test]
+fn ustack_bytes_set_the_pages_copied() {
+    let bin = compile("-O0");
+    let (ast, sources) = parse(r#"probe process.function("handle") { print_ubacktrace() }"#);
+    for (bytes, pages) in [
+        (DEFAULT_MAX_USTACK_BYTES, 4),
+        (1, 1),
+        (4096, 1),
+        (4097, 2),
+        (65536, 16),
+        (u32::MAX, MAX_USTACK_PAGES),
+    ] {
+        let opts = PlanOptions {
+            target_exe: Some(bin.clone()),
+            max_ustack_bytes: bytes,
+            ..PlanOptions::default()
+        };
+        let p = plan(&ast, &sources, &opts).unwrap();
+        p.plans.verify().unwrap();
+        let Some(Decode::Backtrace {
+            stack, more_pages, ..
+        }) = p.bindings[0].captures.values().next()
+        else {
+            panic!("{}", dump(&p))
+        };
+        assert_eq!(more_pages + 1, pages, "{bytes}");
+        let fields = &p.plans.sites[0].plan.fields;
+        assert_eq!(fields.len() as u32, 17 + pages, "{bytes}");
+        for k in 0..pages {
+            let ops = &fields[(stack + k) as usize].ops;
+            assert_eq!(ops.last(), Some(&Op::EmitBytes(4096)), "{bytes}");
+            if k > 0 {
+                assert_eq!(ops[3], Op::Const(u64::from(k) * 4096), "{bytes}");
+            }
+        }
+    }
+}
