@@ -596,6 +596,18 @@ impl<'a> Builder<'a> {
             return Walk::Skip;
         }
         match &e.kind {
+            ExprKind::Unary {
+                op: UnaryOp::AddressOf,
+                expr: inner,
+            } => {
+                match self.address_of(e, inner) {
+                    Ok(d) => {
+                        self.captures.insert(e.id.0, d);
+                    }
+                    Err(d) => self.errors.push(d),
+                }
+                Walk::Skip
+            }
             ExprKind::Target(t) => {
                 match self.target_decode(e, t) {
                     Ok(d) => {
@@ -1414,12 +1426,16 @@ impl<'a> Builder<'a> {
                 };
                 Ok((ops, tv.which))
             }
+            ExprKind::Unary {
+                op: UnaryOp::AddressOf,
+                expr,
+            } => self.address_ops(e, expr),
             ExprKind::Unary { op, expr } => {
                 let (mut ops, w) = self.lower_value(expr)?;
                 match op {
                     UnaryOp::Neg => ops.push(Op::Neg),
                     UnaryOp::BitNot => ops.push(Op::Not),
-                    UnaryOp::Plus => {}
+                    UnaryOp::Plus | UnaryOp::AddressOf => {}
                     UnaryOp::Not => return Err(sem("cannot compute '!' at the probe", e)),
                 }
                 Ok((ops, w))
@@ -1445,6 +1461,67 @@ impl<'a> Builder<'a> {
                 "this address cannot be computed at the probe: it must be built from target variables ($...), numbers and arithmetic, because snaptap cannot read target memory after the probe",
                 e,
             )),
+        }
+    }
+
+    /// `&X`: the address of a target expression as an unsigned long field.
+    fn address_of(&mut self, e: &Expr, inner: &Expr) -> Result<Decode, Diagnostic> {
+        let (mut ops, which) = self.address_ops(e, inner)?;
+        ops.push(Op::EmitValue(8));
+        let label = format!("&{}", self.label_of(inner));
+        let field = self.add_field(which, ops, &label);
+        Ok(Decode::Int {
+            field,
+            size: 8,
+            signed: false,
+        })
+    }
+
+    /// Ops computing the address of a target expression (`&$x`, `&$p->f`, `&$a[3]`,
+    /// `&@var("g")`, `&@cast(p, "t")->f`), with stap's errors for what has none: a
+    /// value in a register, computed or constant, a bit field, pretty-printed and
+    /// context variables. Like the value, the address of a target expression in a
+    /// return probe is taken at the entry.
+    fn address_ops(&mut self, e: &Expr, inner: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
+        let no = |what: &str, at: &Expr| sem(format!("cannot take address of {what}"), at);
+        let tv = match &inner.kind {
+            ExprKind::Target(_) if self.is_syscall() => {
+                return Err(no("context variable", inner));
+            }
+            ExprKind::Target(t) => {
+                if t.name.starts_with('$') {
+                    return Err(no("context variable", inner));
+                }
+                if t.pretty > 0 {
+                    return Err(no("pretty-printed variable", inner));
+                }
+                if self.site.sdt.is_some() {
+                    return Err(no("sdt variable", inner));
+                }
+                let di = self.require_di(inner, &format!("${}", t.name))?;
+                self.resolve_target(inner, di, t)?
+            }
+            ExprKind::GlobalVar { .. } | ExprKind::Cast { .. } => {
+                let (tv, pretty) = self
+                    .resolve_tval(inner)
+                    .unwrap_or_else(|| Err(sem("internal: not a target value", inner)))?;
+                if pretty > 0 {
+                    return Err(no("pretty-printed variable", inner));
+                }
+                tv
+            }
+            // stap accepts `&` only on target symbols: anything else has no type to
+            // take the address of.
+            _ => return Err(sem("unknown type in dereference: operator '&'", e)),
+        };
+        if tv.bits.is_some() {
+            return Err(sem("cannot take the address of a bit field", inner));
+        }
+        match tv.val {
+            Val::Mem(ops) => Ok((ops, tv.which)),
+            Val::Reg(_) => Err(no("object in register", inner)),
+            Val::Value(_) => Err(no("computed value", inner)),
+            Val::Const(_) => Err(no("constant value", inner)),
         }
     }
 

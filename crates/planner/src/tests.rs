@@ -2073,3 +2073,65 @@ fn ustack_bytes_set_the_pages_copied() {
         }
     }
 }
+
+fn check_address_of(bin: &Path) {
+    let script = r#"probe process.function("handle") {
+        println($r, &$r->id, &$r->name, &$r->arr[2], user_short(&$r->arr[1]),
+                user_int(&@var("counter")), user_int(&@cast($r, "struct req")->id),
+                &$r->arr[$n] - &$r->arr[0])
+    }"#;
+    let p = plan_text(script, bin).unwrap();
+    p.plans.verify().unwrap();
+    if !gdb_available() {
+        return;
+    }
+    let v = run(script, bin);
+    let V::I(r) = v["$r"] else { panic!("{v:?}") };
+    assert_eq!(v["&$r->id"], V::I(r));
+    assert_eq!(v["&$r->name"], V::I(r + 4));
+    assert_eq!(v["&$r->arr[2]"], V::I(r + 56));
+    // Reads through the addresses see the fixture's data: r.arr[1] = -20, counter 7
+    // before handle() adds to it, r.id = 42.
+    assert_eq!(v["user_short(&$r->arr[1])"], V::I(-20));
+    assert_eq!(v["user_int(&@var(\"counter\"))"], V::I(7));
+    assert_eq!(v["user_int(&@cast($r, \"struct req\")->id)"], V::I(42));
+}
+
+#[test]
+fn o0_address_of_target_expressions() {
+    check_address_of(&compile("-O0"));
+}
+
+#[test]
+fn o2_address_of_target_expressions() {
+    check_address_of(&compile("-O2"));
+}
+
+#[test]
+fn address_of_what_has_no_address_is_stap_error() {
+    let bin = compile("-O2");
+    for (expr, want) in [
+        ("&$r->flags", "cannot take the address of a bit field"),
+        ("&$$parms", "cannot take address of context variable"),
+        ("&$r$", "cannot take address of pretty-printed variable"),
+        ("&1", "unknown type in dereference: operator '&'"),
+        ("&$n", "cannot take address of object in register"),
+    ] {
+        let e = err_text(
+            &format!(r#"probe process.function("handle") {{ println({expr}) }}"#),
+            &bin,
+        );
+        assert!(e.contains(want), "{expr}: {e}");
+    }
+    let e = err_text(
+        r#"probe process.function("handle").return { println(&$return) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("cannot take address of object in register"),
+        "{e}"
+    );
+    // No target context: the operand is reported like any target variable.
+    let e = err_text(r#"probe begin { println(&$x) }"#, &bin);
+    assert!(e.contains("'$x' is not available in this probe"), "{e}");
+}

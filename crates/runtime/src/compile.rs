@@ -1747,6 +1747,17 @@ impl<'a> Compiler<'a> {
                 let tok = self.tok_at(e.span.file, e.span.start);
                 Some((Ex::Stat { f, agg, tok }, Long))
             }
+            ExprKind::Unary {
+                op: UnaryOp::AddressOf,
+                ..
+            } => {
+                // The probe computed the address: a capture of this expression.
+                let c = self.capture(e, FaultKind::Deref, None);
+                if c.is_none() {
+                    self.err("unknown type in dereference: operator '&'", e.span);
+                }
+                c
+            }
             ExprKind::Unary { op, expr } => {
                 let x = self.cx_as(sc, expr, Long)?;
                 Some((
@@ -1755,6 +1766,7 @@ impl<'a> Compiler<'a> {
                         UnaryOp::Plus => x,
                         UnaryOp::Not => Ex::Not(Box::new(x)),
                         UnaryOp::BitNot => Ex::BitNot(Box::new(x)),
+                        UnaryOp::AddressOf => return None,
                     },
                     Long,
                 ))

@@ -108,3 +108,65 @@ fn printf_memory_conversions_o0() {
 fn printf_memory_conversions_o2() {
     check_memory_formats("-O2");
 }
+
+fn check_addresses(opt: &str) {
+    let bin = fixture("retvals", opt, &[]);
+    let bin = bin.to_str().unwrap();
+    // Addresses of a pointer's members and elements, of a local in memory, of a
+    // global, its member and an array element, against the fixture's own `&`.
+    let script = format!(
+        r#"probe process("{bin}").function("locate") {{
+  printf("truth addr k=%d a=%#x total=%#x count=%#x raw3=%p slot=%#x g=%#x gcount=%#x t3=%#x\n",
+    $k, $a, &$a->total, &@cast($a, "struct acc")->count, &$a->raw[3], &$slot,
+    &@var("global_acc"), &@var("global_acc")->count, &@var("table")[$k + 1])
+  printf("raw k=%d hex=%.8M\n", $k, &$a->raw[0])
+}}"#
+    );
+    let (out, stdout, stderr, st) = trace(&script, &format!("{bin} 3"));
+    assert!(st.success(), "snaptap failed: {stderr}");
+    let want = lines_with(&stdout, "truth addr");
+    assert_eq!(want.len(), 3, "fixture output: {stdout}");
+    // t3 is &table[3]; the script's index is $k + 1, an int further per k past 2.
+    let got: Vec<String> = lines_with(&out, "truth addr")
+        .into_iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let (head, t3) = g.rsplit_once(" t3=0x").unwrap();
+            let t3 = u64::from_str_radix(t3, 16).unwrap();
+            let k = i as u64 + 1;
+            format!("{head} t3={:#x}", t3 + 8 - 4 * k)
+        })
+        .collect();
+    assert_lines(&got, &want, &format!("addresses {opt}"));
+    // `&$a->raw[0]` is an address like any other: %M reads through it.
+    assert_eq!(
+        hex_words(&lines_with(&out, "raw k=")),
+        hex_words(&lines_with(&stdout, "truth raw")),
+        "{out}"
+    );
+}
+
+#[test]
+fn address_of_target_expressions_o0() {
+    check_addresses("-O0");
+}
+
+#[test]
+fn address_of_target_expressions_o2() {
+    check_addresses("-O2");
+}
+
+#[test]
+fn address_of_a_register_is_an_error() {
+    // At -O2 locate's k lives in a register: stap's error, before the target runs.
+    let bin = fixture("retvals", "-O2", &[]);
+    let bin = bin.to_str().unwrap();
+    let script = format!(r#"probe process("{bin}").function("locate") {{ println(&$k) }}"#);
+    let (out, stdout, stderr, st) = trace(&script, &format!("{bin} 1"));
+    assert!(!st.success(), "{out}");
+    assert!(
+        stderr.contains("semantic error: cannot take address of object in register: identifier '$k' at <input>:1:"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("truth"), "the target ran: {stdout}");
+}
