@@ -32,6 +32,13 @@
 //!   `register`, `u_register`, `uaddr`) are keyed by the call's expression id; their
 //!   address argument must be computable at the probe from target values, numbers and
 //!   `+ - * & | ^ << >>`, since nothing can be read later.
+//! - `&X` on a target expression is its address (a field of the address ops); what
+//!   has no address (a register, a computed or constant value, a bit field,
+//!   `$$parms`, `$x$`, SDT and syscall arguments) is an error in stap's words.
+//! - `printf`/`sprintf` `%m`/`%M` copy the bytes at their address argument at the
+//!   probe (the precision, default 1; `%.*m` needs a literal number), keyed by the
+//!   argument's expression id as a `Decode::Bytes`.
+//! - `-D MAXUSTACKBYTES` sets the stack bytes a backtrace copies (whole pages).
 //! - Writes to target values are errors: the design is read-only.
 //! - `process(PATH).syscall` and `.syscall.return` are one site each (no address, no
 //!   DWARF needed); `$syscall`, `$arg1`..`$arg6` (rdi rsi rdx r10 r8 r9) and, at the
