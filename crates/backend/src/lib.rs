@@ -30,24 +30,38 @@ pub trait TargetAccess {
 /// Executes `plan` against `target`, appending one [`FieldStatus`] per field (and the
 /// bytes) to `rec`. A fault aborts only the field it happened in.
 ///
-/// The plan must have passed [`CapturePlan::verify`]; a malformed one still cannot
-/// panic here (stack underflow reads as zero).
+/// A return plan runs on the record its entry plan filled, so that
+/// [`Op::EntryField`] reads the values saved at the function's entry.
+///
+/// The plan must have passed [`CapturePlan::verify`] (a return plan
+/// [`CapturePlan::verify_return`]); a malformed one still cannot panic here (stack
+/// underflow reads as zero, a missing entry field is a fault at address 0).
 pub fn execute(plan: &CapturePlan, target: &mut dyn TargetAccess, rec: &mut Record) {
     let mut stack: Vec<u64> = Vec::with_capacity(8);
     for field in &plan.fields {
         stack.clear();
-        let status = run_field(&field.ops, &mut stack, target, &mut rec.data);
+        let status = run_field(&field.ops, &mut stack, target, rec);
         rec.fields.push(status);
     }
+}
+
+/// The value of an earlier field of `rec` (little-endian, zero-extended), or its
+/// status when it has no bytes.
+fn entry_value(rec: &Record, i: u32) -> Result<u64, FieldStatus> {
+    let bytes = rec.field(i as usize)?;
+    let mut b = [0u8; 8];
+    let n = bytes.len().min(8);
+    b[..n].copy_from_slice(&bytes[..n]);
+    Ok(u64::from_le_bytes(b))
 }
 
 fn run_field(
     ops: &[Op],
     stack: &mut Vec<u64>,
     t: &mut dyn TargetAccess,
-    data: &mut Vec<u8>,
+    rec: &mut Record,
 ) -> FieldStatus {
-    let start = data.len();
+    let start = rec.data.len();
     macro_rules! pop {
         () => {
             stack.pop().unwrap_or(0)
@@ -60,6 +74,13 @@ fn run_field(
                 None => return FieldStatus::NoRegister(r.0),
             },
             Op::Const(c) => stack.push(*c),
+            Op::EntryField(i) => match entry_value(rec, *i) {
+                Ok(v) => stack.push(v),
+                Err(status) => {
+                    rec.data.truncate(start);
+                    return status;
+                }
+            },
             Op::Add
             | Op::Sub
             | Op::Mul
@@ -108,20 +129,20 @@ fn run_field(
             Op::EmitValue(n) => {
                 let v = pop!();
                 let n = usize::from(*n).min(8);
-                data.extend_from_slice(&v.to_le_bytes()[..n]);
+                rec.data.extend_from_slice(&v.to_le_bytes()[..n]);
             }
             Op::EmitBytes(len) => {
                 let addr = pop!();
-                data.resize(start + *len as usize, 0);
-                if let Err(a) = t.read(addr, &mut data[start..]) {
-                    data.truncate(start);
+                rec.data.resize(start + *len as usize, 0);
+                if let Err(a) = t.read(addr, &mut rec.data[start..]) {
+                    rec.data.truncate(start);
                     return FieldStatus::Fault { addr: a };
                 }
             }
             Op::EmitString(max) => {
                 let addr = pop!();
-                if let Err(a) = read_cstring(t, addr, *max as usize, data) {
-                    data.truncate(start);
+                if let Err(a) = read_cstring(t, addr, *max as usize, &mut rec.data) {
+                    rec.data.truncate(start);
                     return FieldStatus::Fault { addr: a };
                 }
             }
@@ -129,7 +150,7 @@ fn run_field(
     }
     FieldStatus::Ok {
         offset: start as u32,
-        len: (data.len() - start) as u32,
+        len: (rec.data.len() - start) as u32,
     }
 }
 

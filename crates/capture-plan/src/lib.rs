@@ -83,6 +83,13 @@ pub enum Op {
     /// Pop an address, copy a NUL-terminated string of at most `max` bytes (the NUL not
     /// included) as the field. Terminal.
     EmitString(u32),
+    /// Push the value of field `i` of the same record: its bytes little-endian,
+    /// zero-extended. Only a return plan may use it, and only on a field of its
+    /// site's entry plan that ends in `EmitValue` (checked by [`PlanSet::verify`]):
+    /// that is how a value saved at the function's entry (`$param` in a `.return`
+    /// probe) addresses memory read at the return. If that field has no bytes
+    /// (a fault at entry), this field gets the same status.
+    EntryField(u32),
 }
 
 /// How one record field is computed: a straight-line program ending in one emit op.
@@ -136,8 +143,21 @@ impl CapturePlan {
     }
 
     /// Checks that the plan is well formed: bounded, stack-balanced, one emit at the end
-    /// of every field, valid sizes. Backends call this before installing anything.
+    /// of every field, valid sizes, no [`Op::EntryField`] (a plan on its own has no
+    /// entry record to refer to). Backends call this (or [`PlanSet::verify`]) before
+    /// installing anything.
     pub fn verify(&self) -> Result<(), PlanError> {
+        self.verify_with(None)
+    }
+
+    /// Like [`CapturePlan::verify`] for the return plan of a site whose entry plan is
+    /// `entry`: [`Op::EntryField`] may name a field of `entry` that ends in
+    /// `EmitValue`.
+    pub fn verify_return(&self, entry: &CapturePlan) -> Result<(), PlanError> {
+        self.verify_with(Some(entry))
+    }
+
+    fn verify_with(&self, entry: Option<&CapturePlan>) -> Result<(), PlanError> {
         for (i, f) in self.fields.iter().enumerate() {
             let err = |m: &str| Err(PlanError(format!("field {i} ({}): {m}", f.label)));
             if f.ops.is_empty() || f.ops.len() > MAX_OPS_PER_FIELD {
@@ -148,6 +168,16 @@ impl CapturePlan {
                 let last = j + 1 == f.ops.len();
                 let (pops, pushes) = match op {
                     Op::Reg(_) | Op::Const(_) => (0, 1),
+                    Op::EntryField(k) => {
+                        let Some(entry) = entry else {
+                            return err("entry field reference outside a return plan");
+                        };
+                        match entry.fields.get(*k as usize).and_then(|f| f.ops.last()) {
+                            Some(Op::EmitValue(_)) => (0, 1),
+                            Some(_) => return err("entry field reference to a non-value field"),
+                            None => return err("entry field reference out of range"),
+                        }
+                    }
                     Op::Add | Op::Sub | Op::Mul | Op::And | Op::Or | Op::Xor => (2, 1),
                     Op::Shl | Op::Shr | Op::Sar => (2, 1),
                     Op::Neg | Op::Not => (1, 1),
@@ -204,6 +234,7 @@ impl fmt::Display for CapturePlan {
                     Op::EmitValue(n) => write!(f, " emit_value{n}")?,
                     Op::EmitBytes(n) => write!(f, " emit_bytes({n})")?,
                     Op::EmitString(n) => write!(f, " emit_string({n})")?,
+                    Op::EntryField(k) => write!(f, " entry_field({k})")?,
                     other => write!(f, " {}", format!("{other:?}").to_lowercase())?,
                 }
             }
@@ -279,12 +310,13 @@ pub struct PlanSet {
 }
 
 impl PlanSet {
-    /// Verifies every plan (see [`CapturePlan::verify`]).
+    /// Verifies every plan (see [`CapturePlan::verify`]; a return plan with
+    /// [`CapturePlan::verify_return`] against its site's entry plan).
     pub fn verify(&self) -> Result<(), PlanError> {
         for s in &self.sites {
             s.plan.verify()?;
             if let SiteKind::Return { return_plan } = &s.kind {
-                return_plan.verify()?;
+                return_plan.verify_return(&s.plan)?;
             }
         }
         Ok(())
@@ -395,6 +427,12 @@ pub enum Decode {
     },
     /// A string: the field's bytes up to the first NUL.
     Str {
+        /// Field index.
+        field: u32,
+    },
+    /// Raw bytes, NULs included: the memory a `printf` `%m`/`%M` conversion shows,
+    /// copied at the probe because the handler runs later.
+    Bytes {
         /// Field index.
         field: u32,
     },

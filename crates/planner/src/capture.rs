@@ -377,6 +377,8 @@ struct Builder<'a> {
     /// Variables in scope where the entry plan runs.
     vars: Vec<Variable>,
     max_string: u32,
+    /// Pages of user stack a backtrace copies (`-D MAXUSTACKBYTES`).
+    stack_pages: u32,
     entry: Vec<FieldPlan>,
     ret: Vec<FieldPlan>,
     dedupe: HashMap<(Which, String), u32>,
@@ -393,6 +395,9 @@ struct Builder<'a> {
     /// Walking a function body: `$name` and `@entry` are not legal there (the
     /// session reports `$name` once), `@var` and `@cast` are.
     in_function: bool,
+    /// Walking the operand of `@entry(...)`: everything in it is evaluated at the
+    /// function's entry, memory reads of `user_int(...)` and `@cast` included.
+    in_entry: bool,
 }
 
 /// Plans one resolved site: adds its `ProbeSite`, `SiteBinding` and listing line.
@@ -417,6 +422,7 @@ pub(crate) fn plan_site(
         di,
         vars,
         max_string: sess.opts.max_string.clamp(1, capture_plan::MAX_FIELD_BYTES),
+        stack_pages: crate::ustack::stack_pages(sess.opts.max_ustack_bytes),
         entry: Vec::new(),
         ret: Vec::new(),
         dedupe: HashMap::new(),
@@ -428,6 +434,7 @@ pub(crate) fn plan_site(
         functions: &sess.functions,
         called: Vec::new(),
         in_function: false,
+        in_entry: false,
     };
     if let Some(c) = &point.condition {
         visit_expr(c, &mut |e| b.visit(e));
@@ -539,9 +546,10 @@ fn fix_fields(d: &mut Decode, n_entry: u32) {
         }
     };
     match d {
-        Decode::Int { field, .. } | Decode::Bitfield { field, .. } | Decode::Str { field } => {
-            fix(field)
-        }
+        Decode::Int { field, .. }
+        | Decode::Bitfield { field, .. }
+        | Decode::Str { field }
+        | Decode::Bytes { field } => fix(field),
         Decode::Pretty(parts) => {
             for p in parts {
                 match p {
@@ -588,6 +596,18 @@ impl<'a> Builder<'a> {
             return Walk::Skip;
         }
         match &e.kind {
+            ExprKind::Unary {
+                op: UnaryOp::AddressOf,
+                expr: inner,
+            } => {
+                match self.address_of(e, inner) {
+                    Ok(d) => {
+                        self.captures.insert(e.id.0, d);
+                    }
+                    Err(d) => self.errors.push(d),
+                }
+                Walk::Skip
+            }
             ExprKind::Target(t) => {
                 match self.target_decode(e, t) {
                     Ok(d) => {
@@ -603,10 +623,13 @@ impl<'a> Builder<'a> {
                         .push(sem("@entry is only valid in .return probes", e));
                     return Walk::Skip;
                 }
-                // Everything but `$return` in a return probe is captured at entry anyway,
-                // so `@entry(X)` is X's capture; both ids decode the same field.
+                // Target values in a return probe are captured at entry anyway, and
+                // inside `@entry` so are the memory reads of calls and `@cast`; so
+                // `@entry(X)` is X's capture, both ids decode the same field.
                 let before = self.errors.len();
+                let outer = std::mem::replace(&mut self.in_entry, true);
                 self.visit_expr_as_value(inner);
+                self.in_entry = outer;
                 if self.errors.len() == before {
                     if let Some(d) = self.captures.get(&inner.id.0).cloned() {
                         self.captures.insert(e.id.0, d);
@@ -636,15 +659,21 @@ impl<'a> Builder<'a> {
                     self.needs.ppid |= f.ppid;
                     self.needs.cpu |= f.cpu;
                 }
+                if matches!(name.as_str(), "printf" | "sprintf") {
+                    if let Some(walk) = self.printf_memory(name, args) {
+                        return walk;
+                    }
+                }
                 if crate::ustack::needs_stack(name) {
                     // Registers at the return stop in a return probe: the stack of
                     // the caller the function returned to, as stap shows it.
-                    let which = if self.site.kind == SpecKind::Return {
+                    let which = if self.late_reads() {
                         Which::Return
                     } else {
                         Which::Entry
                     };
-                    let d = crate::ustack::backtrace_fields(&mut |ops, label| {
+                    let pages = self.stack_pages;
+                    let d = crate::ustack::backtrace_fields(pages, &mut |ops, label| {
                         self.add_field(which, ops, label)
                     });
                     self.captures.insert(e.id.0, d);
@@ -950,7 +979,9 @@ impl<'a> Builder<'a> {
                 e,
             )
         })?;
-        let (ops, which) = self.lower_value(addr)?;
+        // `@cast` is a memory read of the handler: in a return probe it happens at
+        // the return, as the calls do.
+        let (ops, which) = self.lower_late(addr)?;
         let tv = TVal {
             sdt: None,
             val: Val::Mem(ops),
@@ -1249,7 +1280,11 @@ impl<'a> Builder<'a> {
                 format!("{}[{n}]", tv.label)
             }
             _ => {
-                let (iops, which) = self.lower_value(idx)?;
+                let (iops, which) = if tv.which == Which::Return {
+                    self.lower_late(idx)?
+                } else {
+                    self.lower_value(idx)?
+                };
                 if which != tv.which {
                     return Err(sem("cannot mix $return with values captured at entry", idx));
                 }
@@ -1272,12 +1307,91 @@ impl<'a> Builder<'a> {
         })
     }
 
+    /// True when the handler's own memory reads (`user_int(...)`, `@cast`) happen at
+    /// a later stop than the target values they use: in a return probe, outside
+    /// `@entry`.
+    fn late_reads(&self) -> bool {
+        self.site.kind == SpecKind::Return && !self.in_entry
+    }
+
+    /// Lowers an address or index that a memory read of the handler uses, for the
+    /// stop where that read happens. In a return probe (outside `@entry`) that is the
+    /// return: each target value (`$p`, `$p->f`, `@var(...)`, `@entry(...)`) keeps
+    /// stap's rule and is evaluated at the entry, into an entry field the return
+    /// plan reads back with `Op::EntryField`; `$return` is read at the return;
+    /// arithmetic combines them there. Elsewhere it is [`Builder::lower_value`].
+    fn lower_late(&mut self, e: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
+        if !self.late_reads() {
+            return self.lower_value(e);
+        }
+        let ops = match &e.kind {
+            ExprKind::Number(n) => vec![Op::Const(*n as u64)],
+            ExprKind::Unary {
+                op: op @ (UnaryOp::Neg | UnaryOp::BitNot | UnaryOp::Plus),
+                expr,
+            } => {
+                let (mut ops, _) = self.lower_late(expr)?;
+                match op {
+                    UnaryOp::Neg => ops.push(Op::Neg),
+                    UnaryOp::BitNot => ops.push(Op::Not),
+                    _ => {}
+                }
+                ops
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let Some(op) = arith_op(*op) else {
+                    return self.lower_value(e);
+                };
+                let (mut a, _) = self.lower_late(lhs)?;
+                let (b, _) = self.lower_late(rhs)?;
+                a.extend(b);
+                a.push(op);
+                a
+            }
+            _ => {
+                let (ops, which) = self.lower_value(e)?;
+                if which == Which::Return {
+                    ops
+                } else {
+                    let mut spill = ops;
+                    spill.push(Op::EmitValue(8));
+                    let label = format!("{} at entry", self.label_of(e));
+                    vec![Op::EntryField(self.add_field(Which::Entry, spill, &label))]
+                }
+            }
+        };
+        Ok((ops, Which::Return))
+    }
+
+    /// A short label for an expression in plan dumps.
+    fn label_of(&self, e: &Expr) -> String {
+        match &e.kind {
+            ExprKind::Target(t) => {
+                let mut l = format!("${}", t.name);
+                for step in &t.path {
+                    match step {
+                        TargetStep::Member(m, _) => l.push_str(&format!("->{m}")),
+                        TargetStep::Index(_) => l.push_str("[...]"),
+                    }
+                }
+                l
+            }
+            ExprKind::Entry(_) => "@entry(...)".to_string(),
+            _ => self.sess_snippet(e),
+        }
+    }
+
     /// Lowers a script expression built from target values, numbers and arithmetic to
     /// ops that compute it in the target (used for string addresses and indexes).
     fn lower_value(&mut self, e: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
         match &e.kind {
             ExprKind::Number(n) => Ok((vec![Op::Const(*n as u64)], Which::Entry)),
-            ExprKind::Entry(inner) => self.lower_value(inner),
+            ExprKind::Entry(inner) => {
+                let outer = std::mem::replace(&mut self.in_entry, true);
+                let r = self.lower_value(inner);
+                self.in_entry = outer;
+                r
+            }
             ExprKind::Target(t) if self.is_syscall() => {
                 let (reg, _) = self.syscall_reg(e, t)?;
                 Ok((vec![Op::Reg(reg)], Which::Entry))
@@ -1312,33 +1426,26 @@ impl<'a> Builder<'a> {
                 };
                 Ok((ops, tv.which))
             }
+            ExprKind::Unary {
+                op: UnaryOp::AddressOf,
+                expr,
+            } => self.address_ops(e, expr),
             ExprKind::Unary { op, expr } => {
                 let (mut ops, w) = self.lower_value(expr)?;
                 match op {
                     UnaryOp::Neg => ops.push(Op::Neg),
                     UnaryOp::BitNot => ops.push(Op::Not),
-                    UnaryOp::Plus => {}
+                    UnaryOp::Plus | UnaryOp::AddressOf => {}
                     UnaryOp::Not => return Err(sem("cannot compute '!' at the probe", e)),
                 }
                 Ok((ops, w))
             }
             ExprKind::Binary { op, lhs, rhs } => {
-                let op = match op {
-                    BinaryOp::Add => Op::Add,
-                    BinaryOp::Sub => Op::Sub,
-                    BinaryOp::Mul => Op::Mul,
-                    BinaryOp::BitAnd => Op::And,
-                    BinaryOp::BitOr => Op::Or,
-                    BinaryOp::BitXor => Op::Xor,
-                    BinaryOp::Shl => Op::Shl,
-                    BinaryOp::Shr => Op::Sar,
-                    BinaryOp::UShr => Op::Shr,
-                    _ => {
-                        return Err(sem(
-                            "this operator cannot be computed at the probe; only + - * & | ^ << >> on target values",
-                            e,
-                        ))
-                    }
+                let Some(op) = arith_op(*op) else {
+                    return Err(sem(
+                        "this operator cannot be computed at the probe; only + - * & | ^ << >> on target values",
+                        e,
+                    ));
                 };
                 let (mut a, wa) = self.lower_value(lhs)?;
                 let (b, wb) = self.lower_value(rhs)?;
@@ -1355,6 +1462,134 @@ impl<'a> Builder<'a> {
                 e,
             )),
         }
+    }
+
+    /// `&X`: the address of a target expression as an unsigned long field.
+    fn address_of(&mut self, e: &Expr, inner: &Expr) -> Result<Decode, Diagnostic> {
+        let (mut ops, which) = self.address_ops(e, inner)?;
+        ops.push(Op::EmitValue(8));
+        let label = format!("&{}", self.label_of(inner));
+        let field = self.add_field(which, ops, &label);
+        Ok(Decode::Int {
+            field,
+            size: 8,
+            signed: false,
+        })
+    }
+
+    /// Ops computing the address of a target expression (`&$x`, `&$p->f`, `&$a[3]`,
+    /// `&@var("g")`, `&@cast(p, "t")->f`), with stap's errors for what has none: a
+    /// value in a register, computed or constant, a bit field, pretty-printed and
+    /// context variables. Like the value, the address of a target expression in a
+    /// return probe is taken at the entry.
+    fn address_ops(&mut self, e: &Expr, inner: &Expr) -> Result<(Vec<Op>, Which), Diagnostic> {
+        let no = |what: &str, at: &Expr| sem(format!("cannot take address of {what}"), at);
+        let tv = match &inner.kind {
+            ExprKind::Target(_) if self.is_syscall() => {
+                return Err(no("context variable", inner));
+            }
+            ExprKind::Target(t) => {
+                if t.name.starts_with('$') {
+                    return Err(no("context variable", inner));
+                }
+                if t.pretty > 0 {
+                    return Err(no("pretty-printed variable", inner));
+                }
+                if self.site.sdt.is_some() {
+                    return Err(no("sdt variable", inner));
+                }
+                let di = self.require_di(inner, &format!("${}", t.name))?;
+                self.resolve_target(inner, di, t)?
+            }
+            ExprKind::GlobalVar { .. } | ExprKind::Cast { .. } => {
+                let (tv, pretty) = self
+                    .resolve_tval(inner)
+                    .unwrap_or_else(|| Err(sem("internal: not a target value", inner)))?;
+                if pretty > 0 {
+                    return Err(no("pretty-printed variable", inner));
+                }
+                tv
+            }
+            // stap accepts `&` only on target symbols: anything else has no type to
+            // take the address of.
+            _ => return Err(sem("unknown type in dereference: operator '&'", e)),
+        };
+        if tv.bits.is_some() {
+            return Err(sem("cannot take the address of a bit field", inner));
+        }
+        match tv.val {
+            Val::Mem(ops) => Ok((ops, tv.which)),
+            Val::Reg(_) => Err(no("object in register", inner)),
+            Val::Value(_) => Err(no("computed value", inner)),
+            Val::Const(_) => Err(no("constant value", inner)),
+        }
+    }
+
+    /// `printf`/`sprintf` with `%m`/`%M` conversions: each such argument is an
+    /// address whose bytes (the precision, default 1, as stap's `vsprintf` reads) are
+    /// copied at the probe, keyed by the argument's id (a `Decode::Bytes`); the other
+    /// arguments are visited as usual. `None` when the format has no such conversion
+    /// (or is not a literal: the runtime reports that).
+    fn printf_memory(&mut self, name: &str, args: &[Expr]) -> Option<Walk> {
+        let Some(ExprKind::String(fmt)) = args.first().map(|a| &a.kind) else {
+            return None;
+        };
+        let convs = crate::printf::memory_conversions(fmt);
+        if convs.is_empty() {
+            return None;
+        }
+        let rest = &args[1..];
+        let mut planned = vec![false; rest.len()];
+        for c in convs {
+            let Some(arg) = rest.get(c.arg) else {
+                // Too few arguments: the runtime reports stap's error.
+                continue;
+            };
+            planned[c.arg] = true;
+            let len = match c.len {
+                crate::printf::MemLen::Bytes(n) => n,
+                crate::printf::MemLen::Arg(i) => match rest.get(i).map(|a| &a.kind) {
+                    Some(ExprKind::Number(n)) if *n > 0 => {
+                        (*n).min(i64::from(crate::printf::MAX_MEMORY_BYTES)) as u32
+                    }
+                    Some(ExprKind::Number(_)) => 1,
+                    _ => {
+                        self.errors.push(sem(
+                            format!(
+                                "{name}: the precision of %{} must be a literal number here: it bounds the copy made at the probe",
+                                c.conv
+                            ),
+                            rest.get(i).unwrap_or(arg),
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if !contains_target(arg) {
+                self.errors.push(sem(
+                    format!(
+                        "{name}: the address printed by %{} must be computed from target variables ($...) at the probe; snaptap cannot read target memory later",
+                        c.conv
+                    ),
+                    arg,
+                ));
+                continue;
+            }
+            match self.lower_late(arg) {
+                Ok((mut ops, which)) => {
+                    ops.push(Op::EmitBytes(len));
+                    let field = self.add_field(which, ops, &format!("%{} bytes", c.conv));
+                    self.captures.insert(arg.id.0, Decode::Bytes { field });
+                }
+                Err(d) => self.errors.push(d),
+            }
+        }
+        for (a, done) in rest.iter().zip(planned) {
+            if !done {
+                visit_expr(a, &mut |x| self.visit(x));
+            }
+        }
+        Some(Walk::Skip)
     }
 
     /// `register("rax")`, `u_register("edi")`, `uaddr()`: a register at the probe.
@@ -1387,14 +1622,10 @@ impl<'a> Builder<'a> {
                 )
             })?
         };
-        let which = if self.site.kind == SpecKind::Return {
-            // At the return stop rax holds the return value; other registers were
-            // saved at entry, like every other value of a return probe.
-            if reg == DwarfReg::RAX.0 {
-                Which::Return
-            } else {
-                Which::Entry
-            }
+        // The handler of a return probe sees the registers of the return stop (stap
+        // reads them from the context of the uretprobe), unless inside `@entry`.
+        let which = if self.late_reads() {
+            Which::Return
         } else {
             Which::Entry
         };
@@ -1429,7 +1660,9 @@ impl<'a> Builder<'a> {
                 addr_arg,
             ));
         }
-        let (ops, which) = self.lower_value(addr_arg)?;
+        // The call runs in the handler, so in a return probe it reads memory at the
+        // return, through the entry values of the target variables it names.
+        let (ops, which) = self.lower_late(addr_arg)?;
         let label = format!("{name}(...)");
         if let Some(bound_idx) = string_fn(name) {
             let mut max = self.max_string;
@@ -1813,6 +2046,22 @@ impl<'a> Builder<'a> {
             Err(_) => parts.push(PrettyPart::Text("?".into())),
         }
     }
+}
+
+/// The plan op computing a script arithmetic operator, if the probe can compute it.
+fn arith_op(op: BinaryOp) -> Option<Op> {
+    Some(match op {
+        BinaryOp::Add => Op::Add,
+        BinaryOp::Sub => Op::Sub,
+        BinaryOp::Mul => Op::Mul,
+        BinaryOp::BitAnd => Op::And,
+        BinaryOp::BitOr => Op::Or,
+        BinaryOp::BitXor => Op::Xor,
+        BinaryOp::Shl => Op::Shl,
+        BinaryOp::Shr => Op::Sar,
+        BinaryOp::UShr => Op::Shr,
+        _ => return None,
+    })
 }
 
 fn loc_to_val(loc: &Location) -> Result<Val, String> {

@@ -107,6 +107,7 @@ fn decode_text(d: &Decode) -> String {
             size * 8
         ),
         Decode::Str { field } => format!("str(field {field})"),
+        Decode::Bytes { field } => format!("bytes(field {field})"),
         Decode::Pretty(parts) => {
             let v: Vec<String> = parts
                 .iter()

@@ -12,10 +12,17 @@
 //! - Function probes stop after the prologue in unoptimised code and at the entry pc in
 //!   optimised code (see `debuginfo::DebugInfo::probe_addr`); inlined instances are
 //!   sites of their own, `.call` excludes them, `.inline` keeps only them.
-//! - In `.return` probes every target value except `$return` (and `register("rax")`)
-//!   is captured at the function's entry, as stap saves `$param` there; `@entry(X)`
-//!   is the same capture. Unoptimised parameters at the entry come from the calling
-//!   convention, because their DWARF frame slots are not written yet.
+//! - In `.return` probes every target value except `$return` — `$p`, `$p->f`,
+//!   `$a[2]`, `$p$`, `$$parms`, `@var(...)`, with all their steps — is evaluated at
+//!   the function's entry, as stap's `visit_target_symbol_saved_return` saves the
+//!   whole expression there; `@entry(X)` evaluates all of X at entry. What the
+//!   handler itself reads happens at the return, as in stap: the memory of
+//!   `user_int(...)`, `kernel_string(...)` and friends and of `@cast(...)`, and
+//!   `register(...)`/`uaddr()`. Their addresses use the entry values, which the
+//!   entry plan saves and the return plan reads back (`Op::EntryField`); so
+//!   `user_int($outp)` shows what the function stored through `outp`. Unoptimised
+//!   parameters at the entry come from the calling convention, because their DWARF
+//!   frame slots are not written yet.
 //! - Static addresses (`@var`, `DW_OP_addr`, `sym(%rip)` SDT operands) in
 //!   relocatable modules are computed as `rip + (addr - site)`: the backend reports
 //!   `Reg(RIP)` as the probed address, so entry plans need no load bias.
@@ -25,6 +32,13 @@
 //!   `register`, `u_register`, `uaddr`) are keyed by the call's expression id; their
 //!   address argument must be computable at the probe from target values, numbers and
 //!   `+ - * & | ^ << >>`, since nothing can be read later.
+//! - `&X` on a target expression is its address (a field of the address ops); what
+//!   has no address (a register, a computed or constant value, a bit field,
+//!   `$$parms`, `$x$`, SDT and syscall arguments) is an error in stap's words.
+//! - `printf`/`sprintf` `%m`/`%M` copy the bytes at their address argument at the
+//!   probe (the precision, default 1; `%.*m` needs a literal number), keyed by the
+//!   argument's expression id as a `Decode::Bytes`.
+//! - `-D MAXUSTACKBYTES` sets the stack bytes a backtrace copies (whole pages).
 //! - Writes to target values are errors: the design is read-only.
 //! - `process(PATH).syscall` and `.syscall.return` are one site each (no address, no
 //!   DWARF needed); `$syscall`, `$arg1`..`$arg6` (rdi rsi rdx r10 r8 r9) and, at the
@@ -38,6 +52,7 @@
 
 mod capture;
 mod dump;
+mod printf;
 mod resolve;
 mod ustack;
 
@@ -79,7 +94,20 @@ pub struct PlanOptions {
     pub target_pid: Option<u32>,
     /// MAXSTRINGLEN: the bound of every string copy.
     pub max_string: u32,
+    /// `-D MAXUSTACKBYTES` (snaptap's own setting): how much user stack each
+    /// `ubacktrace()` and friends copy at the probe, rounded up to whole pages from
+    /// the page holding rsp, between 1 and [`MAX_USTACK_PAGES`] pages. The unwinder
+    /// walks only what was copied: more bytes reach deeper frames, at a higher cost
+    /// per hit.
+    pub max_ustack_bytes: u32,
 }
+
+/// Default of [`PlanOptions::max_ustack_bytes`]: 4 pages (perf's `--call-graph dwarf`
+/// copies 8 KiB by default).
+pub const DEFAULT_MAX_USTACK_BYTES: u32 = 4 * 4096;
+
+/// Most pages of user stack one backtrace copies (1 MiB).
+pub const MAX_USTACK_PAGES: u32 = 256;
 
 impl Default for PlanOptions {
     fn default() -> PlanOptions {
@@ -87,6 +115,7 @@ impl Default for PlanOptions {
             target_exe: None,
             target_pid: None,
             max_string: 128,
+            max_ustack_bytes: DEFAULT_MAX_USTACK_BYTES,
         }
     }
 }

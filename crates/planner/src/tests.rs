@@ -282,7 +282,7 @@ fn decode(rec: &Record, d: &Decode) -> V {
                 (v >> (64 - n)) as i64
             })
         }
-        Decode::Str { field } => {
+        Decode::Str { field } | Decode::Bytes { field } => {
             V::S(String::from_utf8_lossy(rec.field(*field as usize).unwrap()).into_owned())
         }
         Decode::Backtrace { .. } => V::S(String::new()),
@@ -1871,4 +1871,267 @@ probe kernel.function("mach_print") { println(via()) }"#,
             && errs[0].notes[0].contains("function 'tid' is called by a probe without"),
         "{errs:?}"
     );
+}
+
+/// The field a capture decodes.
+fn field_of(d: &Decode) -> u32 {
+    match d {
+        Decode::Int { field, .. } | Decode::Str { field } | Decode::Bitfield { field, .. } => {
+            *field
+        }
+        other => panic!("not a one-field decode: {other:?}"),
+    }
+}
+
+/// In a return probe, target expressions are evaluated whole at the entry (stap's
+/// saved return variables), while the handler's own reads (`user_int`, `@cast`,
+/// `register`) happen at the return through entry values saved in entry fields.
+fn check_return_read_times(bin: &Path) {
+    let script = r#"probe process.function("handle").return {
+        println(user_int($r), $r->id, @entry(user_int($r)), @cast($r, "struct req")->id,
+                register("rsp"), @entry(register("rsp")), user_int($r + 4 * $n))
+    }"#;
+    let (ast, sources) = parse(script);
+    let p = plan_text(script, bin).unwrap();
+    p.plans.verify().unwrap();
+    let ids = ids_by_text(&ast, &sources);
+    let site = &p.plans.sites[0];
+    let SiteKind::Return { return_plan } = &site.kind else {
+        panic!("not a return site")
+    };
+    let n_entry = site.plan.fields.len() as u32;
+    let at_return = |text: &str| {
+        let f = field_of(&p.bindings[0].captures[&ids[text]]);
+        assert!(f < n_entry + return_plan.fields.len() as u32, "{text}");
+        f >= n_entry
+    };
+    assert!(at_return("user_int($r)"), "{}", dump(&p));
+    assert!(at_return("@cast($r, \"struct req\")->id"), "{}", dump(&p));
+    assert!(at_return("register(\"rsp\")"), "{}", dump(&p));
+    assert!(at_return("user_int($r + 4 * $n)"), "{}", dump(&p));
+    assert!(!at_return("$r->id"), "{}", dump(&p));
+    assert!(!at_return("@entry(user_int($r))"), "{}", dump(&p));
+    assert!(!at_return("@entry(register(\"rsp\"))"), "{}", dump(&p));
+    // The return reads start from saved entry values, never from the registers of
+    // the return stop (where $r's register is long overwritten).
+    let reads = &return_plan.fields
+        [(field_of(&p.bindings[0].captures[&ids["user_int($r)"]]) - n_entry) as usize];
+    assert!(
+        matches!(reads.ops[0], Op::EntryField(k) if k < n_entry),
+        "{reads:?}"
+    );
+    if !gdb_available() {
+        return;
+    }
+    let v = run(script, bin);
+    // handle(&r, 3) with r.id = 42 and the short r.arr[...] past it.
+    assert_eq!(v["user_int($r)"], V::I(42));
+    assert_eq!(v["@entry(user_int($r))"], V::I(42));
+    assert_eq!(v["@cast($r, \"struct req\")->id"], V::I(42));
+    assert_eq!(v["$r->id"], V::I(42));
+    // The return pops the return address: rsp is 8 above the entry's.
+    let (V::I(at_ret), V::I(at_entry)) = (&v["register(\"rsp\")"], &v["@entry(register(\"rsp\"))"])
+    else {
+        panic!("{v:?}")
+    };
+    assert_eq!(at_ret - at_entry, 8);
+    // r + 12 is name[8..12] of "hello": zeroes.
+    assert_eq!(v["user_int($r + 4 * $n)"], V::I(0));
+}
+
+#[test]
+fn o0_return_reads_happen_at_the_return() {
+    check_return_read_times(&compile("-O0"));
+}
+
+#[test]
+fn o2_return_reads_happen_at_the_return() {
+    check_return_read_times(&compile("-O2"));
+}
+
+#[test]
+fn printf_memory_conversion_positions_and_lengths() {
+    use crate::printf::{memory_conversions, MemConv, MemLen};
+    let c = memory_conversions("%d %.4m %*.*M %%m %5s %m %-3.0M %.99999m");
+    assert_eq!(
+        c,
+        vec![
+            MemConv {
+                conv: 'm',
+                arg: 1,
+                len: MemLen::Bytes(4)
+            },
+            MemConv {
+                conv: 'M',
+                arg: 4,
+                len: MemLen::Arg(3)
+            },
+            MemConv {
+                conv: 'm',
+                arg: 6,
+                len: MemLen::Bytes(1)
+            },
+            MemConv {
+                conv: 'M',
+                arg: 7,
+                len: MemLen::Bytes(1)
+            },
+            MemConv {
+                conv: 'm',
+                arg: 8,
+                len: MemLen::Bytes(crate::printf::MAX_MEMORY_BYTES)
+            },
+        ]
+    );
+    // Malformed formats are the runtime's to report.
+    assert!(memory_conversions("%m %q").is_empty());
+    assert!(memory_conversions("%.").is_empty());
+    assert!(memory_conversions("100%").is_empty());
+}
+
+#[test]
+fn printf_memory_is_copied_at_the_probe() {
+    let bin = compile("-O0");
+    let script = r#"probe process.function("handle") { printf("%d %.3M %s %.*m\n", $n, $r->name, "x", 2, $r->name + 1) }"#;
+    let (ast, sources) = parse(script);
+    let p = plan_text(script, &bin).unwrap();
+    p.plans.verify().unwrap();
+    let ids = ids_by_text(&ast, &sources);
+    let caps = &p.bindings[0].captures;
+    let plan = &p.plans.sites[0].plan;
+    for (text, n) in [("$r->name", 3), ("$r->name + 1", 2)] {
+        let Decode::Bytes { field } = caps[&ids[text]] else {
+            panic!("{text}: {}", dump(&p))
+        };
+        assert_eq!(
+            plan.fields[field as usize].ops.last(),
+            Some(&Op::EmitBytes(n)),
+            "{text}"
+        );
+    }
+    assert!(matches!(caps[&ids["$n"]], Decode::Int { .. }));
+    if gdb_available() {
+        let v = run(script, &bin);
+        // Bytes come back as their text here: "hel" and "el".
+        assert_eq!(v["$r->name"], V::S("hel".into()));
+        assert_eq!(v["$r->name + 1"], V::S("el".into()));
+    }
+    let e = err_text(
+        r#"global g probe process.function("handle") { printf("%m", g) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("the address printed by %m must be computed from target variables"),
+        "{e}"
+    );
+    let e = err_text(
+        r#"probe process.function("handle") { w = 3; printf("%.*M", w, $r) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("the precision of %M must be a literal number"),
+        "{e}"
+    );
+}
+
+/// `-D MAXUSTACKBYTES`: the stack copy is that many bytes rounded up to pages, at
+/// least one page and at most `MAX_USTACK_PAGES`.
+#[test]
+fn ustack_bytes_set_the_pages_copied() {
+    let bin = compile("-O0");
+    let (ast, sources) = parse(r#"probe process.function("handle") { print_ubacktrace() }"#);
+    for (bytes, pages) in [
+        (DEFAULT_MAX_USTACK_BYTES, 4),
+        (1, 1),
+        (4096, 1),
+        (4097, 2),
+        (65536, 16),
+        (u32::MAX, MAX_USTACK_PAGES),
+    ] {
+        let opts = PlanOptions {
+            target_exe: Some(bin.clone()),
+            max_ustack_bytes: bytes,
+            ..PlanOptions::default()
+        };
+        let p = plan(&ast, &sources, &opts).unwrap();
+        p.plans.verify().unwrap();
+        let Some(Decode::Backtrace {
+            stack, more_pages, ..
+        }) = p.bindings[0].captures.values().next()
+        else {
+            panic!("{}", dump(&p))
+        };
+        assert_eq!(more_pages + 1, pages, "{bytes}");
+        let fields = &p.plans.sites[0].plan.fields;
+        assert_eq!(fields.len() as u32, 17 + pages, "{bytes}");
+        for k in 0..pages {
+            let ops = &fields[(stack + k) as usize].ops;
+            assert_eq!(ops.last(), Some(&Op::EmitBytes(4096)), "{bytes}");
+            if k > 0 {
+                assert_eq!(ops[3], Op::Const(u64::from(k) * 4096), "{bytes}");
+            }
+        }
+    }
+}
+
+fn check_address_of(bin: &Path) {
+    let script = r#"probe process.function("handle") {
+        println($r, &$r->id, &$r->name, &$r->arr[2], user_short(&$r->arr[1]),
+                user_int(&@var("counter")), user_int(&@cast($r, "struct req")->id),
+                &$r->arr[$n] - &$r->arr[0])
+    }"#;
+    let p = plan_text(script, bin).unwrap();
+    p.plans.verify().unwrap();
+    if !gdb_available() {
+        return;
+    }
+    let v = run(script, bin);
+    let V::I(r) = v["$r"] else { panic!("{v:?}") };
+    assert_eq!(v["&$r->id"], V::I(r));
+    assert_eq!(v["&$r->name"], V::I(r + 4));
+    assert_eq!(v["&$r->arr[2]"], V::I(r + 56));
+    // Reads through the addresses see the fixture's data: r.arr[1] = -20, counter 7
+    // before handle() adds to it, r.id = 42.
+    assert_eq!(v["user_short(&$r->arr[1])"], V::I(-20));
+    assert_eq!(v["user_int(&@var(\"counter\"))"], V::I(7));
+    assert_eq!(v["user_int(&@cast($r, \"struct req\")->id)"], V::I(42));
+}
+
+#[test]
+fn o0_address_of_target_expressions() {
+    check_address_of(&compile("-O0"));
+}
+
+#[test]
+fn o2_address_of_target_expressions() {
+    check_address_of(&compile("-O2"));
+}
+
+#[test]
+fn address_of_what_has_no_address_is_stap_error() {
+    let bin = compile("-O2");
+    for (expr, want) in [
+        ("&$r->flags", "cannot take the address of a bit field"),
+        ("&$$parms", "cannot take address of context variable"),
+        ("&$r$", "cannot take address of pretty-printed variable"),
+        ("&1", "unknown type in dereference: operator '&'"),
+        ("&$n", "cannot take address of object in register"),
+    ] {
+        let e = err_text(
+            &format!(r#"probe process.function("handle") {{ println({expr}) }}"#),
+            &bin,
+        );
+        assert!(e.contains(want), "{expr}: {e}");
+    }
+    let e = err_text(
+        r#"probe process.function("handle").return { println(&$return) }"#,
+        &bin,
+    );
+    assert!(
+        e.contains("cannot take address of object in register"),
+        "{e}"
+    );
+    // No target context: the operand is reported like any target variable.
+    let e = err_text(r#"probe begin { println(&$x) }"#, &bin);
+    assert!(e.contains("'$x' is not available in this probe"), "{e}");
 }

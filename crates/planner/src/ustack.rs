@@ -3,12 +3,17 @@
 
 use capture_plan::{Decode, DwarfReg, Op};
 
-/// Pages of stack copied per backtrace (16 KiB, perf's `--call-graph dwarf` copies
-/// 8 KiB by default). The copy starts at the page holding rsp, so a hit copies
-/// between 12 and 16 KiB of the frames above rsp.
-pub(crate) const STACK_PAGES: u32 = 4;
-
 const PAGE: u64 = 4096;
+
+/// Pages of stack copied per backtrace for `-D MAXUSTACKBYTES=bytes` (see
+/// `PlanOptions::max_ustack_bytes`): the bytes rounded up to pages, at least one.
+/// The copy starts at the page holding rsp, so with the default 16 KiB a hit copies
+/// between 12 and 16 KiB of the frames above rsp.
+pub(crate) fn stack_pages(bytes: u32) -> u32 {
+    bytes
+        .div_ceil(PAGE as u32)
+        .clamp(1, crate::MAX_USTACK_PAGES)
+}
 
 /// The functions whose value depends on the stack at the probe: each call gets
 /// the registers and the stack in its site's plan. The symbolising functions
@@ -32,7 +37,8 @@ pub(crate) fn needs_stack(name: &str) -> bool {
 /// a field that faults is lost whole, and the top of the main thread's stack is
 /// often only a few KiB above a probe's rsp, so one 16 KiB field would fault on
 /// most hits. Pieces past the top fault alone and the unwinder uses those below.
-pub(crate) fn backtrace_fields(add: &mut dyn FnMut(Vec<Op>, &str) -> u32) -> Decode {
+pub(crate) fn backtrace_fields(pages: u32, add: &mut dyn FnMut(Vec<Op>, &str) -> u32) -> Decode {
+    let pages = pages.max(1);
     let regs = (0..=16u16)
         .map(|r| {
             Some(add(
@@ -42,7 +48,7 @@ pub(crate) fn backtrace_fields(add: &mut dyn FnMut(Vec<Op>, &str) -> u32) -> Dec
         })
         .collect();
     let mut stack = 0;
-    for i in 0..STACK_PAGES {
+    for i in 0..pages {
         let mut ops = vec![Op::Reg(DwarfReg::RSP), Op::Const(!(PAGE - 1)), Op::And];
         if i > 0 {
             ops.extend([Op::Const(u64::from(i) * PAGE), Op::Add]);
@@ -56,6 +62,6 @@ pub(crate) fn backtrace_fields(add: &mut dyn FnMut(Vec<Op>, &str) -> u32) -> Dec
     Decode::Backtrace {
         regs,
         stack,
-        more_pages: STACK_PAGES - 1,
+        more_pages: pages - 1,
     }
 }

@@ -15,7 +15,7 @@ use script_syntax::ast::{
 };
 use script_syntax::{Diagnostic, SourceMap};
 
-use crate::format::{parse_format, Piece};
+use crate::format::{parse_format, Conv, Piece};
 use crate::ir::*;
 use crate::stats::HistSpec;
 
@@ -360,7 +360,10 @@ pub(crate) struct Compiler<'a> {
 fn decode_ty(d: &Decode) -> Ty {
     match d {
         Decode::Int { .. } | Decode::Bitfield { .. } => Ty::Long,
-        Decode::Str { .. } | Decode::Pretty(_) | Decode::Backtrace { .. } => Ty::Str,
+        Decode::Str { .. }
+        | Decode::Bytes { .. }
+        | Decode::Pretty(_)
+        | Decode::Backtrace { .. } => Ty::Str,
     }
 }
 
@@ -973,8 +976,12 @@ impl<'a> Compiler<'a> {
                             if let ExprKind::String(f) = &first.kind {
                                 if let Ok(pieces) = parse_format(f) {
                                     let wants = format_arg_types(&pieces);
+                                    let mem = memory_args(&pieces);
                                     for (i, a) in args[1..].iter().enumerate() {
-                                        self.inf(sc, a, wants.get(i).copied());
+                                        // A `%m` address is the probe's business.
+                                        if !mem.contains(&i) {
+                                            self.inf(sc, a, wants.get(i).copied());
+                                        }
                                     }
                                 }
                             }
@@ -1740,6 +1747,17 @@ impl<'a> Compiler<'a> {
                 let tok = self.tok_at(e.span.file, e.span.start);
                 Some((Ex::Stat { f, agg, tok }, Long))
             }
+            ExprKind::Unary {
+                op: UnaryOp::AddressOf,
+                ..
+            } => {
+                // The probe computed the address: a capture of this expression.
+                let c = self.capture(e, FaultKind::Deref, None);
+                if c.is_none() {
+                    self.err("unknown type in dereference: operator '&'", e.span);
+                }
+                c
+            }
             ExprKind::Unary { op, expr } => {
                 let x = self.cx_as(sc, expr, Long)?;
                 Some((
@@ -1748,6 +1766,7 @@ impl<'a> Compiler<'a> {
                         UnaryOp::Plus => x,
                         UnaryOp::Not => Ex::Not(Box::new(x)),
                         UnaryOp::BitNot => Ex::BitNot(Box::new(x)),
+                        UnaryOp::AddressOf => return None,
                     },
                     Long,
                 ))
@@ -2085,14 +2104,9 @@ impl<'a> Compiler<'a> {
                 let pieces = match parse_format(fmt) {
                     Ok(p) => p,
                     Err(m) => {
-                        // stap checks formats while parsing; `%m`/`%M` are snaptap's
-                        // own rejection at elaboration.
-                        let kind = if m.starts_with("format conversion") {
-                            SEM
-                        } else {
-                            "parse error"
-                        };
-                        self.diags.push(Diagnostic::error(kind, m, first.span));
+                        // stap checks formats while parsing.
+                        self.diags
+                            .push(Diagnostic::error("parse error", m, first.span));
                         return None;
                     }
                 };
@@ -2102,8 +2116,22 @@ impl<'a> Compiler<'a> {
                     self.err("Wrong number of args to formatted print operator", e.span);
                     return None;
                 }
+                let mem = memory_convs(&pieces);
                 let mut cargs = Vec::new();
-                for (a, w) in args[1..].iter().zip(wants) {
+                for (i, (a, w)) in args[1..].iter().zip(wants).enumerate() {
+                    if let Some(&(_, conv)) = mem.iter().find(|(at, _)| *at == i) {
+                        // `%m`/`%M` show memory the probe copied from the address
+                        // (the planner keys the bytes by the argument's id).
+                        let Some(c) = self.capture(a, FaultKind::UserRead, None) else {
+                            self.err(
+                                format!("format conversion %{conv} needs an address computed from target variables ($...) at a probe: the memory is copied there"),
+                                a.span,
+                            );
+                            return None;
+                        };
+                        cargs.push(c);
+                        continue;
+                    }
                     cargs.push((self.cx_as(sc, a, w)?, w));
                 }
                 Some((
@@ -2614,6 +2642,31 @@ impl<'a> Compiler<'a> {
 }
 
 /// The argument types a parsed format expects (a `*` takes a long).
+/// Positions (among the arguments after the format) of the `%m`/`%M` addresses.
+fn memory_args(pieces: &[Piece]) -> Vec<usize> {
+    memory_convs(pieces).into_iter().map(|(i, _)| i).collect()
+}
+
+/// The `%m`/`%M` conversions: (argument position, `m` or `M`).
+fn memory_convs(pieces: &[Piece]) -> Vec<(usize, char)> {
+    use crate::format::Num;
+    let mut v = Vec::new();
+    let mut i = 0;
+    for p in pieces {
+        if let Piece::Spec {
+            width, prec, conv, ..
+        } = p
+        {
+            i += usize::from(*width == Num::Star) + usize::from(*prec == Num::Star);
+            if conv.is_memory() {
+                v.push((i, if *conv == Conv::Mem { 'm' } else { 'M' }));
+            }
+            i += 1;
+        }
+    }
+    v
+}
+
 pub(crate) fn format_arg_types(pieces: &[Piece]) -> Vec<Ty> {
     use crate::format::Num;
     let mut v = Vec::new();

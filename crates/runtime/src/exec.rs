@@ -204,7 +204,10 @@ pub(crate) fn decode_long(rec: &Record, d: &Decode) -> Result<i64, FieldStatus> 
                 v as i64
             })
         }
-        Decode::Str { .. } | Decode::Pretty(_) | Decode::Backtrace { .. } => Ok(0),
+        Decode::Str { .. }
+        | Decode::Bytes { .. }
+        | Decode::Pretty(_)
+        | Decode::Backtrace { .. } => Ok(0),
     }
 }
 
@@ -217,6 +220,8 @@ pub(crate) fn decode_str(rec: &Record, d: &Decode, max: usize) -> Result<String,
             let s = String::from_utf8_lossy(&b[..end]);
             Ok(format::truncate(&s, max).to_string())
         }
+        // `%m`/`%M` bytes travel as hex text, whole: the precision bounded the copy.
+        Decode::Bytes { field } => Ok(format::hex_bytes(rec.field(*field as usize)?)),
         Decode::Pretty(parts) => {
             let mut o = String::new();
             for p in parts {

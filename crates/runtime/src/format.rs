@@ -52,12 +52,22 @@ pub(crate) enum Conv {
     Pointer,
     /// `%b`: the value's bytes.
     Binary,
+    /// `%m`: target memory, raw. Its argument is the bytes the probe copied, as the
+    /// hex text of [`hex_bytes`] (a capture of the address expression).
+    Mem,
+    /// `%M`: target memory in hex, two lowercase digits a byte.
+    MemHex,
 }
 
 impl Conv {
     /// Whether the conversion takes a string argument.
     pub(crate) fn wants_string(self) -> bool {
-        matches!(self, Conv::Str)
+        matches!(self, Conv::Str | Conv::Mem | Conv::MemHex)
+    }
+
+    /// Whether the conversion shows target memory (`%m`, `%M`).
+    pub(crate) fn is_memory(self) -> bool {
+        matches!(self, Conv::Mem | Conv::MemHex)
     }
 }
 
@@ -83,7 +93,7 @@ pub(crate) enum Piece {
 /// does, including its quirks: at most one flag character (`%-05d` is `-` with width 5,
 /// `%+-d` is an error), a width or precision of 0 counts as none (stap drops it when it
 /// rebuilds the format), a single optional `l` modifier, and a lone `%` at the end is
-/// literal. Errors are stap's parse-error messages; `%m`/`%M` get snaptap's own.
+/// literal. Errors are stap's parse-error messages.
 pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
     const INVALID: &str = "invalid or missing conversion specifier";
     const TRAILING: &str = "trailing incomplete print format conversion";
@@ -159,12 +169,8 @@ pub(crate) fn parse_format(f: &str) -> Result<Vec<Piece>, String> {
             b'c' => Conv::Char,
             b'p' => Conv::Pointer,
             b'b' => Conv::Binary,
-            b'm' | b'M' => {
-                return Err(format!(
-                    "format conversion %{} reads target memory at handler time, which snaptap cannot do (capture the data as a string instead)",
-                    c as char
-                ))
-            }
+            b'm' => Conv::Mem,
+            b'M' => Conv::MemHex,
             _ => return Err(INVALID.into()),
         };
         if !lit.is_empty() {
@@ -271,6 +277,13 @@ pub(crate) fn format(out: &mut Vec<u8>, pieces: &[Piece], args: &[Arg<'_>]) {
                         };
                         pad_str(out, bytes, w, flags);
                     }
+                    Conv::Mem | Conv::MemHex => {
+                        let hex = match a {
+                            Some(Arg::S(s)) => s,
+                            _ => "",
+                        };
+                        memory(out, hex, *conv, w, pr, flags);
+                    }
                     Conv::Binary => {
                         let v = match a {
                             Some(Arg::L(v)) => v,
@@ -340,6 +353,37 @@ fn binary(out: &mut Vec<u8>, v: i64, width: i32, prec: i32, flags: u8) {
     out.extend_from_slice(&v.to_le_bytes()[..prec as usize]);
     if flags & LEFT != 0 {
         out.extend(std::iter::repeat_n(0u8, pad));
+    }
+}
+
+/// The hex text standing for captured bytes (see [`Conv::Mem`]).
+pub(crate) fn hex_bytes(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}
+
+/// stap's `%m`/`%M` (`_stp_vsprint_memory`): `precision` bytes (1 when none), raw or
+/// as hex, space-padded to the width like a string, a NUL after a `0`-flagged field.
+/// `hex` is the copy the probe made (never shorter than the precision unless the
+/// format and the capture disagree; then what there is is shown).
+fn memory(out: &mut Vec<u8>, hex: &str, conv: Conv, width: i32, prec: i32, flags: u8) {
+    let len = if prec > 0 { prec as usize } else { 1 };
+    let raw: Vec<u8> = hex
+        .as_bytes()
+        .chunks_exact(2)
+        .take(len)
+        .filter_map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect();
+    if conv == Conv::MemHex {
+        pad_str(out, hex_bytes(&raw).as_bytes(), width, flags);
+    } else {
+        pad_str(out, &raw, width, flags);
+    }
+    if flags & ZEROPAD != 0 {
+        out.push(0);
     }
 }
 

@@ -18,9 +18,10 @@
 //! `stat-common.c` does, with `-D HIST_WIDTH` / `-D HIST_ELISION`. Arrays support
 //! foreach slices (`in a[*, k]`), aggregate value sorts (`in a @sum-`), `delete a[*, k]`
 //! and `[*, k] in a`; histogram buckets are indexed (`@hist_log(x)[N]`) and iterated
-//! (`foreach ([b] in @hist_log(x))`) with stap's bucket numbers. Not supported: the
-//! address-of operator `&`, a value variable in a foreach over an aggregate array,
-//! the tz_* time functions.
+//! (`foreach ([b] in @hist_log(x))`) with stap's bucket numbers. The address-of
+//! operator `&` and `printf`'s `%m`/`%M` read captures the planner made at the probe.
+//! Not supported: a value variable in a foreach over an aggregate array, the tz_*
+//! time functions.
 #![forbid(unsafe_code)]
 
 mod compile;

@@ -416,6 +416,22 @@ fn printf_type_and_count_errors() {
     assert!(d[0].message.contains("%m"), "{d:?}");
 }
 
+/// `%m`/`%M` as stap's `_stp_vsprint_memory`: the precision is the byte count
+/// (default 1), the width pads with spaces like a string (`%M` counting two digits a
+/// byte), `-` pads on the right. The argument is the probe's copy, as hex text.
+#[test]
+fn printf_memory_conversions() {
+    use crate::format::{format, hex_bytes, parse_format, Arg};
+    let bytes = hex_bytes(&[0x0a, 0x41, 0x00, 0xff]);
+    assert_eq!(bytes, "0a4100ff");
+    let pieces = parse_format("[%.4M][%M][%6.2M][%-6.2M][%.2m][%4.2m][%.3m]").unwrap();
+    let mut out = Vec::new();
+    format(&mut out, &pieces, &[Arg::S(&bytes); 7]);
+    let mut want = b"[0a4100ff][0a][  0a41][0a41  ][".to_vec();
+    want.extend_from_slice(b"\nA][  \nA][\nA\0]");
+    assert_eq!(out, want);
+}
+
 // ---------------------------------------------------------------- arrays
 
 #[test]

@@ -306,6 +306,10 @@ pub enum UnaryOp {
     Not,
     /// `~`
     BitNot,
+    /// `&`: the address of a target expression (`&$x`, `&$p->f`, `&$a[3]`,
+    /// `&@var("g")`, `&@cast(p, "t")->f`), a long. Other operands are errors at
+    /// elaboration, as in stap.
+    AddressOf,
 }
 
 /// Binary operators (the result of `.` is a string, `=~` a long).

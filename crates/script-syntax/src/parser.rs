@@ -1394,7 +1394,19 @@ impl Parser<'_> {
                 self.expect_op(")")?;
                 Ok(e)
             }
-            Tok::Op("&") => Err(self.error("the address-of operator '&' is not supported")),
+            Tok::Op("&") => {
+                // stap's parse_value: `&` binds to the value that follows.
+                self.bump();
+                let e = self.value()?;
+                let span = start.to(e.span);
+                Ok(self.mk(
+                    ExprKind::Unary {
+                        op: UnaryOp::AddressOf,
+                        expr: Box::new(e),
+                    },
+                    span,
+                ))
+            }
             Tok::Embedded => Err(self.error("embedded C code is not supported in snaptap")),
             Tok::Ident(w) => self.symbol(w, start),
             _ => Err(self.error("expected literal string or number")),

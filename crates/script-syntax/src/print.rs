@@ -578,6 +578,7 @@ impl Printer<'_> {
                     UnaryOp::Plus => "+",
                     UnaryOp::Not => "!",
                     UnaryOp::BitNot => "~",
+                    UnaryOp::AddressOf => "&",
                 };
                 self.out.push_str(s);
                 let mark = self.out.len();

@@ -452,8 +452,18 @@ impl StapPrinter<'_> {
                     UnaryOp::Plus => "+",
                     UnaryOp::Not => "!",
                     UnaryOp::BitNot => "~",
+                    UnaryOp::AddressOf => "&",
                 });
-                self.paren(expr);
+                // stap prints the address of a target symbol without parentheses.
+                let target = matches!(
+                    expr.kind,
+                    ExprKind::Target(_) | ExprKind::Cast { .. } | ExprKind::GlobalVar { .. }
+                );
+                if *op == UnaryOp::AddressOf && target {
+                    self.expr(expr);
+                } else {
+                    self.paren(expr);
+                }
             }
             ExprKind::Binary { op, lhs, rhs } => {
                 self.paren(lhs);

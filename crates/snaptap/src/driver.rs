@@ -87,12 +87,20 @@ pub fn run(cli: Cli) -> Result<i32> {
         .find(|(k, _)| k == "MAXSTRINGLEN")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(runtime::DEFAULT_MAXSTRINGLEN);
+    // snaptap's own: the bytes of user stack each backtrace copies at the probe.
+    let max_ustack_bytes = match defines.iter().rev().find(|(k, _)| k == "MAXUSTACKBYTES") {
+        Some((_, v)) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid value '{v}' for -D MAXUSTACKBYTES"))?,
+        None => planner::DEFAULT_MAX_USTACK_BYTES,
+    };
 
     let (launch, target_exe) = target_of(&cli)?;
     let opts = planner::PlanOptions {
         target_exe: target_exe.clone(),
         target_pid: cli.pid,
         max_string,
+        max_ustack_bytes,
     };
     progress::start();
     let planned = planner::plan_with_kernel(&script, &sources, &opts, cli.kernel.as_deref());
@@ -654,6 +662,7 @@ fn list(cli: &Cli, pattern: &str) -> Result<i32> {
         target_exe,
         target_pid: cli.pid,
         max_string: 128,
+        ..Default::default()
     };
     match planner::list_probes_with_kernel(
         &script,

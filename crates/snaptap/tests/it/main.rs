@@ -9,6 +9,7 @@ mod errors;
 mod mach;
 mod process;
 mod realpkgs;
+mod retvals;
 mod signals;
 mod syscalls;
 mod tidy;

@@ -245,3 +245,65 @@ fn stacks_of_a_program_started_by_fork_and_exec() {
     );
     assert!(out.contains("libc.so.6]"), "{out}");
 }
+
+/// `print_ubacktrace()` at leaf() of the deep fixture with these `-D` options: the
+/// function names of its frames, and the number of down() frames the fixture had.
+fn deep_backtrace(defines: &[&str]) -> (Vec<String>, usize) {
+    let exe = crate::support::fixture("deepstack", "-O2", &["-fomit-frame-pointer"]);
+    let out = tempfile("deep");
+    let mut c = snaptap();
+    for d in defines {
+        c.arg("-D").arg(d);
+    }
+    c.arg("-D")
+        .arg("MAXBACKTRACE=100")
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(r#"probe process.function("leaf") { print_ubacktrace() }"#)
+        .arg("-c")
+        .arg(format!("{} 10", exe.display()));
+    let o = run_with_timeout(c, 120);
+    assert!(
+        o.status.success(),
+        "{defines:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let live = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("truth down frames "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("fixture output: {stdout}"));
+    (full_names(&text), live)
+}
+
+#[test]
+fn maxustackbytes_sets_how_deep_a_stack_unwinds() {
+    let count = |names: &[String]| names.iter().filter(|n| *n == "down").count();
+    // 11 frames of 2 KiB and more: 64 KiB reaches main and beyond.
+    let (big, live) = deep_backtrace(&["MAXUSTACKBYTES=65536"]);
+    assert_eq!(big.first().map(String::as_str), Some("leaf"), "{big:?}");
+    assert_eq!(count(&big), live, "{big:?}");
+    assert!(big.contains(&"main".to_string()), "{big:?}");
+    // The default 16 KiB stops inside the recursion, one page stops sooner.
+    let (default, _) = deep_backtrace(&[]);
+    assert_eq!(default.first().map(String::as_str), Some("leaf"));
+    assert!(count(&default) > 0 && count(&default) < live, "{default:?}");
+    assert!(!default.contains(&"main".to_string()), "{default:?}");
+    let (small, _) = deep_backtrace(&["MAXUSTACKBYTES=4096"]);
+    assert_eq!(small.first().map(String::as_str), Some("leaf"));
+    assert!(count(&small) < count(&default), "{small:?} {default:?}");
+    // A value that is not a number is refused before the target starts.
+    let mut c = snaptap();
+    c.args(["-D", "MAXUSTACKBYTES=lots", "-e", "probe begin { exit() }"]);
+    let o = run_with_timeout(c, 60);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid value 'lots' for -D MAXUSTACKBYTES"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
