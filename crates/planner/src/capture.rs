@@ -334,17 +334,21 @@ fn string_fn(name: &str) -> Option<Option<usize>> {
     }
 }
 
-/// Memory-reading functions: (width, signed).
-fn mem_fn(name: &str) -> Option<(u8, bool)> {
+/// Memory-reading functions: (width, signed). `long` and pointer reads are the
+/// target's word (`word`: 4 on a 32-bit kernel such as GNU Mach, 8 on x86_64), as
+/// stap's `kernel_long`/`user_long` read a C `long` of the target.
+fn mem_fn(name: &str, word: u8) -> Option<(u8, bool)> {
     Some(match name {
+        "user_long" | "kernel_long" => (word, true),
+        "user_ulong" | "kernel_pointer" => (word, false),
         "user_char" | "user_int8" | "kernel_char" => (1, true),
         "user_uint8" => (1, false),
         "user_short" | "user_int16" | "kernel_short" => (2, true),
         "user_ushort" | "user_uint16" => (2, false),
         "user_int" | "user_int32" | "kernel_int" => (4, true),
         "user_uint32" => (4, false),
-        "user_long" | "user_int64" | "kernel_long" => (8, true),
-        "user_ulong" | "user_uint64" | "kernel_pointer" => (8, false),
+        "user_int64" => (8, true),
+        "user_uint64" => (8, false),
         _ => return None,
     })
 }
@@ -692,7 +696,7 @@ impl<'a> Builder<'a> {
                     }
                     _ => {}
                 }
-                if string_fn(name).is_some() || mem_fn(name).is_some() {
+                if string_fn(name).is_some() || mem_fn(name, 8).is_some() {
                     match self.capture_call(e, name, args) {
                         Ok(Some(d)) => {
                             self.captures.insert(e.id.0, d);
@@ -1682,7 +1686,8 @@ impl<'a> Builder<'a> {
             let field = self.add_field(which, ops, &label);
             return Ok(Some(Decode::Str { field }));
         }
-        if let Some((size, signed)) = mem_fn(name) {
+        let word = self.di.map_or(8, |d| d.address_size());
+        if let Some((size, signed)) = mem_fn(name, word) {
             let mut ops = ops;
             ops.push(Op::EmitBytes(u32::from(size)));
             let field = self.add_field(which, ops, &label);

@@ -391,7 +391,8 @@ fn check_handle_values(bin: &Path) {
     let v = run(
         r#"probe process.function("handle") {
             println($n, $r->id, user_string($r->name), $r->flags, $r->sflag, $r->c, $r->big,
-                    $r->arr[1], $r->arr[$n], $r->name[1], user_string_n($r->name, 3), $r->next)
+                    $r->arr[1], $r->arr[$n], $r->name[1], user_string_n($r->name, 3), $r->next,
+                    user_long(&$r->big), kernel_long(&$r->big))
         }"#,
         bin,
     );
@@ -408,6 +409,9 @@ fn check_handle_values(bin: &Path) {
         -1234567890123
     };
     assert_eq!(v["$r->big"], V::I(big));
+    // A C `long` of the target: 4 bytes on i386, not the 8 the host's would be.
+    assert_eq!(v["user_long(&$r->big)"], V::I(big));
+    assert_eq!(v["kernel_long(&$r->big)"], V::I(big));
     assert_eq!(v["$r->arr[1]"], V::I(-20));
     assert_eq!(v["$r->arr[$n]"], V::I(40));
     assert_eq!(v["$r->name[1]"], V::I(i64::from(b'e')));
