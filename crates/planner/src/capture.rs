@@ -334,6 +334,17 @@ fn string_fn(name: &str) -> Option<Option<usize>> {
     }
 }
 
+/// Whether a function's return type is one `$return` can read: not void, and not the
+/// nameless `DW_TAG_unspecified_type` assembler units give their functions (gdb shows
+/// those as `void`).
+fn has_return_type(di: &DebugInfo, t: Option<debuginfo::DieRef>) -> bool {
+    let Some(t) = t else {
+        return false;
+    };
+    let ty = di.type_of(Some(t));
+    !(matches!(ty.kind, TypeKind::Other) && ty.name.is_empty())
+}
+
 /// Memory-reading functions: (width, signed). `long` and pointer reads are the
 /// target's word (`word`: 4 on a 32-bit kernel such as GNU Mach, 8 on x86_64), as
 /// stap's `kernel_long`/`user_long` read a C `long` of the target.
@@ -1036,6 +1047,15 @@ impl<'a> Builder<'a> {
                 return Err(sem(
                     format!(
                         "function '{}' returns void: $return is not available",
+                        func.name
+                    ),
+                    e,
+                ));
+            }
+            if !has_return_type(di, func.return_type) {
+                return Err(sem(
+                    format!(
+                        "function '{}' has no return type in its debug info (DW_TAG_unspecified_type, as assembler sources give): $return is not available; register(\"rax\") reads the return register",
                         func.name
                     ),
                     e,
@@ -2247,7 +2267,7 @@ pub(crate) fn var_listing(site: &SiteSpec) -> String {
     for v in &vars {
         s.push_str(&format!(" ${}:{}", v.name, di.type_of(v.ty).name));
     }
-    if site.kind == SpecKind::Return && f.return_type.is_some() {
+    if site.kind == SpecKind::Return && has_return_type(di, f.return_type) {
         s.push_str(&format!(" $return:{}", di.type_of(f.return_type).name));
     }
     s

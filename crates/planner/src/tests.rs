@@ -2139,3 +2139,50 @@ fn address_of_what_has_no_address_is_stap_error() {
     let e = err_text(r#"probe begin { println(&$x) }"#, &bin);
     assert!(e.contains("'$x' is not available in this probe"), "{e}");
 }
+
+#[test]
+fn assembler_functions_have_no_return_value() {
+    // GNU as gives a function of a `.S` file DW_TAG_unspecified_type as its type, as
+    // glibc's syscall wrappers have: `$return` is refused with a reason and `-L` leaves
+    // it out, instead of an empty type name.
+    let dir = std::env::temp_dir().join(format!("planner-asm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("a.S"),
+        ".text\n.globl asm_add\n.type asm_add, @function\nasm_add:\n lea (%rdi,%rsi), %rax\n ret\n.size asm_add, .-asm_add\n.section .note.GNU-stack,\"\",@progbits\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("m.c"),
+        "long asm_add(long, long);\nint main(void) { return (int)asm_add(40, 2) - 42; }\n",
+    )
+    .unwrap();
+    let bin = dir.join("m");
+    let st = Command::new("gcc")
+        .args(["-g", "-o"])
+        .arg(&bin)
+        .arg(dir.join("m.c"))
+        .arg(dir.join("a.S"))
+        .status()
+        .expect("gcc runs");
+    assert!(st.success());
+    let e = err_text(
+        r#"probe process.function("asm_add").return { println($return) }"#,
+        &bin,
+    );
+    assert!(e.contains("'asm_add' has no return type"), "{e}");
+    let (ast, sources) = parse(r#"probe process.function("asm_add").return {}"#);
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let l = list_probes(&ast, &sources, &opts, true).unwrap();
+    assert_eq!(l.len(), 1);
+    assert!(l[0].ends_with(".return"), "{l:?}");
+    // The return register itself stays readable.
+    plan_text(
+        r#"probe process.function("asm_add").return { println(register("rax")) }"#,
+        &bin,
+    )
+    .unwrap();
+}
