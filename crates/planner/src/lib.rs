@@ -314,7 +314,11 @@ pub fn plan_with_kernel(
             a.message == b.message
                 && a.labels.first().map(|l| l.span) == b.labels.first().map(|l| l.span)
         });
-        Err(errors)
+        // Warnings explain many errors (no debug info, so no match): stap prints them
+        // first, then the errors.
+        let mut all = std::mem::take(&mut out.warnings);
+        all.append(&mut errors);
+        Err(all)
     }
 }
 

@@ -170,3 +170,31 @@ fn no_gdbstub_at_the_address() {
     assert_ne!(code, 0);
     assert!(err.contains("no gdbstub at 127.0.0.1:1"), "{err}");
 }
+
+#[test]
+fn stripped_binary_without_a_match_says_why() {
+    // Stripped of DWARF and of .symtab: nothing names `tick` any more. The error must
+    // come with the warning that explains it (no debug info, where it was looked for),
+    // printed before it, as stap does.
+    let dir = tempfile("stripped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("stripped");
+    let st = std::process::Command::new("gcc")
+        .args(["-g", "-O2", "-s", "-o"])
+        .arg(&exe)
+        .arg(fixtures_src().join("slow.c"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let script = format!(
+        r#"probe process("{}").function("tick") {{ println(pp()) }}"#,
+        exe.display()
+    );
+    let (err, code) = run_e(&script, &["-c", exe.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let warn = err
+        .find("WARNING: no debug information found in")
+        .unwrap_or(usize::MAX);
+    let no_match = err.find("no match for probe point").unwrap_or(0);
+    assert!(warn < no_match, "the reason first, then the error: {err}");
+}
