@@ -349,11 +349,12 @@ fn a_tiny_ring_drops_records_and_counts_them_exactly() {
     assert_eq!(hits, st.delivered + st.dropped, "{st:?}");
     assert_eq!(st.delivered, recs.len() as u64);
     // Drops are exactly the missing sequence numbers (single vCPU: one ring).
-    assert!(seq.iter().all(|(ring, _)| *ring == 0));
+    assert!(seq.iter().all(|(ring, _, gen)| *ring == 0 && *gen == 1));
     let last = seq.last().unwrap().1;
     let missing = last - seq.len() as u64 + (hits - last);
     assert_eq!(missing, st.dropped);
     assert!(seq.windows(2).all(|w| w[0].1 < w[1].1));
+    let seq: Vec<(u32, u64)> = seq.iter().map(|&(r, s, _)| (r, s)).collect();
     // Between two delivered "bench count=C" lines, the plugin counted exactly the
     // workload's iterations (one mach_msg_trap each) and the print itself.
     let mut prints = Vec::new();
@@ -402,7 +403,7 @@ fn a_plan_the_plugin_cannot_execute_is_rejected_at_load_and_qemu_runs_on() {
     };
     // An op code the plugin does not know, written past the host's own checks.
     let mut enc = wire::encode_plans(&plans);
-    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 4 + 2 + "$option".len() + 4;
+    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 8 + 4 + 2 + "$option".len() + 4;
     assert_eq!(enc[first_op], wire::OP_REG);
     enc[first_op] = 0xee;
     let mut bad_deref = plans.clone();
