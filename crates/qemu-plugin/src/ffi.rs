@@ -239,15 +239,16 @@ impl MapMem {
         Ok(MapMem { ptr: p.cast(), len })
     }
 
-    /// Creates (or truncates) `path` with mode 0600, sizes it to `len` bytes and maps it
-    /// (`control=PATH`: the plugin owns the file).
+    /// Creates `path` afresh with mode 0600 (a stale file of an earlier QEMU is
+    /// unlinked first, so a process still mapping it keeps its own pages), sizes it to
+    /// `len` bytes and maps it (`control=PATH`: the plugin owns the file).
     pub(crate) fn create(path: &str, len: usize) -> Result<MapMem, String> {
         use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(path);
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(path)
             .map_err(|e| format!("snaptap plugin: {path}: {e}"))?;

@@ -193,6 +193,11 @@ fn install(target: &str, args: &[String], max_vcpus: u32) -> Result<bool, String
                     "snaptap plugin: rings={rings} ring_kib={ring_kib} out of range"
                 ));
             }
+            if let Some(pid) = live_owner(ctl) {
+                return Err(format!(
+                    "snaptap plugin: {ctl} is the control file of a running QEMU (pid {pid})"
+                ));
+            }
             let lay = Layout::new(rings, ring_kib << 10, wire::DEFAULT_PLAN_CAP);
             let mem = ffi::MapMem::create(ctl, lay.total as usize)?;
             lay.write_header(&mem, 0);
@@ -243,6 +248,19 @@ fn install(target: &str, args: &[String], max_vcpus: u32) -> Result<bool, String
         }
     }
     Ok(true)
+}
+
+/// The pid of another live QEMU whose control file `path` is, if any.
+fn live_owner(path: &str) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).ok()?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, wire::H_QEMU_PID as u64).ok()?;
+    let pid = u64::from_le_bytes(b);
+    (pid != 0
+        && pid != u64::from(std::process::id())
+        && std::path::Path::new(&format!("/proc/{pid}")).exists())
+    .then_some(pid)
 }
 
 /// Tells snaptap that generation `gen` was accepted (and is active) or refused.

@@ -28,6 +28,9 @@ const QUEUE_CAPACITY: usize = 1 << 16;
 
 /// Runs the session described by `cli`; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(path) = &cli.vm_plugin_args {
+        return vm::print_plugin_args(path);
+    }
     if let Some(pattern) = cli.list.clone().or_else(|| cli.list_vars.clone()) {
         return list(&cli, &pattern);
     }
@@ -165,14 +168,20 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None
             }
         }
-        (None, gdb, vm) if gdb.is_some() || vm.is_some() => {
+        (None, gdb, vm) if gdb.is_some() || vm.is_some() || cli.vm_attach.is_some() => {
             let Some(kernel) = cli.kernel.clone() else {
                 bail!("--gdb and --vm need --kernel ELF: the kernel image with its DWARF");
             };
             // --vm: the in-emulator copier when this QEMU can load it, else the gdbstub.
-            let plugin = match vm {
-                Some(cmd) => try_plugin(cmd, &kernel, &planned.plans, cli.verbose > 0),
-                None => None,
+            let plugin = match (vm, &cli.vm_attach) {
+                (_, Some(ctl)) => Some(vm::attach_plugin(
+                    ctl,
+                    &kernel,
+                    &planned.plans,
+                    cli.verbose > 0,
+                )?),
+                (Some(cmd), None) => try_plugin(cmd, &kernel, &planned.plans, cli.verbose > 0),
+                (None, None) => None,
             };
             if let Some((machine, be)) = plugin {
                 Some(Target::Plugin {
