@@ -141,12 +141,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (tx, rx) = event_queue(1 << 16);
         let stop = StopToken::new();
         let stop2 = stop.clone();
+        // Like snaptap's driver: take what is queued in one batch, then let records
+        // gather for a millisecond instead of waking up for every one.
         let counter = std::thread::spawn(move || {
             let mut n = 0u64;
             while let Ok(ev) = rx.recv_timeout(Duration::from_millis(100)) {
-                if let Some(Event::Record(_)) = ev {
-                    n += 1;
+                let mut next = ev;
+                while let Some(ev) = next.take() {
+                    if let Event::Record(_) = ev {
+                        n += 1;
+                    }
+                    next = rx.try_recv();
                 }
+                std::thread::sleep(Duration::from_millis(1));
             }
             (n, rx.dropped())
         });

@@ -362,7 +362,7 @@ impl std::fmt::Debug for PluginBackend {
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Pause between two passes over the rings.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 fn same_file(a: &Path, b: &Path) -> bool {
     a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok() && a.exists()

@@ -168,7 +168,7 @@ fn control_loop() {
                 set_all(SB_RESET, 1);
             }
         }
-        std::thread::sleep(std::time::Duration::from_micros(500));
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
