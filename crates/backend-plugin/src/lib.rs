@@ -74,7 +74,7 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     /// The plugin did not take a new plan set in time.
-    #[error("the QEMU plugin did not take the new plans within {0:?} (is the guest running?)")]
+    #[error("the QEMU plugin did not take the new plans within {0:?} (is the guest running, under TCG? Under KVM the plugin never runs)")]
     SwitchTimeout(Duration),
     /// Another snaptap session is attached to this VM.
     #[error("snaptap (pid {0}) is already attached to this VM")]
@@ -577,8 +577,9 @@ impl PluginBackend {
     /// gives the control file up for the next session.
     fn release(&mut self) {
         let mem = &self.shared.mem;
-        mem.store(wire::H_ARMED, 0);
+        // Once given up, the file may already be another session's: touch nothing.
         if self.attached && mem.load(wire::H_SESSION) == u64::from(std::process::id()) {
+            mem.store(wire::H_ARMED, 0);
             if !self.shared.qemu_gone() {
                 let _ = self
                     .shared

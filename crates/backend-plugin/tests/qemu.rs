@@ -893,3 +893,95 @@ fn per_site_cr3_filters_make_user_space_probes_and_keep_only_their_address_space
     assert!(!got_times.is_empty());
     assert_eq!(got_times, want_times);
 }
+
+#[test]
+fn a_switch_in_the_busy_bench_loop_loses_and_misattributes_no_hit() {
+    // Generation 1: mach_msg_trap (site 0) and mach_print (site 2); generation 2: the
+    // same functions as sites 1 and 3. The workload's loop prints `bench count=C`
+    // every REPORT round trips; the ring's sequence numbers count every hit, so
+    // between two prints exactly (C2 - C1) traps and (C2 - C1) / REPORT prints were
+    // seen, whichever generation saw them.
+    const REPORT: u64 = 20000;
+    let first = PlanSet {
+        sites: vec![msg_trap_site(0), print_site(2)],
+    };
+    let second = PlanSet {
+        sites: vec![msg_trap_site(1), print_site(3)],
+    };
+    // A ring large enough for the whole run: an unoptimised test build of the consumer
+    // may fall behind the bench loop, and drops are not what this test is about.
+    let mut opts = PluginOptions::new(kernel());
+    opts.ring_bytes = 64 << 20;
+    let mut pb = PluginBackend::new(opts, &first).unwrap();
+    pb.keep_sequence(true);
+    let sw = pb.switcher();
+    let vm = Vm::start(&format!("rounds=0 report={REPORT}"), &pb.qemu_args());
+    let (tx, rx) = event_queue(1 << 22);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&first, &tx, &stop2);
+        (r, pb)
+    });
+    let t0 = Instant::now();
+    while vm.serial().matches("bench count=").count() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", vm.serial());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sw.switch(&second, &[]).unwrap(), 2);
+    let before = vm.serial().matches("bench count=").count();
+    while vm.serial().matches("bench count=").count() < before + 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", vm.serial());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.request();
+    let (r, pb) = h.join().unwrap();
+    let hits = r.unwrap().hits;
+    let st = pb.stats();
+    let recs: Vec<Record> = std::iter::from_fn(|| rx.try_recv())
+        .filter_map(|e| match e {
+            Event::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rx.dropped(), 0);
+    let seq = pb.sequence().to_vec();
+    assert_eq!(
+        (seq.len(), st.dropped, st.stale),
+        (recs.len(), 0, 0),
+        "{st:?}"
+    );
+    assert_eq!(hits, recs.len() as u64);
+    assert!(seq.windows(2).all(|w| w[0].1 < w[1].1 && w[0].2 <= w[1].2));
+    let mut prints = Vec::new();
+    let mut per_gen = [0u64; 3];
+    for (r, &(_, s, g)) in recs.iter().zip(&seq) {
+        per_gen[g as usize] += 1;
+        let want_sites: &[u32] = if g == 1 { &[0, 2] } else { &[1, 3] };
+        assert!(want_sites.contains(&r.site.0), "gen {g}: {r:?}");
+        if r.site.0 >= 2 {
+            let text = text_field(r, 0);
+            if let Some(c) = text.strip_prefix("bench count=") {
+                prints.push((c.parse::<u64>().unwrap(), s, g));
+            }
+        } else if u32_field(r, 2) == 999 {
+            assert_eq!((u32_field(r, 0), u32_field(r, 1)), (3, 32), "{r:?}");
+        } else {
+            assert!(s < 10, "a non-bench message in the bench loop: {r:?}");
+        }
+    }
+    assert!(per_gen[1] > 1000 && per_gen[2] > 1000, "{per_gen:?}");
+    let mut across = 0;
+    for w in prints.windows(2) {
+        let ((c1, s1, g1), (c2, s2, g2)) = (w[0], w[1]);
+        assert_eq!(
+            s2 - s1,
+            c2 - c1 + (c2 - c1) / REPORT,
+            "hits between bench count={c1} (gen {g1}) and {c2} (gen {g2})"
+        );
+        if g1 != g2 {
+            across += 1;
+        }
+    }
+    assert_eq!(across, 1, "{prints:?}");
+}
