@@ -237,7 +237,7 @@ fn install(target: &str, args: &[String], max_vcpus: u32) -> Result<bool, String
             let msg = if p.owned.is_some() && n == 0 {
                 "idle: no probes until snaptap attaches".to_string()
             } else {
-                format!("ready: {n} sites")
+                format!("ready: {}", sites_word(n))
             };
             wire::set_status(&p.mem, wire::STATUS_READY, &msg);
         }
@@ -261,6 +261,10 @@ fn live_owner(path: &str) -> Option<u64> {
         && pid != u64::from(std::process::id())
         && std::path::Path::new(&format!("/proc/{pid}")).exists())
     .then_some(pid)
+}
+
+fn sites_word(n: usize) -> String {
+    format!("{n} site{}", if n == 1 { "" } else { "s" })
 }
 
 /// Tells snaptap that generation `gen` was accepted (and is active) or refused.
@@ -344,7 +348,7 @@ fn reset_completed() {
     wire::set_status(
         &p.mem,
         wire::STATUS_READY,
-        &format!("ready: {n} sites (generation {gen})"),
+        &format!("ready: {} (generation {gen})", sites_word(n)),
     );
 }
 

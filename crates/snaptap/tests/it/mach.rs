@@ -370,6 +370,7 @@ fn idle_plugin_vm(
     KillOnDrop,
     mpsc::Receiver<String>,
     PathBuf,
+    Vec<String>,
 ) {
     let control = PathBuf::from(format!(
         "/dev/shm/snaptap-it-{}-{}",
@@ -401,7 +402,7 @@ fn idle_plugin_vm(
         .unwrap();
     let guard = KillOnDrop(qemu.id());
     let rx = console_lines(&mut qemu);
-    (qemu, guard, rx, control)
+    (qemu, guard, rx, control, plugin)
 }
 
 struct KillOnDrop(u32);
@@ -439,7 +440,8 @@ fn attach_detach_and_reattach_to_one_running_vm() {
         return;
     }
     let dir = machine();
-    let (mut qemu, _guard, rx, control) = idle_plugin_vm(&dir, "rounds=2 wait=4000 report=20000");
+    let (mut qemu, _guard, rx, control, plugin) =
+        idle_plugin_vm(&dir, "rounds=2 wait=4000 report=20000");
     let mut console = Vec::new();
     let wait = |rx: &mpsc::Receiver<String>, console: &mut Vec<String>, pat: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -458,6 +460,16 @@ fn attach_detach_and_reattach_to_one_running_vm() {
         control.exists(),
         "the plugin did not create {}",
         control.display()
+    );
+    // A second QEMU cannot take the control file of a running one.
+    let argv = shell_words(&qemu_cmd(&dir, &["--args", "rounds=0"]));
+    let mut second = Command::new(&argv[0]);
+    second.args(&argv[1..]).args(&plugin).stdin(Stdio::null());
+    let o = run_with_timeout(second, 60);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("control file of a running QEMU"),
+        "{err}"
     );
 
     // Session 1: exit() at the workload's last truth line.
