@@ -985,3 +985,68 @@ fn a_switch_in_the_busy_bench_loop_loses_and_misattributes_no_hit() {
     }
     assert_eq!(across, 1, "{prints:?}");
 }
+
+#[test]
+fn a_return_probe_moved_in_while_the_guest_runs_pairs_entry_and_return() {
+    // Generation 1 has no return site; generation 2 brings copyinmsg.return, whose
+    // return addresses the re-translation must find afresh.
+    let first = PlanSet {
+        sites: vec![print_site(0)],
+    };
+    let reg = |r: u16, l: &str| field(vec![Op::Reg(DwarfReg(r)), Op::EmitValue(8)], l);
+    let second = PlanSet {
+        sites: vec![ProbeSite {
+            id: SiteId(1),
+            module: kernel(),
+            addr: FileAddr(symbol("copyinmsg")),
+            kind: SiteKind::Return {
+                return_plan: CapturePlan {
+                    fields: vec![reg(0, "$return")],
+                },
+            },
+            plan: CapturePlan {
+                fields: vec![reg(1, "@entry($size)")],
+            },
+            needs: Default::default(),
+        }],
+    };
+    let mut pb = PluginBackend::new(PluginOptions::new(kernel()), &first).unwrap();
+    pb.keep_sequence(true);
+    let sw = pb.switcher();
+    let vm = Vm::start("rounds=1 idle=1 wait=1500", &pb.qemu_args());
+    let (tx, rx) = event_queue(1 << 20);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&first, &tx, &stop2);
+        (r, pb)
+    });
+    vm.wait_for("truth wait ms=1500");
+    assert_eq!(sw.switch(&second, &[]).unwrap(), 2);
+    vm.wait_for("truth done");
+    std::thread::sleep(Duration::from_millis(100));
+    stop.request();
+    let (r, pb) = h.join().unwrap();
+    let hits = r.unwrap().hits;
+    let st = pb.stats();
+    let recs: Vec<Record> = std::iter::from_fn(|| rx.try_recv())
+        .filter_map(|e| match e {
+            Event::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((hits, st.dropped), (recs.len() as u64, 0), "{st:?}");
+    let f64 = |r: &Record, i: usize| u64::from_le_bytes(r.field(i).unwrap().try_into().unwrap());
+    let returns: Vec<&Record> = recs.iter().filter(|r| r.site == SiteId(1)).collect();
+    assert!(returns.iter().all(|r| f64(r, 1) == 0), "{returns:?}");
+    let mut sizes: Vec<u64> = returns.iter().map(|r| f64(r, 0)).collect();
+    sizes.sort();
+    for (_, size) in truth_msgs(&vm.serial()) {
+        let k = sizes
+            .iter()
+            .position(|&s| s == u64::from(size))
+            .unwrap_or_else(|| panic!("no copyinmsg of {size} bytes: {sizes:?}"));
+        sizes.remove(k);
+    }
+    assert!(pb.sequence().iter().all(|&(_, _, g)| g == 1 || g == 2));
+}
