@@ -257,10 +257,10 @@ fn live_owner(path: &str) -> Option<u64> {
     let mut b = [0u8; 8];
     f.read_exact_at(&mut b, wire::H_QEMU_PID as u64).ok()?;
     let pid = u64::from_le_bytes(b);
-    (pid != 0
-        && pid != u64::from(std::process::id())
-        && std::path::Path::new(&format!("/proc/{pid}")).exists())
-    .then_some(pid)
+    // A recycled pid of some other program does not count.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    (pid != 0 && pid != u64::from(std::process::id()) && comm.starts_with("qemu"))
+        .then_some(pid)
 }
 
 fn sites_word(n: usize) -> String {
