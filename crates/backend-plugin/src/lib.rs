@@ -764,16 +764,27 @@ impl PluginBackend {
     ) -> Result<u64, Error> {
         const STALL_LIMIT: u32 = 500;
         let mut total = 0;
+        // The generations known when this pass began, read without the lock; a record
+        // of a generation installed meanwhile is looked up under it.
+        let known = self
+            .shared
+            .gens
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
         for ring in 0..self.shared.layout.nrings {
             let keep = self.keep_seq;
             let seq = &mut self.seq;
             let shared = &self.shared;
+            let known = &known;
             let mut stale = 0u64;
             let res = wire::consume(&shared.mem, &shared.layout, ring, buf, &mut |b| {
                 match wire::decode_record(b, 0, ring + 1, ring) {
                     Some(rec) => {
                         let gen = wire::record_gen(b);
-                        if !shared.knows(gen, rec.site.0) {
+                        let ours = known.get(&gen).is_some_and(|ids| ids.contains(&rec.site.0))
+                            || shared.knows(gen, rec.site.0);
+                        if !ours {
                             stale += 1;
                             return true;
                         }
