@@ -28,7 +28,7 @@
 //! `pread`/`pwrite`, which are coherent with the plugin's mapping of the same tmpfs pages.
 #![forbid(unsafe_code)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backend::{Event, EventSender, RunSummary, StopToken};
-use capture_plan::{PlanSet, SiteId, SiteKind};
+use capture_plan::{FieldPlan, PlanSet, Record, SiteId, SiteKind};
 
 pub mod wire;
 
@@ -106,6 +106,10 @@ pub struct PluginOptions {
     pub site_cr3: Vec<(SiteId, u64)>,
     /// How long a plan switch (and attaching, and detaching) waits for the plugin.
     pub switch_timeout: Duration,
+    /// A field whose bytes (a NUL-terminated string) name the current task: appended to
+    /// the entry plan of every site whose handlers call `execname()`, and delivered as
+    /// the record's `comm` instead of as a field. `None`: `execname()` is empty.
+    pub comm: Option<FieldPlan>,
 }
 
 impl PluginOptions {
@@ -121,6 +125,7 @@ impl PluginOptions {
             armed_at_load: true,
             site_cr3: Vec::new(),
             switch_timeout: Duration::from_secs(10),
+            comm: None,
         }
     }
 }
@@ -181,8 +186,10 @@ impl SharedMem for FileMem {
 struct Shared {
     mem: FileMem,
     layout: Layout,
-    /// Per generation installed (or being installed) by this backend: its site ids.
-    gens: Mutex<HashMap<u32, HashSet<u32>>>,
+    /// Per generation installed (or being installed) by this backend: its sites.
+    gens: Mutex<HashMap<u32, Sites>>,
+    /// See [`PluginOptions::comm`].
+    comm: Option<FieldPlan>,
     /// One switch at a time.
     switching: Mutex<()>,
     /// How long a switch waits for the plugin.
@@ -212,7 +219,7 @@ impl Shared {
 
     /// Publishes `enc` (site ids `ids`) as the next generation and waits until the
     /// plugin accepted it (its number) or refused it (its message).
-    fn switch(&self, enc: &[u8], ids: HashSet<u32>) -> Result<u64, Error> {
+    fn switch(&self, enc: &[u8], ids: Sites) -> Result<u64, Error> {
         let _one = self.switching.lock().unwrap_or_else(|e| e.into_inner());
         let t0 = Instant::now();
         let wait = |what: &dyn Fn() -> bool| -> Result<(), Error> {
@@ -247,12 +254,13 @@ impl Shared {
         Ok(gen)
     }
 
-    /// True if a record of generation `gen` for `site` was made by a plan set of ours.
-    fn knows(&self, gen: u32, site: u32) -> bool {
+    /// If a record of generation `gen` for `site` was made by a plan set of ours: where
+    /// its `comm` field is, if it has one.
+    fn lookup(&self, gen: u32, site: u32) -> Option<Option<usize>> {
         self.gens
             .lock()
-            .map(|g| g.get(&gen).is_some_and(|ids| ids.contains(&site)))
-            .unwrap_or(false)
+            .ok()
+            .and_then(|g| g.get(&gen).and_then(|ids| ids.get(&site).copied()))
     }
 }
 
@@ -281,8 +289,37 @@ fn plugin_sites(plans: &PlanSet, module: &Path) -> (PlanSet, Vec<String>) {
     (keep, failed)
 }
 
-fn site_ids(plans: &PlanSet) -> HashSet<u32> {
-    plans.sites.iter().map(|s| s.id.0).collect()
+/// The sites of one generation: id -> index of its appended `comm` field, if any.
+type Sites = HashMap<u32, Option<usize>>;
+
+/// Appends `comm` to the entry plan of every site that needs it; returns the plans the
+/// plugin gets and where each site's `comm` field is.
+fn add_comm(plans: &PlanSet, comm: Option<&FieldPlan>) -> (PlanSet, Sites) {
+    let mut out = plans.clone();
+    let mut sites = Sites::new();
+    for s in &mut out.sites {
+        let at = match comm {
+            Some(c) if s.needs.comm => {
+                s.plan.fields.push(c.clone());
+                Some(s.plan.fields.len() - 1)
+            }
+            _ => None,
+        };
+        sites.insert(s.id.0, at);
+    }
+    (out, sites)
+}
+
+/// Moves the `comm` field at `at` out of `rec` into `rec.comm` (up to its first NUL).
+fn take_comm(rec: &mut Record, at: usize) {
+    if at >= rec.fields.len() {
+        return;
+    }
+    if let Ok(b) = rec.field(at) {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        rec.comm = String::from_utf8_lossy(&b[..end]).into_owned();
+    }
+    rec.fields.remove(at);
 }
 
 /// A handle that moves the probes of a running [`PluginBackend`] (usable from another
@@ -311,16 +348,18 @@ impl PlanSwitcher {
         if !failed.is_empty() {
             return Err(Error::Plan(failed.join("; ")));
         }
+        let (keep, sites) = add_comm(&keep, self.shared.comm.as_ref());
         wire::check_plans(&keep, self.shared.layout.ring_bytes).map_err(Error::Plan)?;
         self.shared
-            .switch(&wire::encode_plans_with_cr3(&keep, cr3), site_ids(&keep))
+            .switch(&wire::encode_plans_with_cr3(&keep, cr3), sites)
     }
 
     /// Hands the plugin an already encoded plan set without the host's checks (to show
     /// that the plugin's own checks refuse it); `ids` are the site ids to accept.
     #[doc(hidden)]
     pub fn switch_encoded(&self, enc: &[u8], ids: &[u32]) -> Result<u64, Error> {
-        self.shared.switch(enc, ids.iter().copied().collect())
+        self.shared
+            .switch(enc, ids.iter().map(|&id| (id, None)).collect())
     }
 
     /// The generation the probes run now.
@@ -397,11 +436,12 @@ impl PluginBackend {
                 failed.join("; ")
             )));
         }
+        let (keep, sites) = add_comm(&keep, opts.comm.as_ref());
         wire::check_plans(&keep, opts.ring_bytes.div_ceil(8) * 8).map_err(Error::Plan)?;
         let enc = wire::encode_plans_with_cr3(&keep, &opts.site_cr3);
         let mut b = PluginBackend::with_encoded_plans(opts, enc)?;
         if let Ok(mut g) = b.shared.gens.lock() {
-            g.insert(1, site_ids(&keep));
+            g.insert(1, sites);
         }
         b.given = plans.clone();
         b.failed = failed;
@@ -451,6 +491,7 @@ impl PluginBackend {
             mem,
             layout,
             gens: Mutex::new(HashMap::new()),
+            comm: opts.comm.clone(),
             switching: Mutex::new(()),
             timeout: opts.switch_timeout,
             qemu_pid: Mutex::new(None),
@@ -522,6 +563,7 @@ impl PluginBackend {
         if owner != 0 && owner != u64::from(std::process::id()) && process_alive(owner) {
             return Err(Error::Busy(owner));
         }
+        let (keep, sites) = add_comm(&keep, opts.comm.as_ref());
         wire::check_plans(&keep, layout.ring_bytes).map_err(Error::Plan)?;
         mem.store(wire::H_SESSION, u64::from(std::process::id()));
         // An earlier session that died without detaching may have left probes armed.
@@ -535,6 +577,7 @@ impl PluginBackend {
             mem,
             layout,
             gens: Mutex::new(HashMap::new()),
+            comm: opts.comm.clone(),
             switching: Mutex::new(()),
             timeout: opts.switch_timeout,
             qemu_pid: Mutex::new(qemu_pid),
@@ -556,7 +599,7 @@ impl PluginBackend {
             base_unringed: 0,
         };
         let enc = wire::encode_plans_with_cr3(&keep, &b.opts.site_cr3);
-        if let Err(e) = b.shared.switch(&enc, site_ids(&keep)) {
+        if let Err(e) = b.shared.switch(&enc, sites) {
             b.release();
             return Err(e);
         }
@@ -583,7 +626,7 @@ impl PluginBackend {
             if !self.shared.qemu_gone() {
                 let _ = self
                     .shared
-                    .switch(&wire::encode_plans(&PlanSet::default()), HashSet::new());
+                    .switch(&wire::encode_plans(&PlanSet::default()), Sites::new());
             }
             mem.store(wire::H_SESSION, 0);
         }
@@ -780,13 +823,19 @@ impl PluginBackend {
             let mut stale = 0u64;
             let res = wire::consume(&shared.mem, &shared.layout, ring, buf, &mut |b| {
                 match wire::decode_record(b, 0, ring + 1, ring) {
-                    Some(rec) => {
+                    Some(mut rec) => {
                         let gen = wire::record_gen(b);
-                        let ours = known.get(&gen).is_some_and(|ids| ids.contains(&rec.site.0))
-                            || shared.knows(gen, rec.site.0);
-                        if !ours {
+                        let site = rec.site.0;
+                        let ours = known
+                            .get(&gen)
+                            .and_then(|ids| ids.get(&site).copied())
+                            .or_else(|| shared.lookup(gen, site));
+                        let Some(comm_at) = ours else {
                             stale += 1;
                             return true;
+                        };
+                        if let Some(at) = comm_at {
+                            take_comm(&mut rec, at);
                         }
                         if keep {
                             seq.push((ring, wire::record_seq(b), gen));

@@ -342,3 +342,44 @@ fn check_qemu_refuses_kvm_old_or_missing_qemu() {
     let e = crate::check_qemu("true").unwrap_err();
     assert!(e.contains("cannot read the version"), "{e}");
 }
+
+#[test]
+fn a_comm_field_rides_on_sites_that_need_it_and_comes_back_as_comm() {
+    let mut p = all_ops_plan();
+    p.sites[0].needs.comm = false;
+    p.sites[1].needs.comm = true;
+    let comm = FieldPlan {
+        ops: vec![Op::Const(0x1000), Op::EmitString(32)],
+        label: "execname()".into(),
+    };
+    let (aug, sites) = crate::add_comm(&p, Some(&comm));
+    let n1 = p.sites[1].plan.fields.len();
+    assert_eq!(aug.sites[0], p.sites[0]);
+    assert_eq!(aug.sites[1].plan.fields.len(), n1 + 1);
+    assert_eq!(sites[&p.sites[0].id.0], None);
+    assert_eq!(sites[&p.sites[1].id.0], Some(n1));
+    // Without a comm field nothing changes.
+    let (same, none) = crate::add_comm(&p, None);
+    assert_eq!(same, p);
+    assert!(none.values().all(Option::is_none));
+    // The record: field 0, the comm field ("task\0junk"), then a return field.
+    let mut r = Record::new(SiteId(1), 0, 0, 0, 0);
+    r.data = b"abcdtask\0junkxyz".to_vec();
+    r.fields = vec![
+        FieldStatus::Ok { offset: 0, len: 4 },
+        FieldStatus::Ok { offset: 4, len: 9 },
+        FieldStatus::Ok { offset: 13, len: 3 },
+    ];
+    crate::take_comm(&mut r, 1);
+    assert_eq!(r.comm, "task");
+    assert_eq!(r.fields.len(), 2);
+    assert_eq!(r.field(0).unwrap(), b"abcd");
+    assert_eq!(r.field(1).unwrap(), b"xyz");
+    // A faulted comm field leaves comm empty; an index past the fields changes nothing.
+    let mut f = Record::new(SiteId(1), 0, 0, 0, 0);
+    f.fields = vec![FieldStatus::Fault { addr: 8 }];
+    crate::take_comm(&mut f, 3);
+    assert_eq!(f.fields.len(), 1);
+    crate::take_comm(&mut f, 0);
+    assert!(f.comm.is_empty() && f.fields.is_empty());
+}

@@ -813,15 +813,13 @@ fn try_plugin(
         why("the plugin library (libqemu_plugin.so) was not found next to snaptap; build it with cargo build -p qemu-plugin".into());
         return None;
     }
-    let mut be =
-        match backend_plugin::PluginBackend::new(backend_plugin::PluginOptions::new(kernel), plans)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                why(e.to_string());
-                return None;
-            }
-        };
+    let mut be = match backend_plugin::PluginBackend::new(vm::plugin_options(kernel), plans) {
+        Ok(b) => b,
+        Err(e) => {
+            why(e.to_string());
+            return None;
+        }
+    };
     // Sites the plugin cannot serve would be lost: then the gdbstub serves them all.
     if !be.failed_sites().is_empty() {
         why(be.failed_sites().join("; "));

@@ -89,6 +89,32 @@ pub fn print_plugin_args(path: &str) -> Result<i32> {
     Ok(0)
 }
 
+/// The plugin backend's options for `kernel`: the defaults, and `execname()` as the name
+/// of the current task where the kernel has GNU Mach's `active_threads` (the Mach
+/// tapset's `task_name()`, planned against this kernel's DWARF); elsewhere it stays empty.
+pub fn plugin_options(kernel: &std::path::Path) -> backend_plugin::PluginOptions {
+    let mut opts = backend_plugin::PluginOptions::new(kernel);
+    opts.comm = mach_task_name_field(kernel);
+    opts
+}
+
+/// The capture of `kernel_string(@var("active_threads")[0]->task->name)` (a `char[32]`)
+/// in `kernel`, if its DWARF has them.
+fn mach_task_name_field(kernel: &std::path::Path) -> Option<capture_plan::FieldPlan> {
+    const TEXT: &str = r#"probe kernel.function("mach_msg_trap") { print(kernel_string(@var("active_threads")[0]->task->name)) }"#;
+    let mut sources = script_syntax::SourceMap::default();
+    let file = sources.add("<execname>", TEXT);
+    let (script, _) = script_syntax::parse(&sources, file, &[]);
+    let opts = planner::PlanOptions {
+        max_string: 32,
+        ..planner::PlanOptions::default()
+    };
+    let planned = planner::plan_with_kernel(&script, &sources, &opts, Some(kernel)).ok()?;
+    let mut field = planned.plans.sites.first()?.plan.fields.first()?.clone();
+    field.label = "execname()".into();
+    Some(field)
+}
+
 /// `--vm-attach PATH`: attaches to the running VM whose plugin control file is `control`
 /// and hands it `plans` (the plugin checks them as at load; a refusal is an error with
 /// its message). The returned machine is not stopped at the end: the session disarms
@@ -99,12 +125,8 @@ pub fn attach_plugin(
     plans: &capture_plan::PlanSet,
     verbose: bool,
 ) -> Result<(Machine, backend_plugin::PluginBackend)> {
-    let be = backend_plugin::PluginBackend::attach(
-        control,
-        backend_plugin::PluginOptions::new(kernel),
-        plans,
-    )
-    .with_context(|| format!("cannot attach to the VM at {}", control.display()))?;
+    let be = backend_plugin::PluginBackend::attach(control, plugin_options(kernel), plans)
+        .with_context(|| format!("cannot attach to the VM at {}", control.display()))?;
     if verbose {
         eprintln!(
             "snaptap: attached to the VM at {} ({}); capture plans run inside QEMU (TCG plugin), no VM stop per hit",

@@ -475,7 +475,7 @@ fn attach_detach_and_reattach_to_one_running_vm() {
     // Session 1: exit() at the workload's last truth line.
     let out1 = tempfile("attach1");
     let script = r#"
-probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d cpu=%d\n", msgh_id, send_size, cpu()) }
+probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d cpu=%d exec=%s\n", msgh_id, send_size, cpu(), execname()) }
 probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
 "#;
     let o = run_with_timeout(attach(&dir, &control, &out1, script), 120);
@@ -487,8 +487,15 @@ probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
     let want = msgs(&console.join("\n"), "truth msg ");
     assert_eq!(want.len(), 12, "{console:?}");
     assert_eq!(msgs(&text, "snap msg "), want, "session 1:\n{text}");
-    // cpu() is the vCPU index (one vCPU here).
-    assert!(text.lines().all(|l| l.ends_with(" cpu=0")), "{text}");
+    // cpu() is the vCPU index (one vCPU here); execname() the current task's name,
+    // which the kernel takes from the boot module's path (a char[32]).
+    let path = dir.join("workload").display().to_string();
+    let task = &path[..path.len().min(31)];
+    assert!(
+        text.lines()
+            .all(|l| l.ends_with(&format!(" cpu=0 exec={task}"))),
+        "{text}"
+    );
 
     // The VM runs on, untraced, into its bench loop.
     wait(&rx, &mut console, "bench count=");
