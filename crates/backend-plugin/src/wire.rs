@@ -410,7 +410,8 @@ pub fn record_gen(b: &[u8]) -> u32 {
 /// Ring producer: counts the hit, stamps `enc` (an encoded record) with its sequence
 /// number and appends it to ring `ring`, or counts a drop when it does not fit in the
 /// free space. Single producer per ring. Returns true if the record was written.
-pub fn produce(mem: &dyn SharedMem, lay: &Layout, ring: u32, enc: &mut [u8]) -> bool {
+/// Generic over the memory so that the plugin's per-hit path inlines its word accesses.
+pub fn produce<M: SharedMem + ?Sized>(mem: &M, lay: &Layout, ring: u32, enc: &mut [u8]) -> bool {
     let ctrl = lay.ctrl(ring);
     let seq = mem.load(ctrl + R_HITS).wrapping_add(1);
     mem.store(ctrl + R_HITS, seq);

@@ -115,6 +115,23 @@ unsafe extern "C" fn reset_done(id: qemu_plugin_id_t) {
     RESETTING.store(false, Ordering::Release);
 }
 
+/// Wall-clock time in nanoseconds since the epoch (the vDSO's `clock_gettime`, without
+/// `SystemTime`'s conversions on the per-hit path).
+pub(crate) fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
 /// The active plan set behind `ACTIVE`'s pointer.
 pub(crate) fn deref_plans(p: *mut crate::Plans) -> Option<&'static crate::Plans> {
     // SAFETY: the pointer is null or comes from `Box::leak` in `activate`, and plan sets

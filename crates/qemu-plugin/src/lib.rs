@@ -259,8 +259,7 @@ fn live_owner(path: &str) -> Option<u64> {
     let pid = u64::from_le_bytes(b);
     // A recycled pid of some other program does not count.
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-    (pid != 0 && pid != u64::from(std::process::id()) && comm.starts_with("qemu"))
-        .then_some(pid)
+    (pid != 0 && pid != u64::from(std::process::id()) && comm.starts_with("qemu")).then_some(pid)
 }
 
 fn sites_word(n: usize) -> String {
@@ -438,10 +437,7 @@ thread_local! {
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    ffi::realtime_ns()
 }
 
 /// Run time: the probe instruction of site group `g` (at `vaddr`) is about to execute on
