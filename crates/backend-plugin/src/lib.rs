@@ -407,8 +407,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
     a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok() && a.exists()
 }
 
+/// True if process `pid` exists and is not a zombie.
 fn process_alive(pid: u64) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(st) => !st
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
 }
 
 /// The `-plugin` arguments that start a VM with the plugin idle, its control file at

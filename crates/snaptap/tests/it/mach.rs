@@ -549,7 +549,45 @@ probe end { printf("end n=%d bad=%d\n", n, bad) }
         .unwrap_or_else(|| panic!("no end probe: {text}"));
     assert!(end.ends_with(" bad=0"), "{end}");
 
-    // Still running, at speed, after the second detach.
+    // Session 3 dies without detaching (SIGKILL, not reaped yet): its probes stay
+    // armed and its records pile up; session 4 takes over, discards them and sees only
+    // its own, with the workload's values.
+    let out3 = tempfile("attach3");
+    let mut c = attach(
+        &dir,
+        &control,
+        &out3,
+        r#"global n probe mach.msg.trap { n++; if (n % 1000 == 0) printf("hits %d\n", n) }"#,
+    );
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut killed = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&out3)
+        .unwrap_or_default()
+        .contains("hits 1000")
+    {
+        assert!(Instant::now() < deadline, "no hits in session 3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out4 = tempfile("attach4");
+    let script = r#"
+global n, bad
+probe mach.msg.trap { n++; if (msgh_id != 999 || send_size != 32 || option != 3) bad++; if (n == 5000) exit() }
+probe end { printf("end n=%d bad=%d\n", n, bad) }
+"#;
+    let o = run_with_timeout(attach(&dir, &control, &out4, script), 120);
+    assert!(
+        o.status.success(),
+        "session 4: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = killed.wait();
+    let text = std::fs::read_to_string(&out4).unwrap();
+    assert!(text.contains("end n=5000 bad=0"), "{text}");
+
+    // Still running, at speed, after the last detach.
     while rx.try_recv().is_ok() {}
     let counts: Vec<u64> = (0..3)
         .map(|_| {
