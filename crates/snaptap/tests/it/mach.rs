@@ -400,12 +400,13 @@ fn idle_plugin_vm(
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let guard = KillOnDrop(qemu.id());
+    let guard = KillOnDrop(qemu.id(), control.clone());
     let rx = console_lines(&mut qemu);
     (qemu, guard, rx, control, plugin)
 }
 
-struct KillOnDrop(u32);
+/// Kills QEMU and removes its control file (SIGKILL gives the plugin no chance to).
+struct KillOnDrop(u32, PathBuf);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
@@ -413,6 +414,7 @@ impl Drop for KillOnDrop {
             .arg("-KILL")
             .arg(self.0.to_string())
             .status();
+        let _ = std::fs::remove_file(&self.1);
     }
 }
 
