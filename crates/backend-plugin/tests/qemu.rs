@@ -26,7 +26,8 @@ fn machine() -> &'static Path {
         if let Err(e) = backend_plugin::check_qemu("qemu-system-x86_64") {
             panic!("{e}");
         }
-        let out = std::env::temp_dir().join(format!("snaptap-plugin-mach-{}", std::process::id()));
+        // One machine per target directory (build.sh is idempotent), not one per run.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-mach");
         let st = Command::new(repo().join("mach/build.sh"))
             .arg(&out)
             .stdout(Stdio::null())
@@ -167,6 +168,7 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.serial);
     }
 }
 
