@@ -3,7 +3,10 @@
 # hotter lock_done, ~2 calls per IPC round trip) with a three-field capture, next to gdb's
 # dprintf of the same fields on the same VM in the same run; plus the workload's own
 # iteration rate untraced (no plugin), armed-but-idle (plugin loaded, probes instrumented,
-# disarmed) and traced. Needs QEMU 10 (scripts/install-qemu10.sh).
+# disarmed), without probes (plugin loaded, empty plan set) and traced. The traced and
+# no-probe phases alternate three times in one VM (the probes move in and out while it
+# runs), so "traced/no-probes" is not skewed by the host's load drifting between boots.
+# Needs QEMU 10 (scripts/install-qemu10.sh).
 # Usage: bench/plugin_hits.sh [SECONDS_PER_PHASE] [GDB_HITS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +42,10 @@ for r in "${results[@]}"; do
   f=$(kv func "$r")
   gdb_rate=$(awk -v n="$GHITS" -v s="$(kv after_s "$r")" 'BEGIN{printf "%.0f", n/s}')
   printf '%-44s %14s\n' "workload armed-but-idle ($f)" "$(kv idle_iter_per_s "$r")"
+  printf '%-44s %14s\n' "workload without probes ($f)" "$(kv noprobe_iter_per_s "$r")"
   printf '%-44s %14s\n' "workload traced ($f)" "$(kv traced_iter_per_s "$r")"
   printf '%-44s %14s\n' "plugin hits ($f, 3 fields)" "$(kv hits_per_s "$r")"
   printf '%-44s %14s\n' "gdb dprintf hits ($f, 3 fields)" "$gdb_rate"
-  awk -v p="$(kv hits_per_s "$r")" -v g="$gdb_rate" -v t="$(kv traced_iter_per_s "$r")" -v u="$u" -v d="$(kv ring_dropped "$r")" -v f="$f" \
-    'BEGIN{printf "%s: plugin/gdb %.0fx, traced/untraced %.0f%%, ring drops %s\n", f, p/g, 100*t/u, d}'
+  awk -v p="$(kv hits_per_s "$r")" -v g="$gdb_rate" -v t="$(kv traced_iter_per_s "$r")" -v u="$u" -v d="$(kv ring_dropped "$r")" -v f="$f" -v q="$(kv traced_vs_noprobe "$r")" \
+    'BEGIN{printf "%s: plugin/gdb %.0fx, traced/untraced %.0f%%, traced/no-probes (same VM, interleaved) %.0f%%, ring drops %s\n", f, p/g, 100*t/u, 100*q, d}'
 done

@@ -4,6 +4,10 @@
 //! per second while traced (three 4-byte register fields per hit), and then runs a
 //! shell command against the same VM (gdb dprintf) and times it.
 //!
+//! With the plugin, after the armed-but-idle phase, three traced phases alternate with
+//! three phases without any probe (empty plan set); medians are printed, and the median
+//! ratio of each traced phase to the no-probe phase before it.
+//!
 //! Usage: plugin_hits KERNEL 'QEMU CMD' FUNC SECS [--no-plugin] [--after 'SHELL CMD']
 //! Prints one line of `key=value` pairs.
 
@@ -65,6 +69,15 @@ fn next_count(serial: &Path) -> (u64, Instant) {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Traced and no-probe phases per run.
+const REPS: usize = 3;
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// The workload's iterations per second over about `secs`.
@@ -141,30 +154,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (tx, rx) = event_queue(1 << 16);
         let stop = StopToken::new();
         let stop2 = stop.clone();
+        // Like snaptap's driver: take what is queued in one batch, then let records
+        // gather for a millisecond instead of waking up for every one.
         let counter = std::thread::spawn(move || {
             let mut n = 0u64;
             while let Ok(ev) = rx.recv_timeout(Duration::from_millis(100)) {
-                if let Some(Event::Record(_)) = ev {
-                    n += 1;
+                let mut next = ev;
+                while let Some(ev) = next.take() {
+                    if let Event::Record(_) = ev {
+                        n += 1;
+                    }
+                    next = rx.try_recv();
                 }
+                std::thread::sleep(Duration::from_millis(1));
             }
             (n, rx.dropped())
         });
-        let t0 = Instant::now();
+        // Traced phases alternate with phases in which the plugin has no probes at all
+        // (an empty plan set, switched in and out while the VM runs): the ratio of each
+        // traced phase to the phase just before it is immune to the host's load drifting
+        // between a separate untraced boot and this one.
+        let sw = pb.switcher();
+        let empty = PlanSet::default();
         let pb2 = &mut pb;
-        let traced = std::thread::scope(|s| {
-            let h = s.spawn(move || pb2.run(&plans, &tx, &stop2));
-            let r = rate(&serial, secs);
+        let plans2 = plans.clone();
+        let (noprobe, traced, traced_s) = std::thread::scope(|s| {
+            let h = s.spawn(move || pb2.run(&plans2, &tx, &stop2));
+            let (mut noprobe, mut traced, mut traced_s) = (Vec::new(), Vec::new(), 0.0);
+            for _ in 0..REPS {
+                sw.switch(&empty, &[]).map_err(|e| e.to_string())?;
+                noprobe.push(rate(&serial, secs));
+                sw.switch(&plans, &[]).map_err(|e| e.to_string())?;
+                let t0 = Instant::now();
+                traced.push(rate(&serial, secs));
+                traced_s += t0.elapsed().as_secs_f64();
+            }
+            sw.switch(&empty, &[]).map_err(|e| e.to_string())?;
             stop.request();
-            (r, h.join())
-        });
-        let el = t0.elapsed().as_secs_f64();
-        let sum = traced.1.map_err(|_| "run thread")??;
+            h.join()
+                .map_err(|_| "run thread".to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((noprobe, traced, traced_s))
+        })?;
         let (n, qdrop) = counter.join().map_err(|_| "counter thread")?;
         let st = pb.stats();
+        let ratios: Vec<f64> = traced.iter().zip(&noprobe).map(|(t, u)| t / u).collect();
         out += &format!(
-            " traced_iter_per_s={:.0} hits={} delivered={} ring_dropped={} queue_dropped={qdrop} received={n} traced_s={el:.3} hits_per_s={:.0}",
-            traced.0, sum.hits, st.delivered, st.dropped, sum.hits as f64 / el
+            " noprobe_iter_per_s={:.0} traced_iter_per_s={:.0} traced_vs_noprobe={:.3} hits={} delivered={} ring_dropped={} queue_dropped={qdrop} received={n} traced_s={traced_s:.3} hits_per_s={:.0}",
+            median(&noprobe),
+            median(&traced),
+            median(&ratios),
+            st.hits,
+            st.delivered,
+            st.dropped,
+            st.hits as f64 / traced_s
         );
     }
     if let Some(cmd) = after {

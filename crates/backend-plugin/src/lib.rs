@@ -12,19 +12,32 @@
 //! no guest state is ever written), drains the rings and checks that every armed hit was
 //! either delivered or counted as dropped.
 //!
+//! Moving probes while the guest runs: [`PluginBackend::switcher`] gives a handle whose
+//! [`PlanSwitcher::switch`] hands the plugin a new plan set (a new generation; see
+//! [`wire`]) and waits until it is active or refused. Records say which generation made
+//! them, and only records of a generation this backend installed, naming a site of that
+//! generation, are delivered.
+//!
+//! Attaching: [`PluginBackend::attach`] opens the control file of a VM started with the
+//! plugin idle (`-plugin libqemu_plugin.so,control=PATH`, see [`plugin_args_for`]),
+//! installs its plans as a new generation; at the end `run` disarms and installs an
+//! empty set, so the VM runs on untraced and a later session can attach again.
+//!
 //! Kernel sites only: the module is the kernel ELF, whose link-time addresses are guest
 //! virtual addresses. No `unsafe` here: the host reads and writes the shared file with
 //! `pread`/`pwrite`, which are coherent with the plugin's mapping of the same tmpfs pages.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backend::{Event, EventSender, RunSummary, StopToken};
-use capture_plan::{PlanSet, SiteKind};
+use capture_plan::{FieldPlan, PlanSet, Record, SiteId, SiteKind};
 
 pub mod wire;
 
@@ -60,6 +73,12 @@ pub enum Error {
     /// `run` was called twice, or with plans other than those given to `new`.
     #[error("{0}")]
     Usage(String),
+    /// The plugin did not take a new plan set in time.
+    #[error("the QEMU plugin did not take the new plans within {0:?} (is the guest running, under TCG? Under KVM the plugin never runs)")]
+    SwitchTimeout(Duration),
+    /// Another snaptap session is attached to this VM.
+    #[error("snaptap (pid {0}) is already attached to this VM")]
+    Busy(u64),
 }
 
 /// How to set the plugin up.
@@ -80,8 +99,17 @@ pub struct PluginOptions {
     pub load_timeout: Duration,
     /// Arm the probes from the moment QEMU loads the plugin (records wait in the rings
     /// until `run` reads them), so a VM started with the plugin is traced from its first
-    /// instruction; otherwise `run` arms them.
+    /// instruction; otherwise `run` arms them. Ignored by [`PluginBackend::attach`].
     pub armed_at_load: bool,
+    /// Per-site address-space filters: a site listed here records only hits whose `cr3`
+    /// equals the value (user-space probes in one guest task).
+    pub site_cr3: Vec<(SiteId, u64)>,
+    /// How long a plan switch (and attaching, and detaching) waits for the plugin.
+    pub switch_timeout: Duration,
+    /// A field whose bytes (a NUL-terminated string) name the current task: appended to
+    /// the entry plan of every site whose handlers call `execname()`, and delivered as
+    /// the record's `comm` instead of as a field. `None`: `execname()` is empty.
+    pub comm: Option<FieldPlan>,
 }
 
 impl PluginOptions {
@@ -95,6 +123,9 @@ impl PluginOptions {
             cr3: None,
             load_timeout: Duration::from_secs(20),
             armed_at_load: true,
+            site_cr3: Vec::new(),
+            switch_timeout: Duration::from_secs(10),
+            comm: None,
         }
     }
 }
@@ -112,6 +143,9 @@ pub struct Stats {
     pub instrumented: u64,
     /// Per ring: (hits, delivered, dropped).
     pub per_ring: Vec<wire::RingCounters>,
+    /// Records of a generation (or naming a site) this backend did not install: left
+    /// over from an earlier session on the same VM; read and discarded, never delivered.
+    pub stale: u64,
 }
 
 /// The shared file through `pread`/`pwrite`.
@@ -148,21 +182,211 @@ impl SharedMem for FileMem {
     }
 }
 
-/// The host side of the plugin backend, owning the shared file (removed on drop).
+/// What the backend and its [`PlanSwitcher`]s share.
+struct Shared {
+    mem: FileMem,
+    layout: Layout,
+    /// Per generation installed (or being installed) by this backend: its sites.
+    gens: Mutex<HashMap<u32, Sites>>,
+    /// See [`PluginOptions::comm`].
+    comm: Option<FieldPlan>,
+    /// One switch at a time.
+    switching: Mutex<()>,
+    /// How long a switch waits for the plugin.
+    timeout: Duration,
+    /// QEMU's pid, if known (a switch stops waiting when it is gone).
+    qemu_pid: Mutex<Option<u32>>,
+}
+
+impl Shared {
+    fn qemu_gone(&self) -> bool {
+        if wire::status(&self.mem).0 == wire::STATUS_EXITED {
+            return true;
+        }
+        let pid = self.qemu_pid.lock().ok().and_then(|p| *p);
+        match pid {
+            // A zombie ("Z" after the command name) is gone too.
+            Some(pid) => match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Ok(st) => st
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')),
+                Err(_) => true,
+            },
+            None => false,
+        }
+    }
+
+    /// Publishes `enc` (site ids `ids`) as the next generation and waits until the
+    /// plugin accepted it (its number) or refused it (its message).
+    fn switch(&self, enc: &[u8], ids: Sites) -> Result<u64, Error> {
+        let _one = self.switching.lock().unwrap_or_else(|e| e.into_inner());
+        let t0 = Instant::now();
+        let wait = |what: &dyn Fn() -> bool| -> Result<(), Error> {
+            while !what() {
+                if self.qemu_gone() {
+                    return Err(Error::Exited);
+                }
+                if t0.elapsed() > self.timeout {
+                    return Err(Error::SwitchTimeout(self.timeout));
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            Ok(())
+        };
+        // The plan area is the plugin's until it acknowledged the previous generation.
+        wait(&|| self.mem.load(wire::H_PLAN_ACK) == self.mem.load(wire::H_PLAN_GEN))?;
+        let gen = self.mem.load(wire::H_PLAN_GEN) + 1;
+        if gen > u64::from(u32::MAX) {
+            return Err(Error::Shm("plan generations exhausted".into()));
+        }
+        if let Ok(mut g) = self.gens.lock() {
+            g.insert(gen as u32, ids);
+        }
+        wire::write_plans(&self.mem, &self.layout, enc, gen).map_err(Error::Plan)?;
+        wait(&|| self.mem.load(wire::H_PLAN_ACK) == gen)?;
+        if self.mem.load(wire::H_PLAN_RESULT) != wire::PLAN_ACCEPTED {
+            if let Ok(mut g) = self.gens.lock() {
+                g.remove(&(gen as u32));
+            }
+            return Err(Error::Rejected(wire::status(&self.mem).1));
+        }
+        Ok(gen)
+    }
+
+    /// If a record of generation `gen` for `site` was made by a plan set of ours: where
+    /// its `comm` field is, if it has one.
+    fn lookup(&self, gen: u32, site: u32) -> Option<Option<usize>> {
+        self.gens
+            .lock()
+            .ok()
+            .and_then(|g| g.get(&gen).and_then(|ids| ids.get(&site).copied()))
+    }
+}
+
+/// Keeps the sites of `plans` the plugin can serve (entry and return sites of `module`)
+/// and the reasons the others cannot be.
+fn plugin_sites(plans: &PlanSet, module: &Path) -> (PlanSet, Vec<String>) {
+    let mut keep = PlanSet::default();
+    let mut failed = Vec::new();
+    for s in &plans.sites {
+        if !same_file(&s.module, module) {
+            failed.push(format!(
+                "site {}: {} is not the kernel {} (the plugin probes kernel sites only)",
+                s.id.0,
+                s.module.display(),
+                module.display()
+            ));
+        } else if !matches!(s.kind, SiteKind::Entry | SiteKind::Return { .. }) {
+            failed.push(format!(
+                "site {}: {:?} probes are not supported by the QEMU plugin yet",
+                s.id.0, s.kind
+            ));
+        } else {
+            keep.sites.push(s.clone());
+        }
+    }
+    (keep, failed)
+}
+
+/// The sites of one generation: id -> index of its appended `comm` field, if any.
+type Sites = HashMap<u32, Option<usize>>;
+
+/// Appends `comm` to the entry plan of every site that needs it; returns the plans the
+/// plugin gets and where each site's `comm` field is.
+fn add_comm(plans: &PlanSet, comm: Option<&FieldPlan>) -> (PlanSet, Sites) {
+    let mut out = plans.clone();
+    let mut sites = Sites::new();
+    for s in &mut out.sites {
+        let at = match comm {
+            Some(c) if s.needs.comm => {
+                s.plan.fields.push(c.clone());
+                Some(s.plan.fields.len() - 1)
+            }
+            _ => None,
+        };
+        sites.insert(s.id.0, at);
+    }
+    (out, sites)
+}
+
+/// Moves the `comm` field at `at` out of `rec` into `rec.comm` (up to its first NUL).
+fn take_comm(rec: &mut Record, at: usize) {
+    if at >= rec.fields.len() {
+        return;
+    }
+    if let Ok(b) = rec.field(at) {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        rec.comm = String::from_utf8_lossy(&b[..end]).into_owned();
+    }
+    rec.fields.remove(at);
+}
+
+/// A handle that moves the probes of a running [`PluginBackend`] (usable from another
+/// thread while `run` reads the rings).
+#[derive(Clone)]
+pub struct PlanSwitcher {
+    shared: Arc<Shared>,
+    module: PathBuf,
+}
+
+impl std::fmt::Debug for PlanSwitcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlanSwitcher").finish()
+    }
+}
+
+impl PlanSwitcher {
+    /// Replaces the plugin's plan set with `plans` (every site must be one the plugin
+    /// can serve), `cr3` giving per-site address-space filters, and waits until the
+    /// plugin runs it: returns its generation. Records of the previous set that are
+    /// still in the rings are delivered as before; none is made by it afterwards. A set
+    /// the plugin refuses leaves the previous one active (`Error::Rejected`).
+    pub fn switch(&self, plans: &PlanSet, cr3: &[(SiteId, u64)]) -> Result<u64, Error> {
+        plans.verify().map_err(|e| Error::Plan(e.to_string()))?;
+        let (keep, failed) = plugin_sites(plans, &self.module);
+        if !failed.is_empty() {
+            return Err(Error::Plan(failed.join("; ")));
+        }
+        let (keep, sites) = add_comm(&keep, self.shared.comm.as_ref());
+        wire::check_plans(&keep, self.shared.layout.ring_bytes).map_err(Error::Plan)?;
+        self.shared
+            .switch(&wire::encode_plans_with_cr3(&keep, cr3), sites)
+    }
+
+    /// Hands the plugin an already encoded plan set without the host's checks (to show
+    /// that the plugin's own checks refuse it); `ids` are the site ids to accept.
+    #[doc(hidden)]
+    pub fn switch_encoded(&self, enc: &[u8], ids: &[u32]) -> Result<u64, Error> {
+        self.shared
+            .switch(enc, ids.iter().map(|&id| (id, None)).collect())
+    }
+
+    /// The generation the probes run now.
+    pub fn active_generation(&self) -> u64 {
+        self.shared.mem.load(wire::H_PLAN_ACTIVE)
+    }
+}
+
+/// The host side of the plugin backend. With [`PluginBackend::new`] it owns the shared
+/// file (removed on drop); with [`PluginBackend::attach`] it borrows a VM's control file.
 pub struct PluginBackend {
     opts: PluginOptions,
     library: PathBuf,
     path: PathBuf,
-    mem: FileMem,
-    layout: Layout,
+    shared: Arc<Shared>,
     given: PlanSet,
     failed: Vec<String>,
     stats: Stats,
     ran: bool,
     keep_seq: bool,
-    seq: Vec<(u32, u64)>,
+    seq: Vec<(u32, u64, u32)>,
     stalls: u32,
-    qemu_pid: Option<u32>,
+    /// Attached to a VM's control file: leave it (and the VM) as found.
+    attached: bool,
+    /// Ring counters when this session began (attach: earlier sessions' hits).
+    base: Vec<(u64, u64)>,
+    base_unringed: u64,
 }
 
 impl std::fmt::Debug for PluginBackend {
@@ -177,10 +401,33 @@ impl std::fmt::Debug for PluginBackend {
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Pause between two passes over the rings.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
 
 fn same_file(a: &Path, b: &Path) -> bool {
     a == b || std::fs::canonicalize(a).ok() == std::fs::canonicalize(b).ok() && a.exists()
+}
+
+/// True if process `pid` exists and is not a zombie.
+fn process_alive(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(st) => !st
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The `-plugin` arguments that start a VM with the plugin idle, its control file at
+/// `control` (created by the plugin; `snaptap --vm-attach CONTROL` attaches later):
+/// `["-plugin", "/path/libqemu_plugin.so,control=CONTROL"]`.
+pub fn plugin_args_for(control: &Path) -> Result<Vec<String>, Error> {
+    let lib = find_plugin_library().ok_or(Error::NoLibrary)?;
+    let lib = std::fs::canonicalize(&lib).unwrap_or(lib);
+    Ok(vec![
+        "-plugin".to_string(),
+        format!("{},control={}", lib.display(), control.display()),
+    ])
 }
 
 impl PluginBackend {
@@ -189,33 +436,20 @@ impl PluginBackend {
     /// file.
     pub fn new(opts: PluginOptions, plans: &PlanSet) -> Result<PluginBackend, Error> {
         plans.verify().map_err(|e| Error::Plan(e.to_string()))?;
-        let mut keep = PlanSet::default();
-        let mut failed = Vec::new();
-        for s in &plans.sites {
-            if !same_file(&s.module, &opts.module) {
-                failed.push(format!(
-                    "site {}: {} is not the kernel {} (the plugin probes kernel sites only)",
-                    s.id.0,
-                    s.module.display(),
-                    opts.module.display()
-                ));
-            } else if !matches!(s.kind, SiteKind::Entry | SiteKind::Return { .. }) {
-                failed.push(format!(
-                    "site {}: {:?} probes are not supported by the QEMU plugin yet",
-                    s.id.0, s.kind
-                ));
-            } else {
-                keep.sites.push(s.clone());
-            }
-        }
+        let (keep, failed) = plugin_sites(plans, &opts.module);
         if keep.sites.is_empty() {
             return Err(Error::Plan(format!(
                 "no site can run in the QEMU plugin: {}",
                 failed.join("; ")
             )));
         }
+        let (keep, sites) = add_comm(&keep, opts.comm.as_ref());
         wire::check_plans(&keep, opts.ring_bytes.div_ceil(8) * 8).map_err(Error::Plan)?;
-        let mut b = PluginBackend::with_encoded_plans(opts, wire::encode_plans(&keep))?;
+        let enc = wire::encode_plans_with_cr3(&keep, &opts.site_cr3);
+        let mut b = PluginBackend::with_encoded_plans(opts, enc)?;
+        if let Ok(mut g) = b.shared.gens.lock() {
+            g.insert(1, sites);
+        }
         b.given = plans.clone();
         b.failed = failed;
         Ok(b)
@@ -235,7 +469,9 @@ impl PluginBackend {
         if opts.ring_bytes < 4096 || opts.ring_bytes > wire::MAX_RING_BYTES {
             return Err(Error::Shm(format!("bad ring size {}", opts.ring_bytes)));
         }
-        let layout = Layout::new(opts.rings, opts.ring_bytes, enc.len() as u64);
+        // Room for the plans and for larger ones a switch may bring.
+        let cap = (enc.len() as u64).max(wire::DEFAULT_PLAN_CAP);
+        let layout = Layout::new(opts.rings, opts.ring_bytes, cap);
         let path = PathBuf::from(format!(
             "/dev/shm/snaptap-{}-{}",
             std::process::id(),
@@ -254,15 +490,24 @@ impl PluginBackend {
             file,
             len: layout.total as usize,
         };
-        mem.write(layout.plan_off as usize, &enc);
         layout.write_header(&mem, opts.cr3.unwrap_or(0));
+        wire::write_plans(&mem, &layout, &enc, 1).map_err(Error::Plan)?;
         mem.store(wire::H_ARMED, u64::from(opts.armed_at_load));
+        mem.store(wire::H_SESSION, u64::from(std::process::id()));
+        let shared = Arc::new(Shared {
+            mem,
+            layout,
+            gens: Mutex::new(HashMap::new()),
+            comm: opts.comm.clone(),
+            switching: Mutex::new(()),
+            timeout: opts.switch_timeout,
+            qemu_pid: Mutex::new(None),
+        });
         Ok(PluginBackend {
             opts,
             library,
             path,
-            mem,
-            layout,
+            shared,
             given: PlanSet::default(),
             failed: Vec::new(),
             stats: Stats::default(),
@@ -270,8 +515,136 @@ impl PluginBackend {
             keep_seq: false,
             seq: Vec::new(),
             stalls: 0,
-            qemu_pid: None,
+            attached: false,
+            base: vec![(0, 0); layout.nrings as usize],
+            base_unringed: 0,
         })
+    }
+
+    /// Attaches to a running VM whose plugin was loaded with `control=PATH` (idle, or
+    /// left idle by an earlier session): claims the file for this session, installs
+    /// `plans` as a new generation (waiting until the plugin runs them, or returning its
+    /// refusal), with the probes disarmed until `run`. Records left in the rings by an
+    /// earlier session are discarded.
+    pub fn attach(
+        control: &Path,
+        opts: PluginOptions,
+        plans: &PlanSet,
+    ) -> Result<PluginBackend, Error> {
+        plans.verify().map_err(|e| Error::Plan(e.to_string()))?;
+        let (keep, failed) = plugin_sites(plans, &opts.module);
+        if keep.sites.is_empty() {
+            return Err(Error::Plan(format!(
+                "no site can run in the QEMU plugin: {}",
+                failed.join("; ")
+            )));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(control)
+            .map_err(|e| {
+                Error::Shm(format!(
+                    "{}: {e} (start QEMU with the arguments `snaptap --vm-plugin-args` prints)",
+                    control.display()
+                ))
+            })?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::Shm(format!("{}: {e}", control.display())))?
+            .len() as usize;
+        let mem = FileMem { file, len };
+        let layout = Layout::from_header(&mem)
+            .map_err(|e| Error::Shm(format!("{}: {e}", control.display())))?;
+        match wire::status(&mem) {
+            (wire::STATUS_EXITED, _) => return Err(Error::Exited),
+            (wire::STATUS_PENDING, _) => {
+                return Err(Error::Shm(format!(
+                    "{}: the plugin has not loaded (yet)",
+                    control.display()
+                )))
+            }
+            _ => {}
+        }
+        let owner = mem.load(wire::H_SESSION);
+        if owner != 0 && owner != u64::from(std::process::id()) && process_alive(owner) {
+            return Err(Error::Busy(owner));
+        }
+        let (keep, sites) = add_comm(&keep, opts.comm.as_ref());
+        wire::check_plans(&keep, layout.ring_bytes).map_err(Error::Plan)?;
+        mem.store(wire::H_SESSION, u64::from(std::process::id()));
+        // An earlier session that died without detaching may have left probes armed.
+        mem.store(wire::H_ARMED, 0);
+        let qemu_pid = match mem.load(wire::H_QEMU_PID) {
+            0 => None,
+            p => Some(p as u32),
+        };
+        let library = opts.library.clone().unwrap_or_default();
+        let shared = Arc::new(Shared {
+            mem,
+            layout,
+            gens: Mutex::new(HashMap::new()),
+            comm: opts.comm.clone(),
+            switching: Mutex::new(()),
+            timeout: opts.switch_timeout,
+            qemu_pid: Mutex::new(qemu_pid),
+        });
+        let mut b = PluginBackend {
+            opts,
+            library,
+            path: control.to_path_buf(),
+            shared,
+            given: plans.clone(),
+            failed,
+            stats: Stats::default(),
+            ran: false,
+            keep_seq: false,
+            seq: Vec::new(),
+            stalls: 0,
+            attached: true,
+            base: Vec::new(),
+            base_unringed: 0,
+        };
+        let enc = wire::encode_plans_with_cr3(&keep, &b.opts.site_cr3);
+        if let Err(e) = b.shared.switch(&enc, sites) {
+            b.release();
+            return Err(e);
+        }
+        // Disarmed and re-translated: nothing writes the rings now. What an earlier
+        // session left there is not ours; its counters are the baseline.
+        let mem = &b.shared.mem;
+        for ring in 0..layout.nrings {
+            let c = layout.ctrl(ring);
+            mem.store(c + wire::R_TAIL, mem.load(c + wire::R_HEAD));
+            b.base
+                .push((mem.load(c + wire::R_HITS), mem.load(c + wire::R_DROPPED)));
+        }
+        b.base_unringed = mem.load(wire::H_UNRINGED);
+        Ok(b)
+    }
+
+    /// Attached: disarms, installs an empty plan set (so the VM runs on untraced) and
+    /// gives the control file up for the next session.
+    fn release(&mut self) {
+        let mem = &self.shared.mem;
+        // Once given up, the file may already be another session's: touch nothing.
+        if self.attached && mem.load(wire::H_SESSION) == u64::from(std::process::id()) {
+            mem.store(wire::H_ARMED, 0);
+            if !self.shared.qemu_gone() {
+                let _ = self
+                    .shared
+                    .switch(&wire::encode_plans(&PlanSet::default()), Sites::new());
+            }
+            mem.store(wire::H_SESSION, 0);
+        }
+    }
+
+    /// A handle that moves the probes while `run` reads the rings.
+    pub fn switcher(&self) -> PlanSwitcher {
+        PlanSwitcher {
+            shared: self.shared.clone(),
+            module: self.opts.module.clone(),
+        }
     }
 
     /// The shared file's path.
@@ -295,7 +668,7 @@ impl PluginBackend {
 
     /// The plugin's status word and message (see `wire::STATUS_*`).
     pub fn plugin_status(&self) -> (u64, String) {
-        wire::status(&self.mem)
+        wire::status(&self.shared.mem)
     }
 
     /// Sites of the plan set the plugin cannot serve, with the reason (they are reported
@@ -307,35 +680,21 @@ impl PluginBackend {
     /// The QEMU process to watch: if it disappears (even killed, when the plugin's exit
     /// hook cannot run), `run` drains the rings and returns as on a normal QEMU exit.
     pub fn set_qemu_pid(&mut self, pid: u32) {
-        self.qemu_pid = Some(pid);
-    }
-
-    fn qemu_gone(&self) -> bool {
-        if wire::status(&self.mem).0 == wire::STATUS_EXITED {
-            return true;
-        }
-        match self.qemu_pid {
-            // A zombie ("Z" after the command name) is gone too.
-            Some(pid) => match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                Ok(st) => st
-                    .rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('Z')),
-                Err(_) => true,
-            },
-            None => false,
+        if let Ok(mut p) = self.shared.qemu_pid.lock() {
+            *p = Some(pid);
         }
     }
 
-    /// Keeps, for every record emitted, its ring and sequence number (the ring's hit
-    /// count when it was written): gaps between them are exactly the records dropped.
+    /// Keeps, for every record emitted, its ring, sequence number (the ring's hit count
+    /// when it was written: gaps between them are exactly the records dropped) and
+    /// plan-set generation.
     pub fn keep_sequence(&mut self, on: bool) {
         self.keep_seq = on;
     }
 
-    /// (ring, sequence number) of every record emitted so far, in emission order, if
-    /// [`PluginBackend::keep_sequence`] was set.
-    pub fn sequence(&self) -> &[(u32, u64)] {
+    /// (ring, sequence number, generation) of every record emitted so far, in emission
+    /// order, if [`PluginBackend::keep_sequence`] was set.
+    pub fn sequence(&self) -> &[(u32, u64, u32)] {
         &self.seq
     }
 
@@ -349,7 +708,7 @@ impl PluginBackend {
     pub fn wait_loaded(&self, stop: &StopToken) -> Result<(), Error> {
         let t0 = Instant::now();
         loop {
-            let (st, msg) = wire::status(&self.mem);
+            let (st, msg) = wire::status(&self.shared.mem);
             match st {
                 wire::STATUS_READY => return Ok(()),
                 wire::STATUS_REJECTED => return Err(Error::Rejected(msg)),
@@ -365,7 +724,8 @@ impl PluginBackend {
 
     /// Waits for the plugin, arms the probes and emits records until `stop` is requested
     /// or QEMU exits (then `Event::Warning("QEMU exited")` and `Event::TargetEnded` with
-    /// pid 0 follow the records); then disarms, drains the rings and returns. `plans` must be the set
+    /// pid 0 follow the records); then disarms (attached: also installs an empty plan
+    /// set and gives the VM up), drains the rings and returns. `plans` must be the set
     /// given to [`PluginBackend::new`]. Ring drops are reported as one `Event::Warning`
     /// and in [`PluginBackend::stats`].
     pub fn run(
@@ -387,13 +747,13 @@ impl PluginBackend {
         for f in &self.failed {
             tx.control(Event::Warning(f.clone()));
         }
-        let n = self.layout.nrings;
+        let n = self.shared.layout.nrings;
         let mut delivered = vec![0u64; n as usize];
         let mut buf = Vec::new();
-        self.mem.store(wire::H_ARMED, 1);
+        self.shared.mem.store(wire::H_ARMED, 1);
         let mut gone = false;
         let result = (|| loop {
-            gone = self.qemu_gone();
+            gone = self.shared.qemu_gone();
             self.poll(tx, &mut delivered, &mut buf)?;
             if stop.is_requested() || gone {
                 return Ok(());
@@ -403,7 +763,7 @@ impl PluginBackend {
             // 500k hits/s is about 100 KiB, far below a ring).
             std::thread::sleep(POLL_INTERVAL);
         })();
-        self.mem.store(wire::H_ARMED, 0);
+        self.shared.mem.store(wire::H_ARMED, 0);
         result?;
         // A callback that saw `armed` just before it was cleared may still be writing:
         // drain until every ring's hits are accounted for (or give up after a second).
@@ -420,6 +780,9 @@ impl PluginBackend {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        if self.attached && !gone {
+            self.release();
         }
         if gone {
             tx.control(Event::Warning("QEMU exited".into()));
@@ -451,26 +814,45 @@ impl PluginBackend {
     ) -> Result<u64, Error> {
         const STALL_LIMIT: u32 = 500;
         let mut total = 0;
-        for ring in 0..self.layout.nrings {
+        // The generations known when this pass began, read without the lock; a record
+        // of a generation installed meanwhile is looked up under it.
+        let known = self
+            .shared
+            .gens
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default();
+        for ring in 0..self.shared.layout.nrings {
             let keep = self.keep_seq;
             let seq = &mut self.seq;
-            let res =
-                wire::consume(
-                    &self.mem,
-                    &self.layout,
-                    ring,
-                    buf,
-                    &mut |b| match wire::decode_record(b, 0, ring + 1, ring) {
-                        Some(rec) => {
-                            if keep {
-                                seq.push((ring, wire::record_seq(b)));
-                            }
-                            tx.record(rec);
-                            true
+            let shared = &self.shared;
+            let known = &known;
+            let mut stale = 0u64;
+            let res = wire::consume(&shared.mem, &shared.layout, ring, buf, &mut |b| {
+                match wire::decode_record(b, 0, ring + 1, ring) {
+                    Some(mut rec) => {
+                        let gen = wire::record_gen(b);
+                        let site = rec.site.0;
+                        let ours = known
+                            .get(&gen)
+                            .and_then(|ids| ids.get(&site).copied())
+                            .or_else(|| shared.lookup(gen, site));
+                        let Some(comm_at) = ours else {
+                            stale += 1;
+                            return true;
+                        };
+                        if let Some(at) = comm_at {
+                            take_comm(&mut rec, at);
                         }
-                        None => false,
-                    },
-                );
+                        if keep {
+                            seq.push((ring, wire::record_seq(b), gen));
+                        }
+                        tx.record(rec);
+                        true
+                    }
+                    None => false,
+                }
+            });
             let got = match res {
                 Ok(n) => {
                     self.stalls = 0;
@@ -484,22 +866,28 @@ impl PluginBackend {
                     n
                 }
             };
+            // Stale records count as consumed (the balance check needs them) but not
+            // as delivered.
+            self.stats.stale += stale;
             delivered[ring as usize] += got;
-            total += got;
+            total += got - stale.min(got);
         }
         Ok(total)
     }
 
     fn collect(&self, delivered: &[u64]) -> Stats {
+        let mem = &self.shared.mem;
         let mut st = Stats {
-            instrumented: self.mem.load(wire::H_INSTRUMENTED),
+            instrumented: mem.load(wire::H_INSTRUMENTED),
+            stale: self.stats.stale,
             ..Stats::default()
         };
-        for ring in 0..self.layout.nrings {
-            let c = self.layout.ctrl(ring);
+        for ring in 0..self.shared.layout.nrings {
+            let c = self.shared.layout.ctrl(ring);
+            let (h0, d0) = self.base.get(ring as usize).copied().unwrap_or((0, 0));
             let r = wire::RingCounters {
-                hits: self.mem.load(c + wire::R_HITS),
-                dropped: self.mem.load(c + wire::R_DROPPED),
+                hits: mem.load(c + wire::R_HITS).wrapping_sub(h0),
+                dropped: mem.load(c + wire::R_DROPPED).wrapping_sub(d0),
                 delivered: delivered[ring as usize],
             };
             st.hits += r.hits;
@@ -507,7 +895,8 @@ impl PluginBackend {
             st.delivered += r.delivered;
             st.per_ring.push(r);
         }
-        let unringed = self.mem.load(wire::H_UNRINGED);
+        st.delivered -= st.stale.min(st.delivered);
+        let unringed = mem.load(wire::H_UNRINGED).wrapping_sub(self.base_unringed);
         st.hits += unringed;
         st.dropped += unringed;
         st
@@ -516,8 +905,12 @@ impl PluginBackend {
 
 impl Drop for PluginBackend {
     fn drop(&mut self) {
-        self.mem.store(wire::H_ARMED, 0);
-        let _ = std::fs::remove_file(&self.path);
+        if self.attached {
+            self.release();
+        } else {
+            self.shared.mem.store(wire::H_ARMED, 0);
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

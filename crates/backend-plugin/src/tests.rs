@@ -124,9 +124,9 @@ fn truncated_or_corrupt_plan_encodings_are_errors() {
     let mut extra = enc.clone();
     extra.push(0);
     assert!(wire::decode_plans(&extra).unwrap_err().contains("trailing"));
-    // The first op of the first field: magic, count, id, addr, kind, needs, nfields,
+    // The first op of the first field: magic, count, id, addr, kind, needs, cr3, nfields,
     // label length, label, op count.
-    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 4 + 2 + "$everything".len() + 4;
+    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 8 + 4 + 2 + "$everything".len() + 4;
     assert_eq!(enc[first_op], wire::OP_REG);
     let mut bad = enc.clone();
     bad[first_op] = 0xee;
@@ -135,6 +135,49 @@ fn truncated_or_corrupt_plan_encodings_are_errors() {
         e.contains("unknown op code 0xee") && e.contains("$everything"),
         "{e}"
     );
+}
+
+#[test]
+fn per_site_cr3_filters_round_trip_in_site_order() {
+    let p = all_ops_plan();
+    let ids: Vec<SiteId> = p.sites.iter().map(|s| s.id).collect();
+    assert!(ids.len() >= 2);
+    let enc = wire::encode_plans_with_cr3(&p, &[(ids[1], 0x1234_5000)]);
+    let (back, cr3) = wire::decode_plans_with_cr3(&enc).unwrap();
+    assert_eq!(back, p);
+    let mut want = vec![0; ids.len()];
+    want[1] = 0x1234_5000;
+    assert_eq!(cr3, want);
+    // Without filters every site has none.
+    let (_, none) = wire::decode_plans_with_cr3(&wire::encode_plans(&p)).unwrap();
+    assert!(none.iter().all(|&c| c == 0));
+}
+
+#[test]
+fn a_plan_set_naming_one_site_id_twice_is_refused() {
+    let mut p = all_ops_plan();
+    p.sites[1].id = p.sites[0].id;
+    let e = wire::check_plans(&p, 1 << 20).unwrap_err();
+    assert!(e.contains("used twice"), "{e}");
+}
+
+#[test]
+fn plan_switches_go_through_the_plan_area_and_are_bounded_by_it() {
+    let lay = Layout::new(1, 4096, 4096);
+    let mem = VecMem(RefCell::new(vec![0; lay.total as usize]));
+    lay.write_header(&mem, 0);
+    assert_eq!(lay.read_plans(&mem), Ok(Vec::new()));
+    let enc = wire::encode_plans(&all_ops_plan());
+    wire::write_plans(&mem, &lay, &enc, 7).unwrap();
+    assert_eq!(mem.load(wire::H_PLAN_GEN), 7);
+    assert_eq!(lay.read_plans(&mem).unwrap(), enc);
+    // A set larger than the area is refused on the host, and a length word beyond it
+    // is refused by the reader.
+    let big = vec![0u8; 4097];
+    assert!(wire::write_plans(&mem, &lay, &big, 8).is_err());
+    assert_eq!(mem.load(wire::H_PLAN_GEN), 7);
+    mem.store(wire::H_PLAN_LEN, 5000);
+    assert!(lay.read_plans(&mem).unwrap_err().contains("exceeds"));
 }
 
 #[test]
@@ -174,7 +217,13 @@ fn records_round_trip_and_bad_ones_are_refused() {
     let mut want = r.clone();
     want.tid = 3;
     want.cpu = 2;
-    assert_eq!(wire::decode_record(&enc, 0, 3, 2), Some(want));
+    assert_eq!(wire::decode_record(&enc, 0, 3, 2), Some(want.clone()));
+    assert_eq!(wire::record_gen(&enc), 0);
+    // The generation travels in the header, the record is otherwise the same.
+    let mut g = Vec::new();
+    wire::encode_record_gen(&r, 0xdead_beef, &mut g);
+    assert_eq!(wire::record_gen(&g), 0xdead_beef);
+    assert_eq!(wire::decode_record(&g, 0, 3, 2), Some(want));
     // A field pointing past the data is refused.
     let mut bad = enc.clone();
     bad[wire::REC_HEADER + 8] = 200;
@@ -292,4 +341,45 @@ fn check_qemu_refuses_kvm_old_or_missing_qemu() {
     // `true` prints no version at all.
     let e = crate::check_qemu("true").unwrap_err();
     assert!(e.contains("cannot read the version"), "{e}");
+}
+
+#[test]
+fn a_comm_field_rides_on_sites_that_need_it_and_comes_back_as_comm() {
+    let mut p = all_ops_plan();
+    p.sites[0].needs.comm = false;
+    p.sites[1].needs.comm = true;
+    let comm = FieldPlan {
+        ops: vec![Op::Const(0x1000), Op::EmitString(32)],
+        label: "execname()".into(),
+    };
+    let (aug, sites) = crate::add_comm(&p, Some(&comm));
+    let n1 = p.sites[1].plan.fields.len();
+    assert_eq!(aug.sites[0], p.sites[0]);
+    assert_eq!(aug.sites[1].plan.fields.len(), n1 + 1);
+    assert_eq!(sites[&p.sites[0].id.0], None);
+    assert_eq!(sites[&p.sites[1].id.0], Some(n1));
+    // Without a comm field nothing changes.
+    let (same, none) = crate::add_comm(&p, None);
+    assert_eq!(same, p);
+    assert!(none.values().all(Option::is_none));
+    // The record: field 0, the comm field ("task\0junk"), then a return field.
+    let mut r = Record::new(SiteId(1), 0, 0, 0, 0);
+    r.data = b"abcdtask\0junkxyz".to_vec();
+    r.fields = vec![
+        FieldStatus::Ok { offset: 0, len: 4 },
+        FieldStatus::Ok { offset: 4, len: 9 },
+        FieldStatus::Ok { offset: 13, len: 3 },
+    ];
+    crate::take_comm(&mut r, 1);
+    assert_eq!(r.comm, "task");
+    assert_eq!(r.fields.len(), 2);
+    assert_eq!(r.field(0).unwrap(), b"abcd");
+    assert_eq!(r.field(1).unwrap(), b"xyz");
+    // A faulted comm field leaves comm empty; an index past the fields changes nothing.
+    let mut f = Record::new(SiteId(1), 0, 0, 0, 0);
+    f.fields = vec![FieldStatus::Fault { addr: 8 }];
+    crate::take_comm(&mut f, 3);
+    assert_eq!(f.fields.len(), 1);
+    crate::take_comm(&mut f, 0);
+    assert!(f.comm.is_empty() && f.fields.is_empty());
 }

@@ -2,11 +2,21 @@
 //! plan-set encoding, the ring record encoding and the ring producer/consumer.
 //!
 //! One file in `/dev/shm` holds, in order: a header page (magic, version, sizes, the
-//! `armed` word snaptap writes, the `status` word and message the plugin writes), one
-//! control block per vCPU ring (producer `head`, `hits`, `dropped` on one cache line,
-//! consumer `tail` on the next), the encoded [`PlanSet`], then the rings' data. All
-//! integers are little-endian; every offset the reader takes from the file is bounds
-//! checked against the file's length before use.
+//! `armed` word snaptap writes, the `status` word and message the plugin writes, the
+//! plan-set generation words), one control block per vCPU ring (producer `head`, `hits`,
+//! `dropped` on one cache line, consumer `tail` on the next), the plan area (room for
+//! an encoded [`PlanSet`] of up to its capacity), then the rings' data. All integers are
+//! little-endian; every offset the reader takes from the file is bounds checked against
+//! the file's length before use.
+//!
+//! Moving probes while the guest runs: snaptap writes a new encoded plan set into the
+//! plan area, its length into `H_PLAN_LEN`, then bumps `H_PLAN_GEN`; the plugin notices,
+//! checks the set exactly as at load, and either rejects it (message, `H_PLAN_RESULT` =
+//! [`PLAN_REJECTED`], the old set stays active) or re-translates with the new set
+//! (`H_PLAN_RESULT` = [`PLAN_ACCEPTED`]); in both cases it then stores the generation
+//! into `H_PLAN_ACK`. snaptap writes the plan area only while `ACK == GEN`. Every record
+//! carries the generation of the plan set that made it, so a site id is never read
+//! against the wrong set.
 //!
 //! Rings hold variable-length records, 8-byte aligned, that never wrap: a record that
 //! does not fit before the end of the ring is preceded by a padding record covering the
@@ -23,7 +33,7 @@ use capture_plan::{
 /// File magic ("SNAPTAP" and a NUL).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SNAPTAP\0");
 /// Layout version; the plugin refuses any other.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Header: magic (u64).
 pub const H_MAGIC: usize = 0;
@@ -33,7 +43,7 @@ pub const H_VERSION: usize = 8;
 pub const H_RING_BYTES: usize = 16;
 /// Header: offset of the encoded plan set (u64).
 pub const H_PLAN_OFF: usize = 24;
-/// Header: length of the encoded plan set (u64).
+/// Header: length of the encoded plan set in the plan area (u64; at most `H_PLAN_CAP`).
 pub const H_PLAN_LEN: usize = 32;
 /// Header: offset of the first ring's data (u64).
 pub const H_RINGS_OFF: usize = 40;
@@ -53,6 +63,32 @@ pub const H_MSG_LEN: usize = 88;
 pub const H_MSG: usize = 96;
 /// Longest message.
 pub const MSG_MAX: usize = 1024;
+/// Header: bytes reserved for the plan area (u64).
+pub const H_PLAN_CAP: usize = 1152;
+/// Header: generation of the plan set in the plan area (written by snaptap only).
+pub const H_PLAN_GEN: usize = 1160;
+/// Header: the last generation the plugin has accepted or rejected (plugin only).
+pub const H_PLAN_ACK: usize = 1168;
+/// Header: [`PLAN_ACCEPTED`] or [`PLAN_REJECTED`] for `H_PLAN_ACK` (plugin only).
+pub const H_PLAN_RESULT: usize = 1176;
+/// Header: generation of the plan set the probes run now (plugin only).
+pub const H_PLAN_ACTIVE: usize = 1184;
+/// Header: pid of the snaptap session attached to this file, 0 if none (snaptap only).
+pub const H_SESSION: usize = 1192;
+/// Header: 1 if the plugin created this file itself (`control=PATH`) and removes it
+/// when QEMU exits.
+pub const H_PLUGIN_OWNED: usize = 1200;
+/// Header: QEMU's pid (written by the plugin at load), so an attached session notices a
+/// QEMU that died without its exit hook.
+pub const H_QEMU_PID: usize = 1208;
+/// The plan set of `H_PLAN_ACK` is the active one.
+pub const PLAN_ACCEPTED: u64 = 1;
+/// The plan set of `H_PLAN_ACK` was refused (the message says why); the previous one
+/// stays active.
+pub const PLAN_REJECTED: u64 = 2;
+/// Plan-area capacity when nothing else is asked for (tmpfs allocates only the pages
+/// written, so an unused capacity costs nothing).
+pub const DEFAULT_PLAN_CAP: u64 = 1 << 20;
 /// First ring control block.
 pub const CTRL_OFF: usize = 4096;
 /// Bytes per ring control block.
@@ -78,9 +114,10 @@ pub const STATUS_EXITED: u64 = 3;
 /// Site id marking a padding record (skip to the ring's start).
 pub const PAD_SITE: u32 = u32::MAX;
 /// Bytes of a record header (before the field table): length, site, time, ip, field
-/// count, data length, and the record's sequence number (the ring's hit count when it was
-/// written, so gaps between delivered records are exactly the drops in between).
-pub const REC_HEADER: usize = 40;
+/// count, data length, the record's sequence number (the ring's hit count when it was
+/// written, so gaps between delivered records are exactly the drops in between), the
+/// plan-set generation that made it (u32) and 4 reserved bytes.
+pub const REC_HEADER: usize = 48;
 /// Bytes per field table entry.
 pub const REC_FIELD: usize = 16;
 /// Not a DWARF register: the plugin answers `Op::Reg(DwarfReg(CR3_REG))` with the vCPU's
@@ -98,10 +135,10 @@ pub struct Layout {
     pub nrings: u32,
     /// Data bytes per ring (a multiple of 8).
     pub ring_bytes: u64,
-    /// Offset of the encoded plan set.
+    /// Offset of the plan area.
     pub plan_off: u64,
-    /// Its length.
-    pub plan_len: u64,
+    /// Its capacity in bytes.
+    pub plan_cap: u64,
     /// Offset of ring 0's data.
     pub rings_off: u64,
     /// Total file length.
@@ -113,17 +150,17 @@ fn page_up(n: u64) -> u64 {
 }
 
 impl Layout {
-    /// The layout for `nrings` rings of `ring_bytes` (rounded up to 8) and a plan of
-    /// `plan_len` bytes.
-    pub fn new(nrings: u32, ring_bytes: u64, plan_len: u64) -> Layout {
+    /// The layout for `nrings` rings of `ring_bytes` (rounded up to 8) and a plan area
+    /// of `plan_cap` bytes.
+    pub fn new(nrings: u32, ring_bytes: u64, plan_cap: u64) -> Layout {
         let ring_bytes = ring_bytes.div_ceil(8) * 8;
         let plan_off = page_up((CTRL_OFF + nrings as usize * CTRL_STRIDE) as u64);
-        let rings_off = page_up(plan_off + plan_len);
+        let rings_off = page_up(plan_off + plan_cap);
         Layout {
             nrings,
             ring_bytes,
             plan_off,
-            plan_len,
+            plan_cap,
             rings_off,
             total: rings_off + u64::from(nrings) * ring_bytes,
         }
@@ -151,7 +188,11 @@ impl Layout {
         if ring_bytes == 0 || ring_bytes > MAX_RING_BYTES || !ring_bytes.is_multiple_of(8) {
             return Err(format!("bad ring size {ring_bytes}"));
         }
-        let want = Layout::new(nrings, ring_bytes, mem.load(H_PLAN_LEN));
+        let cap = mem.load(H_PLAN_CAP);
+        if cap > MAX_RING_BYTES {
+            return Err(format!("bad plan area size {cap}"));
+        }
+        let want = Layout::new(nrings, ring_bytes, cap);
         if mem.load(H_PLAN_OFF) != want.plan_off
             || mem.load(H_RINGS_OFF) != want.rings_off
             || want.total > mem.len() as u64
@@ -161,7 +202,8 @@ impl Layout {
         Ok(want)
     }
 
-    /// Writes this layout's header fields (not the plans, not the rings).
+    /// Writes this layout's header fields (not the plans, not the rings); the plan area
+    /// is empty (generation 0, length 0) until [`write_plans`] fills it.
     pub fn write_header(&self, mem: &dyn SharedMem, cr3: u64) {
         mem.store(H_MAGIC, MAGIC);
         mem.store(
@@ -170,9 +212,25 @@ impl Layout {
         );
         mem.store(H_RING_BYTES, self.ring_bytes);
         mem.store(H_PLAN_OFF, self.plan_off);
-        mem.store(H_PLAN_LEN, self.plan_len);
+        mem.store(H_PLAN_CAP, self.plan_cap);
+        mem.store(H_PLAN_LEN, 0);
         mem.store(H_RINGS_OFF, self.rings_off);
         mem.store(H_CR3, cr3);
+    }
+
+    /// The encoded plan set currently in the plan area (its length bounded by the
+    /// capacity), for the plugin.
+    pub fn read_plans(&self, mem: &dyn SharedMem) -> Result<Vec<u8>, String> {
+        let len = mem.load(H_PLAN_LEN);
+        if len > self.plan_cap {
+            return Err(format!(
+                "the plan set ({len} bytes) exceeds the plan area ({} bytes)",
+                self.plan_cap
+            ));
+        }
+        let mut enc = vec![0u8; len as usize];
+        mem.read(self.plan_off as usize, &mut enc);
+        Ok(enc)
     }
 
     /// Offset of ring `i`'s control block.
@@ -220,6 +278,33 @@ pub fn set_status(mem: &dyn SharedMem, status: u64, msg: &str) {
     mem.store(H_STATUS, status);
 }
 
+/// Writes the plugin's message without changing its status (a refused plan switch).
+pub fn set_message(mem: &dyn SharedMem, msg: &str) {
+    let mut m = msg.as_bytes();
+    if m.len() > MSG_MAX {
+        m = &m[..MSG_MAX];
+    }
+    mem.write(H_MSG, m);
+    mem.store(H_MSG_LEN, m.len() as u64);
+}
+
+/// snaptap's half of a plan switch: writes `enc` into the plan area and publishes it as
+/// generation `gen` (the plugin then checks and acknowledges it). The caller makes sure
+/// the plugin has acknowledged the previous generation first.
+pub fn write_plans(mem: &dyn SharedMem, lay: &Layout, enc: &[u8], gen: u64) -> Result<(), String> {
+    if enc.len() as u64 > lay.plan_cap {
+        return Err(format!(
+            "the encoded plan set ({} bytes) exceeds the plan area ({} bytes)",
+            enc.len(),
+            lay.plan_cap
+        ));
+    }
+    mem.write(lay.plan_off as usize, enc);
+    mem.store(H_PLAN_LEN, enc.len() as u64);
+    mem.store(H_PLAN_GEN, gen);
+    Ok(())
+}
+
 /// Reads the plugin's status and message.
 pub fn status(mem: &dyn SharedMem) -> (u64, String) {
     let st = mem.load(H_STATUS);
@@ -234,8 +319,14 @@ pub fn max_record_len(fields: usize, data: u64) -> u64 {
     (REC_HEADER + fields * REC_FIELD) as u64 + data.div_ceil(8) * 8
 }
 
-/// Encodes `rec` (its site, time, ip, fields and data) as a ring record into `out`.
+/// Encodes `rec` (its site, time, ip, fields and data) as a ring record of plan-set
+/// generation 0 into `out`.
 pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
+    encode_record_gen(rec, 0, out)
+}
+
+/// Encodes `rec` as a ring record made by plan-set generation `gen` into `out`.
+pub fn encode_record_gen(rec: &Record, gen: u32, out: &mut Vec<u8>) {
     out.clear();
     let len = REC_HEADER + rec.fields.len() * REC_FIELD + rec.data.len().div_ceil(8) * 8;
     out.extend_from_slice(&(len as u32).to_le_bytes());
@@ -245,6 +336,8 @@ pub fn encode_record(rec: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&(rec.fields.len() as u32).to_le_bytes());
     out.extend_from_slice(&(rec.data.len() as u32).to_le_bytes());
     out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&gen.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
     for f in &rec.fields {
         let (kind, a, b): (u32, u32, u64) = match *f {
             FieldStatus::Ok { offset, len } => (0, offset, u64::from(len)),
@@ -309,10 +402,16 @@ pub fn record_seq(b: &[u8]) -> u64 {
     u64_at(b, 32).unwrap_or(0)
 }
 
+/// The plan-set generation that made an encoded record.
+pub fn record_gen(b: &[u8]) -> u32 {
+    u32_at(b, 40).unwrap_or(0)
+}
+
 /// Ring producer: counts the hit, stamps `enc` (an encoded record) with its sequence
 /// number and appends it to ring `ring`, or counts a drop when it does not fit in the
 /// free space. Single producer per ring. Returns true if the record was written.
-pub fn produce(mem: &dyn SharedMem, lay: &Layout, ring: u32, enc: &mut [u8]) -> bool {
+/// Generic over the memory so that the plugin's per-hit path inlines its word accesses.
+pub fn produce<M: SharedMem + ?Sized>(mem: &M, lay: &Layout, ring: u32, enc: &mut [u8]) -> bool {
     let ctrl = lay.ctrl(ring);
     let seq = mem.load(ctrl + R_HITS).wrapping_add(1);
     mem.store(ctrl + R_HITS, seq);
@@ -492,8 +591,14 @@ fn put_plan(p: &CapturePlan, out: &mut Vec<u8>) {
 }
 
 /// Encodes the sites of `plans` the plugin needs (id, address, kind, plans, needs; not
-/// the module path, which the host already checked).
+/// the module path, which the host already checked), with no address-space filter.
 pub fn encode_plans(plans: &PlanSet) -> Vec<u8> {
+    encode_plans_with_cr3(plans, &[])
+}
+
+/// Like [`encode_plans`], with a per-site address-space filter: a site listed in `cr3`
+/// records only hits whose `cr3` equals the value given (0 = every address space).
+pub fn encode_plans_with_cr3(plans: &PlanSet, cr3: &[(SiteId, u64)]) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(&PLAN_MAGIC.to_le_bytes());
     out.extend_from_slice(&(plans.sites.len() as u32).to_le_bytes());
@@ -512,6 +617,8 @@ pub fn encode_plans(plans: &PlanSet) -> Vec<u8> {
         let needs =
             u8::from(s.needs.comm) | u8::from(s.needs.ppid) << 1 | u8::from(s.needs.cpu) << 2;
         out.extend_from_slice(&[kind, needs]);
+        let filter = cr3.iter().find(|(id, _)| *id == s.id).map_or(0, |c| c.1);
+        out.extend_from_slice(&filter.to_le_bytes());
         put_plan(&s.plan, &mut out);
         if let SiteKind::Return { return_plan } = &s.kind {
             put_plan(return_plan, &mut out);
@@ -600,6 +707,11 @@ fn get_plan(c: &mut Cur, site: u32) -> Result<CapturePlan, String> {
 /// Decodes a plan set written by [`encode_plans`]; module paths come back empty.
 /// Never panics; any inconsistency is an error naming the site and field.
 pub fn decode_plans(b: &[u8]) -> Result<PlanSet, String> {
+    decode_plans_with_cr3(b).map(|(p, _)| p)
+}
+
+/// Decodes a plan set and each site's `cr3` filter (0 = none), in site order.
+pub fn decode_plans_with_cr3(b: &[u8]) -> Result<(PlanSet, Vec<u64>), String> {
     let mut c = Cur { b, o: 0 };
     if c.u32()? != PLAN_MAGIC {
         return Err("the plan area has no plan-set magic".into());
@@ -609,11 +721,13 @@ pub fn decode_plans(b: &[u8]) -> Result<PlanSet, String> {
         return Err(format!("site count {n} exceeds the encoding"));
     }
     let mut sites = Vec::with_capacity(n);
+    let mut filters = Vec::with_capacity(n);
     for _ in 0..n {
         let id = c.u32()?;
         let addr = c.u64()?;
         let kind = c.u8()?;
         let needs = c.u8()?;
+        filters.push(c.u64()?);
         let plan = get_plan(&mut c, id)?;
         let kind = match kind {
             0 => SiteKind::Entry,
@@ -646,16 +760,26 @@ pub fn decode_plans(b: &[u8]) -> Result<PlanSet, String> {
             b.len() - c.o
         ));
     }
-    Ok(PlanSet { sites })
+    Ok((PlanSet { sites }, filters))
 }
 
-/// What the plugin checks before instrumenting anything: the plans verify, every site is
-/// an entry or return site, and every record fits in a ring. Returns the reason for the
+/// What the plugin checks before instrumenting anything (at load and at every plan
+/// switch): the plans verify, site ids are unique, every site is an entry or return site,
+/// and every record fits in a ring. Returns the reason for the
 /// first problem.
 pub fn check_plans(plans: &PlanSet, ring_bytes: u64) -> Result<(), String> {
     plans
         .verify()
         .map_err(|e| format!("invalid capture plan: {e}"))?;
+    // Records name their site by id: two sites with one id could not be told apart.
+    let mut ids: Vec<u32> = plans.sites.iter().map(|s| s.id.0).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!(
+            "site {}: the id is used twice in the plan set",
+            w[0]
+        ));
+    }
     for s in &plans.sites {
         let (fields, bytes) = match &s.kind {
             SiteKind::Entry => (s.plan.fields.len(), s.plan.max_record_bytes()),

@@ -26,7 +26,8 @@ fn machine() -> &'static Path {
         if let Err(e) = backend_plugin::check_qemu("qemu-system-x86_64") {
             panic!("{e}");
         }
-        let out = std::env::temp_dir().join(format!("snaptap-plugin-mach-{}", std::process::id()));
+        // One machine per target directory (build.sh is idempotent), not one per run.
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-mach");
         let st = Command::new(repo().join("mach/build.sh"))
             .arg(&out)
             .stdout(Stdio::null())
@@ -167,6 +168,7 @@ impl Drop for Vm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.serial);
     }
 }
 
@@ -349,11 +351,12 @@ fn a_tiny_ring_drops_records_and_counts_them_exactly() {
     assert_eq!(hits, st.delivered + st.dropped, "{st:?}");
     assert_eq!(st.delivered, recs.len() as u64);
     // Drops are exactly the missing sequence numbers (single vCPU: one ring).
-    assert!(seq.iter().all(|(ring, _)| *ring == 0));
+    assert!(seq.iter().all(|(ring, _, gen)| *ring == 0 && *gen == 1));
     let last = seq.last().unwrap().1;
     let missing = last - seq.len() as u64 + (hits - last);
     assert_eq!(missing, st.dropped);
     assert!(seq.windows(2).all(|w| w[0].1 < w[1].1));
+    let seq: Vec<(u32, u64)> = seq.iter().map(|&(r, s, _)| (r, s)).collect();
     // Between two delivered "bench count=C" lines, the plugin counted exactly the
     // workload's iterations (one mach_msg_trap each) and the print itself.
     let mut prints = Vec::new();
@@ -402,7 +405,7 @@ fn a_plan_the_plugin_cannot_execute_is_rejected_at_load_and_qemu_runs_on() {
     };
     // An op code the plugin does not know, written past the host's own checks.
     let mut enc = wire::encode_plans(&plans);
-    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 4 + 2 + "$option".len() + 4;
+    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 8 + 4 + 2 + "$option".len() + 4;
     assert_eq!(enc[first_op], wire::OP_REG);
     enc[first_op] = 0xee;
     let mut bad_deref = plans.clone();
@@ -653,4 +656,399 @@ fn return_probe_through_an_indirect_call_is_instrumented_by_retranslation() {
         assert_eq!(f64(r, 1), f64(r, 0) + 8, "{r:?}");
         assert!(r.ip > symbol("ipc_kobject_server") && r.ip < symbol("ipc_kobject_server") + 0x400);
     }
+}
+
+/// The text of a `user_string` field, without the trailing newline.
+fn text_field(r: &Record, i: usize) -> String {
+    String::from_utf8_lossy(r.field(i).unwrap())
+        .trim_end_matches('\n')
+        .to_string()
+}
+
+/// (id, send_size) of every `truth msg` line on the console.
+fn truth_msgs(serial: &str) -> Vec<(u32, u32)> {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("truth msg "))
+        .map(|rest| {
+            let f = |k: &str| -> u32 {
+                rest.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap()
+            };
+            (f("id="), f("send_size="))
+        })
+        .collect()
+}
+
+#[test]
+fn probes_move_while_the_guest_runs_and_a_refused_switch_keeps_the_old_set() {
+    // Generation 1: mach_print only. The workload prints two lines, then sleeps 1.5 s
+    // ("truth wait"): the probes move then, before its rounds start.
+    let first = PlanSet {
+        sites: vec![print_site(0)],
+    };
+    let mut pb = PluginBackend::new(PluginOptions::new(kernel()), &first).unwrap();
+    pb.keep_sequence(true);
+    let sw = pb.switcher();
+    let vm = Vm::start("rounds=2 idle=1 wait=1500", &pb.qemu_args());
+    let (tx, rx) = event_queue(1 << 20);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&first, &tx, &stop2);
+        (r, pb)
+    });
+    vm.wait_for("truth wait ms=1500");
+    assert_eq!(sw.active_generation(), 1);
+    // A set the plugin cannot execute (an op code it does not know, past the host's
+    // checks) is refused with its reason; the first set stays active.
+    let second = PlanSet {
+        sites: vec![msg_trap_site(1)],
+    };
+    let mut bad = wire::encode_plans(&second);
+    let first_op = 4 + 4 + 4 + 8 + 1 + 1 + 8 + 4 + 2 + "$option".len() + 4;
+    assert_eq!(bad[first_op], wire::OP_REG);
+    bad[first_op] = 0xee;
+    match sw.switch_encoded(&bad, &[1]) {
+        Err(Error::Rejected(m)) => assert!(m.contains("unknown op code 0xee"), "{m}"),
+        r => panic!("expected a rejection, got {r:?}"),
+    }
+    assert_eq!(sw.active_generation(), 1);
+    // The real move: mach_msg_trap instead of mach_print.
+    let t0 = Instant::now();
+    let gen = sw.switch(&second, &[]).unwrap();
+    eprintln!("switch took {:?}", t0.elapsed());
+    assert_eq!((gen, sw.active_generation()), (3, 3));
+    assert!(
+        !vm.serial().contains("truth round=0"),
+        "the switch came too late to test anything:\n{}",
+        vm.serial()
+    );
+    vm.wait_for("truth done");
+    std::thread::sleep(Duration::from_millis(100));
+    stop.request();
+    let (r, pb) = h.join().unwrap();
+    let hits = r.unwrap().hits;
+    let st = pb.stats();
+    let recs: Vec<Record> = std::iter::from_fn(|| rx.try_recv())
+        .filter_map(|e| match e {
+            Event::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let seq = pb.sequence().to_vec();
+    assert_eq!(seq.len(), recs.len());
+    assert_eq!((st.dropped, st.stale), (0, 0), "{st:?}");
+    assert_eq!(hits, recs.len() as u64);
+    let serial = vm.serial();
+    // Generation 1 saw exactly the prints before the switch: the empty first line, the
+    // start line (cut at 64 bytes) and the wait line; none of the rounds' lines.
+    let prints: Vec<String> = recs
+        .iter()
+        .zip(&seq)
+        .filter(|(r, _)| r.site == SiteId(0))
+        .map(|(r, (_, _, g))| {
+            assert_eq!(*g, 1, "{r:?}");
+            text_field(r, 0)
+        })
+        .collect();
+    assert_eq!(prints.len(), 3, "{prints:?}");
+    assert_eq!(prints[0], "");
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.starts_with("truth start") && l.starts_with(&prints[1])),
+        "{prints:?}"
+    );
+    assert_eq!(prints[2], "truth wait ms=1500");
+    // Generation 3 saw every message of the rounds with the workload's values.
+    let msgs: Vec<(u32, u32)> = recs
+        .iter()
+        .zip(&seq)
+        .filter(|(r, _)| r.site == SiteId(1))
+        .map(|(r, (_, _, g))| {
+            assert_eq!(*g, 3, "{r:?}");
+            (u32_field(r, 2), u32_field(r, 1))
+        })
+        .filter(|(id, _)| (1000..1100).contains(id))
+        .collect();
+    let want = truth_msgs(&serial);
+    assert_eq!(want.len(), 12, "{serial}");
+    assert_eq!(msgs, want);
+    assert!(recs
+        .iter()
+        .all(|r| r.site == SiteId(0) || r.site == SiteId(1)));
+}
+
+/// A site on the workload's own `mach_msg_trap` stub (a user-space address, i386 cdecl:
+/// `msg` at esp+4, `send_size` at esp+12).
+fn user_msg_trap_site(id: u32) -> ProbeSite {
+    let wl = std::fs::read(machine().join("workload")).unwrap();
+    let file = object::File::parse(&*wl).unwrap();
+    use object::{Object, ObjectSymbol};
+    let addr = file
+        .symbols()
+        .find(|s| s.name() == Ok("mach_msg_trap"))
+        .unwrap()
+        .address();
+    let stack = |off: u64| {
+        vec![
+            Op::Reg(DwarfReg::RSP),
+            Op::Const(off),
+            Op::Add,
+            Op::Deref(4),
+        ]
+    };
+    let mut id_ops = stack(4);
+    id_ops.extend([Op::Const(20), Op::Add, Op::Deref(4), Op::EmitValue(4)]);
+    let mut size_ops = stack(12);
+    size_ops.push(Op::EmitValue(4));
+    ProbeSite {
+        id: SiteId(id),
+        module: kernel(),
+        addr: FileAddr(addr),
+        kind: SiteKind::Entry,
+        plan: CapturePlan {
+            fields: vec![
+                field(id_ops, "msg->msgh_id"),
+                field(size_ops, "send_size"),
+                field(
+                    vec![Op::Reg(DwarfReg(wire::CR3_REG)), Op::EmitValue(8)],
+                    "cr3",
+                ),
+            ],
+        },
+        needs: Default::default(),
+    }
+}
+
+/// A kernel site capturing `cr3` only.
+fn cr3_site(id: u32, func: &str) -> ProbeSite {
+    ProbeSite {
+        id: SiteId(id),
+        module: kernel(),
+        addr: FileAddr(symbol(func)),
+        kind: SiteKind::Entry,
+        plan: CapturePlan {
+            fields: vec![field(
+                vec![Op::Reg(DwarfReg(wire::CR3_REG)), Op::EmitValue(8)],
+                "cr3",
+            )],
+        },
+        needs: Default::default(),
+    }
+}
+
+#[test]
+fn per_site_cr3_filters_make_user_space_probes_and_keep_only_their_address_space() {
+    // The workload's address space, from a first boot (the same on every boot).
+    let (all, _) = cr3_run(None);
+    let task = all[0];
+    const FUNC: &str = "thread_invoke";
+    let plans = PlanSet {
+        sites: vec![
+            user_msg_trap_site(0),
+            user_msg_trap_site(1),
+            cr3_site(2, FUNC),
+            cr3_site(3, FUNC),
+        ],
+    };
+    let mut opts = PluginOptions::new(kernel());
+    opts.site_cr3 = vec![(SiteId(0), task), (SiteId(1), 0x1000), (SiteId(3), task)];
+    let pb = PluginBackend::new(opts, &plans).unwrap();
+    let vm = Vm::start("rounds=1 idle=1", &pb.qemu_args());
+    let (recs, hits, pb) = trace(pb, plans, &vm, |s| s.contains("truth done"));
+    assert_eq!(pb.stats().dropped, 0);
+    assert_eq!(hits, recs.len() as u64);
+    let of = |id: u32| -> Vec<&Record> { recs.iter().filter(|r| r.site == SiteId(id)).collect() };
+    let cr3 = |r: &Record, i: usize| u64::from_le_bytes(r.field(i).unwrap().try_into().unwrap());
+    // The user-space probe, in the workload's address space: its messages, its values.
+    let user: Vec<(u32, u32)> = of(0)
+        .iter()
+        .inspect(|r| assert_eq!(cr3(r, 2), task))
+        .map(|r| (u32_field(r, 0), u32_field(r, 1)))
+        .filter(|(id, _)| (1000..1100).contains(id))
+        .collect();
+    let want = truth_msgs(&vm.serial());
+    assert_eq!(want.len(), 6);
+    assert_eq!(user, want);
+    // The same probe filtered on an address space nobody has: nothing.
+    assert!(of(1).is_empty(), "{:?}", of(1));
+    // In the kernel: the filtered site saw exactly the unfiltered one's hits in the
+    // workload's address space (one hit gives both records the same time).
+    let everywhere = of(2);
+    let spaces: std::collections::BTreeSet<u64> = everywhere.iter().map(|r| cr3(r, 0)).collect();
+    assert!(
+        spaces.len() >= 2 && spaces.contains(&task),
+        "{FUNC} ran in address spaces {spaces:x?}"
+    );
+    let want_times: Vec<u64> = everywhere
+        .iter()
+        .filter(|r| cr3(r, 0) == task)
+        .map(|r| r.time_ns)
+        .collect();
+    let filtered = of(3);
+    assert!(filtered.iter().all(|r| cr3(r, 0) == task));
+    let got_times: Vec<u64> = filtered.iter().map(|r| r.time_ns).collect();
+    assert!(!got_times.is_empty());
+    assert_eq!(got_times, want_times);
+}
+
+#[test]
+fn a_switch_in_the_busy_bench_loop_loses_and_misattributes_no_hit() {
+    // Generation 1: mach_msg_trap (site 0) and mach_print (site 2); generation 2: the
+    // same functions as sites 1 and 3. The workload's loop prints `bench count=C`
+    // every REPORT round trips; the ring's sequence numbers count every hit, so
+    // between two prints exactly (C2 - C1) traps and (C2 - C1) / REPORT prints were
+    // seen, whichever generation saw them.
+    const REPORT: u64 = 20000;
+    let first = PlanSet {
+        sites: vec![msg_trap_site(0), print_site(2)],
+    };
+    let second = PlanSet {
+        sites: vec![msg_trap_site(1), print_site(3)],
+    };
+    // A ring large enough for the whole run: an unoptimised test build of the consumer
+    // may fall behind the bench loop, and drops are not what this test is about.
+    let mut opts = PluginOptions::new(kernel());
+    opts.ring_bytes = 64 << 20;
+    let mut pb = PluginBackend::new(opts, &first).unwrap();
+    pb.keep_sequence(true);
+    let sw = pb.switcher();
+    let vm = Vm::start(&format!("rounds=0 report={REPORT}"), &pb.qemu_args());
+    let (tx, rx) = event_queue(1 << 22);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&first, &tx, &stop2);
+        (r, pb)
+    });
+    let t0 = Instant::now();
+    while vm.serial().matches("bench count=").count() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", vm.serial());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sw.switch(&second, &[]).unwrap(), 2);
+    let before = vm.serial().matches("bench count=").count();
+    while vm.serial().matches("bench count=").count() < before + 3 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "{}", vm.serial());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.request();
+    let (r, pb) = h.join().unwrap();
+    let hits = r.unwrap().hits;
+    let st = pb.stats();
+    let recs: Vec<Record> = std::iter::from_fn(|| rx.try_recv())
+        .filter_map(|e| match e {
+            Event::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rx.dropped(), 0);
+    let seq = pb.sequence().to_vec();
+    assert_eq!(
+        (seq.len(), st.dropped, st.stale),
+        (recs.len(), 0, 0),
+        "{st:?}"
+    );
+    assert_eq!(hits, recs.len() as u64);
+    assert!(seq.windows(2).all(|w| w[0].1 < w[1].1 && w[0].2 <= w[1].2));
+    let mut prints = Vec::new();
+    let mut per_gen = [0u64; 3];
+    for (r, &(_, s, g)) in recs.iter().zip(&seq) {
+        per_gen[g as usize] += 1;
+        let want_sites: &[u32] = if g == 1 { &[0, 2] } else { &[1, 3] };
+        assert!(want_sites.contains(&r.site.0), "gen {g}: {r:?}");
+        if r.site.0 >= 2 {
+            let text = text_field(r, 0);
+            if let Some(c) = text.strip_prefix("bench count=") {
+                prints.push((c.parse::<u64>().unwrap(), s, g));
+            }
+        } else if u32_field(r, 2) == 999 {
+            assert_eq!((u32_field(r, 0), u32_field(r, 1)), (3, 32), "{r:?}");
+        } else {
+            assert!(s < 10, "a non-bench message in the bench loop: {r:?}");
+        }
+    }
+    assert!(per_gen[1] > 1000 && per_gen[2] > 1000, "{per_gen:?}");
+    let mut across = 0;
+    for w in prints.windows(2) {
+        let ((c1, s1, g1), (c2, s2, g2)) = (w[0], w[1]);
+        assert_eq!(
+            s2 - s1,
+            c2 - c1 + (c2 - c1) / REPORT,
+            "hits between bench count={c1} (gen {g1}) and {c2} (gen {g2})"
+        );
+        if g1 != g2 {
+            across += 1;
+        }
+    }
+    assert_eq!(across, 1, "{prints:?}");
+}
+
+#[test]
+fn a_return_probe_moved_in_while_the_guest_runs_pairs_entry_and_return() {
+    // Generation 1 has no return site; generation 2 brings copyinmsg.return, whose
+    // return addresses the re-translation must find afresh.
+    let first = PlanSet {
+        sites: vec![print_site(0)],
+    };
+    let reg = |r: u16, l: &str| field(vec![Op::Reg(DwarfReg(r)), Op::EmitValue(8)], l);
+    let second = PlanSet {
+        sites: vec![ProbeSite {
+            id: SiteId(1),
+            module: kernel(),
+            addr: FileAddr(symbol("copyinmsg")),
+            kind: SiteKind::Return {
+                return_plan: CapturePlan {
+                    fields: vec![reg(0, "$return")],
+                },
+            },
+            plan: CapturePlan {
+                fields: vec![reg(1, "@entry($size)")],
+            },
+            needs: Default::default(),
+        }],
+    };
+    let mut pb = PluginBackend::new(PluginOptions::new(kernel()), &first).unwrap();
+    pb.keep_sequence(true);
+    let sw = pb.switcher();
+    let vm = Vm::start("rounds=1 idle=1 wait=1500", &pb.qemu_args());
+    let (tx, rx) = event_queue(1 << 20);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&first, &tx, &stop2);
+        (r, pb)
+    });
+    vm.wait_for("truth wait ms=1500");
+    assert_eq!(sw.switch(&second, &[]).unwrap(), 2);
+    vm.wait_for("truth done");
+    std::thread::sleep(Duration::from_millis(100));
+    stop.request();
+    let (r, pb) = h.join().unwrap();
+    let hits = r.unwrap().hits;
+    let st = pb.stats();
+    let recs: Vec<Record> = std::iter::from_fn(|| rx.try_recv())
+        .filter_map(|e| match e {
+            Event::Record(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((hits, st.dropped), (recs.len() as u64, 0), "{st:?}");
+    let f64 = |r: &Record, i: usize| u64::from_le_bytes(r.field(i).unwrap().try_into().unwrap());
+    let returns: Vec<&Record> = recs.iter().filter(|r| r.site == SiteId(1)).collect();
+    assert!(returns.iter().all(|r| f64(r, 1) == 0), "{returns:?}");
+    let mut sizes: Vec<u64> = returns.iter().map(|r| f64(r, 0)).collect();
+    sizes.sort();
+    for (_, size) in truth_msgs(&vm.serial()) {
+        let k = sizes
+            .iter()
+            .position(|&s| s == u64::from(size))
+            .unwrap_or_else(|| panic!("no copyinmsg of {size} bytes: {sizes:?}"));
+        sizes.remove(k);
+    }
+    assert!(pb.sequence().iter().all(|&(_, _, g)| g == 1 || g == 2));
 }

@@ -25,7 +25,8 @@ use qemu_plugin_sys::{
 };
 use qemu_plugin_sys::{
     qemu_plugin_cond, qemu_plugin_num_vcpus, qemu_plugin_register_vcpu_insn_exec_cond_cb,
-    qemu_plugin_scoreboard, qemu_plugin_scoreboard_new, qemu_plugin_u64, qemu_plugin_u64_set,
+    qemu_plugin_register_vcpu_tb_exec_cond_cb, qemu_plugin_scoreboard, qemu_plugin_scoreboard_new,
+    qemu_plugin_u64, qemu_plugin_u64_set,
 };
 
 extern "C" {
@@ -71,20 +72,29 @@ const REG_NAMES: [(u16, &str); 26] = [
     (0x8100, "cr3"),
 ];
 
-/// The per-vCPU scoreboard word the probe callbacks are conditional on (as an integer,
-/// so it is `Sync`): non-zero while snaptap has the probes armed. Disarmed probes then
-/// cost an inline compare, not a call.
-static ARMED_SB: OnceLock<usize> = OnceLock::new();
+/// The per-vCPU scoreboard (as an integer, so it is `Sync`) of two words: at offset 0
+/// the `armed` word the probe callbacks are conditional on (non-zero while snaptap has
+/// the probes armed: disarmed probes then cost an inline compare, not a call), at offset
+/// 8 the "reset wanted" word the per-block heartbeat is conditional on.
+static SB: OnceLock<usize> = OnceLock::new();
+
+/// Offset of the "reset wanted" word in a scoreboard entry.
+const SB_RESET: usize = 8;
 
 /// Our plugin id, for re-registering callbacks after a reset.
 static PLUGIN_ID: OnceLock<qemu_plugin_id_t> = OnceLock::new();
 
+/// The guest's architecture name, for checking plan sets that arrive later.
+static TARGET: OnceLock<String> = OnceLock::new();
+
 /// A reset (re-translation) is under way.
 static RESETTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Re-translates everything so that a new return address gets its callback: QEMU removes
-/// this plugin's callbacks, flushes the translation cache and calls `reset_done`, which
-/// registers them again. Hits during that window (about a millisecond) are not seen.
+/// Re-translates everything: QEMU removes this plugin's callbacks, flushes the
+/// translation cache and calls `reset_done` with every vCPU outside translated code,
+/// which activates a pending plan set and registers the callbacks again. Hits during
+/// that window (about a millisecond) are not seen. Only from a vCPU callback: from any
+/// other thread QEMU would remove the callbacks while vCPUs run.
 pub(crate) fn retranslate() {
     let Some(&id) = PLUGIN_ID.get() else { return };
     if RESETTING.swap(true, Ordering::AcqRel) {
@@ -95,6 +105,8 @@ pub(crate) fn retranslate() {
 }
 
 unsafe extern "C" fn reset_done(id: qemu_plugin_id_t) {
+    crate::reset_completed();
+    set_all(SB_RESET, 0);
     // SAFETY: re-registering our callbacks with our id after the reset completed.
     unsafe {
         qemu_plugin_register_vcpu_tb_trans_cb(id, Some(tb_trans));
@@ -103,21 +115,61 @@ unsafe extern "C" fn reset_done(id: qemu_plugin_id_t) {
     RESETTING.store(false, Ordering::Release);
 }
 
-/// Set at exit: the thread mirroring the armed word stops.
+/// Wall-clock time in nanoseconds since the epoch (the vDSO's `clock_gettime`, without
+/// `SystemTime`'s conversions on the per-hit path).
+pub(crate) fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+/// The active plan set behind `ACTIVE`'s pointer.
+pub(crate) fn deref_plans(p: *mut crate::Plans) -> Option<&'static crate::Plans> {
+    // SAFETY: the pointer is null or comes from `Box::leak` in `activate`, and plan sets
+    // are never freed or mutated once published.
+    unsafe { p.as_ref() }
+}
+
+/// Set at exit: the control thread stops.
 static EXITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn armed_entry() -> Option<qemu_plugin_u64> {
-    ARMED_SB.get().map(|&sb| qemu_plugin_u64 {
+fn sb_entry(offset: usize) -> Option<qemu_plugin_u64> {
+    SB.get().map(|&sb| qemu_plugin_u64 {
         score: sb as *mut qemu_plugin_scoreboard,
-        offset: 0,
+        offset,
     })
 }
 
-/// Copies snaptap's `armed` word into every vCPU's scoreboard entry whenever it (or the
-/// number of vCPUs) changes, every half millisecond. The callbacks themselves still check
+/// Stores `v` into the scoreboard word at `offset` of every vCPU.
+fn set_all(offset: usize, v: u64) {
+    let Some(e) = sb_entry(offset) else { return };
+    // SAFETY: reads QEMU's vCPU count.
+    let n = unsafe { qemu_plugin_num_vcpus() };
+    for vcpu in 0..n.max(0) as c_uint {
+        // SAFETY: an aligned 8-byte store into the scoreboard entry of an existing vCPU;
+        // TCG code only loads it.
+        unsafe { qemu_plugin_u64_set(e, vcpu, v) };
+    }
+}
+
+/// The control thread: every half millisecond, copies snaptap's `armed` word into every
+/// vCPU's scoreboard entry when it (or the number of vCPUs) changed, and picks up a new
+/// plan-set generation (checked here; if accepted, the heartbeat of the next block a
+/// vCPU runs starts the reset that activates it). The callbacks themselves still check
 /// the shared word, so hits are counted exactly from the moment snaptap arms or disarms.
-fn mirror_armed() {
+fn control_loop() {
     let mut last = (u64::MAX, -1);
+    let mut seen = crate::loaded_generation();
+    let target = TARGET.get().cloned().unwrap_or_default();
     while !EXITING.load(Ordering::Relaxed) {
         // Writing starts once the vCPUs exist (their registers were looked up), so the
         // scoreboard is not being resized by a vCPU creation meanwhile.
@@ -126,23 +178,34 @@ fn mirror_armed() {
             // SAFETY: reads QEMU's vCPU count.
             let n = unsafe { qemu_plugin_num_vcpus() };
             if (a, n) != last {
-                if let Some(e) = armed_entry() {
-                    for v in 0..n.max(0) as c_uint {
-                        // SAFETY: an aligned 8-byte store into the scoreboard entry of an
-                        // existing vCPU; TCG code only loads it.
-                        unsafe { qemu_plugin_u64_set(e, v, a) };
-                    }
-                }
+                set_all(0, a);
                 last = (a, n);
             }
+            if !RESETTING.load(Ordering::Acquire) && crate::poll_switch(&target, &mut seen) {
+                set_all(SB_RESET, 1);
+            }
         }
-        std::thread::sleep(std::time::Duration::from_micros(500));
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
-/// Register handles (as integers, so the table is `Sync`), found at the first vCPU's
-/// initialisation: QEMU numbers registers the same way on every vCPU of a machine.
-static REGS: OnceLock<Vec<(u16, usize)>> = OnceLock::new();
+/// QEMU register handles by DWARF number (x86_64 psABI numbering; `cr3` at the last
+/// index), found at the first vCPU's initialisation: QEMU numbers registers the same way
+/// on every vCPU of a machine. `usize::MAX` marks a register QEMU does not have.
+struct RegTable([usize; REG_SLOTS]);
+
+/// Slots: DWARF numbers 0..=59, then `cr3`.
+const REG_SLOTS: usize = 61;
+
+fn reg_slot(reg: DwarfReg) -> Option<usize> {
+    match reg.0 {
+        n @ 0..=59 => Some(n as usize),
+        backend_plugin::wire::CR3_REG => Some(60),
+        _ => None,
+    }
+}
+
+static REGS: OnceLock<RegTable> = OnceLock::new();
 
 /// The shared file, mapped read-write into QEMU.
 pub(crate) struct MapMem {
@@ -191,6 +254,25 @@ impl MapMem {
             ));
         }
         Ok(MapMem { ptr: p.cast(), len })
+    }
+
+    /// Creates `path` afresh with mode 0600 (a stale file of an earlier QEMU is
+    /// unlinked first, so a process still mapping it keeps its own pages), sizes it to
+    /// `len` bytes and maps it (`control=PATH`: the plugin owns the file).
+    pub(crate) fn create(path: &str, len: usize) -> Result<MapMem, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(path);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("snaptap plugin: {path}: {e}"))?;
+        f.set_len(len as u64)
+            .map_err(|e| format!("snaptap plugin: {path}: {e}"))?;
+        drop(f);
+        MapMem::open(path)
     }
 
     fn word(&self, off: usize) -> Option<&AtomicU64> {
@@ -256,18 +338,29 @@ fn gbuf() -> *mut GByteArray {
     })
 }
 
-/// The vCPU being probed, as the plan interpreter sees it.
+/// The vCPU being probed, as the plan interpreter sees it. Registers read during one
+/// hit are kept, so a plan (or several sites at one address) reading `rdi` three times
+/// asks QEMU once.
 struct Vcpu {
     pc: u64,
+    cached: [(u16, u64); 6],
+    ncached: usize,
 }
 
-impl TargetAccess for Vcpu {
-    fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
-        if reg == DwarfReg::RIP {
-            // At an instruction callback the probed instruction's address is the pc.
-            return Some(self.pc);
+impl Vcpu {
+    fn new(pc: u64) -> Vcpu {
+        Vcpu {
+            pc,
+            cached: [(0, 0); 6],
+            ncached: 0,
         }
-        let handle = REGS.get()?.iter().find(|(n, _)| *n == reg.0)?.1;
+    }
+
+    fn read_register(reg: DwarfReg) -> Option<u64> {
+        let handle = REGS.get()?.0[reg_slot(reg)?];
+        if handle == usize::MAX {
+            return None;
+        }
         let buf = gbuf();
         if buf.is_null() {
             return None;
@@ -293,6 +386,24 @@ impl TargetAccess for Vcpu {
             }
         }
         Some(u64::from_le_bytes(b))
+    }
+}
+
+impl TargetAccess for Vcpu {
+    fn reg(&mut self, reg: DwarfReg) -> Option<u64> {
+        if reg == DwarfReg::RIP {
+            // At an instruction callback the probed instruction's address is the pc.
+            return Some(self.pc);
+        }
+        if let Some(&(_, v)) = self.cached[..self.ncached].iter().find(|c| c.0 == reg.0) {
+            return Some(v);
+        }
+        let v = Vcpu::read_register(reg)?;
+        if self.ncached < self.cached.len() {
+            self.cached[self.ncached] = (reg.0, v);
+            self.ncached += 1;
+        }
+        Some(v)
     }
 
     fn read(&mut self, addr: u64, out: &mut [u8]) -> Result<(), u64> {
@@ -347,14 +458,24 @@ pub unsafe extern "C" fn qemu_plugin_install(
                 .into_owned()
         }
     };
-    match crate::install(&target, &args) {
+    // SAFETY: `info` is valid for this call; in system emulation the union holds the
+    // vCPU counts.
+    let max_vcpus = unsafe {
+        if info.is_null() || !(*info).system_emulation {
+            1
+        } else {
+            (*info).__bindgen_anon_1.system.max_vcpus.max(1) as u32
+        }
+    };
+    let _ = TARGET.set(target.clone());
+    match crate::install(&target, &args, max_vcpus) {
         Ok(true) => {
             let _ = PLUGIN_ID.set(id);
-            // SAFETY: a scoreboard of one u64 per vCPU, owned by QEMU's plugin core.
-            let sb = unsafe { qemu_plugin_scoreboard_new(8) };
+            // SAFETY: a scoreboard of two u64 per vCPU, owned by QEMU's plugin core.
+            let sb = unsafe { qemu_plugin_scoreboard_new(16) };
             if !sb.is_null() {
-                let _ = ARMED_SB.set(sb as usize);
-                std::thread::spawn(mirror_armed);
+                let _ = SB.set(sb as usize);
+                std::thread::spawn(control_loop);
             }
             // SAFETY: registering callbacks with our plugin id, from the install hook.
             unsafe {
@@ -381,7 +502,7 @@ unsafe extern "C" fn vcpu_init(_id: qemu_plugin_id_t, _vcpu: c_uint) {
     if arr.is_null() {
         return;
     }
-    let mut found = Vec::new();
+    let mut found = RegTable([usize::MAX; REG_SLOTS]);
     // SAFETY: `arr` is a GArray of `len` qemu_plugin_reg_descriptor with valid C-string
     // names; we own the array and free it (not the strings) afterwards.
     unsafe {
@@ -392,8 +513,12 @@ unsafe extern "C" fn vcpu_init(_id: qemu_plugin_id_t, _vcpu: c_uint) {
                 continue;
             }
             let name = CStr::from_ptr(d.name).to_string_lossy();
-            if let Some((n, _)) = REG_NAMES.iter().find(|(_, r)| *r == name) {
-                found.push((*n, d.handle as usize));
+            if let Some(slot) = REG_NAMES
+                .iter()
+                .find(|(_, r)| *r == name)
+                .and_then(|(n, _)| reg_slot(DwarfReg(*n)))
+            {
+                found.0[slot] = d.handle as usize;
             }
         }
         g_array_free(arr, 1);
@@ -404,13 +529,28 @@ unsafe extern "C" fn vcpu_init(_id: qemu_plugin_id_t, _vcpu: c_uint) {
 /// The 5 bytes before `vaddr` in guest memory, if readable (translation time).
 fn bytes_before(vaddr: u64) -> Option<[u8; 5]> {
     let mut b = [0u8; 5];
-    Vcpu { pc: vaddr }
-        .read(vaddr.checked_sub(5)?, &mut b)
-        .ok()?;
+    Vcpu::new(vaddr).read(vaddr.checked_sub(5)?, &mut b).ok()?;
     Some(b)
 }
 
 unsafe extern "C" fn tb_trans(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
+    // The heartbeat: while a plan switch waits, the next block any vCPU runs starts the
+    // reset; otherwise it costs an inline compare per block.
+    if let Some(e) = sb_entry(SB_RESET) {
+        // SAFETY: `tb` is valid for this translation callback; the scoreboard entry
+        // lives as long as the plugin; no user data.
+        unsafe {
+            qemu_plugin_register_vcpu_tb_exec_cond_cb(
+                tb,
+                Some(heartbeat),
+                qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
+                qemu_plugin_cond::QEMU_PLUGIN_COND_NE,
+                e,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+    }
     let returns = crate::has_return_sites();
     // SAFETY: `tb` is valid for this translation callback.
     let n = unsafe { qemu_plugin_tb_n_insns(tb) };
@@ -442,7 +582,7 @@ fn register(
     // callback; the user data is an integer, never dereferenced; the scoreboard entry
     // lives as long as the plugin.
     unsafe {
-        match armed_entry() {
+        match sb_entry(0) {
             Some(e) => qemu_plugin_register_vcpu_insn_exec_cond_cb(
                 insn,
                 cb,
@@ -462,15 +602,19 @@ fn register(
     }
 }
 
+unsafe extern "C" fn heartbeat(_vcpu: c_uint, _udata: *mut c_void) {
+    retranslate();
+}
+
 unsafe extern "C" fn on_return(vcpu: c_uint, udata: *mut c_void) {
     let pc = udata as usize as u64;
-    crate::returned(vcpu, pc, &mut Vcpu { pc });
+    crate::returned(vcpu, pc, &mut Vcpu::new(pc));
 }
 
 unsafe extern "C" fn on_hit(vcpu: c_uint, udata: *mut c_void) {
     let g = udata as usize;
     let pc = crate::group_addr(g);
-    crate::hit(vcpu, g, pc, &mut Vcpu { pc });
+    crate::hit(vcpu, g, pc, &mut Vcpu::new(pc));
 }
 
 unsafe extern "C" fn at_exit(_id: qemu_plugin_id_t, _udata: *mut c_void) {

@@ -11,7 +11,7 @@ use clap::Parser;
     // Shaped like `stap --help`: the usage forms first, one per line, then options.
     help_template = "{name} {version}: {about}\n\n{usage-heading} {usage}\n\nOptions:\n{options}{after-help}",
     override_usage = "snaptap [options] FILE [ARGS]              Run script in file.\n   or: snaptap [options] - [ARGS]                 Run script on stdin.\n   or: snaptap [options] -e SCRIPT [ARGS]         Run given script.\n   or: snaptap [options] -l PROBE                 List matching probes.\n   or: snaptap [options] -L PROBE                 List matching probes and local variables.",
-    after_help = "\nTargets: -c CMD or -x PID trace a process (ptrace); --vm 'QEMU CMD' or --gdb HOST:PORT\nwith --kernel ELF trace a kernel in a virtual machine (QEMU's TCG plugin, else its gdbstub)."
+    after_help = "\nTargets: -c CMD or -x PID trace a process (ptrace); --vm 'QEMU CMD' or --gdb HOST:PORT\nwith --kernel ELF trace a kernel in a virtual machine (QEMU's TCG plugin, else its gdbstub);\n--vm-attach PATH attaches to a running VM started with the plugin (--vm-plugin-args)."
 )]
 pub struct Cli {
     /// Run the given script text instead of a script file.
@@ -64,6 +64,18 @@ pub struct Cli {
     /// plugin or gdbstub options), trace its kernel, pass its console through, stop it at the end.
     #[arg(long = "vm", value_name = "COMMAND")]
     pub vm: Option<String>,
+
+    /// Attach to a running VM started with snaptap's QEMU plugin (see --vm-plugin-args):
+    /// PATH is the plugin's control file. The probes are disarmed and removed when the
+    /// session ends (exit(), Ctrl-C); the VM runs on and can be attached to again.
+    #[arg(long = "vm-attach", value_name = "PATH", conflicts_with_all = ["vm", "gdb", "command", "pid"])]
+    pub vm_attach: Option<std::path::PathBuf>,
+
+    /// Print the `-plugin ...` arguments that start a QEMU (10, TCG) with snaptap's plugin
+    /// loaded but idle, its control file at PATH (default /dev/shm/snaptap-vm-PID), for a
+    /// later `--vm-attach PATH`; then exit.
+    #[arg(long = "vm-plugin-args", value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub vm_plugin_args: Option<String>,
 
     /// The kernel ELF, with DWARF, that runs in the VM (for kernel.function probes).
     #[arg(long = "kernel", value_name = "ELF")]

@@ -28,6 +28,9 @@ const QUEUE_CAPACITY: usize = 1 << 16;
 
 /// Runs the session described by `cli`; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if let Some(path) = &cli.vm_plugin_args {
+        return vm::print_plugin_args(path);
+    }
     if let Some(pattern) = cli.list.clone().or_else(|| cli.list_vars.clone()) {
         return list(&cli, &pattern);
     }
@@ -173,14 +176,20 @@ pub fn run(cli: Cli) -> Result<i32> {
                 None
             }
         }
-        (None, gdb, vm) if gdb.is_some() || vm.is_some() => {
+        (None, gdb, vm) if gdb.is_some() || vm.is_some() || cli.vm_attach.is_some() => {
             let Some(kernel) = cli.kernel.clone() else {
                 bail!("--gdb and --vm need --kernel ELF: the kernel image with its DWARF");
             };
             // --vm: the in-emulator copier when this QEMU can load it, else the gdbstub.
-            let plugin = match vm {
-                Some(cmd) => try_plugin(cmd, &kernel, &planned.plans, cli.verbose > 0),
-                None => None,
+            let plugin = match (vm, &cli.vm_attach) {
+                (_, Some(ctl)) => Some(vm::attach_plugin(
+                    ctl,
+                    &kernel,
+                    &planned.plans,
+                    cli.verbose > 0,
+                )?),
+                (Some(cmd), None) => try_plugin(cmd, &kernel, &planned.plans, cli.verbose > 0),
+                (None, None) => None,
             };
             if let Some((machine, be)) = plugin {
                 Some(Target::Plugin {
@@ -813,15 +822,13 @@ fn try_plugin(
         why("the plugin library (libqemu_plugin.so) was not found next to snaptap; build it with cargo build -p qemu-plugin".into());
         return None;
     }
-    let mut be =
-        match backend_plugin::PluginBackend::new(backend_plugin::PluginOptions::new(kernel), plans)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                why(e.to_string());
-                return None;
-            }
-        };
+    let mut be = match backend_plugin::PluginBackend::new(vm::plugin_options(kernel), plans) {
+        Ok(b) => b,
+        Err(e) => {
+            why(e.to_string());
+            return None;
+        }
+    };
     // Sites the plugin cannot serve would be lost: then the gdbstub serves them all.
     if !be.failed_sites().is_empty() {
         why(be.failed_sites().join("; "));

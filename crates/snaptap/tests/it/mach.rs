@@ -358,3 +358,246 @@ fn sigint_detaches_from_the_vm() {
 fn sigterm_detaches_from_the_vm() {
     interrupted_trace_leaves_vm_running("TERM");
 }
+
+/// Starts the test machine with snaptap's plugin loaded idle (`--vm-plugin-args`), its
+/// control file in a fresh path; returns QEMU, a guard that kills it, its console and
+/// the control file.
+fn idle_plugin_vm(
+    dir: &Path,
+    args: &str,
+) -> (
+    std::process::Child,
+    KillOnDrop,
+    mpsc::Receiver<String>,
+    PathBuf,
+    Vec<String>,
+) {
+    let control = PathBuf::from(format!(
+        "/dev/shm/snaptap-it-{}-{}",
+        std::process::id(),
+        tempfile("vm").file_name().unwrap().to_string_lossy()
+    ));
+    let o = snaptap()
+        .arg(format!("--vm-plugin-args={}", control.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plugin: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(plugin.len(), 2, "{plugin:?}");
+    assert_eq!(plugin[0], "-plugin");
+    assert!(plugin[1].ends_with(&format!(",control={}", control.display())));
+    let vm = qemu_cmd(dir, &["--args", args]);
+    let argv = shell_words(&vm);
+    let mut qemu = Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(&plugin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = KillOnDrop(qemu.id(), control.clone());
+    let rx = console_lines(&mut qemu);
+    (qemu, guard, rx, control, plugin)
+}
+
+/// Kills QEMU and removes its control file (SIGKILL gives the plugin no chance to).
+struct KillOnDrop(u32, PathBuf);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(self.0.to_string())
+            .status();
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+fn attach(dir: &Path, control: &Path, out: &Path, script: &str) -> Command {
+    let mut c = snaptap();
+    c.arg("-v")
+        .arg("--kernel")
+        .arg(dir.join("gnumach.dbg"))
+        .arg("--vm-attach")
+        .arg(control)
+        .arg("-o")
+        .arg(out)
+        .arg("-e")
+        .arg(script);
+    c
+}
+
+/// One running VM, three sessions: the first attaches while the workload waits and
+/// sees every message of its rounds with the workload's values, ending with exit();
+/// the second attaches to the bench loop and ends with SIGINT; meanwhile a third is
+/// refused; after each session the VM runs on.
+#[test]
+fn attach_detach_and_reattach_to_one_running_vm() {
+    if skip() {
+        return;
+    }
+    let dir = machine();
+    let (mut qemu, _guard, rx, control, plugin) =
+        idle_plugin_vm(&dir, "rounds=2 wait=4000 report=20000");
+    let mut console = Vec::new();
+    let wait = |rx: &mpsc::Receiver<String>, console: &mut Vec<String>, pat: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                console.push(l.clone());
+                if l.contains(pat) {
+                    return;
+                }
+            }
+        }
+        panic!("the console never showed {pat}: {console:?}");
+    };
+    wait(&rx, &mut console, "truth wait ms=");
+    assert!(
+        control.exists(),
+        "the plugin did not create {}",
+        control.display()
+    );
+    // A second QEMU cannot take the control file of a running one.
+    let argv = shell_words(&qemu_cmd(&dir, &["--args", "rounds=0"]));
+    let mut second = Command::new(&argv[0]);
+    second.args(&argv[1..]).args(&plugin).stdin(Stdio::null());
+    let o = run_with_timeout(second, 60);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("control file of a running QEMU"),
+        "{err}"
+    );
+
+    // Session 1: exit() at the workload's last truth line.
+    let out1 = tempfile("attach1");
+    let script = r#"
+probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d cpu=%d exec=%s\n", msgh_id, send_size, cpu(), execname()) }
+probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
+"#;
+    let o = run_with_timeout(attach(&dir, &control, &out1, script), 120);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "session 1: {stderr}");
+    assert!(stderr.contains("attached to the VM"), "{stderr}");
+    wait(&rx, &mut console, "truth done");
+    let text = std::fs::read_to_string(&out1).unwrap();
+    let want = msgs(&console.join("\n"), "truth msg ");
+    assert_eq!(want.len(), 12, "{console:?}");
+    assert_eq!(msgs(&text, "snap msg "), want, "session 1:\n{text}");
+    // cpu() is the vCPU index (one vCPU here); execname() the current task's name,
+    // which the kernel takes from the boot module's path (a char[32]).
+    let path = dir.join("workload").display().to_string();
+    let task = &path[..path.len().min(31)];
+    assert!(
+        text.lines()
+            .all(|l| l.ends_with(&format!(" cpu=0 exec={task}"))),
+        "{text}"
+    );
+
+    // The VM runs on, untraced, into its bench loop.
+    wait(&rx, &mut console, "bench count=");
+    wait(&rx, &mut console, "bench count=");
+
+    // Session 2: the bench loop's messages, until SIGINT.
+    let out2 = tempfile("attach2");
+    let script = r#"
+global n, bad
+probe mach.msg.trap { n++; if (msgh_id != 999 || send_size != 32 || option != 3) bad++; if (n % 1000 == 0) printf("hits %d\n", n) }
+probe end { printf("end n=%d bad=%d\n", n, bad) }
+"#;
+    let mut c = attach(&dir, &control, &out2, script);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let tracer = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&out2)
+        .unwrap_or_default()
+        .contains("hits 3000")
+    {
+        assert!(Instant::now() < deadline, "no hits in session 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A third session cannot attach meanwhile.
+    let out3 = tempfile("attach3");
+    let o3 = run_with_timeout(
+        attach(&dir, &control, &out3, "probe mach.msg.trap { exit() }"),
+        60,
+    );
+    let err3 = String::from_utf8_lossy(&o3.stderr);
+    assert!(
+        !o3.status.success() && err3.contains("already attached"),
+        "{err3}"
+    );
+    let st = Command::new("kill")
+        .arg("-INT")
+        .arg(tracer.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = wait_output(tracer, 60);
+    assert!(
+        o.status.success(),
+        "session 2: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(&out2).unwrap();
+    let end = text
+        .lines()
+        .find(|l| l.starts_with("end "))
+        .unwrap_or_else(|| panic!("no end probe: {text}"));
+    assert!(end.ends_with(" bad=0"), "{end}");
+
+    // Session 3 dies without detaching (SIGKILL, not reaped yet): its probes stay
+    // armed and its records pile up; session 4 takes over, discards them and sees only
+    // its own, with the workload's values.
+    let out3 = tempfile("attach3");
+    let mut c = attach(
+        &dir,
+        &control,
+        &out3,
+        r#"global n probe mach.msg.trap { n++; if (n % 1000 == 0) printf("hits %d\n", n) }"#,
+    );
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut killed = c.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&out3)
+        .unwrap_or_default()
+        .contains("hits 1000")
+    {
+        assert!(Instant::now() < deadline, "no hits in session 3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    killed.kill().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out4 = tempfile("attach4");
+    let script = r#"
+global n, bad
+probe mach.msg.trap { n++; if (msgh_id != 999 || send_size != 32 || option != 3) bad++; if (n == 5000) exit() }
+probe end { printf("end n=%d bad=%d\n", n, bad) }
+"#;
+    let o = run_with_timeout(attach(&dir, &control, &out4, script), 120);
+    assert!(
+        o.status.success(),
+        "session 4: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = killed.wait();
+    let text = std::fs::read_to_string(&out4).unwrap();
+    assert!(text.contains("end n=5000 bad=0"), "{text}");
+
+    // Still running, at speed, after the last detach.
+    while rx.try_recv().is_ok() {}
+    let counts: Vec<u64> = (0..3)
+        .map(|_| {
+            let l = wait_line(&rx, |l| l.starts_with("bench count="), 60)
+                .expect("the VM stopped after snaptap detached");
+            l.trim_start_matches("bench count=").trim().parse().unwrap()
+        })
+        .collect();
+    assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
+    assert!(qemu.try_wait().unwrap().is_none(), "QEMU exited");
+}
