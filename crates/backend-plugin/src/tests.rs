@@ -101,6 +101,27 @@ fn all_ops_plan() -> PlanSet {
                 plan: CapturePlan::default(),
                 needs: ContextNeeds::default(),
             },
+            // A return plan that reads memory at the return through an entry value.
+            ProbeSite {
+                id: SiteId(10),
+                module: Default::default(),
+                addr: FileAddr(0x4100_0040),
+                kind: SiteKind::Return {
+                    return_plan: CapturePlan {
+                        fields: vec![FieldPlan {
+                            ops: vec![Op::EntryField(0), Op::Deref(4), Op::EmitValue(4)],
+                            label: "user_int(@entry($p))".into(),
+                        }],
+                    },
+                },
+                plan: CapturePlan {
+                    fields: vec![FieldPlan {
+                        ops: vec![Op::Reg(DwarfReg(5)), Op::EmitValue(8)],
+                        label: "$p".into(),
+                    }],
+                },
+                needs: ContextNeeds::default(),
+            },
         ],
     }
 }

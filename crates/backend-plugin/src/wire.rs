@@ -537,6 +537,8 @@ pub const OP_EMIT_VALUE: u8 = 22;
 pub const OP_EMIT_BYTES: u8 = 23;
 /// `Op::EmitString` (u32 operand).
 pub const OP_EMIT_STRING: u8 = 24;
+/// `Op::EntryField` (u32 operand): a return plan reads a field of its entry record.
+pub const OP_ENTRY_FIELD: u8 = 25;
 
 const PLAN_MAGIC: u32 = u32::from_le_bytes(*b"SNPL");
 const SIMPLE_OPS: [Op; 11] = [
@@ -581,9 +583,26 @@ fn put_plan(p: &CapturePlan, out: &mut Vec<u8>) {
                     out.push(OP_EMIT_STRING);
                     out.extend_from_slice(&n.to_le_bytes());
                 }
-                simple => {
-                    let i = SIMPLE_OPS.iter().position(|o| o == simple).unwrap_or(0);
-                    out.push(OP_ADD + i as u8);
+                Op::EntryField(k) => {
+                    out.push(OP_ENTRY_FIELD);
+                    out.extend_from_slice(&k.to_le_bytes());
+                }
+                // Listed one by one so that a new `Op` fails to compile here instead
+                // of being encoded as something else.
+                simple @ (Op::Add
+                | Op::Sub
+                | Op::Mul
+                | Op::And
+                | Op::Or
+                | Op::Xor
+                | Op::Shl
+                | Op::Shr
+                | Op::Sar
+                | Op::Neg
+                | Op::Not) => {
+                    if let Some(i) = SIMPLE_OPS.iter().position(|o| o == simple) {
+                        out.push(OP_ADD + i as u8);
+                    }
                 }
             }
         }
@@ -689,6 +708,7 @@ fn get_plan(c: &mut Cur, site: u32) -> Result<CapturePlan, String> {
                 OP_EMIT_VALUE => Op::EmitValue(c.u8()?),
                 OP_EMIT_BYTES => Op::EmitBytes(c.u32()?),
                 OP_EMIT_STRING => Op::EmitString(c.u32()?),
+                OP_ENTRY_FIELD => Op::EntryField(c.u32()?),
                 t if (OP_ADD..OP_ADD + SIMPLE_OPS.len() as u8).contains(&t) => {
                     SIMPLE_OPS[(t - OP_ADD) as usize].clone()
                 }
