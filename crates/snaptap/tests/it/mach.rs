@@ -601,3 +601,68 @@ probe end { printf("end n=%d bad=%d\n", n, bad) }
     assert!(counts.windows(2).all(|w| w[1] > w[0]), "{counts:?}");
     assert!(qemu.try_wait().unwrap().is_none(), "QEMU exited");
 }
+
+/// Out-parameters are written just before a function returns: the tapset's
+/// `kernel_long(@entry($addr))` in `mach.vm.allocate.return` must read the memory at
+/// the return (through the address saved at entry), as stap does, and give the
+/// address the workload then prints, on both VM backends.
+#[test]
+fn vm_allocate_out_parameter_is_read_at_return_plugin() {
+    out_parameter_at_return(None);
+}
+
+#[test]
+fn vm_allocate_out_parameter_is_read_at_return_gdbstub() {
+    out_parameter_at_return(Some("gdb"));
+}
+
+fn out_parameter_at_return(backend: Option<&str>) {
+    if skip() {
+        return;
+    }
+    let dir = machine();
+    let vm = qemu_cmd(&dir, &["--args", "rounds=2 report=0 idle=1"]);
+    let out = tempfile("mach-outparam");
+    let script = r#"
+probe mach.vm.allocate.return { if (kr == 0) printf("snap size=%d addr=%#x\n", size, addr) }
+probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
+"#;
+    let mut c = snaptap();
+    c.arg("--kernel")
+        .arg(dir.join("gnumach.dbg"))
+        .arg("--vm")
+        .arg(&vm)
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(script);
+    if let Some(b) = backend {
+        c.env("SNAPTAP_VM_BACKEND", b);
+    }
+    let o = run_with_timeout(c, 240);
+    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let want: Vec<String> = console
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("truth vm_allocate ")
+                .or_else(|| l.strip_prefix("truth stack_allocate "))
+        })
+        .map(|l| format!("snap {l}"))
+        .collect();
+    assert!(want.len() >= 4, "the workload allocates: {console}");
+    // The kernel's own calls (loading the boot task) come first; the workload's
+    // must all follow, in order, with the addresses it printed.
+    let got: Vec<&str> = text.lines().collect();
+    let mut at = 0;
+    for w in &want {
+        match got[at..].iter().position(|g| g == w) {
+            Some(i) => at += i + 1,
+            None => {
+                panic!("missing {w:?} (in order) in snaptap's output:\n{text}\nconsole:\n{console}")
+            }
+        }
+    }
+}
