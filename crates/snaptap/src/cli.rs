@@ -18,6 +18,19 @@ pub struct Cli {
     #[arg(short = 'e', value_name = "SCRIPT")]
     pub script_text: Option<String>,
 
+    /// Run SCRIPT in addition to the main script (-e or a file); may be repeated.
+    #[arg(short = 'E', value_name = "SCRIPT")]
+    pub extra_scripts: Vec<String>,
+
+    /// Set global variable VAR to VAL at the start (its declared type decides how
+    /// VAL is read).
+    #[arg(short = 'G', value_name = "VAR=VAL")]
+    pub set_globals: Vec<String>,
+
+    /// Terminate the script after TIME seconds, as exit() would (end probes run).
+    #[arg(short = 'T', value_name = "TIME")]
+    pub timeout: Option<f64>,
+
     /// Start the probes, run CMD, and exit when CMD finishes.
     #[arg(short = 'c', value_name = "CMD")]
     pub command: Option<String>,

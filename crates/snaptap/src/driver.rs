@@ -71,6 +71,10 @@ pub fn run(cli: Cli) -> Result<i32> {
     // Tapsets first, then the user's script: one session, one id space.
     let mut files = tapsets::load(&mut sources, &cli.include)?;
     files.push(sources.add(name, text));
+    // -E scripts follow the main one and are named as stap names them.
+    for (i, extra) in cli.extra_scripts.iter().enumerate() {
+        files.push(sources.add(format!("<input{}>", i + 1), extra.clone()));
+    }
     let mut ids = script_syntax::IdGen::new();
     let popts = script_syntax::ParseOptions::with_args(&script_args);
     let (script, diags) = script_syntax::parse_files(&sources, &files, &mut ids, &popts);
@@ -79,10 +83,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
     // Probe aliases are expanded in place, so a handler's index stays its position
     // among the script's probes for the planner and the runtime alike.
-    let (script, diags) = script_syntax::expand_script(&script);
+    let (mut script, diags) = script_syntax::expand_script(&script);
     if report(&diags, &sources, cli.no_warnings) {
         return Ok(1);
     }
+    set_globals(&mut script, &cli.set_globals)?;
 
     let defines = parse_defines(&cli.defines)?;
     let max_string = defines
@@ -393,12 +398,19 @@ pub fn run(cli: Cli) -> Result<i32> {
         .collect();
     let has_backend = backend_thread.is_some();
     let mut target_ended = false;
+    // -T TIME ends the session as exit() would: the end probes still run.
+    let deadline = cli
+        .timeout
+        .map(|t| start + Duration::from_secs_f64(t.clamp(0.0, 1e9)));
     while !exiting {
         if interrupted.load(Ordering::Relaxed) {
             break;
         }
         let now = Instant::now();
-        let next_timer = timers.iter().map(|t| t.2).min();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        let next_timer = timers.iter().map(|t| t.2).chain(deadline).min();
         let mut wait = Duration::from_millis(100);
         if let Some(t) = next_timer {
             wait = wait.min(t.saturating_duration_since(now));
@@ -607,6 +619,57 @@ fn report(diags: &[Diagnostic], sources: &SourceMap, no_warnings: bool) -> bool 
         eprint!("{}", script_syntax::render(d, sources));
     }
     err
+}
+
+/// `-G VAR=VAL`: the global's initial value becomes VAL, read as its declared
+/// initialiser's kind (a number or a string); a global declared without one takes
+/// VAL as a number when it reads as one, else as a string.
+fn set_globals(script: &mut script_syntax::ast::Script, sets: &[String]) -> Result<()> {
+    use script_syntax::ast::{Item, Literal};
+    for set in sets {
+        let Some((var, val)) = set.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!("invalid -G option '{set}': expected VAR=VALUE");
+        };
+        let decl = script.items.iter_mut().find_map(|i| match i {
+            Item::Global(g) if g.name == var => Some(g),
+            _ => None,
+        });
+        let Some(decl) = decl else {
+            bail!("-G {set}: the script declares no global variable '{var}'");
+        };
+        if decl.size.is_some() {
+            bail!("-G {set}: '{var}' is an array; -G sets scalar globals only");
+        }
+        let number = parse_number(val);
+        decl.init = Some(match (&decl.init, number) {
+            (Some(Literal::String(_)), _) => Literal::String(val.to_string()),
+            (Some(Literal::Number(_)), None) => {
+                bail!("-G {set}: '{var}' is a number and '{val}' is not one")
+            }
+            (_, Some(n)) => Literal::Number(n),
+            (None, None) => Literal::String(val.to_string()),
+        });
+    }
+    Ok(())
+}
+
+/// A number as stap reads one: decimal, 0x hex or 0 octal, with an optional sign.
+fn parse_number(s: &str) -> Option<i64> {
+    let (neg, digits) = match s.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, s),
+    };
+    let v = if let Some(h) = digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
+        u64::from_str_radix(h, 16).ok()? as i64
+    } else if digits.len() > 1 && digits.starts_with('0') {
+        u64::from_str_radix(&digits[1..], 8).ok()? as i64
+    } else {
+        digits.parse::<u64>().ok()? as i64
+    };
+    Some(if neg { v.wrapping_neg() } else { v })
 }
 
 fn parse_defines(defs: &[String]) -> Result<Vec<(String, String)>> {

@@ -7,6 +7,7 @@ mod support;
 
 mod errors;
 mod mach;
+mod options;
 mod process;
 mod realpkgs;
 mod retvals;
