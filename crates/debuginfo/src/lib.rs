@@ -16,6 +16,7 @@
 
 mod cfi;
 mod loc;
+mod names;
 mod sdt;
 mod types;
 
@@ -220,18 +221,6 @@ struct UnitScan {
     names: HashMap<(usize, usize), AttributeValue<R>>,
 }
 
-/// What exact-name queries look at before scanning units.
-#[derive(Default)]
-struct Prescan {
-    /// (hash of a top-level subprogram's name, unit), sorted. A hash collision
-    /// only costs the scan of a unit too many.
-    by_name: Vec<(u64, usize)>,
-    /// Units that must always be scanned.
-    always: Vec<usize>,
-    /// Code ranges of units: (begin, end, unit).
-    ranges: Vec<(u64, u64, usize)>,
-}
-
 /// A row of a line table.
 #[derive(Clone, Debug)]
 struct LineRow {
@@ -242,15 +231,24 @@ struct LineRow {
     end_seq: bool,
 }
 
+/// One unit of `.debug_info`: its header, read at open, and the rest parsed on first
+/// use (abbreviations, root DIE, line program header): a probe on one function of a
+/// large program parses a handful of its thousands of units.
 struct UnitData {
-    unit: gimli::Unit<R>,
-    name: String,
-    optimized: bool,
+    header: gimli::UnitHeader<R>,
+    /// The parsed unit; `None` when it is malformed (it then has no DIEs).
+    parsed: std::sync::OnceLock<Option<ParsedUnit>>,
     /// Files of the line program by raw index, read on first use.
     files: std::sync::OnceLock<Vec<Option<String>>>,
     /// Rows of the line program in program order (sequences kept apart by `end_seq`),
     /// read on first use: large programs have big line tables that most queries skip.
     lines: std::sync::OnceLock<Vec<LineRow>>,
+}
+
+struct ParsedUnit {
+    unit: gimli::Unit<R>,
+    name: String,
+    optimized: bool,
 }
 
 /// One ELF file's debug information.
@@ -265,8 +263,8 @@ pub struct DebugInfo {
     full: std::sync::OnceLock<UnitScan>,
     /// Per unit: its own scan, made when a query by exact name needs that unit only.
     unit_scans: Vec<std::sync::OnceLock<UnitScan>>,
-    /// Names of each unit's top-level subprograms, for exact-name queries.
-    prescan: std::sync::OnceLock<Prescan>,
+    /// What exact-name queries look at to pick the units to scan.
+    names: names::NameIndex,
     /// Text symbol names by address (aliases such as glibc's `malloc`).
     sym_by_addr: HashMap<u64, Vec<String>>,
     /// Text symbols sorted by start: (start, end, name); one per address, global
@@ -295,6 +293,9 @@ pub struct DebugInfo {
     i386: bool,
     /// Named types already looked up by [`DebugInfo::find_type`].
     type_cache: std::sync::Mutex<HashMap<String, Option<DieRef>>>,
+    /// Parsed abbreviation tables by `.debug_abbrev` offset: units sharing a table
+    /// (half of libc6-dbg's) parse it once.
+    abbrevs: std::sync::Mutex<HashMap<usize, Arc<gimli::Abbreviations>>>,
     /// Recursion depth of [`DebugInfo::type_of`], to survive cyclic type DWARF.
     type_depth: std::sync::atomic::AtomicU32,
 }
@@ -604,6 +605,7 @@ impl DebugInfo {
     }
 
     fn open_with(path: &Path, require_dwarf: bool, roots: &[PathBuf]) -> Result<DebugInfo, Error> {
+        timing(|| format!("open {}", path.display()));
         progress(&format!("reading {}", path.display()));
         let bytes = read_image(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
@@ -622,6 +624,7 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg,
         };
+        timing(|| "read".into());
         let file = object::File::parse(&*bytes.bytes).map_err(|e| bad(e.to_string()))?;
         // Distribution binaries keep their DWARF in a separate file (by build-id or
         // .gnu_debuglink under /usr/lib/debug); its addresses are the same.
@@ -665,6 +668,7 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg,
         };
+        timing(|| "separate debug file found".into());
         let empty = EndianArcSlice::new(Arc::from(&[][..]), endian);
         let mut loaded =
             load_debug_sections(dwarf_src, dwarf_bytes).map_err(|e| derr(e.clone()))?;
@@ -672,6 +676,7 @@ impl DebugInfo {
             Ok(loaded.remove(id.name()).unwrap_or_else(|| empty.clone()))
         })
         .map_err(derr)?;
+        timing(|| "sections loaded".into());
         let pie = file.kind() == object::ObjectKind::Dynamic;
         let addr_size: u8 = if file.is_64() { 8 } else { 4 };
         let i386 = file.architecture() == object::Architecture::I386;
@@ -705,7 +710,7 @@ impl DebugInfo {
             debug_frame,
             full: Default::default(),
             unit_scans: Vec::new(),
-            prescan: Default::default(),
+            names: Default::default(),
             sym_by_addr: HashMap::new(),
             symbols: sorted_symbols(&file),
             functions: Default::default(),
@@ -722,7 +727,9 @@ impl DebugInfo {
             i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
             type_cache: Default::default(),
+            abbrevs: Default::default(),
         };
+        timing(|| "symbols read".into());
         di.sdt = sdt::read_notes(&file, pie);
         if has_dwarf {
             di.load_units().map_err(|e| derr(e.to_string()))?;
@@ -744,12 +751,14 @@ impl DebugInfo {
             return Ok(di);
         }
         di.sym_by_addr = text_symbols(&file);
+        timing(|| format!("{} unit headers, symbols by address", di.units.len()));
         progress(&format!(
             "indexing {} compilation units of {}",
             di.units.len(),
             path.display()
         ));
         di.unit_scans = (0..di.units.len()).map(|_| Default::default()).collect();
+        di.names = names::NameIndex::new(di.units.len());
         Ok(di)
     }
 
@@ -859,7 +868,7 @@ impl DebugInfo {
     /// The raw name of a found function: its own `DW_AT_name`, or its abstract
     /// origin's (or specification's) when that is a named subprogram of the same unit.
     fn found_name(&self, scan: &UnitScan, fd: &Found) -> Option<Vec<u8>> {
-        let unit = &self.units.get(fd.die.unit)?.unit;
+        let unit = self.unit(fd.die.unit)?;
         let v = match &fd.name {
             Some(v) => v.clone(),
             None => match &fd.origin {
@@ -925,26 +934,8 @@ impl DebugInfo {
             self.named_in(full, name, inlined, &sym_addrs, &mut out)?;
             return Some(out);
         }
-        let pre = self.prescan.get_or_init(|| self.make_prescan());
-        let mut units: Vec<usize> = pre.always.clone();
-        let h = name_hash(name.as_bytes());
-        let from = pre.by_name.partition_point(|(x, _)| *x < h);
-        units.extend(
-            pre.by_name[from..]
-                .iter()
-                .take_while(|(x, _)| *x == h)
-                .map(|(_, u)| *u),
-        );
-        for a in &sym_addrs {
-            units.extend(
-                pre.ranges
-                    .iter()
-                    .filter(|(lo, hi, _)| lo <= a && a < hi)
-                    .map(|(_, _, u)| *u),
-            );
-        }
-        units.sort_unstable();
-        units.dedup();
+        let units = self.name_candidates(name, &sym_addrs);
+        timing(|| format!("{name}: {} candidate units", units.len()));
         for u in units {
             let scan = self
                 .unit_scans
@@ -952,72 +943,17 @@ impl DebugInfo {
                 .get_or_init(|| self.scan_units(u..u + 1));
             self.named_in(scan, name, inlined, &sym_addrs, &mut out)?;
         }
+        timing(|| format!("{name}: {} found", out.len()));
         Some(out)
     }
 
-    /// Names of every unit's top-level subprograms (reading only the top level: the
-    /// children of a DIE are skipped through its `DW_AT_sibling`), and unit ranges.
-    fn make_prescan(&self) -> Prescan {
-        let n = self.units.len();
-        let lens: Vec<usize> = self
-            .units
-            .iter()
-            .map(|u| u.unit.header.length_including_self())
-            .collect();
-        let bounds = split_by_size(&lens, sum_sizes(&lens));
-        let part = |r: std::ops::Range<usize>| {
-            let mut pre = Prescan::default();
-            for ui in r {
-                let unit = &self.units[ui].unit;
-                let mut cursor = unit.entries();
-                if let Ok(Some(root)) = cursor.next_dfs() {
-                    for (b, e) in self.ranges_of(unit, root) {
-                        pre.ranges.push((b, e, ui));
-                    }
-                }
-                if !self.prescan_unit_raw(ui, &mut pre.by_name).unwrap_or(false) {
-                    pre.always.push(ui);
-                }
-            }
-            pre
-        };
-        let parts: Vec<Prescan> = if bounds.len() <= 2 {
-            vec![part(0..n)]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = bounds
-                    .windows(2)
-                    .map(|w| {
-                        let r = w[0]..w[1];
-                        s.spawn(move || part(r))
-                    })
-                    .collect();
-                // A lost thread leaves its units to be always scanned.
-                handles
-                    .into_iter()
-                    .zip(bounds.windows(2))
-                    .map(|(h, w)| {
-                        h.join().unwrap_or_else(|_| Prescan {
-                            always: (w[0]..w[1]).collect(),
-                            ..Prescan::default()
-                        })
-                    })
-                    .collect()
-            })
-        };
-        let mut pre = Prescan::default();
-        for mut p in parts {
-            pre.by_name.append(&mut p.by_name);
-            pre.always.append(&mut p.always);
-            pre.ranges.append(&mut p.ranges);
-        }
-        pre.by_name.sort_unstable();
-        pre.by_name.dedup();
-        pre
-    }
-
+    /// Hashes of the names of unit `ui`'s top-level subprogram definitions (reading only
+    /// the top level: the children of a DIE are skipped through its `DW_AT_sibling`).
+    /// False when the top level cannot vouch for the unit.
     fn prescan_unit_raw(&self, ui: usize, by_name: &mut Vec<(u64, usize)>) -> gimli::Result<bool> {
-        let unit = &self.units[ui].unit;
+        let Some(unit) = self.unit(ui) else {
+            return Ok(true);
+        };
         let mut raw = unit.entries_raw(None)?;
         let Some(root) = raw.read_abbreviation()? else {
             return Ok(true);
@@ -1124,52 +1060,58 @@ impl DebugInfo {
             .collect()
     }
 
+    /// Reads the unit headers only; units are parsed on first use ([`Self::unit`]).
     fn load_units(&mut self) -> gimli::Result<()> {
-        // Units sharing an abbreviation table (half of libc6-dbg's) parse it once.
-        self.dwarf
-            .populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
-        let mut headers = Vec::new();
         let mut iter = self.dwarf.units();
         while let Some(header) = iter.next()? {
-            headers.push(header);
+            self.units.push(UnitData {
+                header,
+                parsed: std::sync::OnceLock::new(),
+                files: std::sync::OnceLock::new(),
+                lines: std::sync::OnceLock::new(),
+            });
         }
-        // Parsing a unit's abbreviations and line program header is a good part of
-        // opening a large file: done on a few threads, in order.
-        let lens: Vec<usize> = headers.iter().map(|h| h.length_including_self()).collect();
-        let bounds = split_by_size(&lens, sum_sizes(&lens));
-        let this: &DebugInfo = self;
-        let mut chunks: Vec<Vec<gimli::UnitHeader<R>>> = Vec::new();
-        let mut rest = headers.into_iter();
-        for w in bounds.windows(2) {
-            chunks.push(rest.by_ref().take(w[1] - w[0]).collect());
-        }
-        let load = |hs: Vec<gimli::UnitHeader<R>>| -> gimli::Result<Vec<UnitData>> {
-            hs.into_iter().map(|h| this.load_unit(h)).collect()
-        };
-        let parts: Vec<gimli::Result<Vec<UnitData>>> = if chunks.len() <= 1 {
-            chunks.into_iter().map(load).collect()
-        } else {
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = chunks
-                    .into_iter()
-                    .map(|c| sc.spawn(move || load(c)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or(Err(gimli::Error::Io)))
-                    .collect()
-            })
-        };
-        let mut units = Vec::new();
-        for p in parts {
-            units.append(&mut p?);
-        }
-        self.units = units;
         Ok(())
     }
 
-    fn load_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<UnitData> {
-        let unit = self.dwarf.unit(header)?;
+    /// Unit `ui`, parsed on first use; `None` if it does not exist or is malformed.
+    fn parsed(&self, ui: usize) -> Option<&ParsedUnit> {
+        let u = self.units.get(ui)?;
+        u.parsed
+            .get_or_init(|| self.parse_unit(u.header.clone()).ok())
+            .as_ref()
+    }
+
+    /// The gimli unit `ui` (see [`Self::parsed`]).
+    fn unit(&self, ui: usize) -> Option<&gimli::Unit<R>> {
+        self.parsed(ui).map(|p| &p.unit)
+    }
+
+    /// The name of unit `ui` (`DW_AT_name` of its root), empty if unknown.
+    fn unit_name(&self, ui: usize) -> &str {
+        self.parsed(ui).map_or("", |p| p.name.as_str())
+    }
+
+    fn parse_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<ParsedUnit> {
+        let off = header.debug_abbrev_offset().0;
+        let cached = self
+            .abbrevs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&off)
+            .cloned();
+        let abbrevs = match cached {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(header.abbreviations(&self.dwarf.debug_abbrev)?);
+                self.abbrevs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(off, a.clone());
+                a
+            }
+        };
+        let unit = gimli::Unit::new_with_abbreviations(&self.dwarf, header, abbrevs)?;
         let mut name = String::new();
         let mut optimized = false;
         {
@@ -1183,12 +1125,10 @@ impl DebugInfo {
                 }
             }
         }
-        Ok(UnitData {
+        Ok(ParsedUnit {
             unit,
             name,
             optimized,
-            files: std::sync::OnceLock::new(),
-            lines: std::sync::OnceLock::new(),
         })
     }
 
@@ -1202,7 +1142,10 @@ impl DebugInfo {
     /// The line program's files of unit `ui`.
     fn files(&self, ui: usize) -> &[Option<String>] {
         match self.units.get(ui) {
-            Some(u) => u.files.get_or_init(|| self.read_files(&u.unit)),
+            Some(u) => u.files.get_or_init(|| match self.unit(ui) {
+                Some(unit) => self.read_files(unit),
+                None => Vec::new(),
+            }),
             None => &[],
         }
     }
@@ -1247,7 +1190,7 @@ impl DebugInfo {
         };
         u.lines.get_or_init(|| {
             let mut lines = Vec::new();
-            let Some(program) = u.unit.line_program.clone() else {
+            let Some(program) = self.unit(ui).and_then(|u| u.line_program.clone()) else {
                 return lines;
             };
             let mut rows = program.rows();
@@ -1265,8 +1208,7 @@ impl DebugInfo {
     }
 
     fn entry(&self, d: DieRef) -> Option<gimli::DebuggingInformationEntry<R>> {
-        let u = self.units.get(d.unit)?;
-        u.unit.entry(UnitOffset(d.offset)).ok()
+        self.unit(d.unit)?.entry(UnitOffset(d.offset)).ok()
     }
 
     /// Resolves a reference attribute to a DIE in this file.
@@ -1274,15 +1216,16 @@ impl DebugInfo {
         match v {
             AttributeValue::UnitRef(o) => Some(DieRef { unit, offset: o.0 }),
             AttributeValue::DebugInfoRef(o) => {
-                for (i, u) in self.units.iter().enumerate() {
-                    if let Some(uo) = o.to_unit_offset(&u.unit.header) {
-                        return Some(DieRef {
-                            unit: i,
-                            offset: uo.0,
-                        });
-                    }
-                }
-                None
+                // Units are in offset order: the last one starting at or before o.
+                let i = self
+                    .units
+                    .partition_point(|u| u.header.offset().0 <= o.0)
+                    .checked_sub(1)?;
+                let uo = o.to_unit_offset(&self.units[i].header)?;
+                Some(DieRef {
+                    unit: i,
+                    offset: uo.0,
+                })
             }
             _ => None,
         }
@@ -1306,7 +1249,7 @@ impl DebugInfo {
 
     fn die_name(&self, d: DieRef) -> Option<String> {
         let (at, v) = self.attr_follow(d, gimli::DW_AT_name)?;
-        Some(self.attr_str(&self.units[at.unit].unit, v))
+        Some(self.attr_str(self.unit(at.unit)?, v))
     }
 
     fn file_name(&self, unit: usize, idx: u64) -> Option<String> {
@@ -1333,10 +1276,10 @@ impl DebugInfo {
     /// The ranges in DWARF order: for a function split into hot and cold parts the
     /// first listed range starts at its entry, whichever part has the lower address.
     fn die_ranges_listed(&self, d: DieRef) -> Vec<(u64, u64)> {
-        let Some(e) = self.entry(d) else {
+        let (Some(e), Some(unit)) = (self.entry(d), self.unit(d.unit)) else {
             return Vec::new();
         };
-        self.ranges_of(&self.units[d.unit].unit, &e)
+        self.ranges_of(unit, &e)
     }
 
     /// The address ranges of a DIE (`low_pc`/`high_pc` or `ranges`), non-empty ones
@@ -1398,7 +1341,7 @@ impl DebugInfo {
             let lens: Vec<usize> = self
                 .units
                 .iter()
-                .map(|u| u.unit.header.length_including_self())
+                .map(|u| u.header.length_including_self())
                 .collect();
             let bounds = split_by_size(&lens, sum_sizes(&lens));
             let parts: Vec<UnitScan> = if bounds.len() <= 2 {
@@ -1456,7 +1399,9 @@ impl DebugInfo {
         globals: &mut Vec<DieRef>,
         names: &mut HashMap<usize, AttributeValue<R>>,
     ) -> gimli::Result<()> {
-        let unit = &self.units[ui].unit;
+        let Some(unit) = self.unit(ui) else {
+            return Ok(());
+        };
         let mut raw = unit.entries_raw(None)?;
         // Stack of enclosing concrete subprograms by depth, for inlined instances.
         let mut subprogram_stack: Vec<(isize, DieRef)> = Vec::new();
@@ -1559,7 +1504,7 @@ impl DebugInfo {
         let low = ranges[0].0;
         let entry_pc = match fd.entry_pc.clone() {
             Some(AttributeValue::Addr(a)) => a,
-            Some(v) => match self.dwarf.attr_address(&self.units[ui].unit, v.clone()) {
+            Some(v) => match self.dwarf.attr_address(self.unit(ui)?, v.clone()) {
                 Ok(Some(a)) => a,
                 _ => match v.udata_value() {
                     // DWARF 5 allows entry_pc as a constant offset from low_pc.
@@ -1601,8 +1546,8 @@ impl DebugInfo {
             ranges,
             decl_file,
             decl_line,
-            cu_name: self.units[ui].name.clone(),
-            optimized: self.units[ui].optimized,
+            cu_name: self.unit_name(ui).to_string(),
+            optimized: self.parsed(ui).is_some_and(|p| p.optimized),
             inlined,
             call_site,
             die: d,
@@ -1850,6 +1795,22 @@ pub fn progress(msg: &str) {
     let p = PROGRESS.read().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(p) = p {
         p(msg);
+    }
+}
+
+/// With `SNAPTAP_DEBUGINFO_TIMING` set, prints a step of reading debug information
+/// and the milliseconds since the first such step to stderr (for profiling start-up).
+pub(crate) fn timing(what: impl FnOnce() -> String) {
+    static T0: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    let t0 = T0.get_or_init(|| {
+        std::env::var_os("SNAPTAP_DEBUGINFO_TIMING").map(|_| std::time::Instant::now())
+    });
+    if let Some(t0) = t0 {
+        eprintln!(
+            "debuginfo: {:8.3} ms  {}",
+            t0.elapsed().as_secs_f64() * 1e3,
+            what()
+        );
     }
 }
 

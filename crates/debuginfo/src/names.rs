@@ -1,0 +1,433 @@
+//! Which units can hold a function of a given name, found without parsing every unit:
+//! a byte search of `.debug_info` for the name's string offsets, a look at the
+//! abbreviation tables for units that search could miss, `.debug_aranges` for the
+//! units around a symbol's address, and the names each candidate defines at its top
+//! level.
+//!
+//! Why a byte search is complete: a DIE names a function through `DW_AT_name` in
+//! `DW_FORM_strp` (a 4- or 8-byte offset into `.debug_str`), `DW_FORM_line_strp` (into
+//! `.debug_line_str`) or `DW_FORM_string` (the bytes inline). Whatever the offset of
+//! a string "NAME", the bytes there are `NAME\0`, so every offset a DIE can use for it
+//! is one of the places where `NAME\0` occurs in the string section; and the DIE's
+//! bytes contain that offset (or the inline string) verbatim. A unit none of those
+//! byte patterns occur in has no DIE named NAME, unless its abbreviations use another
+//! form for `DW_AT_name` (`strx`, supplementary files) or name functions through
+//! another unit (`DW_FORM_ref_addr` origins, as LTO and dwz make): such "opaque"
+//! units are always candidates. A pattern found in a unit by chance only costs a
+//! look at that unit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use gimli::{Endianity, Reader, Section};
+
+use crate::{name_hash, DebugInfo};
+
+/// The state of exact-name lookups, filled on first use.
+#[derive(Default)]
+pub(crate) struct NameIndex {
+    /// Units whose abbreviations defeat the byte search, sorted.
+    opaque: OnceLock<Vec<usize>>,
+    /// `.debug_aranges` as (begin, end, unit) sorted by begin; `None` without it.
+    aranges: OnceLock<Option<Vec<(u64, u64, usize)>>>,
+    /// Code ranges of every unit's root DIE, sorted by begin (parses every unit: only
+    /// for addresses `.debug_aranges` does not cover).
+    root_ranges: OnceLock<Vec<(u64, u64, usize)>>,
+    /// Per unit: hashes of the names of its top-level subprogram definitions, sorted;
+    /// `None` when the top level cannot vouch for the unit (namespaces, classes,
+    /// cross-unit references, malformed DWARF).
+    top: Vec<OnceLock<Option<Vec<u64>>>>,
+    /// Units whose bytes hold each name searched so far (`None`: search impossible).
+    hits: Mutex<HashMap<String, Option<Arc<Vec<usize>>>>>,
+}
+
+impl NameIndex {
+    pub(crate) fn new(units: usize) -> NameIndex {
+        NameIndex {
+            top: (0..units).map(|_| OnceLock::new()).collect(),
+            ..NameIndex::default()
+        }
+    }
+}
+
+/// Reads an unsigned LEB128 from `b` at `*i`.
+fn uleb(b: &[u8], i: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let byte = *b.get(*i)?;
+        *i += 1;
+        if shift < 64 {
+            v |= u64::from(byte & 0x7f) << shift;
+        }
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+        if shift > 70 {
+            return None;
+        }
+    }
+}
+
+/// Whether the abbreviation table at `off` of `.debug_abbrev` lets a DIE name a
+/// function in a way the byte search cannot see (see the module comment). A table
+/// that cannot be read counts as opaque.
+pub(crate) fn abbrev_table_opaque(b: &[u8], off: usize) -> bool {
+    const AT_NAME: u64 = 0x03;
+    const AT_ABSTRACT_ORIGIN: u64 = 0x31;
+    const AT_SPECIFICATION: u64 = 0x47;
+    const FORM_STRING: u64 = 0x08;
+    const FORM_STRP: u64 = 0x0e;
+    const FORM_LINE_STRP: u64 = 0x1f;
+    const FORM_IMPLICIT_CONST: u64 = 0x21;
+    // ref1, ref2, ref4, ref8, ref_udata: offsets within the unit.
+    let unit_ref = |f: u64| (0x11..=0x15).contains(&f);
+    let mut i = off;
+    // A table is a list of declarations ended by code 0; bounded by the section.
+    loop {
+        let Some(code) = uleb(b, &mut i) else {
+            return true;
+        };
+        if code == 0 {
+            return false;
+        }
+        if uleb(b, &mut i).is_none() || b.get(i).is_none() {
+            return true;
+        }
+        i += 1; // DW_CHILDREN_*
+        loop {
+            let (Some(at), Some(form)) = (uleb(b, &mut i), uleb(b, &mut i)) else {
+                return true;
+            };
+            if at == 0 && form == 0 {
+                break;
+            }
+            if form == FORM_IMPLICIT_CONST && uleb(b, &mut i).is_none() {
+                return true;
+            }
+            let bad = match at {
+                AT_NAME => !matches!(form, FORM_STRING | FORM_STRP | FORM_LINE_STRP),
+                AT_ABSTRACT_ORIGIN | AT_SPECIFICATION => !unit_ref(form),
+                _ => false,
+            };
+            if bad {
+                return true;
+            }
+        }
+    }
+}
+
+impl DebugInfo {
+    /// The units that may hold an out-of-line function (or an inlined instance, with
+    /// `inlined`) named `name` or, for out-of-line ones, at one of `sym_addrs`: a
+    /// superset of the units where a scan finds them, usually a handful.
+    pub(crate) fn name_candidates(&self, name: &str, sym_addrs: &[u64]) -> Vec<usize> {
+        let n = self.units.len();
+        let mut units: Vec<usize> = match self.byte_hits(name) {
+            Some(h) => h.to_vec(),
+            None => (0..n).collect(),
+        };
+        crate::timing(|| format!("{name}: bytes in {} units", units.len()));
+        units.extend_from_slice(self.opaque_units());
+        crate::timing(|| format!("{} opaque units", self.opaque_units().len()));
+        units.sort_unstable();
+        units.dedup();
+        // Of those, the units that define the name at their top level (a function's
+        // inlined instances live in units that have its abstract definition), or that
+        // the top level cannot vouch for.
+        self.fill_top(&units);
+        let h = name_hash(name.as_bytes());
+        units.retain(|&u| self.defines_at_top(u, h));
+        crate::timing(|| format!("{name}: defined at the top of {} units", units.len()));
+        for &a in sym_addrs {
+            units.extend(self.units_at(a));
+        }
+        units.sort_unstable();
+        units.dedup();
+        units
+    }
+
+    /// The units whose bytes contain `name` inline or one of its string offsets, in
+    /// order; `None` when the search cannot be made (empty name, huge sections, too
+    /// many places the string occurs).
+    fn byte_hits(&self, name: &str) -> Option<Arc<Vec<usize>>> {
+        let mut cache = self.names.hits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = cache.get(name) {
+            return h.clone();
+        }
+        let h = self.search_bytes(name).map(Arc::new);
+        cache.insert(name.to_string(), h.clone());
+        h
+    }
+
+    fn search_bytes(&self, name: &str) -> Option<Vec<usize>> {
+        if name.is_empty() || name.as_bytes().contains(&0) {
+            return None;
+        }
+        let info = self.dwarf.debug_info.reader();
+        let big = info.endian().is_big_endian();
+        let info = info.bytes();
+        let mut needle = name.as_bytes().to_vec();
+        needle.push(0);
+        let mut patterns: Vec<Vec<u8>> = vec![needle.clone()];
+        let strs = [
+            self.dwarf.debug_str.reader().bytes(),
+            self.dwarf.debug_line_str.reader().bytes(),
+        ];
+        for s in strs {
+            let finder = aho_corasick::AhoCorasick::new([&needle]).ok()?;
+            // Occurrences cannot overlap: the needle's only NUL is its last byte.
+            for m in finder.find_iter(s) {
+                let off = u32::try_from(m.start()).ok()?;
+                patterns.push(if big {
+                    off.to_be_bytes().to_vec()
+                } else {
+                    off.to_le_bytes().to_vec()
+                });
+                // A name that ends hundreds of strings ("f", "init") is in most
+                // units anyway: not worth an automaton.
+                if patterns.len() > 512 {
+                    return None;
+                }
+            }
+        }
+        patterns.sort();
+        patterns.dedup();
+        crate::timing(|| format!("{name}: {} byte patterns", patterns.len()));
+        // Teddy (SIMD over the patterns' first bytes) runs at gigabytes per second on
+        // DWARF; the general automaton's prefilter keys on a byte like 0, which DWARF
+        // is full of, and is ten times slower. It is there for CPUs without Teddy.
+        let packed = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(&patterns)
+            .build();
+        let general = match packed {
+            Some(_) => None,
+            None => Some(
+                aho_corasick::AhoCorasick::builder()
+                    .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                    .build(&patterns)
+                    .ok()?,
+            ),
+        };
+        let find = |at: usize| -> Option<usize> {
+            match (&packed, &general) {
+                (Some(p), _) => p
+                    .find_in(info, aho_corasick::Span::from(at..info.len()))
+                    .map(|m| m.start()),
+                (None, Some(g)) => g
+                    .find(aho_corasick::Input::new(info).range(at..))
+                    .map(|m| m.start()),
+                (None, None) => None,
+            }
+        };
+        // Only which units match matters: after a match, go on at the next unit.
+        // Leftmost-first reports the earliest match start, so nothing before it is
+        // skipped.
+        let mut out = Vec::new();
+        let mut at = 0usize;
+        while at < info.len() {
+            let Some(m) = find(at) else {
+                break;
+            };
+            let Some(ui) = self.unit_of_offset(m) else {
+                at = m + 1;
+                continue;
+            };
+            out.push(ui);
+            let u = &self.units[ui].header;
+            let end = u.offset().0 + u.length_including_self();
+            at = end.max(m + 1);
+        }
+        Some(out)
+    }
+
+    /// The unit whose bytes include offset `pos` of `.debug_info`.
+    pub(crate) fn unit_of_offset(&self, pos: usize) -> Option<usize> {
+        let i = self
+            .units
+            .partition_point(|u| u.header.offset().0 <= pos)
+            .checked_sub(1)?;
+        let h = &self.units[i].header;
+        (pos < h.offset().0.saturating_add(h.length_including_self())).then_some(i)
+    }
+
+    /// Units whose abbreviations defeat the byte search (each table read once).
+    fn opaque_units(&self) -> &[usize] {
+        self.names.opaque.get_or_init(|| {
+            let abbrev = self.dwarf.debug_abbrev.reader().bytes();
+            let mut seen: HashMap<usize, bool> = HashMap::new();
+            let mut out = Vec::new();
+            for (ui, u) in self.units.iter().enumerate() {
+                let off = u.header.debug_abbrev_offset().0;
+                let opaque = *seen
+                    .entry(off)
+                    .or_insert_with(|| abbrev_table_opaque(abbrev, off));
+                // Type units and skeletons are never scanned for functions here; a
+                // unit kind this code does not know is looked at, to be safe.
+                if opaque {
+                    out.push(ui);
+                }
+            }
+            out
+        })
+    }
+
+    /// Computes the top-level names of `units`, on a few threads when there are many.
+    fn fill_top(&self, units: &[usize]) {
+        let todo: Vec<usize> = units
+            .iter()
+            .copied()
+            .filter(|&u| self.names.top.get(u).is_some_and(|c| c.get().is_none()))
+            .collect();
+        let lens: Vec<usize> = todo
+            .iter()
+            .map(|&u| self.units[u].header.length_including_self())
+            .collect();
+        let bounds = crate::split_by_size(&lens, crate::sum_sizes(&lens));
+        let run = |r: &[usize]| {
+            for &u in r {
+                self.top_names(u);
+            }
+        };
+        if bounds.len() <= 2 {
+            run(&todo);
+            return;
+        }
+        std::thread::scope(|s| {
+            for w in bounds.windows(2) {
+                let part = &todo[w[0]..w[1]];
+                s.spawn(move || run(part));
+            }
+        });
+    }
+
+    fn top_names(&self, ui: usize) -> Option<&Vec<u64>> {
+        self.names
+            .top
+            .get(ui)?
+            .get_or_init(|| {
+                let mut v = Vec::new();
+                match self.prescan_unit_raw(ui, &mut v) {
+                    Ok(true) => {
+                        let mut v: Vec<u64> = v.into_iter().map(|(h, _)| h).collect();
+                        v.sort_unstable();
+                        v.dedup();
+                        Some(v)
+                    }
+                    _ => None,
+                }
+            })
+            .as_ref()
+    }
+
+    /// Whether unit `ui` defines a subprogram whose name hashes to `h` at its top
+    /// level, or cannot be vouched for.
+    fn defines_at_top(&self, ui: usize, h: u64) -> bool {
+        if ui >= self.names.top.len() {
+            return true;
+        }
+        self.top_names(ui)
+            .is_none_or(|v| v.binary_search(&h).is_ok())
+    }
+
+    /// The units whose code covers `addr`: from `.debug_aranges` when it covers the
+    /// address, else from every unit's root ranges.
+    fn units_at(&self, addr: u64) -> Vec<usize> {
+        let find = |v: &[(u64, u64, usize)]| -> Vec<usize> {
+            let upto = v.partition_point(|r| r.0 <= addr);
+            v[..upto]
+                .iter()
+                .filter(|r| addr < r.1)
+                .map(|r| r.2)
+                .collect()
+        };
+        if let Some(ar) = self.names.aranges.get_or_init(|| self.read_aranges()) {
+            let hit = find(ar);
+            if !hit.is_empty() {
+                return hit;
+            }
+        }
+        find(
+            self.names
+                .root_ranges
+                .get_or_init(|| self.read_root_ranges()),
+        )
+    }
+
+    fn read_aranges(&self) -> Option<Vec<(u64, u64, usize)>> {
+        let mut out = Vec::new();
+        let mut headers = self.dwarf.debug_aranges.headers();
+        while let Ok(Some(h)) = headers.next() {
+            let off = h.debug_info_offset().0;
+            let Some(ui) = self
+                .unit_of_offset(off)
+                .filter(|&u| self.units[u].header.offset().0 == off)
+            else {
+                continue;
+            };
+            let mut entries = h.entries();
+            while let Ok(Some(e)) = entries.next() {
+                let r = e.range();
+                if r.end > r.begin {
+                    out.push((r.begin, r.end, ui));
+                }
+            }
+        }
+        if out.is_empty() {
+            return None;
+        }
+        out.sort_unstable();
+        Some(out)
+    }
+
+    fn read_root_ranges(&self) -> Vec<(u64, u64, usize)> {
+        let n = self.units.len();
+        let lens: Vec<usize> = self
+            .units
+            .iter()
+            .map(|u| u.header.length_including_self())
+            .collect();
+        let bounds = crate::split_by_size(&lens, crate::sum_sizes(&lens));
+        let part = |r: std::ops::Range<usize>| {
+            let mut v = Vec::new();
+            for ui in r {
+                let Some(unit) = self.unit(ui) else {
+                    continue;
+                };
+                let mut cursor = unit.entries();
+                if let Ok(Some(root)) = cursor.next_dfs() {
+                    for (b, e) in self.ranges_of(unit, root) {
+                        v.push((b, e, ui));
+                    }
+                }
+            }
+            v
+        };
+        let mut out: Vec<(u64, u64, usize)> = if bounds.len() <= 2 {
+            part(0..n)
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = bounds
+                    .windows(2)
+                    .map(|w| {
+                        let r = w[0]..w[1];
+                        s.spawn(move || part(r))
+                    })
+                    .collect();
+                // A lost thread makes its units cover every address: scanned too.
+                hs.into_iter()
+                    .zip(bounds.windows(2))
+                    .flat_map(|(h, w)| {
+                        h.join()
+                            .unwrap_or_else(|_| (w[0]..w[1]).map(|u| (0, u64::MAX, u)).collect())
+                    })
+                    .collect()
+            })
+        };
+        out.sort_unstable();
+        out
+    }
+}
