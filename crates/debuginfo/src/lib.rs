@@ -153,16 +153,6 @@ fn span(ranges: &[(u64, u64)]) -> u64 {
         .fold(0u64, |a, r| a.saturating_add(r.1.saturating_sub(r.0)))
 }
 
-/// FNV-1a of a name, for the prescan's table.
-fn name_hash(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &c in b {
-        h ^= u64::from(c);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Cuts `lens` (unit sizes, in order) into at most one contiguous run per thread with
 /// similar total sizes: the run boundaries, from 0 to `lens.len()`. Few or small
 /// units make one run (threads would cost more than they save).
@@ -266,10 +256,15 @@ pub struct DebugInfo {
     /// What exact-name queries look at to pick the units to scan.
     names: names::NameIndex,
     /// Text symbol names by address (aliases such as glibc's `malloc`).
-    sym_by_addr: HashMap<u64, Vec<String>>,
+    /// Made on first use: a query by exact name looks its name up in the symbol
+    /// tables directly (see [`Self::text_symbol_addrs`]).
+    sym_by_addr: std::sync::OnceLock<HashMap<u64, Vec<String>>>,
     /// Text symbols sorted by start: (start, end, name); one per address, global
     /// names preferred.
-    symbols: Vec<(u64, u64, String)>,
+    symbols: std::sync::OnceLock<Vec<(u64, u64, String)>>,
+    /// The ELF file's bytes as read (sections nobody reads are zeros): the symbol
+    /// tables are read from it on first use.
+    elf: Vec<u8>,
     functions: std::sync::OnceLock<Vec<Function>>,
     inlines: std::sync::OnceLock<Vec<Function>>,
     /// Variables with a location outside any function: (name, DIE).
@@ -359,6 +354,7 @@ impl Image {
 /// well-formed 64-bit little-endian ELF header is read whole.
 fn read_image(path: &Path) -> std::io::Result<Image> {
     use std::os::unix::fs::FileExt;
+    const SHT_PROGBITS: u32 = 1;
     const SHT_NOBITS: u32 = 8;
     const SHF_WRITE: u64 = 1;
     const SHF_ALLOC: u64 = 2;
@@ -402,6 +398,26 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
     bytes[..64].copy_from_slice(&head);
     read_into(&mut bytes, phoff, phsize)?;
     read_into(&mut bytes, shoff, shentsize * shnum)?;
+    // Section names, to leave out read-only data (`.rodata` is megabytes in large
+    // programs) that nothing here reads.
+    let shstrndx = u64::from(u16_at(&head, 0x3e));
+    let mut names: Option<(u64, u64)> = None;
+    if shstrndx < shnum {
+        let h = (shoff + shstrndx * shentsize) as usize;
+        let (off, n) = (u64_at(&bytes, h + 0x18), u64_at(&bytes, h + 0x20));
+        if n > 0 && fits(off, n) {
+            read_into(&mut bytes, off, n)?;
+            names = Some((off, n));
+        }
+    }
+    let name_is = |bytes: &[u8], sh_name: u32, want: &[u8]| -> bool {
+        let Some((off, n)) = names else {
+            return false;
+        };
+        let (start, end) = (off as usize, (off + n) as usize);
+        let at = start.saturating_add(sh_name as usize);
+        at < end && bytes[at..end].split(|b| *b == 0).next() == Some(want)
+    };
     let mut pre = Vec::new();
     for i in 0..shnum {
         let h = (shoff + i * shentsize) as usize;
@@ -418,6 +434,14 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
             continue;
         }
         if flags & SHF_ALLOC != 0 && flags & (SHF_WRITE | SHF_EXECINSTR) != 0 {
+            continue;
+        }
+        // Of the read-only data with contents, only `.eh_frame` (unwinding) is read
+        // here; notes, symbol tables and the like have types of their own.
+        if flags & SHF_ALLOC != 0
+            && ty == SHT_PROGBITS
+            && !name_is(&bytes, u32_at(&sh, 0), b".eh_frame")
+        {
             continue;
         }
         let big_dwarf = ty == 1 && flags & (SHF_ALLOC | SHF_COMPRESSED) == 0 && n >= 1 << 16;
@@ -478,7 +502,6 @@ fn load_debug_sections(
         }
         jobs.push((id.name(), s));
     }
-    // Largest first, dealt round-robin: .debug_info gets a thread of its own.
     jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.size()));
     // Threads only pay off for large compressed sections.
     let compressed = jobs
@@ -491,22 +514,27 @@ fn load_debug_sections(
             .map_or(1, |c| c.get())
             .clamp(1, 4)
     };
-    let mut lanes: Vec<Vec<(&'static str, object::Section<'_, '_>)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for (i, j) in jobs.into_iter().enumerate() {
-        lanes[i % threads].push(j);
+    // Largest first, each to the least loaded lane: .debug_info is often more than
+    // all the others together.
+    let mut lanes: Vec<(u64, Vec<(&'static str, object::Section<'_, '_>)>)> =
+        (0..threads).map(|_| (0, Vec::new())).collect();
+    for j in jobs {
+        if let Some(l) = lanes.iter_mut().min_by_key(|l| l.0) {
+            l.0 = l.0.saturating_add(j.1.size());
+            l.1.push(j);
+        }
     }
+    let lanes = lanes.into_iter().map(|l| l.1);
     let inflate = |lane: Vec<(&'static str, object::Section<'_, '_>)>| {
         lane.into_iter()
             .map(|(name, s)| {
-                let data = s.uncompressed_data().map_err(|e| format!("{name}: {e}"))?;
-                let data: Arc<[u8]> = Arc::from(&*data);
+                let data = inflate_section(&s).map_err(|e| format!("{name}: {e}"))?;
                 Ok((name, EndianArcSlice::new(data, endian)))
             })
             .collect::<Result<Vec<_>, String>>()
     };
     let results: Vec<Result<Vec<_>, String>> = std::thread::scope(|sc| {
-        let mut lanes = lanes.into_iter();
+        let mut lanes = lanes;
         let first = lanes.next().unwrap_or_default();
         let handles: Vec<_> = lanes.map(|l| sc.spawn(move || inflate(l))).collect();
         let mut out = vec![inflate(first)];
@@ -522,6 +550,33 @@ fn load_debug_sections(
         map.extend(r?);
     }
     Ok(map)
+}
+
+/// A section's contents, inflated straight into the buffer gimli reads when it is
+/// zlib-compressed (no intermediate copy: these are megabytes), else as object gives
+/// them.
+fn inflate_section(s: &object::Section<'_, '_>) -> Result<Arc<[u8]>, String> {
+    let c = s.compressed_data().map_err(|e| e.to_string())?;
+    if c.format != object::CompressionFormat::Zlib {
+        let data = s.uncompressed_data().map_err(|e| e.to_string())?;
+        return Ok(Arc::from(&*data));
+    }
+    // zlib cannot inflate more than about 1032 times its input: a larger claim is a
+    // lie, and must not allocate.
+    let n = usize::try_from(c.uncompressed_size)
+        .ok()
+        .filter(|n| *n <= c.data.len().saturating_mul(1100).max(1 << 16))
+        .ok_or("bad uncompressed size")?;
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, n).collect();
+    let out = Arc::get_mut(&mut buf).ok_or("buffer shared")?;
+    let mut z = flate2::Decompress::new(true);
+    let st = z
+        .decompress(c.data, out, flate2::FlushDecompress::Finish)
+        .map_err(|e| format!("invalid zlib data: {e}"))?;
+    if st != flate2::Status::StreamEnd || z.total_out() != n as u64 {
+        return Err("invalid zlib data: wrong uncompressed size".into());
+    }
+    Ok(buf)
 }
 
 impl DebugInfo {
@@ -711,8 +766,9 @@ impl DebugInfo {
             full: Default::default(),
             unit_scans: Vec::new(),
             names: Default::default(),
-            sym_by_addr: HashMap::new(),
-            symbols: sorted_symbols(&file),
+            sym_by_addr: Default::default(),
+            symbols: Default::default(),
+            elf: Vec::new(),
             functions: Default::default(),
             inlines: Default::default(),
             globals: Default::default(),
@@ -746,11 +802,12 @@ impl DebugInfo {
                 });
             }
             di.functions = std::sync::OnceLock::from(symbol_functions(&file));
+            di.sym_by_addr = std::sync::OnceLock::from(HashMap::new());
+            di.elf = bytes.bytes;
             di.inlines = std::sync::OnceLock::from(Vec::new());
             di.globals = std::sync::OnceLock::from(Vec::new());
             return Ok(di);
         }
-        di.sym_by_addr = text_symbols(&file);
         timing(|| format!("{} unit headers, symbols by address", di.units.len()));
         progress(&format!(
             "indexing {} compilation units of {}",
@@ -758,7 +815,7 @@ impl DebugInfo {
             path.display()
         ));
         di.unit_scans = (0..di.units.len()).map(|_| Default::default()).collect();
-        di.names = names::NameIndex::new(di.units.len());
+        di.elf = bytes.bytes;
         Ok(di)
     }
 
@@ -830,9 +887,61 @@ impl DebugInfo {
         })
     }
 
+    /// The ELF file, parsed again from its bytes (cheap: headers only).
+    fn elf_file(&self) -> Option<object::File<'_>> {
+        object::File::parse(&*self.elf).ok()
+    }
+
+    /// Defined text symbols by address (both symbol tables), made on first use.
+    fn sym_by_addr(&self) -> &HashMap<u64, Vec<String>> {
+        self.sym_by_addr.get_or_init(|| {
+            self.elf_file()
+                .map(|f| text_symbols(&f))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The addresses of the defined text symbols named `name`.
+    fn text_symbol_addrs(&self, name: &str) -> Vec<u64> {
+        if let Some(m) = self.sym_by_addr.get() {
+            let mut v: Vec<u64> = m
+                .iter()
+                .filter(|(_, ns)| ns.iter().any(|n| n == name))
+                .map(|(a, _)| *a)
+                .collect();
+            v.sort_unstable();
+            return v;
+        }
+        use object::{ObjectSymbol, SymbolKind};
+        let Some(file) = self.elf_file() else {
+            return Vec::new();
+        };
+        let mut v: Vec<u64> = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined())
+            .filter(|s| s.name_bytes().is_ok_and(|n| n == name.as_bytes()))
+            .map(|s| s.address())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Text symbols sorted by start (see `symbols`), made on first use.
+    fn symbols(&self) -> &[(u64, u64, String)] {
+        self.symbols.get_or_init(|| {
+            self.elf_file()
+                .map(|f| sorted_symbols(&f))
+                .unwrap_or_default()
+        })
+    }
+
     /// All found functions (or all inlined instances) as [`Function`]s, in DWARF order.
     fn materialize(&self, inlined: bool) -> Vec<Function> {
         let scan = self.full_scan();
+        // Every function asks for its aliases: the table, not a walk per function.
+        let _ = self.sym_by_addr();
         scan.found
             .iter()
             .zip(&scan.slots)
@@ -852,13 +961,17 @@ impl DebugInfo {
         cell.get_or_init(|| {
             let mut f = self.make_function(fd.die.unit, fd)?;
             if !f.inlined {
-                if let Some(names) = self.sym_by_addr.get(&f.entry_pc) {
-                    let mut a: Vec<String> =
-                        names.iter().filter(|n| **n != f.name).cloned().collect();
-                    a.sort();
-                    a.dedup();
-                    f.aliases = a;
-                }
+                let names = match self.sym_by_addr.get() {
+                    Some(m) => m.get(&f.entry_pc).cloned().unwrap_or_default(),
+                    None => self
+                        .elf_file()
+                        .map(|file| text_symbols_at(&file, f.entry_pc))
+                        .unwrap_or_default(),
+                };
+                let mut a: Vec<String> = names.into_iter().filter(|n| *n != f.name).collect();
+                a.sort();
+                a.dedup();
+                f.aliases = a;
             }
             Some(f)
         })
@@ -923,11 +1036,7 @@ impl DebugInfo {
         let sym_addrs: Vec<u64> = if inlined {
             Vec::new()
         } else {
-            self.sym_by_addr
-                .iter()
-                .filter(|(_, ns)| ns.iter().any(|n| n == name))
-                .map(|(a, _)| *a)
-                .collect()
+            self.text_symbol_addrs(name)
         };
         let mut out = Vec::new();
         if let Some(full) = self.full.get() {
@@ -945,111 +1054,6 @@ impl DebugInfo {
         }
         timing(|| format!("{name}: {} found", out.len()));
         Some(out)
-    }
-
-    /// Hashes of the names of unit `ui`'s top-level subprogram definitions (reading only
-    /// the top level: the children of a DIE are skipped through its `DW_AT_sibling`).
-    /// False when the top level cannot vouch for the unit.
-    fn prescan_unit_raw(&self, ui: usize, by_name: &mut Vec<(u64, usize)>) -> gimli::Result<bool> {
-        let Some(unit) = self.unit(ui) else {
-            return Ok(true);
-        };
-        let mut raw = unit.entries_raw(None)?;
-        let Some(root) = raw.read_abbreviation()? else {
-            return Ok(true);
-        };
-        raw.skip_attributes(root.attributes())?;
-        if !root.has_children() {
-            return Ok(true);
-        }
-        // The root's children, one by one; their own children are jumped over.
-        while !raw.is_empty() {
-            let offset = raw.next_offset();
-            let Some(ab) = raw.read_abbreviation()? else {
-                return Ok(true);
-            };
-            let tag = ab.tag();
-            if matches!(
-                tag,
-                gimli::DW_TAG_namespace
-                    | gimli::DW_TAG_class_type
-                    | gimli::DW_TAG_module
-                    | gimli::DW_TAG_imported_unit
-            ) {
-                return Ok(false);
-            }
-            if tag != gimli::DW_TAG_subprogram && !ab.has_children() {
-                raw.skip_attributes(ab.attributes())?;
-                continue;
-            }
-            let mut name = None;
-            let mut declaration = false;
-            let mut sibling = None;
-            let mut spec_ref = None;
-            for spec in ab.attributes() {
-                let a = raw.read_attribute(*spec)?;
-                match a.name() {
-                    gimli::DW_AT_sibling => sibling = Some(a.value()),
-                    gimli::DW_AT_name => name = Some(a.value()),
-                    gimli::DW_AT_declaration => {
-                        declaration = matches!(a.value(), AttributeValue::Flag(true))
-                    }
-                    gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => match a.value() {
-                        AttributeValue::UnitRef(o) => {
-                            if a.name() == gimli::DW_AT_specification {
-                                spec_ref = Some(o);
-                            }
-                        }
-                        _ => return Ok(false),
-                    },
-                    _ => {}
-                }
-            }
-            // A declaration names a function that this unit calls, not one it has:
-            // only definitions count (and declarations that a definition completes
-            // through DW_AT_specification).
-            if tag == gimli::DW_TAG_subprogram && !declaration {
-                if name.is_none() {
-                    if let Some(o) = spec_ref {
-                        name = unit
-                            .entry(o)
-                            .ok()
-                            .and_then(|d| d.attr_value(gimli::DW_AT_name));
-                    }
-                }
-                if let Some(v) = name {
-                    if let Ok(n) = self.dwarf.attr_string(unit, v) {
-                        if let Ok(n) = n.to_slice() {
-                            by_name.push((name_hash(&n), ui));
-                        }
-                    }
-                }
-            }
-            if !ab.has_children() {
-                continue;
-            }
-            match sibling {
-                Some(AttributeValue::UnitRef(o)) if o.0 > offset.0 => {
-                    raw = unit.entries_raw(Some(o))?;
-                }
-                _ => {
-                    // No sibling pointer: walk the subtree.
-                    let mut depth = 1usize;
-                    while depth > 0 {
-                        match raw.read_abbreviation()? {
-                            None => depth -= 1,
-                            Some(a) => {
-                                raw.skip_attributes(a.attributes())?;
-                                if a.has_children() {
-                                    depth += 1;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(true)
     }
 
     /// The inlined instances of the function `f` (same abstract origin).
@@ -1092,7 +1096,11 @@ impl DebugInfo {
         self.parsed(ui).map_or("", |p| p.name.as_str())
     }
 
-    fn parse_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<ParsedUnit> {
+    /// The abbreviations of a unit, parsed once per table.
+    fn abbrevs_of(
+        &self,
+        header: &gimli::UnitHeader<R>,
+    ) -> gimli::Result<Arc<gimli::Abbreviations>> {
         let off = header.debug_abbrev_offset().0;
         let cached = self
             .abbrevs
@@ -1111,6 +1119,11 @@ impl DebugInfo {
                 a
             }
         };
+        Ok(abbrevs)
+    }
+
+    fn parse_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<ParsedUnit> {
+        let abbrevs = self.abbrevs_of(&header)?;
         let unit = gimli::Unit::new_with_abbreviations(&self.dwarf, header, abbrevs)?;
         let mut name = String::new();
         let mut optimized = false;
@@ -1713,12 +1726,13 @@ impl DebugInfo {
     /// The ELF symbol (either symbol table) whose extent contains `addr`: its name and
     /// start address. Symbols without a size extend to the next symbol.
     pub fn symbol_at(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.symbols.partition_point(|s| s.0 <= addr);
-        let (start, end, name) = self.symbols.get(i.checked_sub(1)?)?;
+        let symbols = self.symbols();
+        let i = symbols.partition_point(|s| s.0 <= addr);
+        let (start, end, name) = symbols.get(i.checked_sub(1)?)?;
         let end = if *end > *start {
             *end
         } else {
-            self.symbols.get(i).map_or(u64::MAX, |s| s.0)
+            symbols.get(i).map_or(u64::MAX, |s| s.0)
         };
         (addr < end).then_some((name.as_str(), *start))
     }
@@ -2078,6 +2092,16 @@ fn text_symbols(file: &object::File<'_>) -> HashMap<u64, Vec<String>> {
         }
     }
     by_addr
+}
+
+/// The names of the defined text symbols at `addr` (both symbol tables).
+fn text_symbols_at(file: &object::File<'_>, addr: u64) -> Vec<String> {
+    use object::{ObjectSymbol, SymbolKind};
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.address() == addr)
+        .filter_map(|s| s.name().ok().filter(|n| !n.is_empty()).map(str::to_string))
+        .collect()
 }
 
 /// Defined text symbols sorted by address, one per address (a global name preferred).

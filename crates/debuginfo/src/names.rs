@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use gimli::{Endianity, Reader, Section};
 
-use crate::{name_hash, DebugInfo};
+use crate::DebugInfo;
 
 /// The state of exact-name lookups, filled on first use.
 #[derive(Default)]
@@ -33,21 +33,17 @@ pub(crate) struct NameIndex {
     /// Code ranges of every unit's root DIE, sorted by begin (parses every unit: only
     /// for addresses `.debug_aranges` does not cover).
     root_ranges: OnceLock<Vec<(u64, u64, usize)>>,
-    /// Per unit: hashes of the names of its top-level subprogram definitions, sorted;
-    /// `None` when the top level cannot vouch for the unit (namespaces, classes,
-    /// cross-unit references, malformed DWARF).
-    top: Vec<OnceLock<Option<Vec<u64>>>>,
-    /// Units whose bytes hold each name searched so far (`None`: search impossible).
+    /// Per name searched so far: the units that may hold it (`None`: the search was
+    /// impossible and every unit is a candidate), before symbol addresses are added.
     hits: Mutex<HashMap<String, Option<Arc<Vec<usize>>>>>,
 }
 
-impl NameIndex {
-    pub(crate) fn new(units: usize) -> NameIndex {
-        NameIndex {
-            top: (0..units).map(|_| OnceLock::new()).collect(),
-            ..NameIndex::default()
-        }
-    }
+/// How a name can appear in raw attribute values: the bytes, and every offset of
+/// them in `.debug_str` and `.debug_line_str` (sorted).
+struct Spellings {
+    name: Vec<u8>,
+    str_offs: Vec<usize>,
+    line_offs: Vec<usize>,
 }
 
 /// Reads an unsigned LEB128 from `b` at `*i`.
@@ -119,27 +115,33 @@ pub(crate) fn abbrev_table_opaque(b: &[u8], off: usize) -> bool {
 }
 
 impl DebugInfo {
-    /// The units that may hold an out-of-line function (or an inlined instance, with
-    /// `inlined`) named `name` or, for out-of-line ones, at one of `sym_addrs`: a
-    /// superset of the units where a scan finds them, usually a handful.
+    /// The units that may hold an out-of-line function (or an inlined instance) named
+    /// `name` or, for out-of-line ones, at one of `sym_addrs`: a superset of the units
+    /// where a scan finds them, usually a handful.
     pub(crate) fn name_candidates(&self, name: &str, sym_addrs: &[u64]) -> Vec<usize> {
-        let n = self.units.len();
-        let mut units: Vec<usize> = match self.byte_hits(name) {
-            Some(h) => h.to_vec(),
-            None => (0..n).collect(),
+        let cached = self
+            .names
+            .hits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        let hits = match cached {
+            Some(h) => h,
+            None => {
+                let h = self.defining_units(name).map(Arc::new);
+                self.names
+                    .hits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), h.clone());
+                h
+            }
         };
-        crate::timing(|| format!("{name}: bytes in {} units", units.len()));
-        units.extend_from_slice(self.opaque_units());
-        crate::timing(|| format!("{} opaque units", self.opaque_units().len()));
-        units.sort_unstable();
-        units.dedup();
-        // Of those, the units that define the name at their top level (a function's
-        // inlined instances live in units that have its abstract definition), or that
-        // the top level cannot vouch for.
-        self.fill_top(&units);
-        let h = name_hash(name.as_bytes());
-        units.retain(|&u| self.defines_at_top(u, h));
-        crate::timing(|| format!("{name}: defined at the top of {} units", units.len()));
+        let mut units: Vec<usize> = match hits {
+            Some(h) => h.to_vec(),
+            None => (0..self.units.len()).collect(),
+        };
         for &a in sym_addrs {
             units.extend(self.units_at(a));
         }
@@ -148,20 +150,172 @@ impl DebugInfo {
         units
     }
 
-    /// The units whose bytes contain `name` inline or one of its string offsets, in
-    /// order; `None` when the search cannot be made (empty name, huge sections, too
-    /// many places the string occurs).
-    fn byte_hits(&self, name: &str) -> Option<Arc<Vec<usize>>> {
-        let mut cache = self.names.hits.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(h) = cache.get(name) {
-            return h.clone();
-        }
-        let h = self.search_bytes(name).map(Arc::new);
-        cache.insert(name.to_string(), h.clone());
-        h
+    /// The units whose bytes hold the name (or that the byte search cannot see into),
+    /// and that define a subprogram of that name at their top level (a function's
+    /// inlined instances live in units that have its abstract definition) or whose
+    /// top level cannot vouch for them. `None` when the search cannot be made.
+    fn defining_units(&self, name: &str) -> Option<Vec<usize>> {
+        let (mut units, sp) = self.search_bytes(name)?;
+        crate::timing(|| format!("{name}: bytes in {} units", units.len()));
+        units.extend_from_slice(self.opaque_units());
+        units.sort_unstable();
+        units.dedup();
+        crate::timing(|| format!("{} opaque units", self.opaque_units().len()));
+        let keep = self.on_threads(&units, |u| self.top_defines(u, &sp).unwrap_or(true));
+        let units: Vec<usize> = units
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(u, k)| k.then_some(u))
+            .collect();
+        crate::timing(|| format!("{name}: defined at the top of {} units", units.len()));
+        Some(units)
     }
 
-    fn search_bytes(&self, name: &str) -> Option<Vec<usize>> {
+    /// `f` of every unit in `units`, in order, on a few threads when they are large.
+    /// A lost thread answers true for its units (scanning a unit too many is safe).
+    fn on_threads(&self, units: &[usize], f: impl Fn(usize) -> bool + Sync) -> Vec<bool> {
+        let lens: Vec<usize> = units
+            .iter()
+            .map(|&u| self.units[u].header.length_including_self())
+            .collect();
+        let bounds = crate::split_by_size(&lens, crate::sum_sizes(&lens));
+        if bounds.len() <= 2 {
+            return units.iter().map(|&u| f(u)).collect();
+        }
+        let f = &f;
+        std::thread::scope(|s| {
+            let hs: Vec<_> = bounds
+                .windows(2)
+                .map(|w| {
+                    let part = &units[w[0]..w[1]];
+                    s.spawn(move || part.iter().map(|&u| f(u)).collect::<Vec<bool>>())
+                })
+                .collect();
+            hs.into_iter()
+                .zip(bounds.windows(2))
+                .flat_map(|(h, w)| h.join().unwrap_or_else(|_| vec![true; w[1] - w[0]]))
+                .collect()
+        })
+    }
+
+    /// Whether unit `ui` defines a subprogram spelled as `sp` at its top level, reading
+    /// only the top level (the children of a DIE are jumped over through its
+    /// `DW_AT_sibling`) and comparing names as raw string offsets. True as well when
+    /// the top level cannot vouch for the unit (namespaces, classes, cross-unit
+    /// references): then it must be scanned.
+    fn top_defines(&self, ui: usize, sp: &Spellings) -> gimli::Result<bool> {
+        use gimli::AttributeValue as V;
+        let header = &self.units[ui].header;
+        let abbrevs = self.abbrevs_of(header)?;
+        let is_name = |v: &V<crate::R>| -> bool {
+            match v {
+                V::DebugStrRef(o) => sp.str_offs.binary_search(&o.0).is_ok(),
+                V::DebugLineStrRef(o) => sp.line_offs.binary_search(&o.0).is_ok(),
+                V::String(r) => r.to_slice().is_ok_and(|b| *b == *sp.name),
+                // Other forms (strx) go through the parsed unit; unreadable: maybe.
+                other => self
+                    .unit(ui)
+                    .and_then(|u| self.dwarf.attr_string(u, other.clone()).ok())
+                    .and_then(|r| r.to_slice().ok().map(|b| *b == *sp.name))
+                    .unwrap_or(true),
+            }
+        };
+        let mut raw = header.entries_raw(&abbrevs, None)?;
+        let Some(root) = raw.read_abbreviation()? else {
+            return Ok(false);
+        };
+        raw.skip_attributes(root.attributes())?;
+        if !root.has_children() {
+            return Ok(false);
+        }
+        // The root's children, one by one; their own children are jumped over.
+        while !raw.is_empty() {
+            let offset = raw.next_offset();
+            let Some(ab) = raw.read_abbreviation()? else {
+                return Ok(false);
+            };
+            let tag = ab.tag();
+            if matches!(
+                tag,
+                gimli::DW_TAG_namespace
+                    | gimli::DW_TAG_class_type
+                    | gimli::DW_TAG_module
+                    | gimli::DW_TAG_imported_unit
+            ) {
+                return Ok(true);
+            }
+            if tag != gimli::DW_TAG_subprogram && !ab.has_children() {
+                raw.skip_attributes(ab.attributes())?;
+                continue;
+            }
+            let mut name = None;
+            let mut declaration = false;
+            let mut sibling = None;
+            let mut spec_ref = None;
+            for spec in ab.attributes() {
+                let a = raw.read_attribute(*spec)?;
+                match a.name() {
+                    gimli::DW_AT_sibling => sibling = Some(a.value()),
+                    gimli::DW_AT_name => name = Some(a.value()),
+                    gimli::DW_AT_declaration => declaration = matches!(a.value(), V::Flag(true)),
+                    gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => match a.value() {
+                        V::UnitRef(o) => {
+                            if a.name() == gimli::DW_AT_specification {
+                                spec_ref = Some(o);
+                            }
+                        }
+                        _ => return Ok(true),
+                    },
+                    _ => {}
+                }
+            }
+            // A declaration names a function that this unit calls, not one it has:
+            // only definitions count (and declarations that a definition completes
+            // through DW_AT_specification).
+            if tag == gimli::DW_TAG_subprogram && !declaration {
+                if name.is_none() {
+                    if let Some(o) = spec_ref {
+                        name = header
+                            .entry(&abbrevs, o)
+                            .ok()
+                            .and_then(|d| d.attr_value(gimli::DW_AT_name));
+                    }
+                }
+                if name.as_ref().is_some_and(is_name) {
+                    return Ok(true);
+                }
+            }
+            if !ab.has_children() {
+                continue;
+            }
+            match sibling {
+                Some(V::UnitRef(o)) if o.0 > offset.0 => {
+                    raw = header.entries_raw(&abbrevs, Some(o))?;
+                }
+                _ => {
+                    // No sibling pointer: walk the subtree.
+                    let mut depth = 1usize;
+                    while depth > 0 {
+                        match raw.read_abbreviation()? {
+                            None => depth -= 1,
+                            Some(a) => {
+                                raw.skip_attributes(a.attributes())?;
+                                if a.has_children() {
+                                    depth += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The units whose bytes contain `name` inline or one of its string offsets, in
+    /// order, and the name's spellings; `None` when the search cannot be made (empty
+    /// name, huge sections, a name that ends too many strings).
+    fn search_bytes(&self, name: &str) -> Option<(Vec<usize>, Spellings)> {
         if name.is_empty() || name.as_bytes().contains(&0) {
             return None;
         }
@@ -171,15 +325,17 @@ impl DebugInfo {
         let mut needle = name.as_bytes().to_vec();
         needle.push(0);
         let mut patterns: Vec<Vec<u8>> = vec![needle.clone()];
+        let mut offs: [Vec<usize>; 2] = [Vec::new(), Vec::new()];
         let strs = [
             self.dwarf.debug_str.reader().bytes(),
             self.dwarf.debug_line_str.reader().bytes(),
         ];
-        for s in strs {
-            let finder = aho_corasick::AhoCorasick::new([&needle]).ok()?;
+        let finder = aho_corasick::AhoCorasick::new([&needle]).ok()?;
+        for (s, offs) in strs.into_iter().zip(offs.iter_mut()) {
             // Occurrences cannot overlap: the needle's only NUL is its last byte.
             for m in finder.find_iter(s) {
                 let off = u32::try_from(m.start()).ok()?;
+                offs.push(m.start());
                 patterns.push(if big {
                     off.to_be_bytes().to_vec()
                 } else {
@@ -241,7 +397,13 @@ impl DebugInfo {
             let end = u.offset().0 + u.length_including_self();
             at = end.max(m + 1);
         }
-        Some(out)
+        let [str_offs, line_offs] = offs;
+        let sp = Spellings {
+            name: name.as_bytes().to_vec(),
+            str_offs,
+            line_offs,
+        };
+        Some((out, sp))
     }
 
     /// The unit whose bytes include offset `pos` of `.debug_info`.
@@ -273,64 +435,6 @@ impl DebugInfo {
             }
             out
         })
-    }
-
-    /// Computes the top-level names of `units`, on a few threads when there are many.
-    fn fill_top(&self, units: &[usize]) {
-        let todo: Vec<usize> = units
-            .iter()
-            .copied()
-            .filter(|&u| self.names.top.get(u).is_some_and(|c| c.get().is_none()))
-            .collect();
-        let lens: Vec<usize> = todo
-            .iter()
-            .map(|&u| self.units[u].header.length_including_self())
-            .collect();
-        let bounds = crate::split_by_size(&lens, crate::sum_sizes(&lens));
-        let run = |r: &[usize]| {
-            for &u in r {
-                self.top_names(u);
-            }
-        };
-        if bounds.len() <= 2 {
-            run(&todo);
-            return;
-        }
-        std::thread::scope(|s| {
-            for w in bounds.windows(2) {
-                let part = &todo[w[0]..w[1]];
-                s.spawn(move || run(part));
-            }
-        });
-    }
-
-    fn top_names(&self, ui: usize) -> Option<&Vec<u64>> {
-        self.names
-            .top
-            .get(ui)?
-            .get_or_init(|| {
-                let mut v = Vec::new();
-                match self.prescan_unit_raw(ui, &mut v) {
-                    Ok(true) => {
-                        let mut v: Vec<u64> = v.into_iter().map(|(h, _)| h).collect();
-                        v.sort_unstable();
-                        v.dedup();
-                        Some(v)
-                    }
-                    _ => None,
-                }
-            })
-            .as_ref()
-    }
-
-    /// Whether unit `ui` defines a subprogram whose name hashes to `h` at its top
-    /// level, or cannot be vouched for.
-    fn defines_at_top(&self, ui: usize, h: u64) -> bool {
-        if ui >= self.names.top.len() {
-            return true;
-        }
-        self.top_names(ui)
-            .is_none_or(|v| v.binary_search(&h).is_ok())
     }
 
     /// The units whose code covers `addr`: from `.debug_aranges` when it covers the
