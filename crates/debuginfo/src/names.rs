@@ -47,7 +47,14 @@ struct Spellings {
 }
 
 /// Reads an unsigned LEB128 from `b` at `*i`.
+#[inline]
 fn uleb(b: &[u8], i: &mut usize) -> Option<u64> {
+    // Nearly every number in an abbreviation table fits in one byte.
+    let first = *b.get(*i)?;
+    if first < 0x80 {
+        *i += 1;
+        return Some(u64::from(first));
+    }
     let mut v: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -114,6 +121,106 @@ pub(crate) fn abbrev_table_opaque(b: &[u8], off: usize) -> bool {
     }
 }
 
+/// What a unit's abbreviation table says about where a subprogram definition's name
+/// can be: for each definition abbreviation with a `DW_AT_name`, its code and the
+/// name's fixed distance from the end of the code (the sizes of the attributes before
+/// it). `None` when some definition's name cannot be placed that way (an attribute of
+/// variable size before it), or a definition may be named through another DIE
+/// (`DW_AT_specification`), or the table cannot be read.
+pub(crate) fn definition_names(
+    b: &[u8],
+    off: usize,
+    version: u16,
+    offset_size: u8,
+    addr_size: u8,
+) -> Option<Vec<(u64, usize)>> {
+    const TAG_SUBPROGRAM: u64 = 0x2e;
+    const AT_NAME: u64 = 0x03;
+    const AT_DECLARATION: u64 = 0x3c;
+    const AT_SPECIFICATION: u64 = 0x47;
+    const FORM_FLAG_PRESENT: u64 = 0x19;
+    const FORM_IMPLICIT_CONST: u64 = 0x21;
+    let os = usize::from(offset_size);
+    let fixed = |form: u64| -> Option<usize> {
+        Some(match form {
+            0x01 => usize::from(addr_size),        // addr
+            0x05 | 0x12 | 0x26 | 0x2a => 2,        // data2 ref2 strx2 addrx2
+            0x06 | 0x13 | 0x1c | 0x28 | 0x2c => 4, // data4 ref4 ref_sup4 strx4 addrx4
+            0x07 | 0x14 | 0x20 | 0x24 => 8,        // data8 ref8 ref_sig8 ref_sup8
+            0x0b | 0x0c | 0x11 | 0x25 | 0x29 => 1, // data1 flag ref1 strx1 addrx1
+            0x27 | 0x2b => 3,                      // strx3 addrx3
+            0x1e => 16,                            // data16
+            0x0e | 0x17 | 0x1d | 0x1f => os,       // strp sec_offset strp_sup line_strp
+            0x10 if version >= 3 => os,            // ref_addr
+            0x10 => usize::from(addr_size),
+            FORM_FLAG_PRESENT | FORM_IMPLICIT_CONST => 0,
+            _ => return None,
+        })
+    };
+    let mut out = Vec::new();
+    let mut i = off;
+    loop {
+        let code = uleb(b, &mut i)?;
+        if code == 0 {
+            return Some(out);
+        }
+        let tag = uleb(b, &mut i)?;
+        b.get(i)?;
+        i += 1; // DW_CHILDREN_*
+        let mut at_name: Option<Option<usize>> = None;
+        let mut declaration = false;
+        let mut specification = false;
+        let mut before: Option<usize> = Some(0);
+        loop {
+            let (at, form) = (uleb(b, &mut i)?, uleb(b, &mut i)?);
+            if at == 0 && form == 0 {
+                break;
+            }
+            if form == FORM_IMPLICIT_CONST {
+                uleb(b, &mut i)?;
+            }
+            match at {
+                AT_NAME if at_name.is_none() => at_name = Some(before),
+                // Only the flag without bytes says "declaration" for certain.
+                AT_DECLARATION => declaration = form == FORM_FLAG_PRESENT,
+                AT_SPECIFICATION => specification = true,
+                _ => {}
+            }
+            before = before.and_then(|n| Some(n + fixed(form)?));
+        }
+        if tag != TAG_SUBPROGRAM || declaration {
+            continue;
+        }
+        if specification {
+            return None;
+        }
+        match at_name {
+            Some(Some(d)) => out.push((code, d)),
+            Some(None) => return None,
+            None => {}
+        }
+    }
+}
+
+/// The values of the ULEB128s that can end right before `end` in `b` (no earlier than
+/// `start`): the last byte below 0x80, the bytes before it at or above.
+fn codes_ending_at(b: &[u8], start: usize, end: usize) -> impl Iterator<Item = u64> + '_ {
+    let last_ok = end > start && b.get(end - 1).is_some_and(|x| *x < 0x80);
+    (1..=10usize)
+        .take_while(move |&k| {
+            last_ok && k <= end - start && (k == 1 || b.get(end - k).is_some_and(|x| *x >= 0x80))
+        })
+        .map(move |k| {
+            let mut v = 0u64;
+            for (j, x) in b[end - k..end].iter().enumerate() {
+                if j < 10 {
+                    v |= u64::from(x & 0x7f) << (7 * j as u32).min(63);
+                }
+            }
+            v
+        })
+}
+
 impl DebugInfo {
     /// The units that may hold an out-of-line function (or an inlined instance) named
     /// `name` or, for out-of-line ones, at one of `sym_addrs`: a superset of the units
@@ -155,20 +262,94 @@ impl DebugInfo {
     /// inlined instances live in units that have its abstract definition) or whose
     /// top level cannot vouch for them. `None` when the search cannot be made.
     fn defining_units(&self, name: &str) -> Option<Vec<usize>> {
-        let (mut units, sp) = self.search_bytes(name)?;
-        crate::timing(|| format!("{name}: bytes in {} units", units.len()));
-        units.extend_from_slice(self.opaque_units());
-        units.sort_unstable();
-        units.dedup();
-        crate::timing(|| format!("{} opaque units", self.opaque_units().len()));
-        let keep = self.on_threads(&units, |u| self.top_defines(u, &sp).unwrap_or(true));
-        let units: Vec<usize> = units
-            .into_iter()
-            .zip(keep)
-            .filter_map(|(u, k)| k.then_some(u))
-            .collect();
-        crate::timing(|| format!("{name}: defined at the top of {} units", units.len()));
-        Some(units)
+        // The abbreviation tables are read while .debug_info is searched.
+        let (found, opaque) = std::thread::scope(|s| {
+            let o = s.spawn(|| self.opaque_units().len());
+            let found = self.search_bytes(name);
+            (found, o.join())
+        });
+        let (hits, sp) = found?;
+        crate::timing(|| format!("{name}: bytes in {} units", hits.len()));
+        // A lost thread leaves the table to be read here.
+        let _ = opaque;
+        let opaque = self.opaque_units();
+        crate::timing(|| format!("{} opaque units", opaque.len()));
+        // A unit with hits and readable abbreviations is decided by its hits; the
+        // others by a walk of their top level.
+        let mut keep = Vec::new();
+        let mut walk = Vec::new();
+        for (u, pos) in &hits {
+            if opaque.binary_search(u).is_ok() {
+                walk.push(*u);
+                continue;
+            }
+            match pos.as_deref().and_then(|p| self.hits_define(*u, p)) {
+                Some(true) => keep.push(*u),
+                Some(false) => {}
+                None => walk.push(*u),
+            }
+        }
+        walk.extend(
+            opaque
+                .iter()
+                .filter(|u| hits.binary_search_by_key(u, |h| &h.0).is_err()),
+        );
+        walk.sort_unstable();
+        walk.dedup();
+        crate::timing(|| {
+            format!(
+                "{name}: {} units by their hits, {} to walk",
+                keep.len(),
+                walk.len()
+            )
+        });
+        let walked = self.on_threads(&walk, |u| self.top_defines(u, &sp).unwrap_or(true));
+        keep.extend(
+            walk.into_iter()
+                .zip(walked)
+                .filter_map(|(u, k)| k.then_some(u)),
+        );
+        keep.sort_unstable();
+        crate::timing(|| format!("{name}: defined in {} units", keep.len()));
+        Some(keep)
+    }
+
+    /// Whether one of the byte hits `pos` in unit `ui` can be the name of a subprogram
+    /// definition: the bytes before it must end in the code of a definition
+    /// abbreviation whose name comes that many bytes after its code. `Some(false)` is
+    /// certain (every definition's name sits at a fixed place, and none is at a hit);
+    /// `None` when the table cannot tell.
+    fn hits_define(&self, ui: usize, pos: &[usize]) -> Option<bool> {
+        let h = &self.units.get(ui)?.header;
+        let enc = h.encoding();
+        // An 8-byte string offset holds the 4-byte pattern at its start only when
+        // little-endian: other layouts are left to the walk.
+        if enc.format == gimli::Format::Dwarf64 {
+            return None;
+        }
+        let defs = definition_names(
+            self.dwarf.debug_abbrev.reader().bytes(),
+            h.debug_abbrev_offset().0,
+            enc.version,
+            enc.format.word_size(),
+            enc.address_size,
+        )?;
+        let info = self.dwarf.debug_info.reader().bytes();
+        let start = h.offset().0;
+        let mut dists: Vec<usize> = defs.iter().map(|d| d.1).collect();
+        dists.sort_unstable();
+        dists.dedup();
+        for &p in pos {
+            for &d in &dists {
+                let Some(end) = p.checked_sub(d) else {
+                    continue;
+                };
+                if codes_ending_at(info, start, end).any(|c| defs.contains(&(c, d))) {
+                    return Some(true);
+                }
+            }
+        }
+        Some(false)
     }
 
     /// `f` of every unit in `units`, in order, on a few threads when they are large.
@@ -315,7 +496,8 @@ impl DebugInfo {
     /// The units whose bytes contain `name` inline or one of its string offsets, in
     /// order, and the name's spellings; `None` when the search cannot be made (empty
     /// name, huge sections, a name that ends too many strings).
-    fn search_bytes(&self, name: &str) -> Option<(Vec<usize>, Spellings)> {
+    #[allow(clippy::type_complexity)]
+    fn search_bytes(&self, name: &str) -> Option<(Vec<(usize, Option<Vec<usize>>)>, Spellings)> {
         if name.is_empty() || name.as_bytes().contains(&0) {
             return None;
         }
@@ -379,23 +561,37 @@ impl DebugInfo {
                 (None, None) => None,
             }
         };
-        // Only which units match matters: after a match, go on at the next unit.
-        // Leftmost-first reports the earliest match start, so nothing before it is
-        // skipped.
-        let mut out = Vec::new();
+        // Every position where a pattern starts, by unit: after a match the search
+        // goes on at the next byte (leftmost-first reports the earliest start, so no
+        // position is skipped). A unit with very many hits is not worth them: its
+        // list is dropped (`None`) and it is searched no further.
+        const MAX_HITS: usize = 64;
+        let mut out: Vec<(usize, Option<Vec<usize>>)> = Vec::new();
         let mut at = 0usize;
         while at < info.len() {
             let Some(m) = find(at) else {
                 break;
             };
+            at = m + 1;
             let Some(ui) = self.unit_of_offset(m) else {
-                at = m + 1;
                 continue;
             };
-            out.push(ui);
-            let u = &self.units[ui].header;
-            let end = u.offset().0 + u.length_including_self();
-            at = end.max(m + 1);
+            if out.last().is_none_or(|l| l.0 != ui) {
+                out.push((ui, Some(Vec::new())));
+            }
+            let Some(last) = out.last_mut() else {
+                break;
+            };
+            if let Some(v) = &mut last.1 {
+                v.push(m);
+                if v.len() > MAX_HITS {
+                    last.1 = None;
+                }
+            }
+            if last.1.is_none() {
+                let u = &self.units[ui].header;
+                at = at.max(u.offset().0 + u.length_including_self());
+            }
         }
         let [str_offs, line_offs] = offs;
         let sp = Spellings {
