@@ -327,8 +327,7 @@ type SeparateFile = (PathBuf, Image);
 /// writable data) may be left as zeros.
 struct Image {
     bytes: Vec<u8>,
-    /// (file offset, size, contents).
-    pre: Vec<(u64, u64, Arc<[u8]>)>,
+    pre: Vec<SectionBuf>,
 }
 
 impl Image {
@@ -455,15 +454,15 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
     Ok(Image { bytes, pre })
 }
 
+/// A section read apart: (file offset, size, contents).
+type SectionBuf = (u64, u64, Arc<[u8]>);
+
 /// Reads whole sections (file offset, size) into buffers of their own, on two threads
 /// when there are megabytes: most of the time goes to faulting in fresh pages, which
 /// two cores do twice as fast.
-fn read_sections(
-    f: &std::fs::File,
-    mut jobs: Vec<(u64, u64)>,
-) -> std::io::Result<Vec<(u64, u64, Arc<[u8]>)>> {
+fn read_sections(f: &std::fs::File, mut jobs: Vec<(u64, u64)>) -> std::io::Result<Vec<SectionBuf>> {
     use std::os::unix::fs::FileExt;
-    let read = |lane: Vec<(u64, u64)>| -> std::io::Result<Vec<(u64, u64, Arc<[u8]>)>> {
+    let read = |lane: Vec<(u64, u64)>| -> std::io::Result<Vec<SectionBuf>> {
         lane.into_iter()
             .map(|(off, n)| {
                 let len = usize::try_from(n).map_err(|_| std::io::ErrorKind::InvalidData)?;
