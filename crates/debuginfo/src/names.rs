@@ -204,7 +204,11 @@ pub(crate) fn definition_names(
 
 /// The values of the ULEB128s that can end right before `end` in `b` (no earlier than
 /// `start`): the last byte below 0x80, the bytes before it at or above.
-fn codes_ending_at(b: &[u8], start: usize, end: usize) -> impl Iterator<Item = u64> + '_ {
+pub(crate) fn codes_ending_at(
+    b: &[u8],
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = u64> + '_ {
     let last_ok = end > start && b.get(end - 1).is_some_and(|x| *x < 0x80);
     (1..=10usize)
         .take_while(move |&k| {
@@ -657,7 +661,7 @@ impl DebugInfo {
         )
     }
 
-    fn read_aranges(&self) -> Option<Vec<(u64, u64, usize)>> {
+    pub(crate) fn read_aranges(&self) -> Option<Vec<(u64, u64, usize)>> {
         let mut out = Vec::new();
         let mut headers = self.dwarf.debug_aranges.headers();
         while let Ok(Some(h)) = headers.next() {
