@@ -500,10 +500,12 @@ fn read_sections(f: &std::fs::File, mut jobs: Vec<(u64, u64)>) -> std::io::Resul
 
 /// The DWARF sections gimli reads, decompressed (on several threads: distribution
 /// debug files are zlib-compressed and inflating them is most of their opening time).
+/// Also the scan of `.debug_abbrev` when it was inflated here: its lane is usually
+/// idle while `.debug_info` inflates on the other.
 fn load_debug_sections(
     file: &object::File<'_>,
     image: &Image,
-) -> Result<HashMap<&'static str, R>, String> {
+) -> Result<(HashMap<&'static str, R>, Option<names::AbbrevScan>), String> {
     let ids = [
         gimli::SectionId::DebugAbbrev,
         gimli::SectionId::DebugAddr,
@@ -564,15 +566,23 @@ fn load_debug_sections(
         }
     }
     let lanes = lanes.into_iter().map(|l| l.1);
+    let abbrev_name = gimli::SectionId::DebugAbbrev.name();
     let inflate = |lane: Vec<(&'static str, object::Section<'_, '_>)>| {
-        lane.into_iter()
+        let mut abbrev = None;
+        let out = lane
+            .into_iter()
             .map(|(name, s)| {
                 let data = inflate_section(&s).map_err(|e| format!("{name}: {e}"))?;
+                if name == abbrev_name {
+                    abbrev = Some(data.clone());
+                }
                 Ok((name, EndianArcSlice::new(data, endian)))
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((out, abbrev.map(|a| names::AbbrevScan::new(&a))))
     };
-    let results: Vec<Result<Vec<_>, String>> = std::thread::scope(|sc| {
+    type Lane = Result<(Vec<(&'static str, R)>, Option<names::AbbrevScan>), String>;
+    let results: Vec<Lane> = std::thread::scope(|sc| {
         let mut lanes = lanes;
         let first = lanes.next().unwrap_or_default();
         let handles: Vec<_> = lanes.map(|l| sc.spawn(move || inflate(l))).collect();
@@ -585,10 +595,13 @@ fn load_debug_sections(
         }
         out
     });
+    let mut scan = None;
     for r in results {
-        map.extend(r?);
+        let (sections, s) = r?;
+        map.extend(sections);
+        scan = scan.or(s);
     }
-    Ok(map)
+    Ok((map, scan))
 }
 
 /// A section's contents, inflated straight into the buffer gimli reads when it is
@@ -764,7 +777,7 @@ impl DebugInfo {
         };
         timing(|| "separate debug file found".into());
         let empty = EndianArcSlice::new(Arc::from(&[][..]), endian);
-        let mut loaded =
+        let (mut loaded, abbrev_scan) =
             load_debug_sections(dwarf_src, dwarf_bytes).map_err(|e| derr(e.clone()))?;
         let dwarf = gimli::Dwarf::load(|id| -> Result<R, String> {
             Ok(loaded.remove(id.name()).unwrap_or_else(|| empty.clone()))
@@ -825,6 +838,9 @@ impl DebugInfo {
             abbrevs: Default::default(),
         };
         timing(|| "symbols read".into());
+        if let Some(scan) = abbrev_scan {
+            di.names.set_abbrev_scan(scan);
+        }
         di.sdt = sdt::read_notes(&file, pie);
         if has_dwarf {
             di.load_units().map_err(|e| derr(e.to_string()))?;

@@ -28,6 +28,8 @@ use crate::DebugInfo;
 pub(crate) struct NameIndex {
     /// Units whose abbreviations defeat the byte search, sorted.
     opaque: OnceLock<Vec<usize>>,
+    /// The tables of `.debug_abbrev` read one after the other.
+    tables: OnceLock<AbbrevScan>,
     /// `.debug_aranges` as (begin, end, unit) sorted by begin; `None` without it.
     aranges: OnceLock<Option<Vec<(u64, u64, usize)>>>,
     /// Code ranges of every unit's root DIE, sorted by begin (parses every unit: only
@@ -36,6 +38,55 @@ pub(crate) struct NameIndex {
     /// Per name searched so far: the units that may hold it (`None`: the search was
     /// impossible and every unit is a candidate), before symbol addresses are added.
     hits: Mutex<HashMap<String, Option<Arc<Vec<usize>>>>>,
+}
+
+/// The abbreviation tables of a whole `.debug_abbrev`, read one after the other from
+/// its start (where units' tables are, in practice): where each starts, and which are
+/// opaque. A unit whose table starts elsewhere has it read on its own.
+pub(crate) struct AbbrevScan {
+    starts: Vec<usize>,
+    opaque: Vec<usize>,
+}
+
+impl AbbrevScan {
+    pub(crate) fn new(b: &[u8]) -> AbbrevScan {
+        let mut scan = AbbrevScan {
+            starts: Vec::new(),
+            opaque: Vec::new(),
+        };
+        let mut i = 0usize;
+        while i < b.len() {
+            scan.starts.push(i);
+            match abbrev_table(b, i) {
+                Some((end, opaque)) if end > i => {
+                    if opaque {
+                        scan.opaque.push(i);
+                    }
+                    i = end;
+                }
+                // Unreadable from here on: the tables past it are read on their own.
+                _ => {
+                    scan.opaque.push(i);
+                    break;
+                }
+            }
+        }
+        scan
+    }
+
+    /// Whether the table at `off` is opaque, if the scan saw it start there.
+    pub(crate) fn opaque_at(&self, off: usize) -> Option<bool> {
+        self.starts
+            .binary_search(&off)
+            .ok()
+            .map(|_| self.opaque.binary_search(&off).is_ok())
+    }
+}
+
+impl NameIndex {
+    pub(crate) fn set_abbrev_scan(&self, scan: AbbrevScan) {
+        let _ = self.tables.set(scan);
+    }
 }
 
 /// How a name can appear in raw attribute values: the bytes, and every offset of
@@ -77,6 +128,12 @@ fn uleb(b: &[u8], i: &mut usize) -> Option<u64> {
 /// function in a way the byte search cannot see (see the module comment). A table
 /// that cannot be read counts as opaque.
 pub(crate) fn abbrev_table_opaque(b: &[u8], off: usize) -> bool {
+    abbrev_table(b, off).is_none_or(|t| t.1)
+}
+
+/// Reads the abbreviation table at `off`: where it ends, and whether it is opaque
+/// (see [`abbrev_table_opaque`]); `None` when it cannot be read.
+fn abbrev_table(b: &[u8], off: usize) -> Option<(usize, bool)> {
     const AT_NAME: u64 = 0x03;
     const AT_ABSTRACT_ORIGIN: u64 = 0x31;
     const AT_SPECIFICATION: u64 = 0x47;
@@ -87,36 +144,29 @@ pub(crate) fn abbrev_table_opaque(b: &[u8], off: usize) -> bool {
     // ref1, ref2, ref4, ref8, ref_udata: offsets within the unit.
     let unit_ref = |f: u64| (0x11..=0x15).contains(&f);
     let mut i = off;
+    let mut opaque = false;
     // A table is a list of declarations ended by code 0; bounded by the section.
     loop {
-        let Some(code) = uleb(b, &mut i) else {
-            return true;
-        };
+        let code = uleb(b, &mut i)?;
         if code == 0 {
-            return false;
+            return Some((i, opaque));
         }
-        if uleb(b, &mut i).is_none() || b.get(i).is_none() {
-            return true;
-        }
+        uleb(b, &mut i)?;
+        b.get(i)?;
         i += 1; // DW_CHILDREN_*
         loop {
-            let (Some(at), Some(form)) = (uleb(b, &mut i), uleb(b, &mut i)) else {
-                return true;
-            };
+            let (at, form) = (uleb(b, &mut i)?, uleb(b, &mut i)?);
             if at == 0 && form == 0 {
                 break;
             }
-            if form == FORM_IMPLICIT_CONST && uleb(b, &mut i).is_none() {
-                return true;
+            if form == FORM_IMPLICIT_CONST {
+                uleb(b, &mut i)?;
             }
-            let bad = match at {
+            opaque |= match at {
                 AT_NAME => !matches!(form, FORM_STRING | FORM_STRP | FORM_LINE_STRP),
                 AT_ABSTRACT_ORIGIN | AT_SPECIFICATION => !unit_ref(form),
                 _ => false,
             };
-            if bad {
-                return true;
-            }
         }
     }
 }
@@ -620,19 +670,25 @@ impl DebugInfo {
     fn opaque_units(&self) -> &[usize] {
         self.names.opaque.get_or_init(|| {
             let abbrev = self.dwarf.debug_abbrev.reader().bytes();
+            let tables = self.names.tables.get_or_init(|| AbbrevScan::new(abbrev));
             let mut seen: HashMap<usize, bool> = HashMap::new();
             let mut out = Vec::new();
+            crate::timing(|| "abbreviation tables: start".into());
             for (ui, u) in self.units.iter().enumerate() {
                 let off = u.header.debug_abbrev_offset().0;
-                let opaque = *seen
-                    .entry(off)
-                    .or_insert_with(|| abbrev_table_opaque(abbrev, off));
+                let opaque = match tables.opaque_at(off) {
+                    Some(o) => o,
+                    None => *seen
+                        .entry(off)
+                        .or_insert_with(|| abbrev_table_opaque(abbrev, off)),
+                };
                 // Type units and skeletons are never scanned for functions here; a
                 // unit kind this code does not know is looked at, to be safe.
                 if opaque {
                     out.push(ui);
                 }
             }
+            crate::timing(|| format!("abbreviation tables: {} read apart", seen.len()));
             out
         })
     }

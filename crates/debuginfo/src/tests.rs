@@ -1097,6 +1097,20 @@ fn raw_abbreviation_reading() {
         &table(&[&[8u8, 0x1d, 0, 0x31, 0x13, 0, 0]]),
         0
     ));
+    // Tables read one after the other agree with tables read on their own.
+    let strx = table(&[&[7u8, 0x2e, 0, 0x03, 0x25, 0, 0]]);
+    let both = [ok.clone(), strx.clone(), ok.clone()].concat();
+    let scan = names::AbbrevScan::new(&both);
+    let (a, b2, c) = (0, ok.len(), ok.len() + strx.len());
+    for off in [a, b2, c] {
+        assert_eq!(
+            scan.opaque_at(off),
+            Some(names::abbrev_table_opaque(&both, off)),
+            "{off}"
+        );
+    }
+    assert_eq!(scan.opaque_at(b2), Some(true));
+    assert_eq!(scan.opaque_at(1), None);
     // Truncated tables never panic and are opaque or unreadable.
     for cut in 0..ok.len() - 1 {
         assert!(names::abbrev_table_opaque(&ok[..cut], 0));
