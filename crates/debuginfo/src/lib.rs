@@ -328,6 +328,11 @@ type SeparateFile = (PathBuf, Image);
 struct Image {
     bytes: Vec<u8>,
     pre: Vec<SectionBuf>,
+    /// Compressed DWARF sections left unread (file offset, size): the thread that
+    /// inflates one reads it, so reading overlaps inflating.
+    deferred: Vec<(u64, u64)>,
+    /// The file, for the deferred sections.
+    file: Option<std::fs::File>,
 }
 
 impl Image {
@@ -335,7 +340,19 @@ impl Image {
         Image {
             bytes,
             pre: Vec::new(),
+            deferred: Vec::new(),
+            file: None,
         }
+    }
+
+    /// A deferred section's bytes, as in the file.
+    fn read_deferred(&self, off: u64, size: u64) -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file.as_ref().ok_or("file closed")?;
+        let n = usize::try_from(size).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; n];
+        f.read_exact_at(&mut buf, off).map_err(|e| e.to_string())?;
+        Ok(buf)
     }
 
     /// The bytes at `[off, off + size)`, shared when read apart, else copied.
@@ -418,6 +435,7 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
         at < end && bytes[at..end].split(|b| *b == 0).next() == Some(want)
     };
     let mut big = Vec::new();
+    let mut deferred = Vec::new();
     for i in 0..shnum {
         let h = (shoff + i * shentsize) as usize;
         let sh = bytes[h..h + 64].to_vec();
@@ -444,14 +462,26 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
             continue;
         }
         let big_dwarf = ty == 1 && flags & (SHF_ALLOC | SHF_COMPRESSED) == 0 && n >= 1 << 16;
+        let big_compressed = ty == 1
+            && flags & (SHF_ALLOC | SHF_COMPRESSED) == SHF_COMPRESSED
+            && DWARF_SECTIONS
+                .iter()
+                .any(|id| name_is(&bytes, u32_at(&sh, 0), id.name().as_bytes()));
         if big_dwarf {
             big.push((off, n));
+        } else if big_compressed {
+            deferred.push((off, n));
         } else {
             read_into(&mut bytes, off, n)?;
         }
     }
     let pre = read_sections(&f, big)?;
-    Ok(Image { bytes, pre })
+    Ok(Image {
+        bytes,
+        pre,
+        deferred,
+        file: Some(f),
+    })
 }
 
 /// A section read apart: (file offset, size, contents).
@@ -498,6 +528,23 @@ fn read_sections(f: &std::fs::File, mut jobs: Vec<(u64, u64)>) -> std::io::Resul
     })
 }
 
+/// The sections gimli reads (`.debug_frame` is read apart, by the unwinder).
+const DWARF_SECTIONS: [gimli::SectionId; 13] = [
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugLoc,
+    gimli::SectionId::DebugLocLists,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+    gimli::SectionId::DebugTypes,
+];
+
 /// The DWARF sections gimli reads, decompressed (on several threads: distribution
 /// debug files are zlib-compressed and inflating them is most of their opening time).
 /// Also the scan of `.debug_abbrev` when it was inflated here: its lane is usually
@@ -506,21 +553,7 @@ fn load_debug_sections(
     file: &object::File<'_>,
     image: &Image,
 ) -> Result<(HashMap<&'static str, R>, Option<names::AbbrevScan>), String> {
-    let ids = [
-        gimli::SectionId::DebugAbbrev,
-        gimli::SectionId::DebugAddr,
-        gimli::SectionId::DebugAranges,
-        gimli::SectionId::DebugInfo,
-        gimli::SectionId::DebugLine,
-        gimli::SectionId::DebugLineStr,
-        gimli::SectionId::DebugLoc,
-        gimli::SectionId::DebugLocLists,
-        gimli::SectionId::DebugRanges,
-        gimli::SectionId::DebugRngLists,
-        gimli::SectionId::DebugStr,
-        gimli::SectionId::DebugStrOffsets,
-        gimli::SectionId::DebugTypes,
-    ];
+    let ids = DWARF_SECTIONS;
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
@@ -572,7 +605,7 @@ fn load_debug_sections(
         let out = lane
             .into_iter()
             .map(|(name, s)| {
-                let data = inflate_section(&s).map_err(|e| format!("{name}: {e}"))?;
+                let data = inflate_section(&s, image).map_err(|e| format!("{name}: {e}"))?;
                 if name == abbrev_name {
                     abbrev = Some(data.clone());
                 }
@@ -607,10 +640,43 @@ fn load_debug_sections(
 /// A section's contents, inflated straight into the buffer gimli reads when it is
 /// zlib-compressed (no intermediate copy: these are megabytes), else as object gives
 /// them.
-fn inflate_section(s: &object::Section<'_, '_>) -> Result<Arc<[u8]>, String> {
+fn inflate_section(s: &object::Section<'_, '_>, image: &Image) -> Result<Arc<[u8]>, String> {
+    if let Some((off, size)) = s.file_range().filter(|r| image.deferred.contains(r)) {
+        // ELF64 little-endian (the only files read sparsely): ch_type, ch_reserved,
+        // ch_size, ch_addralign, then the data.
+        let raw = image.read_deferred(off, size)?;
+        let head: [u8; 24] = raw
+            .get(..24)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("truncated compression header")?;
+        let ty = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let mut sz = [0u8; 8];
+        sz.copy_from_slice(&head[8..16]);
+        let format = match ty {
+            1 => object::CompressionFormat::Zlib,
+            2 => object::CompressionFormat::Zstandard,
+            _ => return Err(format!("unsupported compression type {ty}")),
+        };
+        let c = object::CompressedData {
+            format,
+            data: &raw[24..],
+            uncompressed_size: u64::from_le_bytes(sz),
+        };
+        return inflate_data(c);
+    }
     let c = s.compressed_data().map_err(|e| e.to_string())?;
     if c.format != object::CompressionFormat::Zlib {
         let data = s.uncompressed_data().map_err(|e| e.to_string())?;
+        return Ok(Arc::from(&*data));
+    }
+    inflate_data(c)
+}
+
+/// Inflates compressed data: zlib straight into the buffer gimli reads, zstd through
+/// object.
+fn inflate_data(c: object::CompressedData<'_>) -> Result<Arc<[u8]>, String> {
+    if c.format != object::CompressionFormat::Zlib {
+        let data = c.decompress().map_err(|e| e.to_string())?;
         return Ok(Arc::from(&*data));
     }
     // zlib cannot inflate more than about 1032 times its input: a larger claim is a
