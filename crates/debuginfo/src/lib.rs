@@ -5,10 +5,14 @@
 //! itself or from a separate debug file found by build-id or `.gnu_debuglink` under
 //! the debug roots ([`set_debug_dirs`], `SNAPTAP_DEBUG_DIRS`, default
 //! `/usr/lib/debug`; a file of another build is refused), inflating zlib/zstd
-//! sections on several threads. Nothing is indexed up front: a query by exact name
-//! reads only the top level of each unit (jumping over children by `DW_AT_sibling`)
-//! and then scans the few units that define the name; queries that need everything
-//! (wildcards, address lookups) scan all units once, in parallel. Queries answer in
+//! sections on several threads. Nothing is indexed up front, and a unit is parsed
+//! (abbreviations, line program header) only when a query needs it: a query by exact
+//! name finds the few units that can define the name by a byte search of
+//! `.debug_info` for its string offsets, plus `.debug_aranges` for the units around
+//! symbols of that name (see `names.rs`), and scans only those; queries that need
+//! everything (wildcards, address lookups) scan all units once, in parallel. The
+//! symbol tables are read on first use. `SNAPTAP_DEBUGINFO_TIMING=1` prints the
+//! steps with their times to stderr. Queries answer in
 //! plain data: [`Function`], [`Variable`], [`Type`], [`Location`] (a symbolic program
 //! of [`capture_plan::Op`]s), [`UnwindRow`] (CFI for the unwinder). No gimli type
 //! appears in the public API, and nothing here touches a live process.
