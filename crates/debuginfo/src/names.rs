@@ -1,8 +1,8 @@
 //! Which units can hold a function of a given name, found without parsing every unit:
 //! a byte search of `.debug_info` for the name's string offsets, a look at the
 //! abbreviation tables for units that search could miss, `.debug_aranges` for the
-//! units around a symbol's address, and the names each candidate defines at its top
-//! level.
+//! units around a symbol's address, and, of the units the name's bytes are in, those
+//! where they can be the name of a subprogram definition.
 //!
 //! Why a byte search is complete: a DIE names a function through `DW_AT_name` in
 //! `DW_FORM_strp` (a 4- or 8-byte offset into `.debug_str`), `DW_FORM_line_strp` (into
@@ -15,6 +15,14 @@
 //! another unit (`DW_FORM_ref_addr` origins, as LTO and dwz make): such "opaque"
 //! units are always candidates. A pattern found in a unit by chance only costs a
 //! look at that unit.
+//!
+//! Most units that hold the name only declare the function (every caller of `malloc`
+//! does). A definition's name sits at a fixed distance after its DIE's abbreviation
+//! code when the attributes before `DW_AT_name` have fixed sizes, as gcc writes them:
+//! a hit not preceded by the code of a definition abbreviation at that distance is
+//! not a definition. Units whose table cannot tell (a definition named through
+//! `DW_AT_specification`, a variable-size attribute before the name) are walked at
+//! their top level instead, which is what finding the name took before.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -311,21 +319,24 @@ impl DebugInfo {
         units
     }
 
-    /// The units whose bytes hold the name (or that the byte search cannot see into),
-    /// and that define a subprogram of that name at their top level (a function's
-    /// inlined instances live in units that have its abstract definition) or whose
-    /// top level cannot vouch for them. `None` when the search cannot be made.
+    /// The units that can define a subprogram of that name (a function's inlined
+    /// instances live in units that have its abstract definition): of the units whose
+    /// bytes hold the name or that the byte search cannot see into, those with a hit
+    /// that can be a definition's name, or whose top level defines it or cannot vouch
+    /// for them. `None` when the search cannot be made.
     fn defining_units(&self, name: &str) -> Option<Vec<usize>> {
         // The abbreviation tables are read while .debug_info is searched.
-        let (found, opaque) = std::thread::scope(|s| {
-            let o = s.spawn(|| self.opaque_units().len());
-            let found = self.search_bytes(name);
-            (found, o.join())
-        });
+        let found = if self.names.opaque.get().is_some() {
+            self.search_bytes(name)
+        } else {
+            std::thread::scope(|s| {
+                // A lost thread leaves the tables to be read below.
+                s.spawn(|| self.opaque_units().len());
+                self.search_bytes(name)
+            })
+        };
         let (hits, sp) = found?;
         crate::timing(|| format!("{name}: bytes in {} units", hits.len()));
-        // A lost thread leaves the table to be read here.
-        let _ = opaque;
         let opaque = self.opaque_units();
         crate::timing(|| format!("{} opaque units", opaque.len()));
         // A unit with hits and readable abbreviations is decided by its hits; the
