@@ -245,6 +245,12 @@ fn wildcards_and_distance() {
 /// Exercises every query on `di`; used on corrupted files, where only "no panic"
 /// matters.
 fn exercise(di: &DebugInfo) {
+    // The quick name path first, before the full list exists.
+    for n in ["handle", "sq", "main", "greet"] {
+        for f in di.match_functions(n).into_iter().chain(di.match_inlines(n)) {
+            let _ = di.variables_at(f, di.probe_addr(f));
+        }
+    }
     for f in di.functions().iter().chain(di.inline_instances_all()) {
         let pc = di.probe_addr(f);
         let _ = di.cfa_at(pc);
@@ -316,6 +322,32 @@ fn corrupted_dwarf_never_panics() {
     }
     // Most single-byte corruptions still open: the queries above really ran.
     assert!(opened > 50, "{opened}");
+    // Compressed sections (read by the threads that inflate them) too.
+    let gz = build(&scratch("corrupt-gz"), "gz", &["-gz"]);
+    let gz_bytes = std::fs::read(&gz).unwrap();
+    let gz_ranges: Vec<(usize, usize)> = {
+        let file = object::File::parse(&*gz_bytes).unwrap();
+        file.sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug_")))
+            .filter_map(|s| s.file_range())
+            .map(|(o, l)| (o as usize, l as usize))
+            .collect()
+    };
+    assert!(gz_ranges.len() >= 5);
+    for round in 0..100 {
+        let mut b = gz_bytes.clone();
+        let (off, len) = gz_ranges[(next() as usize) % gz_ranges.len()];
+        for _ in 0..1 + next() % 8 {
+            let i = off + (next() as usize) % len.max(1);
+            b[i] = next() as u8;
+        }
+        let p = dir.join(format!("corrupt-gz-{round}"));
+        std::fs::write(&p, &b).unwrap();
+        if let Ok(di) = DebugInfo::open(&p) {
+            exercise(&di);
+        }
+        let _ = std::fs::remove_file(&p);
+    }
     // Truncations and garbage never panic either.
     for cut in [0usize, 10, 64, 1000, bytes.len() / 2] {
         let p = dir.join("truncated");
@@ -715,6 +747,8 @@ fn crc32_is_zlibs() {
 
 /// Runs every query the planner and the unwinder make, as the fuzz target does.
 fn exercise_like_fuzz(di: &DebugInfo) {
+    let _ = di.match_functions("main");
+    let _ = di.match_inlines("handle");
     let _ = di.sdt_probes();
     let _ = di.global_names();
     let _ = di.find_type("struct req");
