@@ -1128,18 +1128,42 @@ impl DebugInfo {
         name: &str,
         inlined: bool,
         sym_addrs: &[u64],
+        follow: bool,
         out: &mut Vec<&'a Function>,
     ) -> Option<()> {
+        // With `follow`, origins in other units (LTO) are followed, each once: the
+        // quick path scans few units. The full list has all its functions made.
+        let mut cross: Option<HashMap<DieRef, Option<String>>> = follow.then(HashMap::new);
         for (fd, cell) in scan.found.iter().zip(&scan.slots) {
             if fd.inlined != inlined {
                 continue;
             }
-            let hit = match self.found_name(scan, fd) {
+            let own = match (self.found_name(scan, fd), &fd.origin, cross.as_mut()) {
+                (Some(n), _, _) => Some(n),
+                (None, Some(v @ AttributeValue::DebugInfoRef(_)), Some(cache)) => {
+                    match self.resolve_ref(fd.die.unit, v.clone()) {
+                        Some(d) => cache
+                            .entry(d)
+                            .or_insert_with(|| self.die_name(d))
+                            .clone()
+                            .map(String::into_bytes),
+                        // A reference to nowhere names nothing (nor in the full list).
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let hit = match own {
                 Some(n) => {
                     n == name.as_bytes() || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
                 }
-                // Cross-unit origins (LTO) or unreadable names: no shortcut.
-                None if !matches!(fd.origin, None | Some(AttributeValue::UnitRef(_))) => {
+                // Origins in forms not followed here, or unreadable names: no shortcut.
+                None if !matches!(
+                    (&fd.origin, &cross),
+                    (None | Some(AttributeValue::UnitRef(_)), _)
+                        | (Some(AttributeValue::DebugInfoRef(_)), Some(_))
+                ) =>
+                {
                     return None
                 }
                 None => false,
@@ -1165,7 +1189,7 @@ impl DebugInfo {
         };
         let mut out = Vec::new();
         if let Some(full) = self.full.get() {
-            self.named_in(full, name, inlined, &sym_addrs, &mut out)?;
+            self.named_in(full, name, inlined, &sym_addrs, false, &mut out)?;
             return Some(out);
         }
         let units = self.name_candidates(name, &sym_addrs);
@@ -1175,7 +1199,7 @@ impl DebugInfo {
                 .unit_scans
                 .get(u)?
                 .get_or_init(|| self.scan_units(u..u + 1));
-            self.named_in(scan, name, inlined, &sym_addrs, &mut out)?;
+            self.named_in(scan, name, inlined, &sym_addrs, true, &mut out)?;
         }
         timing(|| format!("{name}: {} found", out.len()));
         Some(out)
