@@ -1194,6 +1194,7 @@ impl DebugInfo {
         }
         let units = self.name_candidates(name, &sym_addrs);
         timing(|| format!("{name}: {} candidate units", units.len()));
+        self.scan_on_threads(&units);
         for u in units {
             let scan = self
                 .unit_scans
@@ -1203,6 +1204,35 @@ impl DebugInfo {
         }
         timing(|| format!("{name}: {} found", out.len()));
         Some(out)
+    }
+
+    /// Scans the units not scanned yet of `units`, on a few threads when they are
+    /// large (LTO programs name many candidates). A lost thread leaves its units to
+    /// be scanned on first use.
+    fn scan_on_threads(&self, units: &[usize]) {
+        let todo: Vec<usize> = units
+            .iter()
+            .copied()
+            .filter(|&u| self.unit_scans.get(u).is_some_and(|c| c.get().is_none()))
+            .collect();
+        let lens: Vec<usize> = todo
+            .iter()
+            .map(|&u| self.units[u].header.length_including_self())
+            .collect();
+        let bounds = split_by_size(&lens, sum_sizes(&lens));
+        if bounds.len() <= 2 {
+            return;
+        }
+        std::thread::scope(|s| {
+            for w in bounds.windows(2) {
+                let part = &todo[w[0]..w[1]];
+                s.spawn(move || {
+                    for &u in part {
+                        self.unit_scans[u].get_or_init(|| self.scan_units(u..u + 1));
+                    }
+                });
+            }
+        });
     }
 
     /// The inlined instances of the function `f` (same abstract origin).
