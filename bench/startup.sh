@@ -5,12 +5,18 @@
 # RUNS runs of each and the ratio snaptap/gdb (target: <= 0.25).
 #
 # Needs: python3.11-dbg (python3.11d) and libc6-dbg. Usage: bench/startup.sh [RUNS]
+# The binary is built in release mode under $CARGO_TARGET_DIR (default target/), or
+# taken as is from $SNAPTAP when set (to compare two builds in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-7}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p snaptap
-SNAPTAP=$TARGET_DIR/release/snaptap
+if [ -n "${SNAPTAP:-}" ]; then
+    [ -x "$SNAPTAP" ] || { echo "SNAPTAP=$SNAPTAP is not an executable" >&2; exit 1; }
+else
+    TARGET_DIR=${CARGO_TARGET_DIR:-target}
+    CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q -p snaptap
+    SNAPTAP=$TARGET_DIR/release/snaptap
+fi
 
 # Median wall time in milliseconds of running "$@" RUNS times (output discarded).
 median_ms() {

@@ -5,10 +5,14 @@
 //! itself or from a separate debug file found by build-id or `.gnu_debuglink` under
 //! the debug roots ([`set_debug_dirs`], `SNAPTAP_DEBUG_DIRS`, default
 //! `/usr/lib/debug`; a file of another build is refused), inflating zlib/zstd
-//! sections on several threads. Nothing is indexed up front: a query by exact name
-//! reads only the top level of each unit (jumping over children by `DW_AT_sibling`)
-//! and then scans the few units that define the name; queries that need everything
-//! (wildcards, address lookups) scan all units once, in parallel. Queries answer in
+//! sections on several threads. Nothing is indexed up front, and a unit is parsed
+//! (abbreviations, line program header) only when a query needs it: a query by exact
+//! name finds the few units that can define the name by a byte search of
+//! `.debug_info` for its string offsets, plus `.debug_aranges` for the units around
+//! symbols of that name (see `names.rs`), and scans only those; queries that need
+//! everything (wildcards, address lookups) scan all units once, in parallel. The
+//! symbol tables are read on first use. `SNAPTAP_DEBUGINFO_TIMING=1` prints the
+//! steps with their times to stderr. Queries answer in
 //! plain data: [`Function`], [`Variable`], [`Type`], [`Location`] (a symbolic program
 //! of [`capture_plan::Op`]s), [`UnwindRow`] (CFI for the unwinder). No gimli type
 //! appears in the public API, and nothing here touches a live process.
@@ -16,6 +20,7 @@
 
 mod cfi;
 mod loc;
+mod names;
 mod sdt;
 mod types;
 
@@ -152,16 +157,6 @@ fn span(ranges: &[(u64, u64)]) -> u64 {
         .fold(0u64, |a, r| a.saturating_add(r.1.saturating_sub(r.0)))
 }
 
-/// FNV-1a of a name, for the prescan's table.
-fn name_hash(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &c in b {
-        h ^= u64::from(c);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// Cuts `lens` (unit sizes, in order) into at most one contiguous run per thread with
 /// similar total sizes: the run boundaries, from 0 to `lens.len()`. Few or small
 /// units make one run (threads would cost more than they save).
@@ -220,18 +215,6 @@ struct UnitScan {
     names: HashMap<(usize, usize), AttributeValue<R>>,
 }
 
-/// What exact-name queries look at before scanning units.
-#[derive(Default)]
-struct Prescan {
-    /// (hash of a top-level subprogram's name, unit), sorted. A hash collision
-    /// only costs the scan of a unit too many.
-    by_name: Vec<(u64, usize)>,
-    /// Units that must always be scanned.
-    always: Vec<usize>,
-    /// Code ranges of units: (begin, end, unit).
-    ranges: Vec<(u64, u64, usize)>,
-}
-
 /// A row of a line table.
 #[derive(Clone, Debug)]
 struct LineRow {
@@ -242,15 +225,24 @@ struct LineRow {
     end_seq: bool,
 }
 
+/// One unit of `.debug_info`: its header, read at open, and the rest parsed on first
+/// use (abbreviations, root DIE, line program header): a probe on one function of a
+/// large program parses a handful of its thousands of units.
 struct UnitData {
-    unit: gimli::Unit<R>,
-    name: String,
-    optimized: bool,
+    header: gimli::UnitHeader<R>,
+    /// The parsed unit; `None` when it is malformed (it then has no DIEs).
+    parsed: std::sync::OnceLock<Option<ParsedUnit>>,
     /// Files of the line program by raw index, read on first use.
     files: std::sync::OnceLock<Vec<Option<String>>>,
     /// Rows of the line program in program order (sequences kept apart by `end_seq`),
     /// read on first use: large programs have big line tables that most queries skip.
     lines: std::sync::OnceLock<Vec<LineRow>>,
+}
+
+struct ParsedUnit {
+    unit: gimli::Unit<R>,
+    name: String,
+    optimized: bool,
 }
 
 /// One ELF file's debug information.
@@ -265,13 +257,18 @@ pub struct DebugInfo {
     full: std::sync::OnceLock<UnitScan>,
     /// Per unit: its own scan, made when a query by exact name needs that unit only.
     unit_scans: Vec<std::sync::OnceLock<UnitScan>>,
-    /// Names of each unit's top-level subprograms, for exact-name queries.
-    prescan: std::sync::OnceLock<Prescan>,
+    /// What exact-name queries look at to pick the units to scan.
+    names: names::NameIndex,
     /// Text symbol names by address (aliases such as glibc's `malloc`).
-    sym_by_addr: HashMap<u64, Vec<String>>,
+    /// Made on first use: a query by exact name looks its name up in the symbol
+    /// tables directly (see [`Self::text_symbol_addrs`]).
+    sym_by_addr: std::sync::OnceLock<HashMap<u64, Vec<String>>>,
     /// Text symbols sorted by start: (start, end, name); one per address, global
     /// names preferred.
-    symbols: Vec<(u64, u64, String)>,
+    symbols: std::sync::OnceLock<Vec<(u64, u64, String)>>,
+    /// The ELF file's bytes as read (sections nobody reads are zeros): the symbol
+    /// tables are read from it on first use.
+    elf: Vec<u8>,
     functions: std::sync::OnceLock<Vec<Function>>,
     inlines: std::sync::OnceLock<Vec<Function>>,
     /// Variables with a location outside any function: (name, DIE).
@@ -295,6 +292,9 @@ pub struct DebugInfo {
     i386: bool,
     /// Named types already looked up by [`DebugInfo::find_type`].
     type_cache: std::sync::Mutex<HashMap<String, Option<DieRef>>>,
+    /// Parsed abbreviation tables by `.debug_abbrev` offset: units sharing a table
+    /// (half of libc6-dbg's) parse it once.
+    abbrevs: std::sync::Mutex<HashMap<usize, Arc<gimli::Abbreviations>>>,
     /// Recursion depth of [`DebugInfo::type_of`], to survive cyclic type DWARF.
     type_depth: std::sync::atomic::AtomicU32,
 }
@@ -331,8 +331,12 @@ type SeparateFile = (PathBuf, Image);
 /// writable data) may be left as zeros.
 struct Image {
     bytes: Vec<u8>,
-    /// (file offset, size, contents).
-    pre: Vec<(u64, u64, Arc<[u8]>)>,
+    pre: Vec<SectionBuf>,
+    /// Compressed DWARF sections left unread (file offset, size): the thread that
+    /// inflates one reads it, so reading overlaps inflating.
+    deferred: Vec<(u64, u64)>,
+    /// The file, for the deferred sections.
+    file: Option<std::fs::File>,
 }
 
 impl Image {
@@ -340,7 +344,19 @@ impl Image {
         Image {
             bytes,
             pre: Vec::new(),
+            deferred: Vec::new(),
+            file: None,
         }
+    }
+
+    /// A deferred section's bytes, as in the file.
+    fn read_deferred(&self, off: u64, size: u64) -> Result<Vec<u8>, String> {
+        use std::os::unix::fs::FileExt;
+        let f = self.file.as_ref().ok_or("file closed")?;
+        let n = usize::try_from(size).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; n];
+        f.read_exact_at(&mut buf, off).map_err(|e| e.to_string())?;
+        Ok(buf)
     }
 
     /// The bytes at `[off, off + size)`, shared when read apart, else copied.
@@ -358,6 +374,7 @@ impl Image {
 /// well-formed 64-bit little-endian ELF header is read whole.
 fn read_image(path: &Path) -> std::io::Result<Image> {
     use std::os::unix::fs::FileExt;
+    const SHT_PROGBITS: u32 = 1;
     const SHT_NOBITS: u32 = 8;
     const SHF_WRITE: u64 = 1;
     const SHF_ALLOC: u64 = 2;
@@ -401,7 +418,28 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
     bytes[..64].copy_from_slice(&head);
     read_into(&mut bytes, phoff, phsize)?;
     read_into(&mut bytes, shoff, shentsize * shnum)?;
-    let mut pre = Vec::new();
+    // Section names, to leave out read-only data (`.rodata` is megabytes in large
+    // programs) that nothing here reads.
+    let shstrndx = u64::from(u16_at(&head, 0x3e));
+    let mut names: Option<(u64, u64)> = None;
+    if shstrndx < shnum {
+        let h = (shoff + shstrndx * shentsize) as usize;
+        let (off, n) = (u64_at(&bytes, h + 0x18), u64_at(&bytes, h + 0x20));
+        if n > 0 && fits(off, n) {
+            read_into(&mut bytes, off, n)?;
+            names = Some((off, n));
+        }
+    }
+    let name_is = |bytes: &[u8], sh_name: u32, want: &[u8]| -> bool {
+        let Some((off, n)) = names else {
+            return false;
+        };
+        let (start, end) = (off as usize, (off + n) as usize);
+        let at = start.saturating_add(sh_name as usize);
+        at < end && bytes[at..end].split(|b| *b == 0).next() == Some(want)
+    };
+    let mut big = Vec::new();
+    let mut deferred = Vec::new();
     for i in 0..shnum {
         let h = (shoff + i * shentsize) as usize;
         let sh = bytes[h..h + 64].to_vec();
@@ -419,42 +457,107 @@ fn read_image(path: &Path) -> std::io::Result<Image> {
         if flags & SHF_ALLOC != 0 && flags & (SHF_WRITE | SHF_EXECINSTR) != 0 {
             continue;
         }
+        // Of the read-only data with contents, only `.eh_frame` (unwinding) is read
+        // here; notes, symbol tables and the like have types of their own.
+        if flags & SHF_ALLOC != 0
+            && ty == SHT_PROGBITS
+            && !name_is(&bytes, u32_at(&sh, 0), b".eh_frame")
+        {
+            continue;
+        }
         let big_dwarf = ty == 1 && flags & (SHF_ALLOC | SHF_COMPRESSED) == 0 && n >= 1 << 16;
+        let big_compressed = ty == 1
+            && flags & (SHF_ALLOC | SHF_COMPRESSED) == SHF_COMPRESSED
+            && DWARF_SECTIONS
+                .iter()
+                .any(|id| name_is(&bytes, u32_at(&sh, 0), id.name().as_bytes()));
         if big_dwarf {
-            let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, n as usize).collect();
-            let Some(dst) = Arc::get_mut(&mut buf) else {
-                return whole();
-            };
-            f.read_exact_at(dst, off)?;
-            pre.push((off, n, buf));
+            big.push((off, n));
+        } else if big_compressed {
+            deferred.push((off, n));
         } else {
             read_into(&mut bytes, off, n)?;
         }
     }
-    Ok(Image { bytes, pre })
+    let pre = read_sections(&f, big)?;
+    Ok(Image {
+        bytes,
+        pre,
+        deferred,
+        file: Some(f),
+    })
 }
+
+/// A section read apart: (file offset, size, contents).
+type SectionBuf = (u64, u64, Arc<[u8]>);
+
+/// Reads whole sections (file offset, size) into buffers of their own, on two threads
+/// when there are megabytes: most of the time goes to faulting in fresh pages, which
+/// two cores do twice as fast.
+fn read_sections(f: &std::fs::File, mut jobs: Vec<(u64, u64)>) -> std::io::Result<Vec<SectionBuf>> {
+    use std::os::unix::fs::FileExt;
+    let read = |lane: Vec<(u64, u64)>| -> std::io::Result<Vec<SectionBuf>> {
+        lane.into_iter()
+            .map(|(off, n)| {
+                let len = usize::try_from(n).map_err(|_| std::io::ErrorKind::InvalidData)?;
+                let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
+                let dst = Arc::get_mut(&mut buf).ok_or(std::io::ErrorKind::Other)?;
+                f.read_exact_at(dst, off)?;
+                Ok((off, n, buf))
+            })
+            .collect()
+    };
+    let total = jobs.iter().fold(0u64, |a, j| a.saturating_add(j.1));
+    let threads = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if threads < 2 || total < (4 << 20) {
+        return read(jobs);
+    }
+    // Largest first, each to the lighter of two lanes.
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.1));
+    let (mut a, mut b) = ((0u64, Vec::new()), (0u64, Vec::new()));
+    for j in jobs {
+        let l = if a.0 <= b.0 { &mut a } else { &mut b };
+        l.0 = l.0.saturating_add(j.1);
+        l.1.push(j);
+    }
+    std::thread::scope(|s| {
+        let other = s.spawn(|| read(b.1));
+        let mut out = read(a.1)?;
+        out.extend(
+            other
+                .join()
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::Other.into()))?,
+        );
+        Ok(out)
+    })
+}
+
+/// The sections gimli reads (`.debug_frame` is read apart, by the unwinder).
+const DWARF_SECTIONS: [gimli::SectionId; 13] = [
+    gimli::SectionId::DebugAbbrev,
+    gimli::SectionId::DebugAddr,
+    gimli::SectionId::DebugAranges,
+    gimli::SectionId::DebugInfo,
+    gimli::SectionId::DebugLine,
+    gimli::SectionId::DebugLineStr,
+    gimli::SectionId::DebugLoc,
+    gimli::SectionId::DebugLocLists,
+    gimli::SectionId::DebugRanges,
+    gimli::SectionId::DebugRngLists,
+    gimli::SectionId::DebugStr,
+    gimli::SectionId::DebugStrOffsets,
+    gimli::SectionId::DebugTypes,
+];
 
 /// The DWARF sections gimli reads, decompressed (on several threads: distribution
 /// debug files are zlib-compressed and inflating them is most of their opening time).
+/// Also the scan of `.debug_abbrev` when it was inflated here: its lane is usually
+/// idle while `.debug_info` inflates on the other.
 fn load_debug_sections(
     file: &object::File<'_>,
     image: &Image,
-) -> Result<HashMap<&'static str, R>, String> {
-    let ids = [
-        gimli::SectionId::DebugAbbrev,
-        gimli::SectionId::DebugAddr,
-        gimli::SectionId::DebugAranges,
-        gimli::SectionId::DebugInfo,
-        gimli::SectionId::DebugLine,
-        gimli::SectionId::DebugLineStr,
-        gimli::SectionId::DebugLoc,
-        gimli::SectionId::DebugLocLists,
-        gimli::SectionId::DebugRanges,
-        gimli::SectionId::DebugRngLists,
-        gimli::SectionId::DebugStr,
-        gimli::SectionId::DebugStrOffsets,
-        gimli::SectionId::DebugTypes,
-    ];
+) -> Result<(HashMap<&'static str, R>, Option<names::AbbrevScan>), String> {
+    let ids = DWARF_SECTIONS;
     let endian = if file.is_little_endian() {
         RunTimeEndian::Little
     } else {
@@ -477,7 +580,6 @@ fn load_debug_sections(
         }
         jobs.push((id.name(), s));
     }
-    // Largest first, dealt round-robin: .debug_info gets a thread of its own.
     jobs.sort_by_key(|(_, s)| std::cmp::Reverse(s.size()));
     // Threads only pay off for large compressed sections.
     let compressed = jobs
@@ -490,22 +592,35 @@ fn load_debug_sections(
             .map_or(1, |c| c.get())
             .clamp(1, 4)
     };
-    let mut lanes: Vec<Vec<(&'static str, object::Section<'_, '_>)>> =
-        (0..threads).map(|_| Vec::new()).collect();
-    for (i, j) in jobs.into_iter().enumerate() {
-        lanes[i % threads].push(j);
+    // Largest first, each to the least loaded lane: .debug_info is often more than
+    // all the others together.
+    let mut lanes: Vec<(u64, Vec<(&'static str, object::Section<'_, '_>)>)> =
+        (0..threads).map(|_| (0, Vec::new())).collect();
+    for j in jobs {
+        if let Some(l) = lanes.iter_mut().min_by_key(|l| l.0) {
+            l.0 = l.0.saturating_add(j.1.size());
+            l.1.push(j);
+        }
     }
+    let lanes = lanes.into_iter().map(|l| l.1);
+    let abbrev_name = gimli::SectionId::DebugAbbrev.name();
     let inflate = |lane: Vec<(&'static str, object::Section<'_, '_>)>| {
-        lane.into_iter()
+        let mut abbrev = None;
+        let out = lane
+            .into_iter()
             .map(|(name, s)| {
-                let data = s.uncompressed_data().map_err(|e| format!("{name}: {e}"))?;
-                let data: Arc<[u8]> = Arc::from(&*data);
+                let data = inflate_section(&s, image).map_err(|e| format!("{name}: {e}"))?;
+                if name == abbrev_name {
+                    abbrev = Some(data.clone());
+                }
                 Ok((name, EndianArcSlice::new(data, endian)))
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok((out, abbrev.map(|a| names::AbbrevScan::new(&a))))
     };
-    let results: Vec<Result<Vec<_>, String>> = std::thread::scope(|sc| {
-        let mut lanes = lanes.into_iter();
+    type Lane = Result<(Vec<(&'static str, R)>, Option<names::AbbrevScan>), String>;
+    let results: Vec<Lane> = std::thread::scope(|sc| {
+        let mut lanes = lanes;
         let first = lanes.next().unwrap_or_default();
         let handles: Vec<_> = lanes.map(|l| sc.spawn(move || inflate(l))).collect();
         let mut out = vec![inflate(first)];
@@ -517,10 +632,73 @@ fn load_debug_sections(
         }
         out
     });
+    let mut scan = None;
     for r in results {
-        map.extend(r?);
+        let (sections, s) = r?;
+        map.extend(sections);
+        scan = scan.or(s);
     }
-    Ok(map)
+    Ok((map, scan))
+}
+
+/// A section's contents, inflated straight into the buffer gimli reads when it is
+/// zlib-compressed (no intermediate copy: these are megabytes), else as object gives
+/// them.
+fn inflate_section(s: &object::Section<'_, '_>, image: &Image) -> Result<Arc<[u8]>, String> {
+    if let Some((off, size)) = s.file_range().filter(|r| image.deferred.contains(r)) {
+        // ELF64 little-endian (the only files read sparsely): ch_type, ch_reserved,
+        // ch_size, ch_addralign, then the data.
+        let raw = image.read_deferred(off, size)?;
+        let head: [u8; 24] = raw
+            .get(..24)
+            .and_then(|h| h.try_into().ok())
+            .ok_or("truncated compression header")?;
+        let ty = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+        let mut sz = [0u8; 8];
+        sz.copy_from_slice(&head[8..16]);
+        let format = match ty {
+            1 => object::CompressionFormat::Zlib,
+            2 => object::CompressionFormat::Zstandard,
+            _ => return Err(format!("unsupported compression type {ty}")),
+        };
+        let c = object::CompressedData {
+            format,
+            data: &raw[24..],
+            uncompressed_size: u64::from_le_bytes(sz),
+        };
+        return inflate_data(c);
+    }
+    let c = s.compressed_data().map_err(|e| e.to_string())?;
+    if c.format != object::CompressionFormat::Zlib {
+        let data = s.uncompressed_data().map_err(|e| e.to_string())?;
+        return Ok(Arc::from(&*data));
+    }
+    inflate_data(c)
+}
+
+/// Inflates compressed data: zlib straight into the buffer gimli reads, zstd through
+/// object.
+fn inflate_data(c: object::CompressedData<'_>) -> Result<Arc<[u8]>, String> {
+    if c.format != object::CompressionFormat::Zlib {
+        let data = c.decompress().map_err(|e| e.to_string())?;
+        return Ok(Arc::from(&*data));
+    }
+    // zlib cannot inflate more than about 1032 times its input: a larger claim is a
+    // lie, and must not allocate.
+    let n = usize::try_from(c.uncompressed_size)
+        .ok()
+        .filter(|n| *n <= c.data.len().saturating_mul(1100).max(1 << 16))
+        .ok_or("bad uncompressed size")?;
+    let mut buf: Arc<[u8]> = std::iter::repeat_n(0u8, n).collect();
+    let out = Arc::get_mut(&mut buf).ok_or("buffer shared")?;
+    let mut z = flate2::Decompress::new(true);
+    let st = z
+        .decompress(c.data, out, flate2::FlushDecompress::Finish)
+        .map_err(|e| format!("invalid zlib data: {e}"))?;
+    if st != flate2::Status::StreamEnd || z.total_out() != n as u64 {
+        return Err("invalid zlib data: wrong uncompressed size".into());
+    }
+    Ok(buf)
 }
 
 impl DebugInfo {
@@ -604,6 +782,7 @@ impl DebugInfo {
     }
 
     fn open_with(path: &Path, require_dwarf: bool, roots: &[PathBuf]) -> Result<DebugInfo, Error> {
+        timing(|| format!("open {}", path.display()));
         progress(&format!("reading {}", path.display()));
         let bytes = read_image(path).map_err(|e| Error::Io {
             path: path.to_path_buf(),
@@ -622,6 +801,7 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg,
         };
+        timing(|| "read".into());
         let file = object::File::parse(&*bytes.bytes).map_err(|e| bad(e.to_string()))?;
         // Distribution binaries keep their DWARF in a separate file (by build-id or
         // .gnu_debuglink under /usr/lib/debug); its addresses are the same.
@@ -665,13 +845,15 @@ impl DebugInfo {
             path: path.to_path_buf(),
             msg,
         };
+        timing(|| "separate debug file found".into());
         let empty = EndianArcSlice::new(Arc::from(&[][..]), endian);
-        let mut loaded =
+        let (mut loaded, abbrev_scan) =
             load_debug_sections(dwarf_src, dwarf_bytes).map_err(|e| derr(e.clone()))?;
         let dwarf = gimli::Dwarf::load(|id| -> Result<R, String> {
             Ok(loaded.remove(id.name()).unwrap_or_else(|| empty.clone()))
         })
         .map_err(derr)?;
+        timing(|| "sections loaded".into());
         let pie = file.kind() == object::ObjectKind::Dynamic;
         let addr_size: u8 = if file.is_64() { 8 } else { 4 };
         let i386 = file.architecture() == object::Architecture::I386;
@@ -705,9 +887,10 @@ impl DebugInfo {
             debug_frame,
             full: Default::default(),
             unit_scans: Vec::new(),
-            prescan: Default::default(),
-            sym_by_addr: HashMap::new(),
-            symbols: sorted_symbols(&file),
+            names: Default::default(),
+            sym_by_addr: Default::default(),
+            symbols: Default::default(),
+            elf: Vec::new(),
             functions: Default::default(),
             inlines: Default::default(),
             globals: Default::default(),
@@ -722,7 +905,12 @@ impl DebugInfo {
             i386,
             type_depth: std::sync::atomic::AtomicU32::new(0),
             type_cache: Default::default(),
+            abbrevs: Default::default(),
         };
+        timing(|| "symbols read".into());
+        if let Some(scan) = abbrev_scan {
+            di.names.set_abbrev_scan(scan);
+        }
         di.sdt = sdt::read_notes(&file, pie);
         if has_dwarf {
             di.load_units().map_err(|e| derr(e.to_string()))?;
@@ -739,17 +927,20 @@ impl DebugInfo {
                 });
             }
             di.functions = std::sync::OnceLock::from(symbol_functions(&file));
+            di.sym_by_addr = std::sync::OnceLock::from(HashMap::new());
+            di.elf = bytes.bytes;
             di.inlines = std::sync::OnceLock::from(Vec::new());
             di.globals = std::sync::OnceLock::from(Vec::new());
             return Ok(di);
         }
-        di.sym_by_addr = text_symbols(&file);
+        timing(|| format!("{} unit headers, symbols by address", di.units.len()));
         progress(&format!(
             "indexing {} compilation units of {}",
             di.units.len(),
             path.display()
         ));
         di.unit_scans = (0..di.units.len()).map(|_| Default::default()).collect();
+        di.elf = bytes.bytes;
         Ok(di)
     }
 
@@ -821,9 +1012,61 @@ impl DebugInfo {
         })
     }
 
+    /// The ELF file, parsed again from its bytes (cheap: headers only).
+    fn elf_file(&self) -> Option<object::File<'_>> {
+        object::File::parse(&*self.elf).ok()
+    }
+
+    /// Defined text symbols by address (both symbol tables), made on first use.
+    fn sym_by_addr(&self) -> &HashMap<u64, Vec<String>> {
+        self.sym_by_addr.get_or_init(|| {
+            self.elf_file()
+                .map(|f| text_symbols(&f))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The addresses of the defined text symbols named `name`.
+    fn text_symbol_addrs(&self, name: &str) -> Vec<u64> {
+        if let Some(m) = self.sym_by_addr.get() {
+            let mut v: Vec<u64> = m
+                .iter()
+                .filter(|(_, ns)| ns.iter().any(|n| n == name))
+                .map(|(a, _)| *a)
+                .collect();
+            v.sort_unstable();
+            return v;
+        }
+        use object::{ObjectSymbol, SymbolKind};
+        let Some(file) = self.elf_file() else {
+            return Vec::new();
+        };
+        let mut v: Vec<u64> = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined())
+            .filter(|s| s.name_bytes().is_ok_and(|n| n == name.as_bytes()))
+            .map(|s| s.address())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Text symbols sorted by start (see `symbols`), made on first use.
+    fn symbols(&self) -> &[(u64, u64, String)] {
+        self.symbols.get_or_init(|| {
+            self.elf_file()
+                .map(|f| sorted_symbols(&f))
+                .unwrap_or_default()
+        })
+    }
+
     /// All found functions (or all inlined instances) as [`Function`]s, in DWARF order.
     fn materialize(&self, inlined: bool) -> Vec<Function> {
         let scan = self.full_scan();
+        // Every function asks for its aliases: the table, not a walk per function.
+        let _ = self.sym_by_addr();
         scan.found
             .iter()
             .zip(&scan.slots)
@@ -843,13 +1086,17 @@ impl DebugInfo {
         cell.get_or_init(|| {
             let mut f = self.make_function(fd.die.unit, fd)?;
             if !f.inlined {
-                if let Some(names) = self.sym_by_addr.get(&f.entry_pc) {
-                    let mut a: Vec<String> =
-                        names.iter().filter(|n| **n != f.name).cloned().collect();
-                    a.sort();
-                    a.dedup();
-                    f.aliases = a;
-                }
+                let names = match self.sym_by_addr.get() {
+                    Some(m) => m.get(&f.entry_pc).cloned().unwrap_or_default(),
+                    None => self
+                        .elf_file()
+                        .map(|file| text_symbols_at(&file, f.entry_pc))
+                        .unwrap_or_default(),
+                };
+                let mut a: Vec<String> = names.into_iter().filter(|n| *n != f.name).collect();
+                a.sort();
+                a.dedup();
+                f.aliases = a;
             }
             Some(f)
         })
@@ -859,7 +1106,7 @@ impl DebugInfo {
     /// The raw name of a found function: its own `DW_AT_name`, or its abstract
     /// origin's (or specification's) when that is a named subprogram of the same unit.
     fn found_name(&self, scan: &UnitScan, fd: &Found) -> Option<Vec<u8>> {
-        let unit = &self.units.get(fd.die.unit)?.unit;
+        let unit = self.unit(fd.die.unit)?;
         let v = match &fd.name {
             Some(v) => v.clone(),
             None => match &fd.origin {
@@ -881,18 +1128,42 @@ impl DebugInfo {
         name: &str,
         inlined: bool,
         sym_addrs: &[u64],
+        follow: bool,
         out: &mut Vec<&'a Function>,
     ) -> Option<()> {
+        // With `follow`, origins in other units (LTO) are followed, each once: the
+        // quick path scans few units. The full list has all its functions made.
+        let mut cross: Option<HashMap<DieRef, Option<String>>> = follow.then(HashMap::new);
         for (fd, cell) in scan.found.iter().zip(&scan.slots) {
             if fd.inlined != inlined {
                 continue;
             }
-            let hit = match self.found_name(scan, fd) {
+            let own = match (self.found_name(scan, fd), &fd.origin, cross.as_mut()) {
+                (Some(n), _, _) => Some(n),
+                (None, Some(v @ AttributeValue::DebugInfoRef(_)), Some(cache)) => {
+                    match self.resolve_ref(fd.die.unit, v.clone()) {
+                        Some(d) => cache
+                            .entry(d)
+                            .or_insert_with(|| self.die_name(d))
+                            .clone()
+                            .map(String::into_bytes),
+                        // A reference to nowhere names nothing (nor in the full list).
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
+            let hit = match own {
                 Some(n) => {
                     n == name.as_bytes() || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
                 }
-                // Cross-unit origins (LTO) or unreadable names: no shortcut.
-                None if !matches!(fd.origin, None | Some(AttributeValue::UnitRef(_))) => {
+                // Origins in forms not followed here, or unreadable names: no shortcut.
+                None if !matches!(
+                    (&fd.origin, &cross),
+                    (None | Some(AttributeValue::UnitRef(_)), _)
+                        | (Some(AttributeValue::DebugInfoRef(_)), Some(_))
+                ) =>
+                {
                     return None
                 }
                 None => false,
@@ -914,206 +1185,54 @@ impl DebugInfo {
         let sym_addrs: Vec<u64> = if inlined {
             Vec::new()
         } else {
-            self.sym_by_addr
-                .iter()
-                .filter(|(_, ns)| ns.iter().any(|n| n == name))
-                .map(|(a, _)| *a)
-                .collect()
+            self.text_symbol_addrs(name)
         };
         let mut out = Vec::new();
         if let Some(full) = self.full.get() {
-            self.named_in(full, name, inlined, &sym_addrs, &mut out)?;
+            self.named_in(full, name, inlined, &sym_addrs, false, &mut out)?;
             return Some(out);
         }
-        let pre = self.prescan.get_or_init(|| self.make_prescan());
-        let mut units: Vec<usize> = pre.always.clone();
-        let h = name_hash(name.as_bytes());
-        let from = pre.by_name.partition_point(|(x, _)| *x < h);
-        units.extend(
-            pre.by_name[from..]
-                .iter()
-                .take_while(|(x, _)| *x == h)
-                .map(|(_, u)| *u),
-        );
-        for a in &sym_addrs {
-            units.extend(
-                pre.ranges
-                    .iter()
-                    .filter(|(lo, hi, _)| lo <= a && a < hi)
-                    .map(|(_, _, u)| *u),
-            );
-        }
-        units.sort_unstable();
-        units.dedup();
+        let units = self.name_candidates(name, &sym_addrs);
+        timing(|| format!("{name}: {} candidate units", units.len()));
+        self.scan_on_threads(&units);
         for u in units {
             let scan = self
                 .unit_scans
                 .get(u)?
                 .get_or_init(|| self.scan_units(u..u + 1));
-            self.named_in(scan, name, inlined, &sym_addrs, &mut out)?;
+            self.named_in(scan, name, inlined, &sym_addrs, true, &mut out)?;
         }
+        timing(|| format!("{name}: {} found", out.len()));
         Some(out)
     }
 
-    /// Names of every unit's top-level subprograms (reading only the top level: the
-    /// children of a DIE are skipped through its `DW_AT_sibling`), and unit ranges.
-    fn make_prescan(&self) -> Prescan {
-        let n = self.units.len();
-        let lens: Vec<usize> = self
-            .units
+    /// Scans the units not scanned yet of `units`, on a few threads when they are
+    /// large (LTO programs name many candidates). A lost thread leaves its units to
+    /// be scanned on first use.
+    fn scan_on_threads(&self, units: &[usize]) {
+        let todo: Vec<usize> = units
             .iter()
-            .map(|u| u.unit.header.length_including_self())
+            .copied()
+            .filter(|&u| self.unit_scans.get(u).is_some_and(|c| c.get().is_none()))
+            .collect();
+        let lens: Vec<usize> = todo
+            .iter()
+            .map(|&u| self.units[u].header.length_including_self())
             .collect();
         let bounds = split_by_size(&lens, sum_sizes(&lens));
-        let part = |r: std::ops::Range<usize>| {
-            let mut pre = Prescan::default();
-            for ui in r {
-                let unit = &self.units[ui].unit;
-                let mut cursor = unit.entries();
-                if let Ok(Some(root)) = cursor.next_dfs() {
-                    for (b, e) in self.ranges_of(unit, root) {
-                        pre.ranges.push((b, e, ui));
-                    }
-                }
-                if !self.prescan_unit_raw(ui, &mut pre.by_name).unwrap_or(false) {
-                    pre.always.push(ui);
-                }
-            }
-            pre
-        };
-        let parts: Vec<Prescan> = if bounds.len() <= 2 {
-            vec![part(0..n)]
-        } else {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = bounds
-                    .windows(2)
-                    .map(|w| {
-                        let r = w[0]..w[1];
-                        s.spawn(move || part(r))
-                    })
-                    .collect();
-                // A lost thread leaves its units to be always scanned.
-                handles
-                    .into_iter()
-                    .zip(bounds.windows(2))
-                    .map(|(h, w)| {
-                        h.join().unwrap_or_else(|_| Prescan {
-                            always: (w[0]..w[1]).collect(),
-                            ..Prescan::default()
-                        })
-                    })
-                    .collect()
-            })
-        };
-        let mut pre = Prescan::default();
-        for mut p in parts {
-            pre.by_name.append(&mut p.by_name);
-            pre.always.append(&mut p.always);
-            pre.ranges.append(&mut p.ranges);
+        if bounds.len() <= 2 {
+            return;
         }
-        pre.by_name.sort_unstable();
-        pre.by_name.dedup();
-        pre
-    }
-
-    fn prescan_unit_raw(&self, ui: usize, by_name: &mut Vec<(u64, usize)>) -> gimli::Result<bool> {
-        let unit = &self.units[ui].unit;
-        let mut raw = unit.entries_raw(None)?;
-        let Some(root) = raw.read_abbreviation()? else {
-            return Ok(true);
-        };
-        raw.skip_attributes(root.attributes())?;
-        if !root.has_children() {
-            return Ok(true);
-        }
-        // The root's children, one by one; their own children are jumped over.
-        while !raw.is_empty() {
-            let offset = raw.next_offset();
-            let Some(ab) = raw.read_abbreviation()? else {
-                return Ok(true);
-            };
-            let tag = ab.tag();
-            if matches!(
-                tag,
-                gimli::DW_TAG_namespace
-                    | gimli::DW_TAG_class_type
-                    | gimli::DW_TAG_module
-                    | gimli::DW_TAG_imported_unit
-            ) {
-                return Ok(false);
-            }
-            if tag != gimli::DW_TAG_subprogram && !ab.has_children() {
-                raw.skip_attributes(ab.attributes())?;
-                continue;
-            }
-            let mut name = None;
-            let mut declaration = false;
-            let mut sibling = None;
-            let mut spec_ref = None;
-            for spec in ab.attributes() {
-                let a = raw.read_attribute(*spec)?;
-                match a.name() {
-                    gimli::DW_AT_sibling => sibling = Some(a.value()),
-                    gimli::DW_AT_name => name = Some(a.value()),
-                    gimli::DW_AT_declaration => {
-                        declaration = matches!(a.value(), AttributeValue::Flag(true))
+        std::thread::scope(|s| {
+            for w in bounds.windows(2) {
+                let part = &todo[w[0]..w[1]];
+                s.spawn(move || {
+                    for &u in part {
+                        self.unit_scans[u].get_or_init(|| self.scan_units(u..u + 1));
                     }
-                    gimli::DW_AT_abstract_origin | gimli::DW_AT_specification => match a.value() {
-                        AttributeValue::UnitRef(o) => {
-                            if a.name() == gimli::DW_AT_specification {
-                                spec_ref = Some(o);
-                            }
-                        }
-                        _ => return Ok(false),
-                    },
-                    _ => {}
-                }
+                });
             }
-            // A declaration names a function that this unit calls, not one it has:
-            // only definitions count (and declarations that a definition completes
-            // through DW_AT_specification).
-            if tag == gimli::DW_TAG_subprogram && !declaration {
-                if name.is_none() {
-                    if let Some(o) = spec_ref {
-                        name = unit
-                            .entry(o)
-                            .ok()
-                            .and_then(|d| d.attr_value(gimli::DW_AT_name));
-                    }
-                }
-                if let Some(v) = name {
-                    if let Ok(n) = self.dwarf.attr_string(unit, v) {
-                        if let Ok(n) = n.to_slice() {
-                            by_name.push((name_hash(&n), ui));
-                        }
-                    }
-                }
-            }
-            if !ab.has_children() {
-                continue;
-            }
-            match sibling {
-                Some(AttributeValue::UnitRef(o)) if o.0 > offset.0 => {
-                    raw = unit.entries_raw(Some(o))?;
-                }
-                _ => {
-                    // No sibling pointer: walk the subtree.
-                    let mut depth = 1usize;
-                    while depth > 0 {
-                        match raw.read_abbreviation()? {
-                            None => depth -= 1,
-                            Some(a) => {
-                                raw.skip_attributes(a.attributes())?;
-                                if a.has_children() {
-                                    depth += 1;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        Ok(true)
+        });
     }
 
     /// The inlined instances of the function `f` (same abstract origin).
@@ -1124,52 +1243,67 @@ impl DebugInfo {
             .collect()
     }
 
+    /// Reads the unit headers only; units are parsed on first use ([`Self::unit`]).
     fn load_units(&mut self) -> gimli::Result<()> {
-        // Units sharing an abbreviation table (half of libc6-dbg's) parse it once.
-        self.dwarf
-            .populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::Duplicates);
-        let mut headers = Vec::new();
         let mut iter = self.dwarf.units();
         while let Some(header) = iter.next()? {
-            headers.push(header);
+            self.units.push(UnitData {
+                header,
+                parsed: std::sync::OnceLock::new(),
+                files: std::sync::OnceLock::new(),
+                lines: std::sync::OnceLock::new(),
+            });
         }
-        // Parsing a unit's abbreviations and line program header is a good part of
-        // opening a large file: done on a few threads, in order.
-        let lens: Vec<usize> = headers.iter().map(|h| h.length_including_self()).collect();
-        let bounds = split_by_size(&lens, sum_sizes(&lens));
-        let this: &DebugInfo = self;
-        let mut chunks: Vec<Vec<gimli::UnitHeader<R>>> = Vec::new();
-        let mut rest = headers.into_iter();
-        for w in bounds.windows(2) {
-            chunks.push(rest.by_ref().take(w[1] - w[0]).collect());
-        }
-        let load = |hs: Vec<gimli::UnitHeader<R>>| -> gimli::Result<Vec<UnitData>> {
-            hs.into_iter().map(|h| this.load_unit(h)).collect()
-        };
-        let parts: Vec<gimli::Result<Vec<UnitData>>> = if chunks.len() <= 1 {
-            chunks.into_iter().map(load).collect()
-        } else {
-            std::thread::scope(|sc| {
-                let handles: Vec<_> = chunks
-                    .into_iter()
-                    .map(|c| sc.spawn(move || load(c)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or(Err(gimli::Error::Io)))
-                    .collect()
-            })
-        };
-        let mut units = Vec::new();
-        for p in parts {
-            units.append(&mut p?);
-        }
-        self.units = units;
         Ok(())
     }
 
-    fn load_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<UnitData> {
-        let unit = self.dwarf.unit(header)?;
+    /// Unit `ui`, parsed on first use; `None` if it does not exist or is malformed.
+    fn parsed(&self, ui: usize) -> Option<&ParsedUnit> {
+        let u = self.units.get(ui)?;
+        u.parsed
+            .get_or_init(|| self.parse_unit(u.header.clone()).ok())
+            .as_ref()
+    }
+
+    /// The gimli unit `ui` (see [`Self::parsed`]).
+    fn unit(&self, ui: usize) -> Option<&gimli::Unit<R>> {
+        self.parsed(ui).map(|p| &p.unit)
+    }
+
+    /// The name of unit `ui` (`DW_AT_name` of its root), empty if unknown.
+    fn unit_name(&self, ui: usize) -> &str {
+        self.parsed(ui).map_or("", |p| p.name.as_str())
+    }
+
+    /// The abbreviations of a unit, parsed once per table.
+    fn abbrevs_of(
+        &self,
+        header: &gimli::UnitHeader<R>,
+    ) -> gimli::Result<Arc<gimli::Abbreviations>> {
+        let off = header.debug_abbrev_offset().0;
+        let cached = self
+            .abbrevs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&off)
+            .cloned();
+        let abbrevs = match cached {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(header.abbreviations(&self.dwarf.debug_abbrev)?);
+                self.abbrevs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(off, a.clone());
+                a
+            }
+        };
+        Ok(abbrevs)
+    }
+
+    fn parse_unit(&self, header: gimli::UnitHeader<R>) -> gimli::Result<ParsedUnit> {
+        let abbrevs = self.abbrevs_of(&header)?;
+        let unit = gimli::Unit::new_with_abbreviations(&self.dwarf, header, abbrevs)?;
         let mut name = String::new();
         let mut optimized = false;
         {
@@ -1183,12 +1317,10 @@ impl DebugInfo {
                 }
             }
         }
-        Ok(UnitData {
+        Ok(ParsedUnit {
             unit,
             name,
             optimized,
-            files: std::sync::OnceLock::new(),
-            lines: std::sync::OnceLock::new(),
         })
     }
 
@@ -1202,7 +1334,10 @@ impl DebugInfo {
     /// The line program's files of unit `ui`.
     fn files(&self, ui: usize) -> &[Option<String>] {
         match self.units.get(ui) {
-            Some(u) => u.files.get_or_init(|| self.read_files(&u.unit)),
+            Some(u) => u.files.get_or_init(|| match self.unit(ui) {
+                Some(unit) => self.read_files(unit),
+                None => Vec::new(),
+            }),
             None => &[],
         }
     }
@@ -1247,7 +1382,7 @@ impl DebugInfo {
         };
         u.lines.get_or_init(|| {
             let mut lines = Vec::new();
-            let Some(program) = u.unit.line_program.clone() else {
+            let Some(program) = self.unit(ui).and_then(|u| u.line_program.clone()) else {
                 return lines;
             };
             let mut rows = program.rows();
@@ -1265,8 +1400,7 @@ impl DebugInfo {
     }
 
     fn entry(&self, d: DieRef) -> Option<gimli::DebuggingInformationEntry<R>> {
-        let u = self.units.get(d.unit)?;
-        u.unit.entry(UnitOffset(d.offset)).ok()
+        self.unit(d.unit)?.entry(UnitOffset(d.offset)).ok()
     }
 
     /// Resolves a reference attribute to a DIE in this file.
@@ -1274,15 +1408,16 @@ impl DebugInfo {
         match v {
             AttributeValue::UnitRef(o) => Some(DieRef { unit, offset: o.0 }),
             AttributeValue::DebugInfoRef(o) => {
-                for (i, u) in self.units.iter().enumerate() {
-                    if let Some(uo) = o.to_unit_offset(&u.unit.header) {
-                        return Some(DieRef {
-                            unit: i,
-                            offset: uo.0,
-                        });
-                    }
-                }
-                None
+                // Units are in offset order: the last one starting at or before o.
+                let i = self
+                    .units
+                    .partition_point(|u| u.header.offset().0 <= o.0)
+                    .checked_sub(1)?;
+                let uo = o.to_unit_offset(&self.units[i].header)?;
+                Some(DieRef {
+                    unit: i,
+                    offset: uo.0,
+                })
             }
             _ => None,
         }
@@ -1306,7 +1441,7 @@ impl DebugInfo {
 
     fn die_name(&self, d: DieRef) -> Option<String> {
         let (at, v) = self.attr_follow(d, gimli::DW_AT_name)?;
-        Some(self.attr_str(&self.units[at.unit].unit, v))
+        Some(self.attr_str(self.unit(at.unit)?, v))
     }
 
     fn file_name(&self, unit: usize, idx: u64) -> Option<String> {
@@ -1333,10 +1468,10 @@ impl DebugInfo {
     /// The ranges in DWARF order: for a function split into hot and cold parts the
     /// first listed range starts at its entry, whichever part has the lower address.
     fn die_ranges_listed(&self, d: DieRef) -> Vec<(u64, u64)> {
-        let Some(e) = self.entry(d) else {
+        let (Some(e), Some(unit)) = (self.entry(d), self.unit(d.unit)) else {
             return Vec::new();
         };
-        self.ranges_of(&self.units[d.unit].unit, &e)
+        self.ranges_of(unit, &e)
     }
 
     /// The address ranges of a DIE (`low_pc`/`high_pc` or `ranges`), non-empty ones
@@ -1398,7 +1533,7 @@ impl DebugInfo {
             let lens: Vec<usize> = self
                 .units
                 .iter()
-                .map(|u| u.unit.header.length_including_self())
+                .map(|u| u.header.length_including_self())
                 .collect();
             let bounds = split_by_size(&lens, sum_sizes(&lens));
             let parts: Vec<UnitScan> = if bounds.len() <= 2 {
@@ -1456,7 +1591,9 @@ impl DebugInfo {
         globals: &mut Vec<DieRef>,
         names: &mut HashMap<usize, AttributeValue<R>>,
     ) -> gimli::Result<()> {
-        let unit = &self.units[ui].unit;
+        let Some(unit) = self.unit(ui) else {
+            return Ok(());
+        };
         let mut raw = unit.entries_raw(None)?;
         // Stack of enclosing concrete subprograms by depth, for inlined instances.
         let mut subprogram_stack: Vec<(isize, DieRef)> = Vec::new();
@@ -1559,7 +1696,7 @@ impl DebugInfo {
         let low = ranges[0].0;
         let entry_pc = match fd.entry_pc.clone() {
             Some(AttributeValue::Addr(a)) => a,
-            Some(v) => match self.dwarf.attr_address(&self.units[ui].unit, v.clone()) {
+            Some(v) => match self.dwarf.attr_address(self.unit(ui)?, v.clone()) {
                 Ok(Some(a)) => a,
                 _ => match v.udata_value() {
                     // DWARF 5 allows entry_pc as a constant offset from low_pc.
@@ -1601,8 +1738,8 @@ impl DebugInfo {
             ranges,
             decl_file,
             decl_line,
-            cu_name: self.units[ui].name.clone(),
-            optimized: self.units[ui].optimized,
+            cu_name: self.unit_name(ui).to_string(),
+            optimized: self.parsed(ui).is_some_and(|p| p.optimized),
             inlined,
             call_site,
             die: d,
@@ -1768,12 +1905,13 @@ impl DebugInfo {
     /// The ELF symbol (either symbol table) whose extent contains `addr`: its name and
     /// start address. Symbols without a size extend to the next symbol.
     pub fn symbol_at(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.symbols.partition_point(|s| s.0 <= addr);
-        let (start, end, name) = self.symbols.get(i.checked_sub(1)?)?;
+        let symbols = self.symbols();
+        let i = symbols.partition_point(|s| s.0 <= addr);
+        let (start, end, name) = symbols.get(i.checked_sub(1)?)?;
         let end = if *end > *start {
             *end
         } else {
-            self.symbols.get(i).map_or(u64::MAX, |s| s.0)
+            symbols.get(i).map_or(u64::MAX, |s| s.0)
         };
         (addr < end).then_some((name.as_str(), *start))
     }
@@ -1850,6 +1988,22 @@ pub fn progress(msg: &str) {
     let p = PROGRESS.read().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some(p) = p {
         p(msg);
+    }
+}
+
+/// With `SNAPTAP_DEBUGINFO_TIMING` set, prints a step of reading debug information
+/// and the milliseconds since the first such step to stderr (for profiling start-up).
+pub(crate) fn timing(what: impl FnOnce() -> String) {
+    static T0: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    let t0 = T0.get_or_init(|| {
+        std::env::var_os("SNAPTAP_DEBUGINFO_TIMING").map(|_| std::time::Instant::now())
+    });
+    if let Some(t0) = t0 {
+        eprintln!(
+            "debuginfo: {:8.3} ms  {}",
+            t0.elapsed().as_secs_f64() * 1e3,
+            what()
+        );
     }
 }
 
@@ -2117,6 +2271,16 @@ fn text_symbols(file: &object::File<'_>) -> HashMap<u64, Vec<String>> {
         }
     }
     by_addr
+}
+
+/// The names of the defined text symbols at `addr` (both symbol tables).
+fn text_symbols_at(file: &object::File<'_>, addr: u64) -> Vec<String> {
+    use object::{ObjectSymbol, SymbolKind};
+    file.symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.address() == addr)
+        .filter_map(|s| s.name().ok().filter(|n| !n.is_empty()).map(str::to_string))
+        .collect()
 }
 
 /// Defined text symbols sorted by address, one per address (a global name preferred).

@@ -40,10 +40,10 @@ impl DebugInfo {
     pub fn variables_at(&self, scope: &Function, pc: u64) -> Vec<Variable> {
         let mut params = Vec::new();
         let mut locals = Vec::new();
-        let Some(u) = self.units.get(scope.die.unit) else {
+        let Some(u) = self.unit(scope.die.unit) else {
             return params;
         };
-        let Ok(mut cursor) = u.unit.entries_at_offset(UnitOffset(scope.die.offset)) else {
+        let Ok(mut cursor) = u.entries_at_offset(UnitOffset(scope.die.offset)) else {
             return params;
         };
         let mut skip_below: Option<isize> = None;
@@ -221,7 +221,7 @@ impl DebugInfo {
         let &(_, d) = self.globals().iter().find(|(n, d)| {
             n == name
                 && file.is_none_or(|f| {
-                    crate::file_matches(f, &self.units[d.unit].name)
+                    crate::file_matches(f, self.unit_name(d.unit))
                         || self
                             .decl(*d)
                             .0
@@ -298,8 +298,11 @@ impl DebugInfo {
             )
         };
         let mut fallback = None;
-        for (ui, u) in self.units.iter().enumerate() {
-            let mut cursor = u.unit.entries();
+        for ui in 0..self.units.len() {
+            let Some(u) = self.unit(ui) else {
+                continue;
+            };
+            let mut cursor = u.entries();
             while let Ok(Some(e)) = cursor.next_dfs() {
                 if !tags.contains(&e.tag()) {
                     continue;
@@ -307,7 +310,7 @@ impl DebugInfo {
                 let Some(v) = e.attr_value(gimli::DW_AT_name) else {
                     continue;
                 };
-                if self.attr_str(&u.unit, v) != name {
+                if self.attr_str(u, v) != name {
                     continue;
                 }
                 let d = DieRef {
@@ -327,7 +330,7 @@ impl DebugInfo {
     /// empty ranges (gimli's iterator drops them, but they matter with location views).
     fn loc_entries(&self, unit: usize, v: AttributeValue<R>) -> Result<Vec<(u64, u64, R)>, String> {
         use gimli::RawLocListEntry as E;
-        let u = &self.units[unit].unit;
+        let u = self.unit(unit).ok_or("bad DWARF unit")?;
         let mut it = match self.dwarf.attr_locations(u, v) {
             Ok(Some(it)) => it,
             Ok(None) => return Err("unsupported location form".into()),
@@ -416,7 +419,7 @@ impl DebugInfo {
             .ok_or("no frame base outside a function")?
             .frame_die;
         let e = self.entry(fd).ok_or("bad DWARF")?;
-        let unit = &self.units[fd.unit].unit;
+        let unit = self.unit(fd.unit).ok_or("bad DWARF")?;
         let inner = Ctx {
             pc: ctx.pc,
             func: ctx.func,
@@ -465,7 +468,12 @@ impl DebugInfo {
     }
 
     fn lower_inner(&self, bytes: &R, unit: usize, ctx: &Ctx<'_>) -> Result<Location, String> {
-        let encoding = self.units[unit].unit.encoding();
+        let encoding = self
+            .units
+            .get(unit)
+            .ok_or("bad DWARF unit")?
+            .header
+            .encoding();
         let mut it = gimli::Expression(bytes.clone()).operations(encoding);
         let mut ops: Vec<Op> = Vec::new();
         let mut result: Option<Location> = None;

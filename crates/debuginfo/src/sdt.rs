@@ -240,12 +240,20 @@ pub(crate) fn read_notes(file: &object::File<'_>, pie: bool) -> Vec<SdtProbe> {
             u64::from_be_bytes(s)
         })
     };
-    let symbols: Vec<(String, u64)> = file
-        .symbols()
-        .chain(file.dynamic_symbols())
-        .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
-        .collect();
-    let lookup = |name: &str| symbols.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
+    // Operands rarely name symbols: the tables are read for the first one that does.
+    let symbols: std::cell::OnceCell<Vec<(String, u64)>> = std::cell::OnceCell::new();
+    let lookup = |name: &str| {
+        symbols
+            .get_or_init(|| {
+                file.symbols()
+                    .chain(file.dynamic_symbols())
+                    .filter_map(|s| Some((s.name().ok()?.to_string(), s.address())))
+                    .collect()
+            })
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    };
     let align4 = |n: usize| (n + 3) & !3;
     let mut off = 0usize;
     while off + 12 <= data.len() {

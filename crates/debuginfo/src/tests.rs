@@ -245,6 +245,12 @@ fn wildcards_and_distance() {
 /// Exercises every query on `di`; used on corrupted files, where only "no panic"
 /// matters.
 fn exercise(di: &DebugInfo) {
+    // The quick name path first, before the full list exists.
+    for n in ["handle", "sq", "main", "greet"] {
+        for f in di.match_functions(n).into_iter().chain(di.match_inlines(n)) {
+            let _ = di.variables_at(f, di.probe_addr(f));
+        }
+    }
     for f in di.functions().iter().chain(di.inline_instances_all()) {
         let pc = di.probe_addr(f);
         let _ = di.cfa_at(pc);
@@ -316,6 +322,32 @@ fn corrupted_dwarf_never_panics() {
     }
     // Most single-byte corruptions still open: the queries above really ran.
     assert!(opened > 50, "{opened}");
+    // Compressed sections (read by the threads that inflate them) too.
+    let gz = build(&scratch("corrupt-gz"), "gz", &["-gz"]);
+    let gz_bytes = std::fs::read(&gz).unwrap();
+    let gz_ranges: Vec<(usize, usize)> = {
+        let file = object::File::parse(&*gz_bytes).unwrap();
+        file.sections()
+            .filter(|s| s.name().is_ok_and(|n| n.starts_with(".debug_")))
+            .filter_map(|s| s.file_range())
+            .map(|(o, l)| (o as usize, l as usize))
+            .collect()
+    };
+    assert!(gz_ranges.len() >= 5);
+    for round in 0..100 {
+        let mut b = gz_bytes.clone();
+        let (off, len) = gz_ranges[(next() as usize) % gz_ranges.len()];
+        for _ in 0..1 + next() % 8 {
+            let i = off + (next() as usize) % len.max(1);
+            b[i] = next() as u8;
+        }
+        let p = dir.join(format!("corrupt-gz-{round}"));
+        std::fs::write(&p, &b).unwrap();
+        if let Ok(di) = DebugInfo::open(&p) {
+            exercise(&di);
+        }
+        let _ = std::fs::remove_file(&p);
+    }
     // Truncations and garbage never panic either.
     for cut in [0usize, 10, 64, 1000, bytes.len() / 2] {
         let p = dir.join("truncated");
@@ -715,6 +747,8 @@ fn crc32_is_zlibs() {
 
 /// Runs every query the planner and the unwinder make, as the fuzz target does.
 fn exercise_like_fuzz(di: &DebugInfo) {
+    let _ = di.match_functions("main");
+    let _ = di.match_inlines("handle");
     let _ = di.sdt_probes();
     let _ = di.global_names();
     let _ = di.find_type("struct req");
@@ -848,4 +882,306 @@ fn sparse_read_matches_whole_file() {
     assert_eq!(whole.symbol_at(f), sparse.symbol_at(f));
     let img = read_image(&bin).unwrap();
     assert_eq!(img.bytes.len(), bytes.len());
+}
+
+/// Two units with the same static function, a static inline helper inlined in both,
+/// an alias symbol, and short names (which gcc may spell inline, DW_FORM_string).
+const TWO_UNITS_H: &str =
+    "static inline int helper(int v) { volatile int k = v; return k * 3 + 1; }\n";
+const TWO_UNITS_A: &str = r#"
+#include "common.h"
+static __attribute__((noinline)) int twin(int x) { return helper(x) + 1; }
+static __attribute__((noinline)) int f2(int x) { return x - 1; }
+int from_a(int x) { return twin(x) * 2 + f2(x); }
+int real_fn(int x) { return x + 40; }
+extern int alias_fn(int) __attribute__((alias("real_fn")));
+"#;
+const TWO_UNITS_B: &str = r#"
+#include <stdio.h>
+#include "common.h"
+int from_a(int x);
+int alias_fn(int x);
+static __attribute__((noinline)) int twin(int x) { return helper(x) - 1; }
+static __attribute__((noinline)) int f2(int x) { return x + 1; }
+int from_b(int x) { return twin(x) * 3 + f2(x); }
+int main(int argc, char **argv) {
+  (void)argv;
+  printf("%d %d %d\n", from_a(argc), from_b(argc), alias_fn(argc));
+  return 0;
+}
+"#;
+
+/// Builds the two-unit fixture with `flags` into `dir/name`.
+fn build_two_units(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    std::fs::write(dir.join("common.h"), TWO_UNITS_H).unwrap();
+    std::fs::write(dir.join("a.c"), TWO_UNITS_A).unwrap();
+    std::fs::write(dir.join("b.c"), TWO_UNITS_B).unwrap();
+    let out = dir.join(name);
+    run_ok(
+        Command::new("gcc")
+            .args(flags)
+            .arg("-o")
+            .arg(&out)
+            .arg(dir.join("a.c"))
+            .arg(dir.join("b.c")),
+    );
+    out
+}
+
+/// The addresses of the local text symbols named `func` (`nm` prints `t NAME`), or
+/// `func.SUFFIX` as gcc names clones.
+fn nm_locals(bin: &Path, func: &str) -> Vec<u64> {
+    let out = Command::new("nm").arg(bin).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // LTO renames them `twin.lto_priv.0`, and so on.
+            let named = w.get(2).is_some_and(|n| {
+                *n == func || n.strip_prefix(func).is_some_and(|r| r.starts_with('.'))
+            });
+            (w.len() == 3 && w[1] == "t" && named).then(|| u64::from_str_radix(w[0], 16).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every name of `path` (functions, aliases, inlined instances) gives the same
+/// functions and inlined instances by the quick path as by the full list.
+fn assert_quick_matches_full(path: &Path, names_limit: usize) -> usize {
+    let full = DebugInfo::open(path).unwrap();
+    let mut names: Vec<String> = full
+        .functions()
+        .iter()
+        .chain(full.inline_instances_all())
+        .flat_map(|f| std::iter::once(f.name.clone()).chain(f.aliases.iter().cloned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    // Spread the sample over the whole list.
+    let step = names.len().div_ceil(names_limit.max(1)).max(1);
+    let names: Vec<&String> = names.iter().step_by(step).collect();
+    let quick = DebugInfo::open(path).unwrap();
+    let key = |v: Vec<&Function>| -> Vec<(u64, String, bool)> {
+        v.iter()
+            .map(|f| (f.entry_pc, f.cu_name.clone(), f.inlined))
+            .collect()
+    };
+    for n in &names {
+        assert_eq!(
+            key(quick.match_functions(n)),
+            key(full.match_functions(n)),
+            "{n} in {}",
+            path.display()
+        );
+        assert_eq!(
+            key(quick.match_inlines(n)),
+            key(full.match_inlines(n)),
+            "{n} inlines in {}",
+            path.display()
+        );
+    }
+    // The quick path really was taken: the full scan was never needed.
+    assert!(quick.full.get().is_none(), "{}", path.display());
+    names.len()
+}
+
+#[test]
+fn same_static_function_in_two_units_and_inlines_across_units() {
+    let dir = scratch("two-units");
+    for (name, flags) in [
+        ("o2-dwarf5", &["-g", "-O2", "-gdwarf-5"][..]),
+        ("o2-dwarf4", &["-g", "-O2", "-gdwarf-4"][..]),
+        ("o0", &["-g", "-O0"][..]),
+        // LTO: concrete and inlined instances name their origin in another unit.
+        ("o2-lto", &["-g", "-O2", "-flto"][..]),
+    ] {
+        let bin = build_two_units(&dir, name, flags);
+        let di = DebugInfo::open(&bin).unwrap();
+        // Both static copies, at the addresses of their two local symbols.
+        let twins: Vec<u64> = di
+            .match_functions("twin")
+            .iter()
+            .map(|f| f.entry_pc)
+            .collect();
+        assert_eq!(twins, nm_locals(&bin, "twin"), "{name}");
+        assert_eq!(twins.len(), 2, "{name}");
+        let f2: Vec<u64> = di
+            .match_functions("f2")
+            .iter()
+            .map(|f| f.entry_pc)
+            .collect();
+        assert_eq!(f2, nm_locals(&bin, "f2"), "{name}");
+        // The alias symbol finds the function it names (LTO inlines both away).
+        if name != "o2-lto" {
+            let al = di.match_functions("alias_fn");
+            assert_eq!(al.len(), 1, "{name}");
+            assert_eq!(al[0].name, "real_fn");
+            assert_eq!(al[0].entry_pc, nm_addr(&bin, "alias_fn"));
+        }
+        if name == "o2-lto" {
+            // The code is in LTO's own unit: the instances are found through their
+            // origins in the source units.
+            assert!(!di.match_inlines("helper").is_empty(), "{name}");
+        } else if name.starts_with("o2") {
+            // The header's helper is inlined in both units.
+            let mut cus: Vec<String> = di
+                .match_inlines("helper")
+                .iter()
+                .map(|f| f.cu_name.rsplit('/').next().unwrap_or_default().to_string())
+                .collect();
+            cus.sort();
+            cus.dedup();
+            assert_eq!(cus, ["a.c", "b.c"], "{name}");
+        } else {
+            // At -O0 each unit has its own out-of-line copy.
+            assert_eq!(di.match_functions("helper").len(), 2, "{name}");
+        }
+        assert!(di.full.get().is_none(), "{name}: the quick path was taken");
+        assert_quick_matches_full(&bin, usize::MAX);
+    }
+}
+
+#[test]
+fn symbol_aliases_without_debug_aranges() {
+    // Without .debug_aranges the unit around a symbol comes from the units' ranges.
+    let dir = scratch("no-aranges");
+    let bin = build_two_units(&dir, "app", &["-g", "-O2"]);
+    let stripped = dir.join("app-noaranges");
+    run_ok(
+        Command::new("objcopy")
+            .args(["--remove-section", ".debug_aranges"])
+            .arg(&bin)
+            .arg(&stripped),
+    );
+    let di = DebugInfo::open(&stripped).unwrap();
+    assert!(di.read_aranges().is_none());
+    let al = di.match_functions("alias_fn");
+    assert_eq!(al.len(), 1);
+    assert_eq!(al[0].name, "real_fn");
+    assert_eq!(al[0].entry_pc, nm_addr(&stripped, "alias_fn"));
+    assert_quick_matches_full(&stripped, usize::MAX);
+}
+
+#[test]
+fn quick_path_agrees_on_compressed_and_fixture_builds() {
+    let dir = scratch("quick-agrees");
+    let gz = build(&dir, "gz", &["-gz"]);
+    assert_quick_matches_full(&gz, usize::MAX);
+    for opt in ["-O0", "-O2"] {
+        assert_quick_matches_full(&compile("fixture", FIXTURE, opt), usize::MAX);
+    }
+}
+
+#[test]
+fn quick_path_agrees_on_distribution_debug_info() {
+    // Real GCC DWARF 5 of large programs and of libc (separate, compressed debug
+    // files), when installed: a sample of names spread over the whole list.
+    let mut checked = 0;
+    // DEBUGINFO_TEST_NAMES=N compares N names of each (a release build makes
+    // thousands quick).
+    let limit = std::env::var("DEBUGINFO_TEST_NAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    // python3.11 is built with LTO: its units name their origins in other units.
+    for p in [
+        "/usr/bin/python3.11d",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/bin/python3.11",
+    ] {
+        let p = Path::new(p);
+        if !p.exists() || DebugInfo::open(p).is_err() {
+            eprintln!(
+                "skipped {}: not installed with debug information",
+                p.display()
+            );
+            continue;
+        }
+        checked += assert_quick_matches_full(p, limit);
+    }
+    eprintln!("{checked} names compared");
+}
+
+#[test]
+fn raw_abbreviation_reading() {
+    // code 1: subprogram, external (flag_present), name (strp), decl_file (data1).
+    // code 2: subprogram declaration (flag_present), name (strp).
+    // code 3: variable, name (strp).
+    // code 4: subprogram, decl_line (udata), name (strp).
+    let t1 = [1u8, 0x2e, 0, 0x3f, 0x19, 0x03, 0x0e, 0x3a, 0x0b, 0, 0];
+    let t2 = [2u8, 0x2e, 0, 0x3c, 0x19, 0x03, 0x0e, 0, 0];
+    let t3 = [3u8, 0x34, 0, 0x03, 0x0e, 0, 0];
+    let t4 = [4u8, 0x2e, 0, 0x3b, 0x0f, 0x03, 0x0e, 0, 0];
+    let table = |parts: &[&[u8]]| -> Vec<u8> {
+        let mut v: Vec<u8> = parts.concat();
+        v.push(0);
+        v
+    };
+    let ok = table(&[&t1, &t2, &t3]);
+    assert_eq!(names::definition_names(&ok, 0, 5, 4, 8), Some(vec![(1, 0)]));
+    assert!(!names::abbrev_table_opaque(&ok, 0));
+    // A definition whose name follows an attribute of variable size: no answer.
+    assert_eq!(
+        names::definition_names(&table(&[&t1, &t4]), 0, 5, 4, 8),
+        None
+    );
+    // A definition completing a declaration: named elsewhere, no answer.
+    let spec = [5u8, 0x2e, 0, 0x47, 0x13, 0, 0];
+    assert_eq!(names::definition_names(&table(&[&spec]), 0, 5, 4, 8), None);
+    // An address before the name counts its size.
+    let t6 = [6u8, 0x2e, 0, 0x11, 0x01, 0x03, 0x08, 0, 0];
+    assert_eq!(
+        names::definition_names(&table(&[&t6]), 0, 5, 4, 8),
+        Some(vec![(6, 8)])
+    );
+    assert_eq!(
+        names::definition_names(&table(&[&t6]), 0, 5, 4, 4),
+        Some(vec![(6, 4)])
+    );
+    // Names in strx forms, and origins in other units, defeat the byte search.
+    assert!(names::abbrev_table_opaque(
+        &table(&[&[7u8, 0x2e, 0, 0x03, 0x25, 0, 0]]),
+        0
+    ));
+    assert!(names::abbrev_table_opaque(
+        &table(&[&[8u8, 0x1d, 0, 0x31, 0x10, 0, 0]]),
+        0
+    ));
+    assert!(!names::abbrev_table_opaque(
+        &table(&[&[8u8, 0x1d, 0, 0x31, 0x13, 0, 0]]),
+        0
+    ));
+    // Tables read one after the other agree with tables read on their own.
+    let strx = table(&[&[7u8, 0x2e, 0, 0x03, 0x25, 0, 0]]);
+    let both = [ok.clone(), strx.clone(), ok.clone()].concat();
+    let scan = names::AbbrevScan::new(&both);
+    let (a, b2, c) = (0, ok.len(), ok.len() + strx.len());
+    for off in [a, b2, c] {
+        assert_eq!(
+            scan.opaque_at(off),
+            Some(names::abbrev_table_opaque(&both, off)),
+            "{off}"
+        );
+    }
+    assert_eq!(scan.opaque_at(b2), Some(true));
+    assert_eq!(scan.opaque_at(1), None);
+    // Truncated tables never panic and are opaque or unreadable.
+    for cut in 0..ok.len() - 1 {
+        assert!(names::abbrev_table_opaque(&ok[..cut], 0));
+        assert_eq!(names::definition_names(&ok[..cut], 0, 5, 4, 8), None);
+    }
+    // The codes that can end before a position: one byte, or more with the high bit
+    // set on all but the last.
+    let b = [0x10u8, 0x85, 0x01, 0x07];
+    let codes = |end| names::codes_ending_at(&b, 0, end).collect::<Vec<u64>>();
+    assert_eq!(codes(3), vec![1, 0x85 & 0x7f | (1 << 7)]);
+    assert_eq!(codes(4), vec![7]);
+    assert_eq!(codes(2), Vec::<u64>::new());
+    assert_eq!(
+        names::codes_ending_at(&b, 2, 3).collect::<Vec<u64>>(),
+        vec![1]
+    );
 }

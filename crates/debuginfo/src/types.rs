@@ -110,10 +110,9 @@ impl DebugInfo {
                 kind: TypeKind::Void,
             };
         };
-        let Some(e) = self.entry(r) else {
+        let (Some(e), Some(unit)) = (self.entry(r), self.unit(r.unit)) else {
             return other();
         };
-        let unit = &self.units[r.unit].unit;
         let name = e
             .attr_value(gimli::DW_AT_name)
             .map(|v| self.attr_str(unit, v))
@@ -276,10 +275,10 @@ impl DebugInfo {
 
     fn children(&self, r: DieRef) -> Vec<gimli::DebuggingInformationEntry<R>> {
         let mut out = Vec::new();
-        let Some(u) = self.units.get(r.unit) else {
+        let Some(u) = self.unit(r.unit) else {
             return out;
         };
-        let Ok(mut cursor) = u.unit.entries_at_offset(gimli::UnitOffset(r.offset)) else {
+        let Ok(mut cursor) = u.entries_at_offset(gimli::UnitOffset(r.offset)) else {
             return out;
         };
         let mut first = true;
@@ -302,8 +301,10 @@ impl DebugInfo {
     }
 
     fn members(&self, r: DieRef) -> Vec<Member> {
-        let unit = &self.units[r.unit].unit;
         let mut out = Vec::new();
+        let Some(unit) = self.unit(r.unit) else {
+            return out;
+        };
         for e in self.children(r) {
             if e.tag() != gimli::DW_TAG_member {
                 continue;
@@ -406,8 +407,10 @@ impl DebugInfo {
     }
 
     fn enumerators(&self, r: DieRef) -> Vec<Enumerator> {
-        let unit = &self.units[r.unit].unit;
         let mut out = Vec::new();
+        let Some(unit) = self.unit(r.unit) else {
+            return out;
+        };
         for e in self.children(r) {
             if e.tag() != gimli::DW_TAG_enumerator {
                 continue;
