@@ -98,34 +98,15 @@ fn msg_trap_values(backend: Option<&str>) {
         backend.is_some() || exe_dir.join("libqemu_plugin.so").exists(),
         "the QEMU plugin is not built next to snaptap: run `cargo build --workspace` first (scripts/test.sh does)"
     );
-    let dir = machine();
-    let vm = qemu_cmd(&dir, &["--args", "rounds=3 report=0 idle=1"]);
-    let out = tempfile("mach");
     let script = r#"
 probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d task=%s\n", msgh_id, send_size, @mach_task_name) }
 probe mach.thread.set_state { printf("snap set_state eip=%#x esp=%#x\n", eip, uesp) }
 probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
 "#;
-    let mut c = snaptap();
-    c.arg("-v")
-        .arg("--kernel")
-        .arg(dir.join("gnumach.dbg"))
-        .arg("--vm")
-        .arg(&vm)
-        .arg("-o")
-        .arg(&out)
-        .arg("-e")
-        .arg(script);
-    if let Some(b) = backend {
-        c.env("SNAPTAP_VM_BACKEND", b);
-    }
-    let o = run_with_timeout(c, 240);
-    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
+    let (console, stderr, text) = run_vm("rounds=3 report=0 idle=1", script, backend, true);
+    let dir = machine();
     let used_plugin = stderr.contains("TCG plugin");
     assert_eq!(used_plugin, backend.is_none(), "backend choice: {stderr}");
-    let text = std::fs::read_to_string(&out).unwrap();
     let want = msgs(&console, "truth msg ");
     assert_eq!(
         want.len(),
@@ -172,27 +153,12 @@ fn mach_tapset_functions_read_the_current_task() {
     if skip() {
         return;
     }
-    let dir = machine();
-    let vm = qemu_cmd(&dir, &["--args", "rounds=1 report=0 idle=1"]);
-    let out = tempfile("mach-fn");
     let script = r#"
 probe mach.msg.trap { if (is_send && msgh_id >= 1000 && msgh_id < 1100) printf("snap msg id=%d send_size=%d same=%d task=%s\n", msgh_id, send_size, thread_id() == @var("active_threads")[0], task_name()) }
 probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
 "#;
-    let mut c = snaptap();
-    c.arg("--kernel")
-        .arg(dir.join("gnumach.dbg"))
-        .arg("--vm")
-        .arg(&vm)
-        .arg("-o")
-        .arg(&out)
-        .arg("-e")
-        .arg(script);
-    let o = run_with_timeout(c, 240);
-    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
-    let text = std::fs::read_to_string(&out).unwrap();
+    let (console, _, text) = run_vm("rounds=1 report=0 idle=1", script, None, false);
+    let dir = machine();
     let want = msgs(&console, "truth msg ");
     assert_eq!(want.len(), 6, "the workload sends 6 messages: {console}");
     assert_eq!(
@@ -210,6 +176,41 @@ probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
             .all(|l| l.ends_with(&format!("same=1 task={task}"))),
         "task_name/thread_id: {text}"
     );
+}
+
+/// Runs `script` on the Mach workload started with `args` (`--vm`, the plugin unless
+/// `backend` says `gdb`), with `-v` when `verbose`; returns the console, snaptap's
+/// stderr and its output file, after checking that it succeeded.
+fn run_vm(
+    args: &str,
+    script: &str,
+    backend: Option<&str>,
+    verbose: bool,
+) -> (String, String, String) {
+    let dir = machine();
+    let vm = qemu_cmd(&dir, &["--args", args]);
+    let out = tempfile("mach");
+    let mut c = snaptap();
+    if verbose {
+        c.arg("-v");
+    }
+    c.arg("--kernel")
+        .arg(dir.join("gnumach.dbg"))
+        .arg("--vm")
+        .arg(&vm)
+        .arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(script);
+    if let Some(b) = backend {
+        c.env("SNAPTAP_VM_BACKEND", b);
+    }
+    let o = run_with_timeout(c, 240);
+    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    (console, stderr, text)
 }
 
 /// Reads the console of a VM started by the test, line by line, on a thread.
@@ -620,30 +621,11 @@ fn out_parameter_at_return(backend: Option<&str>) {
     if skip() {
         return;
     }
-    let dir = machine();
-    let vm = qemu_cmd(&dir, &["--args", "rounds=2 report=0 idle=1"]);
-    let out = tempfile("mach-outparam");
     let script = r#"
 probe mach.vm.allocate.return { if (kr == 0) printf("snap size=%d addr=%#x\n", size, addr) }
 probe mach.print { if (substr(message, 0, 10) == "truth done") exit() }
 "#;
-    let mut c = snaptap();
-    c.arg("--kernel")
-        .arg(dir.join("gnumach.dbg"))
-        .arg("--vm")
-        .arg(&vm)
-        .arg("-o")
-        .arg(&out)
-        .arg("-e")
-        .arg(script);
-    if let Some(b) = backend {
-        c.env("SNAPTAP_VM_BACKEND", b);
-    }
-    let o = run_with_timeout(c, 240);
-    let console = String::from_utf8_lossy(&o.stdout).replace('\r', "");
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "snaptap failed: {stderr}\n{console}");
-    let text = std::fs::read_to_string(&out).unwrap();
+    let (console, _, text) = run_vm("rounds=2 report=0 idle=1", script, backend, false);
     let want: Vec<String> = console
         .lines()
         .filter_map(|l| {
