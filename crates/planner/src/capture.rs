@@ -486,6 +486,8 @@ pub(crate) fn plan_site(
         SpecKind::ProcessEnd => SiteKind::ProcessEnd,
         SpecKind::SyscallEntry => SiteKind::SyscallEntry,
         SpecKind::SyscallReturn => SiteKind::SyscallReturn,
+        SpecKind::ThreadBegin => SiteKind::ThreadBegin,
+        SpecKind::ThreadEnd => SiteKind::ThreadEnd,
     };
     out.plans.sites.push(ProbeSite {
         id,
@@ -861,6 +863,9 @@ impl<'a> Builder<'a> {
                 size: 8,
                 signed,
             });
+        }
+        if let Some(name) = &self.site.plt {
+            return crate::dynelf::plt_var(&self.site.pp, name, t).map_err(|m| sem(m, e));
         }
         let spelled = format!("${}", t.name);
         let di = self.require_di(e, &spelled)?;
