@@ -1630,7 +1630,8 @@ impl<'a> Builder<'a> {
         name: &str,
         args: &[Expr],
     ) -> Result<Decode, Diagnostic> {
-        if !self.is_syscall() {
+        // PLT sites have registers (the call's arguments) but no DWARF.
+        if !self.is_syscall() && self.site.plt.is_none() {
             self.require_di(e, name)?;
         }
         let (reg, size) = if name == "uaddr" {

@@ -300,8 +300,10 @@ fn resolve_library(
     Ok(out)
 }
 
-/// How utrace-style probe points (`begin`, `end`, `syscall`, `thread.*`) spell their
-/// process part: as written, `process`, `process(PID)`, or the resolved path.
+/// How `thread.*` probe points spell their process part, as stap spells its
+/// utrace-style points: as written, `process`, `process(PID)`, or the resolved path.
+/// (stap spells `process.begin`, `.end` and `.syscall` so too; snaptap still names
+/// the resolved path there.)
 fn utrace_prefix(point: &ProbePoint, proc_pp: &str) -> String {
     match point.components.first().and_then(|c| c.arg.as_ref()) {
         None => "process".to_string(),
@@ -418,7 +420,7 @@ fn resolve_in_module(
             },
             addr: 0,
             func: None,
-            pp: format!("{}.{which}", utrace_prefix(point, &proc_pp)),
+            pp: format!("{proc_pp}.{which}"),
             sdt: None,
             plt: None,
             listed: None,
@@ -450,7 +452,7 @@ fn resolve_in_module(
                 kind,
                 addr: 0,
                 func: None,
-                pp: format!("{}.syscall{sfx}", utrace_prefix(point, &proc_pp)),
+                pp: format!("{proc_pp}.syscall{sfx}"),
                 sdt: None,
                 plt: None,
                 listed: None,
