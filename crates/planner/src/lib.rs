@@ -409,6 +409,8 @@ pub fn list_probes_with_kernel(
             }
         }
     }
+    // stap prints the matches sorted.
+    lines.sort();
     if errors.is_empty() {
         Ok(lines)
     } else {
