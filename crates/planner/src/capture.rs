@@ -2257,6 +2257,17 @@ pub(crate) fn var_listing(site: &SiteSpec) -> String {
             .map(|v| format!(" {v}:long"))
             .collect();
     }
+    // stap's -L shows the syscall variables for every utrace-style point, though
+    // only `.syscall` probes can use them.
+    if matches!(
+        site.kind,
+        SpecKind::ProcessBegin | SpecKind::ProcessEnd | SpecKind::ThreadBegin | SpecKind::ThreadEnd
+    ) {
+        return syscall_var_names(false)
+            .iter()
+            .map(|v| format!(" {v}:long"))
+            .collect();
+    }
     if let Some(p) = &site.sdt {
         return (1..=p.args.len())
             .map(|i| format!(" $arg{i}:long"))

@@ -317,6 +317,14 @@ fn thread_listing() {
     let (got, err, ok) = list(&format!("process(\"{b}\").thread.end"));
     assert!(ok, "{err}");
     assert_eq!(got, vec![format!("process(\"{b}\").thread.end")]);
+    // stap's -L shows the syscall variables at every utrace-style point.
+    let mut c = snaptap();
+    c.arg("-L").arg(format!("process(\"{b}\").thread.begin"));
+    let o = run_with_timeout(c, 60);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("process(\"{b}\").thread.begin $syscall:long $arg1:long $arg2:long $arg3:long $arg4:long $arg5:long $arg6:long\n")
+    );
     let mut c = snaptap();
     c.args(["-l", "process.thread.begin", "-c", b]);
     let o = run_with_timeout(c, 60);
