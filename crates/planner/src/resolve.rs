@@ -383,6 +383,16 @@ fn resolve_in_module(
     let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
     match names.as_slice() {
         ["process", "thread", which @ ("begin" | "end")] if !kernel => {
+            if sess.kernel.is_some() {
+                // The VM backends see no thread creation or exit of a process.
+                return Err(err(
+                    point,
+                    format!(
+                        "probe point {} is not available on a --gdb/--vm target: thread begin and end are reported only for processes traced with -c or -x",
+                        point_text(point)
+                    ),
+                ));
+            }
             Ok(vec![Resolved::Site(Box::new(SiteSpec {
                 module,
                 di: None,

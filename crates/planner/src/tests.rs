@@ -2309,3 +2309,20 @@ fn library_patterns() {
         "{libs:?}"
     );
 }
+
+#[test]
+fn thread_probes_are_refused_with_a_kernel_target() {
+    let bin = compile("-O0");
+    let (script, sources) = parse("probe process.thread.end { }");
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let e = plan_with_kernel(&script, &sources, &opts, Some(&bin)).unwrap_err();
+    assert!(
+        e[0].message
+            .contains("probe point process.thread.end is not available on a --gdb/--vm target"),
+        "{:?}",
+        e[0].message
+    );
+}
