@@ -330,3 +330,79 @@ fn thread_listing() {
     let o = run_with_timeout(c, 60);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "process.thread.begin\n");
 }
+
+/// Attached with `-x` to a process whose threads already run: each of them begins
+/// (for the session) at the attach, and each ends when the program lets it go.
+#[test]
+fn thread_begin_end_when_attaching() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let bin = fixture("threadhold", "-O0", &[]);
+    let n = 3;
+    let mut target = Command::new(&bin)
+        .arg(n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(target.stdout.take().unwrap());
+    let mut want = Vec::new();
+    loop {
+        let mut l = String::new();
+        assert!(reader.read_line(&mut l).unwrap() > 0, "fixture ended early");
+        if l.trim() == "ready" {
+            break;
+        }
+        want.push(l.trim().to_string());
+    }
+    assert_eq!(want.len(), n + 1, "{want:?}");
+    let out = tempfile("threads-attach");
+    let mut c = snaptap();
+    c.arg("-o")
+        .arg(&out)
+        .arg("-e")
+        .arg(
+            r#"probe process.thread.begin { printf("truth thread %d\n", tid()); if (pid() != target()) printf("bad pid\n") }
+probe process.thread.end { printf("end %d\n", tid()) }
+probe process.begin { printf("truth main %d\n", pid()) }"#,
+        )
+        .arg("-x")
+        .arg(target.id().to_string());
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let tracer = c.spawn().unwrap();
+    // Let the program go once the session has reported every thread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if truth_lines(&text).len() > n {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no thread.begin: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(target.stdin.take());
+    let o = wait_output(tracer, 60);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(target.wait().unwrap().success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("bad pid"), "{text}");
+    let mut got = truth_lines(&text);
+    got.sort();
+    want.sort();
+    assert_lines(&got, &want, "thread.begin at attach");
+    let mut ends: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("end "))
+        .map(|t| format!("truth thread {t}"))
+        .collect();
+    ends.sort();
+    let threads: Vec<String> = want
+        .iter()
+        .filter(|l| l.starts_with("truth thread"))
+        .cloned()
+        .collect();
+    assert_lines(&ends, &threads, "thread.end after attach");
+}
