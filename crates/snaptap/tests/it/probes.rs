@@ -139,6 +139,11 @@ fn plt_every_call_bind_now() {
     check_plt("-O2", &["-Wl,-z,now"]);
 }
 
+#[test]
+fn plt_every_call_no_pie() {
+    check_plt("-O2", &["-no-pie"]);
+}
+
 /// `-l` lists one `.plt("NAME")` per jump slot, by name, and filters by pattern.
 #[test]
 fn plt_listing_matches_relocations() {
