@@ -424,6 +424,12 @@ impl Core {
                     ));
                     continue;
                 }
+                SiteKind::ThreadBegin | SiteKind::ThreadEnd => {
+                    summary.failed_sites.push(format!(
+                        "site {i}: process.thread.begin/end probes need the ptrace backend: a gdb remote target reports no thread creation or exit"
+                    ));
+                    continue;
+                }
                 SiteKind::Entry | SiteKind::Return { .. } => {}
             }
             if !same_file(&site.module, &module.path) {

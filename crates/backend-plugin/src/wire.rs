@@ -632,6 +632,8 @@ pub fn encode_plans_with_cr3(plans: &PlanSet, cr3: &[(SiteId, u64)]) -> Vec<u8> 
             SiteKind::SyscallEntry => 4,
             SiteKind::SyscallReturn => 5,
             SiteKind::Semaphore => 6,
+            SiteKind::ThreadBegin => 7,
+            SiteKind::ThreadEnd => 8,
         };
         let needs =
             u8::from(s.needs.comm) | u8::from(s.needs.ppid) << 1 | u8::from(s.needs.cpu) << 2;
@@ -759,6 +761,8 @@ pub fn decode_plans_with_cr3(b: &[u8]) -> Result<(PlanSet, Vec<u64>), String> {
             4 => SiteKind::SyscallEntry,
             5 => SiteKind::SyscallReturn,
             6 => SiteKind::Semaphore,
+            7 => SiteKind::ThreadBegin,
+            8 => SiteKind::ThreadEnd,
             k => return Err(format!("site {id}: unknown site kind {k}")),
         };
         sites.push(ProbeSite {

@@ -544,6 +544,9 @@ struct Thread {
     /// The call in flight is a restart (`restart_syscall`) of this one: its exit is
     /// reported under this number.
     restart_of: Option<u64>,
+    /// Its `ThreadEnd` records were emitted (at its exit stop), so its disappearance
+    /// emits none.
+    end_sent: bool,
 }
 
 impl Thread {
@@ -561,6 +564,7 @@ impl Thread {
             held: false,
             hidden_restart: None,
             restart_of: None,
+            end_sent: false,
         }
     }
 }
@@ -1022,6 +1026,17 @@ impl Core {
         if let Some(exe) = self.procs.get(&self.main_pid).map(|p| p.exe.clone()) {
             self.process_event(self.main_pid, &exe, true);
         }
+        // Attached to a running process: its other threads begin now, for us.
+        let mut others: Vec<u32> = self
+            .threads
+            .iter()
+            .filter(|(t, x)| x.pid == self.main_pid && **t != self.main_pid && x.emit)
+            .map(|(t, _)| *t)
+            .collect();
+        others.sort_unstable();
+        for t in others {
+            self.thread_event(t, true);
+        }
         for t in std::mem::take(&mut self.initial) {
             let Some(th) = self.threads.get(&t) else {
                 continue;
@@ -1198,6 +1213,13 @@ impl Core {
             Ev::Event(libc::PTRACE_EVENT_EXIT, _) => {
                 if self.threads.get(&t).is_some_and(|x| x.pid == t) {
                     self.remember_for_end(t);
+                } else if self.threads.get(&t).is_some_and(|x| x.emit && !x.end_sent) {
+                    // Still stopped with its registers: the thread's end is reported
+                    // here, where its context can still be read.
+                    self.thread_event(t, false);
+                    if let Some(x) = self.threads.get_mut(&t) {
+                        x.end_sent = true;
+                    }
                 }
                 self.resume(t, 0);
                 if let Some(th) = self.threads.get_mut(&t) {
@@ -1282,7 +1304,13 @@ impl Core {
             return false;
         };
         match th.setup {
-            Setup::None => true,
+            Setup::None => {
+                // A new thread of a traced process (a clone in its thread group).
+                if th.emit && th.pid != t {
+                    self.thread_event(t, true);
+                }
+                true
+            }
             Setup::Vfork => {
                 if th.emit {
                     let memk = th.mem;
@@ -1335,6 +1363,15 @@ impl Core {
             self.unref_ret(th.mem, f.ret);
         }
         if t != th.pid {
+            if th.emit && !th.end_sent {
+                // No exit stop was seen (killed): the end is reported without a plan.
+                let exe = self
+                    .procs
+                    .get(&th.mem)
+                    .map(|p| p.exe.clone())
+                    .unwrap_or_default();
+                self.thread_records(th.pid, t, &exe, false, None);
+            }
             self.comms.remove(&t);
             return;
         }
@@ -1578,7 +1615,10 @@ impl Core {
                     continue;
                 }
                 SiteKind::Entry | SiteKind::Return { .. } | SiteKind::Semaphore => {}
-                SiteKind::ProcessBegin | SiteKind::ProcessEnd => continue,
+                SiteKind::ProcessBegin
+                | SiteKind::ProcessEnd
+                | SiteKind::ThreadBegin
+                | SiteKind::ThreadEnd => continue,
             }
             if self
                 .procs
@@ -1700,6 +1740,71 @@ impl Core {
                 continue;
             }
             let rec = self.new_record(site, p, p, 0);
+            self.hits += 1;
+            if let Some(tx) = &self.tx {
+                tx.record(rec);
+            }
+        }
+    }
+
+    /// Emits the `ThreadBegin` (or `ThreadEnd`) records of thread `t`, which is in a
+    /// ptrace-stop: the plans run with its registers.
+    fn thread_event(&mut self, t: u32, begin: bool) {
+        let Some(th) = self.threads.get(&t) else {
+            return;
+        };
+        let (p, memk) = (th.pid, th.mem);
+        let kind = if begin {
+            SiteKind::ThreadBegin
+        } else {
+            SiteKind::ThreadEnd
+        };
+        if !self.plans.sites.iter().any(|s| s.kind == kind) {
+            return;
+        }
+        let exe = self
+            .procs
+            .get(&memk)
+            .map(|x| x.exe.clone())
+            .unwrap_or_default();
+        let regs = ptrace::getregs(pid(t)).ok();
+        self.thread_records(p, t, &exe, begin, regs.as_ref());
+    }
+
+    /// Emits the thread begin or end records of the sites for `exe`; without
+    /// registers (a thread already gone) the plans are not run.
+    fn thread_records(
+        &mut self,
+        p: u32,
+        t: u32,
+        exe: &Path,
+        begin: bool,
+        regs: Option<&libc::user_regs_struct>,
+    ) {
+        let plans = self.plans.clone();
+        let memk = self.threads.get(&t).map_or(p, |x| x.mem);
+        for site in &plans.sites {
+            let want = match site.kind {
+                SiteKind::ThreadBegin => begin,
+                SiteKind::ThreadEnd => !begin,
+                _ => continue,
+            };
+            if !want || !self.same_file(&site.module, exe) {
+                continue;
+            }
+            let mut rec = self.new_record(site, p, t, regs.map_or(0, |r| r.rip));
+            if let (Some(regs), Some(pr)) = (regs, self.procs.get(&memk)) {
+                let mut acc = Access {
+                    tid: t,
+                    regs,
+                    mem: pr.mem.as_ref(),
+                    bps: &pr.bps,
+                    vm_ok: &mut self.vm_ok,
+                    sys_nr: None,
+                    ahead: None,
+                };
+                execute(&site.plan, &mut acc, &mut rec);
+            }
             self.hits += 1;
             if let Some(tx) = &self.tx {
                 tx.record(rec);

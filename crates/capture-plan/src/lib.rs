@@ -267,6 +267,15 @@ pub enum SiteKind {
     /// Every system call exit of a process running `module` (`process.syscall.return`);
     /// no address. `rax` holds the return value, `DwarfReg::SYSCALL_NR` the number.
     SyscallReturn,
+    /// A new thread of a process running `module` started (`process.thread.begin`):
+    /// every thread but the process's first, including those found when attaching. No
+    /// address; the record's `tid` is the new thread's, and the plan runs with its
+    /// registers at its first stop.
+    ThreadBegin,
+    /// A thread of a process running `module` ended (`process.thread.end`): every
+    /// thread but the last one of its process (that is `ProcessEnd`). No address; the
+    /// record's `tid` is the thread's.
+    ThreadEnd,
     /// Not a probe: a USDT semaphore, the 2-byte counter at `addr` in `module` that the
     /// program tests before evaluating a marker's arguments. While the session runs the
     /// backend adds one to it in every process of the module, and takes it off again at

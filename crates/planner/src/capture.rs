@@ -486,6 +486,8 @@ pub(crate) fn plan_site(
         SpecKind::ProcessEnd => SiteKind::ProcessEnd,
         SpecKind::SyscallEntry => SiteKind::SyscallEntry,
         SpecKind::SyscallReturn => SiteKind::SyscallReturn,
+        SpecKind::ThreadBegin => SiteKind::ThreadBegin,
+        SpecKind::ThreadEnd => SiteKind::ThreadEnd,
     };
     out.plans.sites.push(ProbeSite {
         id,
@@ -861,6 +863,9 @@ impl<'a> Builder<'a> {
                 size: 8,
                 signed,
             });
+        }
+        if let Some(name) = &self.site.plt {
+            return crate::dynelf::plt_var(&self.site.pp, name, t).map_err(|m| sem(m, e));
         }
         let spelled = format!("${}", t.name);
         let di = self.require_di(e, &spelled)?;
@@ -1625,7 +1630,8 @@ impl<'a> Builder<'a> {
         name: &str,
         args: &[Expr],
     ) -> Result<Decode, Diagnostic> {
-        if !self.is_syscall() {
+        // PLT sites have registers (the call's arguments) but no DWARF.
+        if !self.is_syscall() && self.site.plt.is_none() {
             self.require_di(e, name)?;
         }
         let (reg, size) = if name == "uaddr" {
@@ -2247,6 +2253,17 @@ fn syscall_var_names(ret: bool) -> Vec<String> {
 pub(crate) fn var_listing(site: &SiteSpec) -> String {
     if matches!(site.kind, SpecKind::SyscallEntry | SpecKind::SyscallReturn) {
         return syscall_var_names(site.kind == SpecKind::SyscallReturn)
+            .iter()
+            .map(|v| format!(" {v}:long"))
+            .collect();
+    }
+    // stap's -L shows the syscall variables for every utrace-style point, though
+    // only `.syscall` probes can use them.
+    if matches!(
+        site.kind,
+        SpecKind::ProcessBegin | SpecKind::ProcessEnd | SpecKind::ThreadBegin | SpecKind::ThreadEnd
+    ) {
+        return syscall_var_names(false)
             .iter()
             .map(|v| format!(" {v}:long"))
             .collect();

@@ -37,6 +37,8 @@ pub fn dump(p: &Planned) -> String {
             SiteKind::SyscallEntry => "syscall",
             SiteKind::SyscallReturn => "syscall-return",
             SiteKind::Semaphore => "semaphore",
+            SiteKind::ThreadBegin => "thread-begin",
+            SiteKind::ThreadEnd => "thread-end",
         };
         let _ = writeln!(
             s,

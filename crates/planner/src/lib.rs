@@ -52,6 +52,7 @@
 
 mod capture;
 mod dump;
+mod dynelf;
 mod printf;
 mod resolve;
 mod ustack;
@@ -391,7 +392,7 @@ pub fn list_probes_with_kernel(
                     for r in rs {
                         let line = match &r {
                             resolve::Resolved::Site(s) => {
-                                let mut l = s.pp.clone();
+                                let mut l = s.listed.clone().unwrap_or_else(|| s.pp.clone());
                                 if with_vars {
                                     l.push_str(&capture::var_listing(s));
                                 }
@@ -408,6 +409,8 @@ pub fn list_probes_with_kernel(
             }
         }
     }
+    // stap prints the matches sorted.
+    lines.sort();
     if errors.is_empty() {
         Ok(lines)
     } else {

@@ -32,6 +32,10 @@ pub(crate) enum SpecKind {
     SyscallEntry,
     /// `process.syscall.return`: every system call exit.
     SyscallReturn,
+    /// `process.thread.begin`: a new thread of the module's processes started.
+    ThreadBegin,
+    /// `process.thread.end`: a thread (not the last one) of the module's processes ended.
+    ThreadEnd,
 }
 
 /// A resolved process probe site, before planning its captures.
@@ -49,6 +53,12 @@ pub(crate) struct SiteSpec {
     pub pp: String,
     /// For `.mark` sites, the SDT probe (its arguments are `$arg1`...).
     pub sdt: Option<debuginfo::SdtProbe>,
+    /// For `.plt` sites, the imported function's name (`$$name`).
+    pub plt: Option<String>,
+    /// How `-l` spells the point when it differs from `pp` (stap's `pn()`): a `.plt`
+    /// site's pp is `.statement(ADDR)`, a `.library(...)` site's pp names the library
+    /// as the process.
+    pub listed: Option<String>,
 }
 
 fn err(point: &ProbePoint, msg: impl Into<String>) -> Vec<Diagnostic> {
@@ -220,7 +230,144 @@ fn resolve_process(
         },
     };
     let proc_pp = format!("process(\"{}\")", module.display());
+    if c.get(1).is_some_and(|x| x.name == "library") {
+        return resolve_library(sess, point, &module, &proc_pp);
+    }
     resolve_in_module(sess, point, module, proc_pp, false)
+}
+
+/// `process(EXE).library(LIB).REST`: REST resolved in every library EXE loads that
+/// LIB names (see `dynelf::library_matches`), as `process(LIBPATH).REST` is; `pp()`
+/// names the library as the process (as stap's does) and `-l` keeps the
+/// `.library(LIBPATH)` form.
+fn resolve_library(
+    sess: &mut Session<'_>,
+    point: &ProbePoint,
+    exe: &Path,
+    proc_pp: &str,
+) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
+    let c = &point.components;
+    let pat = match &c[1].arg {
+        None => "*",
+        Some(Literal::String(s)) => s.as_str(),
+        Some(Literal::Number(_)) => {
+            return Err(err(point, "library(...) needs a string argument"));
+        }
+    };
+    if !matches!(
+        c.get(2).map(|x| x.name.as_str()),
+        Some("function" | "statement" | "plt" | "mark" | "provider")
+    ) {
+        return Err(err(
+            point,
+            format!(
+                "probe point mismatch at position 2 (alternatives: function statement plt mark provider): {}",
+                point_text(point)
+            ),
+        ));
+    }
+    let libs = crate::dynelf::loaded_libraries(exe).map_err(|m| err(point, m))?;
+    let mut inner = point.clone();
+    inner.components.remove(1);
+    // Each library is tried on its own: a pattern matching several libraries needs
+    // a match in one of them only.
+    inner.optional = true;
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for lib in libs
+        .iter()
+        .filter(|l| crate::dynelf::library_matches(pat, l))
+    {
+        let lib_pp = format!("process(\"{}\")", lib.display());
+        let listed_prefix = format!("{proc_pp}.library(\"{}\")", lib.display());
+        match resolve_in_module(sess, &inner, lib.clone(), lib_pp.clone(), false) {
+            Ok(rs) => {
+                for mut r in rs {
+                    if let Resolved::Site(s) = &mut r {
+                        let shown = s.listed.as_deref().unwrap_or(&s.pp);
+                        let tail = shown.strip_prefix(&lib_pp).unwrap_or(shown);
+                        s.listed = Some(format!("{listed_prefix}{tail}"));
+                    }
+                    out.push(r);
+                }
+            }
+            Err(mut d) => errors.append(&mut d),
+        }
+    }
+    if out.is_empty() && !errors.is_empty() && !point.optional {
+        return Err(errors);
+    }
+    Ok(out)
+}
+
+/// How `thread.*` probe points spell their process part, as stap spells its
+/// utrace-style points: as written, `process`, `process(PID)`, or the resolved path.
+/// (stap spells `process.begin`, `.end` and `.syscall` so too; snaptap still names
+/// the resolved path there.)
+fn utrace_prefix(point: &ProbePoint, proc_pp: &str) -> String {
+    match point.components.first().and_then(|c| c.arg.as_ref()) {
+        None => "process".to_string(),
+        Some(Literal::Number(n)) => format!("process({n})"),
+        Some(Literal::String(_)) => proc_pp.to_string(),
+    }
+}
+
+/// `process(PATH).plt(PATTERN)` and `.plt(PATTERN).return`: one site at the PLT entry
+/// of each matching imported function, no DWARF needed. As in stap, `pp()` is the
+/// entry's `.statement(ADDR)` and `-l` shows `.plt("NAME")`; `$$name` is the name.
+fn resolve_plt(
+    point: &ProbePoint,
+    module: &Path,
+    proc_pp: &str,
+    di: Option<Arc<DebugInfo>>,
+) -> Result<Vec<Resolved>, Vec<Diagnostic>> {
+    let c = &point.components;
+    let pat = match &c[1].arg {
+        None => "*",
+        Some(Literal::String(s)) => s.as_str(),
+        Some(Literal::Number(_)) => return Err(err(point, "plt(...) needs a string argument")),
+    };
+    let ret = match c.get(2).map(|x| x.name.as_str()) {
+        None => false,
+        Some("return") if c.len() == 3 => true,
+        _ => {
+            return Err(err(
+                point,
+                format!(
+                    "probe point mismatch at position 2 (alternatives: return): {}",
+                    point_text(point)
+                ),
+            ))
+        }
+    };
+    let mut entries: Vec<crate::dynelf::PltEntry> = crate::dynelf::plt_entries(module)
+        .map_err(|m| err(point, m))?
+        .into_iter()
+        .filter(|e| debuginfo::wildcard_match(pat, &e.name))
+        .collect();
+    // stap lists them by name.
+    entries.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
+    let sfx = if ret { ".return" } else { "" };
+    Ok(entries
+        .into_iter()
+        .map(|e| {
+            Resolved::Site(Box::new(SiteSpec {
+                module: module.to_path_buf(),
+                di: di.clone(),
+                kind: if ret {
+                    SpecKind::Return
+                } else {
+                    SpecKind::Entry
+                },
+                addr: e.addr,
+                func: None,
+                pp: format!("{proc_pp}.statement({:#x}){sfx}", e.addr),
+                sdt: None,
+                listed: Some(format!("{proc_pp}.plt(\"{}\"){sfx}", e.name)),
+                plt: Some(e.name),
+            }))
+        })
+        .collect())
 }
 
 /// Resolves the components after `process(...)` or `kernel` against one module;
@@ -235,6 +382,44 @@ fn resolve_in_module(
     let c = &point.components;
     let names: Vec<&str> = c.iter().map(|c| c.name.as_str()).collect();
     match names.as_slice() {
+        ["process", "thread", which @ ("begin" | "end")] if !kernel => {
+            if sess.kernel.is_some() {
+                // The VM backends see no thread creation or exit of a process.
+                return Err(err(
+                    point,
+                    format!(
+                        "probe point {} is not available on a --gdb/--vm target: thread begin and end are reported only for processes traced with -c or -x",
+                        point_text(point)
+                    ),
+                ));
+            }
+            Ok(vec![Resolved::Site(Box::new(SiteSpec {
+                module,
+                di: None,
+                kind: if *which == "begin" {
+                    SpecKind::ThreadBegin
+                } else {
+                    SpecKind::ThreadEnd
+                },
+                addr: 0,
+                func: None,
+                pp: format!("{}.thread.{which}", utrace_prefix(point, &proc_pp)),
+                sdt: None,
+                plt: None,
+                listed: None,
+            }))])
+        }
+        ["process", "thread", ..] if !kernel => Err(err(
+            point,
+            format!(
+                "probe point mismatch at position 2 (alternatives: begin end): {}",
+                point_text(point)
+            ),
+        )),
+        ["process", "plt", ..] if !kernel => {
+            // The dynamic symbols are enough: no debug information is opened.
+            resolve_plt(point, &module, &proc_pp, None)
+        }
         ["process", which @ ("begin" | "end")] => Ok(vec![Resolved::Site(Box::new(SiteSpec {
             module,
             di: None,
@@ -247,6 +432,8 @@ fn resolve_in_module(
             func: None,
             pp: format!("{proc_pp}.{which}"),
             sdt: None,
+            plt: None,
+            listed: None,
         }))]),
         // System call stops need no debug information: the module only selects the
         // processes, and the values are registers.
@@ -277,21 +464,34 @@ fn resolve_in_module(
                 func: None,
                 pp: format!("{proc_pp}.syscall{sfx}"),
                 sdt: None,
+                plt: None,
+                listed: None,
             }))])
         }
         [_, "function", rest @ ..] => {
             let pat = string_arg(&c[1])
                 .ok_or_else(|| err(point, "function(...) needs a string argument"))?;
-            let suffix = match rest {
-                [] => "",
-                ["return"] => "return",
-                ["call"] => "call",
-                ["inline"] => "inline",
+            let (suffix, exported) = match rest {
+                [] => ("", false),
+                ["return"] => ("return", false),
+                ["call"] => ("call", false),
+                ["inline"] => ("inline", false),
+                ["exported"] => ("", true),
+                ["exported", "return"] => ("return", true),
+                [x, ..] if x.starts_with("callee") => {
+                    return Err(err(
+                        point,
+                        format!(
+                            "probe point {} is not available: snaptap has no .callee/.callees probes (they need DWARF call-site records and caller checks)",
+                            point_text(point)
+                        ),
+                    ))
+                }
                 _ => {
                     return Err(err(
                         point,
                         format!(
-                        "probe point mismatch at position 2 (alternatives: return call inline): {}",
+                        "probe point mismatch at position 2 (alternatives: return call inline exported): {}",
                         point_text(point)
                     ),
                     ))
@@ -299,8 +499,24 @@ fn resolve_in_module(
             };
             let di = sess.module(&module, point.span).map_err(|d| vec![d])?;
             let mut out = Vec::new();
+            // `.exported`: only functions the module's symbol table exports.
+            let exports = if exported {
+                Some(crate::dynelf::exported_addrs(&module).map_err(|m| err(point, m))?)
+            } else {
+                None
+            };
+            let is_exported = |f: &Function| {
+                exports
+                    .as_ref()
+                    .is_none_or(|x| x.contains(&f.low_pc) || x.contains(&f.entry_pc))
+            };
+            let exp_sfx = if exported { ".exported" } else { "" };
             if suffix != "inline" {
-                for f in di.match_functions(pat) {
+                for f in di
+                    .match_functions(pat)
+                    .into_iter()
+                    .filter(|f| is_exported(f))
+                {
                     let (kind, addr, sfx) = if suffix == "return" {
                         (SpecKind::Return, f.entry_pc, ".return")
                     } else {
@@ -316,12 +532,14 @@ fn resolve_in_module(
                         kind,
                         addr,
                         func: Some(f.clone()),
-                        pp: format!("{proc_pp}.function(\"{}\"){sfx}", func_spec(f)),
+                        pp: format!("{proc_pp}.function(\"{}\"){exp_sfx}{sfx}", func_spec(f)),
                         sdt: None,
+                        plt: None,
+                        listed: None,
                     })));
                 }
             }
-            if suffix.is_empty() || suffix == "inline" {
+            if (suffix.is_empty() || suffix == "inline") && !exported {
                 let sfx = if suffix == "inline" { ".inline" } else { "" };
                 for f in di.match_inlines(pat) {
                     out.push(Resolved::Site(Box::new(SiteSpec {
@@ -332,6 +550,8 @@ fn resolve_in_module(
                         func: Some(f.clone()),
                         pp: format!("{proc_pp}.function(\"{}\"){sfx}", func_spec(f)),
                         sdt: None,
+                        plt: None,
+                        listed: None,
                     })));
                 }
             }
@@ -381,6 +601,8 @@ fn resolve_in_module(
                         p.provider, p.name
                     ),
                     sdt: Some(p.clone()),
+                    plt: None,
+                    listed: None,
                 })));
             }
             Ok(out)
@@ -396,7 +618,7 @@ fn resolve_in_module(
                 if kernel {
                     "function statement"
                 } else {
-                    "function statement begin end syscall mark"
+                    "function statement begin end syscall mark plt thread library"
                 },
                 point_text(point)
             ),
@@ -429,6 +651,8 @@ fn resolve_statement(
             func: Some(f),
             pp,
             sdt: None,
+            plt: None,
+            listed: None,
         }))
     };
     if let Some(addr) = number_arg(c) {

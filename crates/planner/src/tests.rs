@@ -2186,3 +2186,143 @@ fn assembler_functions_have_no_return_value() {
     )
     .unwrap();
 }
+
+#[test]
+fn plt_jump_decoding() {
+    use crate::dynelf::got_jump;
+    // jmp *0x2fe2(%rip) at 0x1030: the slot is 0x1036 + 0x2fe2.
+    let plain = [
+        0xff, 0x25, 0xe2, 0x2f, 0, 0, 0x68, 0, 0, 0, 0, 0xe9, 0, 0, 0, 0,
+    ];
+    assert_eq!(got_jump(&plain, 0x1030), Some(0x1036 + 0x2fe2));
+    // endbr64; bnd jmp *0x2f86(%rip) at 0x1070 (.plt.sec with MPX prefix).
+    let ibt = [
+        0xf3, 0x0f, 0x1e, 0xfa, 0xf2, 0xff, 0x25, 0x86, 0x2f, 0, 0, 0x0f, 0x1f, 0x44, 0, 0,
+    ];
+    assert_eq!(got_jump(&ibt, 0x1070), Some(0x107b + 0x2f86));
+    // A negative displacement.
+    let back = [
+        0xff, 0x25, 0xf0, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(got_jump(&back, 0x2000), Some(0x2006 - 0x10));
+    // A lazy IBT .plt stub (endbr64; push; bnd jmp rel32) jumps through no slot.
+    let lazy = [
+        0xf3, 0x0f, 0x1e, 0xfa, 0x68, 1, 0, 0, 0, 0xf2, 0xe9, 0, 0, 0, 0, 0x90,
+    ];
+    assert_eq!(got_jump(&lazy, 0x1030), None);
+    assert_eq!(got_jump(&[0xff], 0), None);
+}
+
+#[test]
+fn plt_sites_pp_listing_and_name() {
+    let bin = compile("-O0");
+    let exe = bin.display().to_string();
+    // The fixture calls printf through the PLT.
+    let text = r#"probe process.plt("print*") { println($$name) }"#;
+    let (script, sources) = parse(text);
+    let p = plan_text(text, &bin).unwrap_or_else(|d| panic!("{d:?}"));
+    assert_eq!(p.plans.sites.len(), 1);
+    let site = &p.plans.sites[0];
+    assert_eq!(site.kind, SiteKind::Entry);
+    assert!(site.plan.fields.is_empty());
+    assert_eq!(
+        p.bindings[0].pp,
+        format!("process(\"{exe}\").statement({:#x})", site.addr.0)
+    );
+    let ids = ids_by_text(&script, &sources);
+    let d = p.bindings[0].captures.values().next().cloned();
+    assert!(!ids.is_empty());
+    assert_eq!(
+        d,
+        Some(Decode::Pretty(vec![capture_plan::PrettyPart::Text(
+            "printf".to_string()
+        )]))
+    );
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let l = list_probes(&script, &sources, &opts, true).unwrap();
+    assert_eq!(l, vec![format!("process(\"{exe}\").plt(\"printf\")")]);
+    let e = err_text(r#"probe process.plt("printf") { println($x) }"#, &bin);
+    assert!(e.contains("unable to find plt variable '$x'"), "{e}");
+    let e = err_text(r#"probe process.plt("printf").call { }"#, &bin);
+    assert!(e.contains("probe point mismatch at position 2"), "{e}");
+    let p = plan_text(r#"probe process.plt("printf").return { }"#, &bin).unwrap();
+    assert!(matches!(p.plans.sites[0].kind, SiteKind::Return { .. }));
+    assert!(
+        p.bindings[0].pp.ends_with(").return"),
+        "{}",
+        p.bindings[0].pp
+    );
+}
+
+#[test]
+fn thread_sites_and_spelling() {
+    let bin = compile("-O0");
+    let exe = bin.display().to_string();
+    let p = plan_text(
+        &format!(
+            "probe process.thread.begin {{ }} probe process(\"{exe}\").thread.end {{ }} probe process.begin {{ }}"
+        ),
+        &bin,
+    )
+    .unwrap_or_else(|d| panic!("{d:?}"));
+    let kinds: Vec<_> = p.plans.sites.iter().map(|s| s.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            SiteKind::ThreadBegin,
+            SiteKind::ThreadEnd,
+            SiteKind::ProcessBegin
+        ]
+    );
+    assert_eq!(p.bindings[0].pp, "process.thread.begin");
+    assert_eq!(p.bindings[1].pp, format!("process(\"{exe}\").thread.end"));
+    assert_eq!(p.bindings[2].pp, format!("process(\"{exe}\").begin"));
+    assert!(p.plans.sites.iter().all(|s| s.module == bin));
+    let e = err_text("probe process.thread.start { }", &bin);
+    assert!(e.contains("alternatives: begin end"), "{e}");
+    let e = err_text("probe process.thread.begin { println($x) }", &bin);
+    assert!(e.contains("'$x' is not available"), "{e}");
+}
+
+#[test]
+fn library_patterns() {
+    use crate::dynelf::library_matches;
+    let libc = Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6");
+    assert!(library_matches("libc.so.6", libc));
+    assert!(library_matches("*libc*", libc));
+    assert!(library_matches("*", libc));
+    // A wildcard pattern is matched against the whole path, as stap does.
+    assert!(!library_matches("libc*", libc));
+    assert!(!library_matches("libm.so.6", libc));
+    let bin = compile("-O0");
+    let libs = crate::dynelf::loaded_libraries(&bin).unwrap();
+    assert!(
+        libs.iter()
+            .any(|l| l.file_name().is_some_and(|n| n == "libc.so.6")),
+        "{libs:?}"
+    );
+    assert!(
+        libs.iter().all(|l| l.is_absolute() && l.exists()),
+        "{libs:?}"
+    );
+}
+
+#[test]
+fn thread_probes_are_refused_with_a_kernel_target() {
+    let bin = compile("-O0");
+    let (script, sources) = parse("probe process.thread.end { }");
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let e = plan_with_kernel(&script, &sources, &opts, Some(&bin)).unwrap_err();
+    assert!(
+        e[0].message
+            .contains("probe point process.thread.end is not available on a --gdb/--vm target"),
+        "{:?}",
+        e[0].message
+    );
+}

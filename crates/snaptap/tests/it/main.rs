@@ -8,6 +8,7 @@ mod support;
 mod errors;
 mod mach;
 mod options;
+mod probes;
 mod process;
 mod realpkgs;
 mod retvals;
