@@ -334,6 +334,19 @@ fn string_fn(name: &str) -> Option<Option<usize>> {
     }
 }
 
+/// stap's argument functions: (width in bytes, 0 = the target's word; signed).
+fn arg_fn(name: &str) -> Option<(u8, bool)> {
+    Some(match name {
+        "int_arg" | "s32_arg" => (4, true),
+        "uint_arg" | "u32_arg" => (4, false),
+        "long_arg" | "returnval" => (0, true),
+        "ulong_arg" | "pointer_arg" => (0, false),
+        "longlong_arg" | "s64_arg" => (8, true),
+        "ulonglong_arg" | "u64_arg" => (8, false),
+        _ => return None,
+    })
+}
+
 /// Whether a function's return type is one `$return` can read: not void, and not the
 /// nameless `DW_TAG_unspecified_type` assembler units give their functions (gdb shows
 /// those as `void`).
@@ -375,6 +388,11 @@ fn contains_target(e: &Expr) -> bool {
                 | ExprKind::Cast { .. }
         ) {
             found = true;
+        }
+        if let ExprKind::Call { name, .. } = &x.kind {
+            if arg_fn(name).is_some() || matches!(name.as_str(), "register" | "u_register") {
+                found = true;
+            }
         }
         if found {
             Walk::Skip
@@ -700,6 +718,15 @@ impl<'a> Builder<'a> {
                 match name.as_str() {
                     "register" | "u_register" | "uaddr" => {
                         match self.capture_register(e, name, args) {
+                            Ok(d) => {
+                                self.captures.insert(e.id.0, d);
+                            }
+                            Err(d) => self.errors.push(d),
+                        }
+                        return Walk::Skip;
+                    }
+                    n if arg_fn(n).is_some() => {
+                        match self.capture_arg(e, name, args) {
                             Ok(d) => {
                                 self.captures.insert(e.id.0, d);
                             }
@@ -1455,6 +1482,20 @@ impl<'a> Builder<'a> {
                 };
                 Ok((ops, tv.which))
             }
+            ExprKind::Call { name, args }
+                if arg_fn(name).is_some() || matches!(name.as_str(), "register" | "u_register") =>
+            {
+                let (mut ops, size, signed, which) = self.register_value(e, name, args)?;
+                if size < 8 {
+                    if signed {
+                        ops.push(Op::SignExtend(size * 8));
+                    } else {
+                        ops.push(Op::Const((1u64 << (size * 8)) - 1));
+                        ops.push(Op::And);
+                    }
+                }
+                Ok((ops, which))
+            }
             ExprKind::Unary {
                 op: UnaryOp::AddressOf,
                 expr,
@@ -1669,6 +1710,87 @@ impl<'a> Builder<'a> {
             size,
             signed: name == "register",
         })
+    }
+
+    /// `int_arg(n)`, `pointer_arg(n)`, `returnval()`... (stap's dwarfless argument
+    /// functions): the argument register or stack slot of the calling convention, as
+    /// one field.
+    fn capture_arg(&mut self, e: &Expr, name: &str, args: &[Expr]) -> Result<Decode, Diagnostic> {
+        let (mut ops, size, signed, which) = self.register_value(e, name, args)?;
+        ops.push(Op::EmitValue(size));
+        let field = self.add_field(which, ops, name);
+        Ok(Decode::Int {
+            field,
+            size,
+            signed,
+        })
+    }
+
+    /// Ops pushing a register-like value (`register("rdi")`, `int_arg(2)`,
+    /// `returnval()`), its width in bytes, its signedness and when it is read. The
+    /// argument functions follow the System V calling convention at the function's
+    /// first instruction (as stap's do: they are meant for entry probes, such as
+    /// functions known only from the symbol table): on x86_64 arguments 1-6 are in
+    /// rdi, rsi, rdx, rcx, r8, r9 and the rest on the stack above the return address;
+    /// on i386 every argument is on the stack.
+    fn register_value(
+        &mut self,
+        e: &Expr,
+        name: &str,
+        args: &[Expr],
+    ) -> Result<(Vec<Op>, u8, bool, Which), Diagnostic> {
+        let which = if self.late_reads() {
+            Which::Return
+        } else {
+            Which::Entry
+        };
+        if matches!(name, "register" | "u_register") {
+            let Some(ExprKind::String(r)) = args.first().map(|a| &a.kind) else {
+                return Err(sem(
+                    format!("{name}: the register name must be a literal string"),
+                    e,
+                ));
+            };
+            let (reg, size) = register_number(r).ok_or_else(|| {
+                sem(
+                    format!("{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"),
+                    e,
+                )
+            })?;
+            return Ok((vec![Op::Reg(DwarfReg(reg))], size, name == "register", which));
+        }
+        let Some((width, signed)) = arg_fn(name) else {
+            return Err(sem(format!("{name}: not an argument function"), e));
+        };
+        let word = self.di.map_or(8, |d| d.address_size());
+        let width = if width == 0 { word } else { width };
+        if name == "returnval" {
+            return Ok((vec![Op::Reg(DwarfReg::RAX)], width.min(word), signed, which));
+        }
+        let n = match args.first().map(|a| &a.kind) {
+            Some(ExprKind::Number(n)) if (1..=32).contains(n) => *n as u64,
+            _ => {
+                return Err(sem(
+                    format!("{name}: the argument number must be a literal from 1 to 32 (it is read at the probe)"),
+                    args.first().unwrap_or(e),
+                ))
+            }
+        };
+        const REGS: [u16; 6] = [5, 4, 1, 2, 8, 9];
+        let ops = if word == 8 && n <= 6 {
+            vec![Op::Reg(DwarfReg(REGS[n as usize - 1]))]
+        } else {
+            // Above the return address: x86_64's 7th argument at rsp+8, i386's 1st at
+            // esp+4; each slot one word.
+            let slot = if word == 8 { n - 6 } else { n };
+            vec![
+                Op::Reg(DwarfReg::RSP),
+                Op::Const(slot * u64::from(word)),
+                Op::Add,
+                Op::Deref(width),
+            ]
+        };
+        Ok((ops, width, signed, which))
     }
 
     /// `user_string($p)`, `user_int($p + 4)`... Returns `None` when the first argument

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod args;
 mod errors;
 mod mach;
 mod options;
