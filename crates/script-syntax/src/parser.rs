@@ -395,7 +395,7 @@ impl Parser<'_> {
                     if self.is_kw("global") || self.is_kw("function") {
                         continue;
                     }
-                    Err(self.error("expected 'global' or 'function' after 'private'"))
+                    Err(self.error("expected 'function' or identifier"))
                 }
                 Tok::Ident(w) if w == "probe" => self.probe(out),
                 Tok::Ident(w) if w == "global" => self.global(out),
@@ -409,7 +409,7 @@ impl Parser<'_> {
                     self.bump();
                     Ok(())
                 }
-                _ => Err(self.error("expected 'probe', 'global', 'function', or '%{'")),
+                _ => Err(self.error("expected 'probe', 'global', 'private', 'function', or '%{'")),
             };
             if r.is_err() {
                 self.recover_item(start);
@@ -774,7 +774,7 @@ impl Parser<'_> {
                 }
                 Tok::Eof => {
                     self.leave();
-                    return Err(self.error("expected '}'"));
+                    return Err(self.error("expected statement"));
                 }
                 t if is_item_start(t) && !matches!(t, Tok::Embedded) => {
                     self.bail = true;
@@ -1461,7 +1461,11 @@ impl Parser<'_> {
         }
         self.bump();
         if self.eat_op("(") {
-            let args = self.args(")")?;
+            let args = if is_print_family(&w) {
+                self.print_args(&w)?
+            } else {
+                self.args(")")?
+            };
             let span = self.since(start);
             return Ok(self.mk(ExprKind::Call { name: w, args }, span));
         }
@@ -1476,7 +1480,7 @@ impl Parser<'_> {
                     break;
                 }
                 if !self.eat_op(",") {
-                    return Err(self.error("expected ',' or ']'"));
+                    return Err(self.error("expected one of '] ,'"));
                 }
             }
             let span = self.since(start);
@@ -1511,7 +1515,69 @@ impl Parser<'_> {
                 return Ok(v);
             }
             if !self.eat_op(",") {
-                return Err(self.error(format!("expected ',' or '{close}'")));
+                // stap lists the expected operators in the order its parser tries them.
+                return Err(self.error(format!("expected one of '{close} ,'")));
+            }
+        }
+    }
+
+    /// The arguments of `print`, `printf`, `printd` and their kin, which stap's parser
+    /// checks itself: the format of `printf`/`sprintf` and the delimiter of
+    /// `printd`/`printdln` must be literal strings (a bad format is reported at the token
+    /// after it), `printd` needs two values and `print` one, as stap requires.
+    fn print_args(&mut self, name: &str) -> PResult<Vec<Expr>> {
+        let with_format = matches!(name, "printf" | "sprintf");
+        let with_delim = matches!(name, "printd" | "printdln" | "sprintd" | "sprintdln");
+        let mut v = Vec::new();
+        if with_format || with_delim {
+            let t = self.tok().clone();
+            let Tok::Str(text) = &t.tok else {
+                return Err(self.error("expected literal string"));
+            };
+            let text = text.clone();
+            v.push(self.expr()?);
+            if with_format && !matches!(v[0].kind, ExprKind::String(_)) {
+                return Err(self.error_at("expected literal string", &t));
+            }
+            if with_format {
+                if let Err(msg) = check_format(&text) {
+                    return Err(self.error(msg));
+                }
+            }
+        }
+        let min = match name {
+            "print" | "sprint" => 1,
+            _ if with_delim => 3,
+            _ => 0,
+        };
+        if v.is_empty() && matches!(self.peek(), Tok::Op(")")) {
+            if min > 0 {
+                return Err(self.error("expected literal string or number"));
+            }
+            self.bump();
+            return Ok(v);
+        }
+        if !v.is_empty() {
+            if self.eat_op(")") {
+                if v.len() < min {
+                    return Err(self.error("expected literal string or number"));
+                }
+                return Ok(v);
+            }
+            if !self.eat_op(",") {
+                return Err(self.error("expected one of ', )'"));
+            }
+        }
+        loop {
+            v.push(self.expr()?);
+            if self.eat_op(")") {
+                if v.len() < min {
+                    return Err(self.error("expected literal string or number"));
+                }
+                return Ok(v);
+            }
+            if !self.eat_op(",") {
+                return Err(self.error("expected one of ', )'"));
             }
         }
     }
@@ -1717,4 +1783,79 @@ fn parse_int(s: &str) -> Option<i64> {
         body.parse::<u64>().ok()?
     } as i64;
     Some(if neg { v.wrapping_neg() } else { v })
+}
+
+/// The calls stap's parser treats as print statements (`print_format`).
+fn is_print_family(name: &str) -> bool {
+    matches!(
+        name,
+        "print"
+            | "println"
+            | "printf"
+            | "printd"
+            | "printdln"
+            | "sprint"
+            | "sprintln"
+            | "sprintf"
+            | "sprintd"
+            | "sprintdln"
+    )
+}
+
+/// Checks a printf format as stap's parser does (`parse_print_fmt`): flags `-+ #0`, a
+/// width and a precision (digits or `*`), an optional `l`, then one of
+/// `d i o u x X s p c b m M`; `%%` only bare.
+pub(crate) fn check_format(fmt: &str) -> Result<(), &'static str> {
+    const BAD: &str = "invalid or missing conversion specifier";
+    let b = fmt.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if i == b.len() {
+            return Err(BAD);
+        }
+        if b[i] == b'%' {
+            i += 1;
+            continue;
+        }
+        while i < b.len() && b"-+ #0".contains(&b[i]) {
+            i += 1;
+        }
+        if i < b.len() && b[i] == b'*' {
+            i += 1;
+        } else {
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            if i < b.len() && b[i] == b'*' {
+                i += 1;
+            } else {
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        }
+        if i == b.len() {
+            return Err("trailing incomplete print format conversion");
+        }
+        if b[i] == b'l' {
+            i += 1;
+            if i == b.len() {
+                // stap accepts a trailing `%l` as a conversion of its own.
+                return Ok(());
+            }
+        }
+        if !b"dioux XspcbmM".contains(&b[i]) || b[i] == b' ' {
+            return Err(BAD);
+        }
+        i += 1;
+    }
+    Ok(())
 }

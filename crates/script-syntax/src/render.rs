@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! parse error: expected ')'
-//! \tat: operator '{' at /tmp/x.stp:1:35
+//!         saw: operator '{' at /tmp/x.stp:1:35
 //!      source: probe process("./a").function("f" { printf("x") }
 //!                                                ^
+//!
 //! ```
 //!
-//! (`\t` is a real tab, as stap writes it.) Other kinds (`semantic error`, ...) follow
+//! (stap 4.8; every error ends with an empty line, warnings do not.) Other kinds (`semantic error`, ...) follow
 //! `systemtap_session::print_error`: the token goes on the message line and the source
 //! is indented by eight spaces. Warnings start with `WARNING: ` and indent by one.
 //! The caret line copies the whitespace of the source line (so tabs line up) and
@@ -49,10 +50,10 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
             out.push('\n');
             match at_eof(primary.span, sources) {
                 Some(name) => {
-                    out.push_str(&format!("\tsaw: {name} EOF\n"));
+                    out.push_str(&format!("        saw: {name} EOF\n"));
                 }
                 None => {
-                    out.push_str(&format!("\tat: {}\n", token_text(primary, sources)));
+                    out.push_str(&format!("        saw: {}\n", token_text(primary, sources)));
                     source_lines(&mut out, align, primary.span, sources);
                 }
             }
@@ -73,6 +74,54 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
         out.push_str(align);
         out.push_str(n);
         out.push('\n');
+    }
+    if d.severity == Severity::Error {
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders the diagnostics of a pass that failed, closed as stap closes it: every
+/// diagnostic (an error whose kind and message were already shown is counted instead,
+/// as stap suppresses similar errors), for pass 1 the count line (`2 parse errors.`),
+/// `Pass N: ... failed.  [man error::passN]`, then the number of suppressed errors.
+pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> String {
+    let mut out = String::new();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut suppressed = 0usize;
+    for d in diags {
+        if d.severity == Severity::Error {
+            let key = (d.kind.as_str(), d.message.as_str());
+            if seen.contains(&key) {
+                suppressed += 1;
+                continue;
+            }
+            seen.push(key);
+        }
+        out.push_str(&render(d, sources));
+    }
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if pass == 1 && errors > 0 {
+        let plural = if errors == 1 { "" } else { "s" };
+        out.push_str(&format!("{errors} parse error{plural}.\n"));
+    }
+    let what = match pass {
+        1 => "parse",
+        2 => "analysis",
+        3 => "translation",
+        4 => "compilation",
+        _ => "run",
+    };
+    out.push_str(&format!(
+        "Pass {pass}: {what} failed.  [man error::pass{pass}]\n"
+    ));
+    if suppressed > 0 {
+        out.push_str(&format!(
+            "Number of similar error messages suppressed: {suppressed}.\nRerun with -v to see them.\n"
+        ));
     }
     out
 }

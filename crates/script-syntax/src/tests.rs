@@ -157,10 +157,11 @@ fn render_parse_error_exactly_like_stap() {
     let text = "probe process(\"./a\").function(\"f\" { printf(\"x\") }\n";
     let (_, src, d) = parse_text("/tmp/x.stp", text, &[]);
     assert_eq!(d.len(), 1, "{d:?}");
-    let want = "parse error: expected ')'\n\
-                \tat: operator '{' at /tmp/x.stp:1:35\n     \
+    // Byte for byte what `stap -p1` (4.8) prints for this script.
+    let want = "parse error: expected ')'\n        \
+                saw: operator '{' at /tmp/x.stp:1:35\n     \
                 source: probe process(\"./a\").function(\"f\" { printf(\"x\") }\n                                               \
-                ^\n";
+                ^\n\n";
     assert_eq!(render(&d[0], &src), want);
 }
 
@@ -177,7 +178,7 @@ fn render_semantic_error_with_tabs_and_notes() {
     let d = Diagnostic::error("semantic error", "unresolved function", span)
         .with_note("did you mean: food, fool?");
     let want = "semantic error: unresolved function: identifier 'foo' at s.stp:2:6\n        \
-                source: \tx = foo(1)\n                \t    ^\n        did you mean: food, fool?\n";
+                source: \tx = foo(1)\n                \t    ^\n        did you mean: food, fool?\n\n";
     assert_eq!(render(&d, &src), want);
 }
 
@@ -201,7 +202,7 @@ fn render_warning_and_eof() {
     let (_, src, d) = parse_text("e.stp", "probe begin {", &[]);
     assert_eq!(
         render(&d[0], &src),
-        "parse error: expected '}'\n\tsaw: e.stp EOF\n"
+        "parse error: expected statement\n        saw: e.stp EOF\n\n"
     );
 }
 
@@ -213,7 +214,7 @@ fn render_points_at_the_offending_token() {
     let r = render(&d[0], &src);
     assert!(r.contains("<input>:1:26"), "{r}");
     assert!(r.lines().any(|l| l.trim() == "^"), "{r}");
-    let caret = r.lines().last().unwrap();
+    let caret = r.lines().rfind(|l| !l.is_empty()).unwrap();
     assert_eq!(caret.find('^'), Some(13 + 25), "{r}");
 }
 
@@ -222,6 +223,72 @@ fn render_all_counts_errors() {
     let (_, src, d) = parse_text("c.stp", "probe begin { x = ) }\nprobe end { y = ] }\n", &[]);
     let out = render_all(&d, &src);
     assert!(out.ends_with("2 parse errors.\n"), "{out}");
+}
+
+#[test]
+fn render_failure_closes_like_stap() {
+    // `stap -p1` on this text prints the first error, suppresses the second (same
+    // message), counts both and names the pass.
+    let (_, src, d) = parse_text("m.stp", "probe begin { x = }\nprobe end { y = ; }\n", &[]);
+    let want = "parse error: expected literal string or number\n        \
+                saw: operator '}' at m.stp:1:19\n     \
+                source: probe begin { x = }\n                               ^\n\n\
+                2 parse errors.\nPass 1: parse failed.  [man error::pass1]\n\
+                Number of similar error messages suppressed: 1.\nRerun with -v to see them.\n";
+    assert_eq!(render_failure(&d, &src, 1), want);
+}
+
+#[test]
+fn print_statements_are_checked_like_stap() {
+    // Each message and position is what `stap -p1` reports for the same text.
+    let cases = [
+        (
+            "probe begin { printf(\"%5%\") }",
+            "1:27 invalid or missing conversion specifier",
+        ),
+        (
+            "probe begin { printf(\"%z\", 1) }",
+            "1:26 invalid or missing conversion specifier",
+        ),
+        (
+            "probe begin { printf(\"%5\", 1) }",
+            "1:26 trailing incomplete print format conversion",
+        ),
+        (
+            "probe begin { printf(\"%lld\", 1) }",
+            "1:28 invalid or missing conversion specifier",
+        ),
+        (
+            "probe begin { x=\"a\"; printd(x, 1, 2) }",
+            "1:29 expected literal string",
+        ),
+        (
+            "probe begin { printd(\"--\", 1); x = 1 }",
+            "1:30 expected literal string or number",
+        ),
+        (
+            "probe begin { print() }",
+            "1:21 expected literal string or number",
+        ),
+        ("probe begin { printf() }", "1:22 expected literal string"),
+        ("probe begin { println(1 2) }", "1:25 expected one of ', )'"),
+        (
+            "function g(a,b) {} probe begin { g(1 2) }",
+            "1:38 expected one of ') ,'",
+        ),
+        ("probe begin { a[1 2] = 1 }", "1:19 expected one of '] ,'"),
+    ];
+    for (text, want) in cases {
+        assert_eq!(errors(text), vec![want.to_string()], "{text}");
+    }
+    for ok in [
+        "probe begin { printf(\"%ld %l\", 1, 2) }",
+        "probe begin { printf(\"%-5d|%#x|%*.*d|%%|%b|%m|%M\", 1, 2, 3, 4, 5, 6, 7, 8) }",
+        "probe begin { println() }",
+        "probe begin { printd(\"-\", 1, 2) }",
+    ] {
+        assert!(errors(ok).is_empty(), "{ok}: {:?}", errors(ok));
+    }
 }
 
 // ---- expressions ----
@@ -618,7 +685,7 @@ fn all_errors_are_reported_with_positions() {
         errors(text),
         vec![
             "2:12 expected literal string or number",
-            "7:1 expected ',' or ')'",
+            "7:1 expected one of ', )'",
             "8:14 expected identifier",
             "9:27 expected literal string or number",
         ]
