@@ -430,7 +430,8 @@ impl Runtime {
         for g in self.prog.globals.iter().filter(|g| g.autoprint) {
             match &g.kind {
                 GlobalKind::Scalar(Ty::Long, s) => {
-                    let _ = writeln!(o, "{}={:#x}", g.name, st.glong[*s as usize]);
+                    // stap 4.8 synthesises `printf("n=%d\n", n)` (see `stap -p2 --vp 02`).
+                    let _ = writeln!(o, "{}={}", g.name, st.glong[*s as usize]);
                 }
                 GlobalKind::Scalar(Ty::Str, s) => {
                     let _ = writeln!(
@@ -473,7 +474,7 @@ impl Runtime {
                             let mut v = t.ordered();
                             v.sort_by(|x, y| y.1.cmp(x.1));
                             for (k, val) in v {
-                                let _ = writeln!(o, "{}[{}]={:#x}", g.name, fmt_key(k), val);
+                                let _ = writeln!(o, "{}[{}]={}", g.name, fmt_key(k), val);
                             }
                         }
                         exec::ArrayData::S(t) => {

@@ -344,9 +344,19 @@ fn side_effect_free(e: &Expr) -> bool {
 /// stap's `levenshtein_suggest(name, set, 5)`: the five nearest names by edit distance
 /// (ties in name order), formatted as ` (similar: a, b)`; empty when there are none.
 pub(crate) fn similar(name: &str, candidates: &[&str]) -> String {
+    similar_list(name, candidates, false)
+}
+
+/// [`similar`] as stap 4.8 computes it for a never-assigned global: the global itself is
+/// among the candidates (`(similar: never, hits)` for `never`).
+pub(crate) fn similar_with_self(name: &str, candidates: &[&str]) -> String {
+    similar_list(name, candidates, true)
+}
+
+fn similar_list(name: &str, candidates: &[&str], with_self: bool) -> String {
     let mut scored: Vec<(usize, &str)> = candidates
         .iter()
-        .filter(|c| !c.is_empty() && **c != name)
+        .filter(|c| !c.is_empty() && (with_self || **c != name))
         .map(|c| (crate::compile::edit_distance(name, c), *c))
         .collect();
     scored.sort();
@@ -483,17 +493,15 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
     }
 
     let mut out = Vec::new();
-    // opt1: functions nobody calls, in name order.
-    for (name, f) in &funcs {
-        if !reached.contains_key(name) && is_user(f.span) {
-            out.push(warn(
-                format!("Eliding unused function '{name}'"),
-                word_span(sources, f.span, name),
-            ));
-        }
-    }
+    // opt1 (unused functions) and the elision of unused variables are silent in stap 4.8
+    // at the default verbosity: `stap -p2` prints no warning for them.
     // opt2, first iteration: never-assigned locals, then globals.
-    let gnames: Vec<&str> = gdecls.iter().map(|g| g.0).collect();
+    // Globals nobody uses are already elided when stap lists similar names.
+    let gnames: Vec<&str> = gdecls
+        .iter()
+        .map(|g| g.0)
+        .filter(|g| lint.g_read.contains(*g) || lint.g_written.contains(*g))
+        .collect();
     let reached_bodies: Vec<(&str, &Body<'_>)> = reached.iter().map(|(n, b)| (*n, b)).collect();
     let all_bodies: Vec<&Body<'_>> = probe_bodies
         .iter()
@@ -522,13 +530,11 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
         }
         let read = lint.g_read.contains(*name);
         let written = lint.g_written.contains(*name);
-        if !read && !written {
-            out.push(warn(format!("Eliding unused variable '{name}'"), *span));
-        } else if read && !written && !init {
+        if read && !written && !init {
             out.push(warn(
                 format!(
                     "never-assigned global variable '{name}'{}",
-                    similar(name, &gnames)
+                    similar_with_self(name, &gnames)
                 ),
                 *span,
             ));
@@ -565,21 +571,6 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
                         "Eliding side-effect-free expression ".to_string(),
                         s.span,
                     ));
-                }
-            }
-        }
-    }
-    // opt2, next iteration: locals whose every write was a removed assignment.
-    for b in &all_bodies {
-        for l in &b.locals {
-            let u = &b.uses[l];
-            if !u.read
-                && !u.written_otherwise
-                && !u.plain_assigns.is_empty()
-                && !b.params.contains(l.as_str())
-            {
-                if let Some(at) = u.first.filter(|s| is_user(*s)) {
-                    out.push(warn(format!("Eliding unused variable '{l}'"), at));
                 }
             }
         }

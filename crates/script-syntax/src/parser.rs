@@ -1802,7 +1802,7 @@ fn is_print_family(name: &str) -> bool {
     )
 }
 
-/// Checks a printf format as stap's parser does (`parse_print_fmt`): flags `-+ #0`, a
+/// Checks a printf format as stap's parser does (`parse_print_fmt`): one flag of `-+ #0`, a
 /// width and a precision (digits or `*`), an optional `l`, then one of
 /// `d i o u x X s p c b m M`; `%%` only bare.
 pub(crate) fn check_format(fmt: &str) -> Result<(), &'static str> {
@@ -1822,7 +1822,9 @@ pub(crate) fn check_format(fmt: &str) -> Result<(), &'static str> {
             i += 1;
             continue;
         }
-        while i < b.len() && b"-+ #0".contains(&b[i]) {
+        // One flag only: stap rejects `%+-5d` and `%0#x` but takes `%-05d`, whose `0`
+        // belongs to the width.
+        if i < b.len() && b"-+ #0".contains(&b[i]) {
             i += 1;
         }
         if i < b.len() && b[i] == b'*' {

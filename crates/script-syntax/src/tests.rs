@@ -283,6 +283,7 @@ fn print_statements_are_checked_like_stap() {
     }
     for ok in [
         "probe begin { printf(\"%ld %l\", 1, 2) }",
+        "probe begin { printf(\"%-0d %#0x %05d % d\", 1, 2, 3, 4) }",
         "probe begin { printf(\"%-5d|%#x|%*.*d|%%|%b|%m|%M\", 1, 2, 3, 4, 5, 6, 7, 8) }",
         "probe begin { println() }",
         "probe begin { printd(\"-\", 1, 2) }",
