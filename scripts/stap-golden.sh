@@ -85,7 +85,7 @@ for name in "$@"; do
         ;;
     derived)
         stap -p2 --vp 02 "$name.stp" -c "$work/golden" 2>/dev/null |
-            sed -n '/^# probes/,$p' | sed "s|$work/||g" >"$name.p2" || true
+            sed -n '/^# probes/,$p' | sed -e "s|$work/||g" -e "s|$here/||g" >"$name.p2" || true
         keep "$name.p2"
         continue
         ;;

@@ -58,6 +58,8 @@ struct GInfo {
     read: bool,
     written: bool,
     hist: HistSpec,
+    /// Two histogram kinds were asked of this aggregate (reported once, as stap does).
+    hist_conflict: bool,
     shift: Option<u32>,
     kind: Option<GlobalKind>,
 }
@@ -422,6 +424,13 @@ impl<'a> Compiler<'a> {
         c
     }
 
+    /// Whether `name` is a global whose histogram kinds conflict (already reported).
+    fn hist_conflict(&self, name: &str) -> bool {
+        self.gnames
+            .get(name)
+            .is_some_and(|&g| self.globals[g].hist_conflict)
+    }
+
     fn err(&mut self, msg: impl Into<String>, span: Span) {
         self.diags.push(Diagnostic::error(SEM, msg, span));
     }
@@ -620,6 +629,7 @@ impl<'a> Compiler<'a> {
                         read: false,
                         written: false,
                         hist: HistSpec::None,
+                        hist_conflict: false,
                         shift: None,
                         kind: None,
                     });
@@ -1271,8 +1281,10 @@ impl<'a> Compiler<'a> {
                 if gi.hist == HistSpec::None {
                     gi.hist = spec;
                 } else if gi.hist != spec {
+                    gi.hist_conflict = true;
+                    // stap names the translated global in this message.
                     self.err(
-                        format!("inconsistent histogram types for aggregate '{name}'"),
+                        format!("multiple histogram types declared on '__global_{name}'"),
                         span,
                     );
                 }
@@ -1413,7 +1425,7 @@ impl<'a> Compiler<'a> {
         );
         if !ok {
             // An invalid histogram spec was reported already; say nothing more.
-            if spec != HistSpec::None {
+            if spec != HistSpec::None && !self.hist_conflict(&gname) {
                 self.err(
                     format!("inconsistent histogram type for aggregate '{gname}'"),
                     hist.span,
@@ -2141,7 +2153,7 @@ impl<'a> Compiler<'a> {
                         );
                         if !ok {
                             // An invalid histogram spec was reported already; say nothing more.
-                            if spec != HistSpec::None {
+                            if spec != HistSpec::None && !self.hist_conflict(&gname) {
                                 self.err(
                                     format!("inconsistent histogram type for aggregate '{gname}'"),
                                     args[0].span,

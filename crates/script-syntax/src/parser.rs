@@ -335,6 +335,8 @@ impl Parser<'_> {
         let text = self.sources.snippet(t.span);
         match &t.tok {
             Tok::Ident(w) if is_keyword(w) => "keyword".into(),
+            // stap's lexer makes `@hist_log`, `@count`... operators.
+            Tok::Ident(w) if w.starts_with('@') => format!("operator '{w}'"),
             Tok::Ident(w) => format!("identifier '{w}'"),
             Tok::Number(_) => format!("number '{}'", lexer::printable(text)),
             Tok::Str(s) => format!("string '{}'", lexer::printable(s)),

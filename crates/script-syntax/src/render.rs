@@ -178,6 +178,8 @@ fn describe_at(span: Span, sources: &SourceMap) -> String {
     match lexer::token_at(span.file, &f.text, span.start as usize) {
         Some(t) => match t.tok {
             Tok::Ident(w) if is_keyword(&w) => "keyword".into(),
+            // stap's lexer makes `@hist_log`, `@count`... operators.
+            Tok::Ident(w) if w.starts_with('@') => format!("operator '{w}'"),
             Tok::Ident(w) => format!("identifier '{w}'"),
             Tok::Number(_) => format!("number '{}'", lexer::printable(sources.snippet(t.span))),
             Tok::Str(s) => format!("string '{}'", lexer::printable(&s)),

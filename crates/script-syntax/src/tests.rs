@@ -1582,3 +1582,33 @@ fn histogram_bucket_syntax() {
     let (_, _, d) = parse_text("t.stp", "global s probe begin { x = @count(s)[1] }", &[]);
     assert_eq!(d[0].message, "only a histogram can be indexed");
 }
+
+#[test]
+fn failed_parses_of_the_stap_corpus_render_byte_for_byte() {
+    // The parse-error goldens of snaptap's stap corpus hold what `stap -p1` printed (minus
+    // the container's and Debian's extra lines): render_failure must reproduce them.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../snaptap/tests/stap-golden");
+    let mut checked = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(".stp") else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        let Ok(want) = std::fs::read_to_string(dir.join(format!("{stem}.err"))) else {
+            continue;
+        };
+        if !text.starts_with("# golden: p1") {
+            continue;
+        }
+        let mut sources = SourceMap::default();
+        let f = sources.add(name, text.as_str());
+        let (_, d) = parse(&sources, f, &[]);
+        assert_eq!(render_failure(&d, &sources, 1), want, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} parse-error goldens");
+}

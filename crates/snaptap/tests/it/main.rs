@@ -6,6 +6,7 @@
 mod support;
 
 mod errors;
+mod golden;
 mod mach;
 mod process;
 mod realpkgs;
