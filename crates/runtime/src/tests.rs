@@ -622,7 +622,11 @@ fn hist_of_array_element_and_errors() {
     let d = errors(
         "global h probe begin { h <<< 1; print(@hist_log(h)); print(@hist_linear(h, 0, 10, 1)) }",
     );
-    assert!(d[0].message.contains("inconsistent"), "{d:?}");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        d[0].message, "multiple histogram types declared on '__global_h'",
+        "{d:?}"
+    );
 }
 
 // ---------------------------------------------------------------- runtime errors
