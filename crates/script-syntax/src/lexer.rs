@@ -146,18 +146,11 @@ impl Lexer<'_, '_> {
                     self.pos += 1;
                 }
             } else if c == b'/' && self.peek(1) == b'*' {
-                let start = self.pos;
+                // stap's lexer ends the input at an unterminated comment, silently: the
+                // parser then reports what it expected at the end of the file.
                 match find(self.src, self.pos + 2, b"*/") {
                     Some(e) => self.pos = e + 2,
-                    None => {
-                        self.pos = self.src.len();
-                        self.error(
-                            "unterminated comment",
-                            start,
-                            start + 2,
-                            "operator '/*'".into(),
-                        );
-                    }
+                    None => self.pos = self.src.len(),
                 }
             } else {
                 return true;
@@ -285,12 +278,12 @@ impl Lexer<'_, '_> {
         loop {
             if self.pos >= self.src.len() || self.src[self.pos] == b'\n' {
                 // Ending the string at the line end keeps the rest of the file lexable.
-                let what = format!("junk '{}'", printable(&self.text[start..self.pos]));
+                // stap's words, and its lexer's empty junk token (rendered with `at:`).
                 self.error(
-                    "could not find matching closing quotation mark",
+                    "Could not find matching closing quote",
                     start,
                     self.pos,
-                    what,
+                    "junk ''".into(),
                 );
                 break;
             }

@@ -352,6 +352,20 @@ impl Parser<'_> {
         self.error_at(msg, &t)
     }
 
+    /// `$N`/`@N` past the script's arguments: stap's lexer substitutes arguments, so
+    /// this is a lexer error (an empty junk token) at the `$N`.
+    fn arg_out_of_range(&mut self) -> Bail {
+        let t = self.tok().clone();
+        let msg = format!(
+            "command line argument out of range [1-{}]",
+            self.script_args.len()
+        );
+        let mut d = Diagnostic::error("parse error", msg, t.span);
+        d.labels[0].message = "junk ''".into();
+        self.diags.push(d);
+        Bail
+    }
+
     fn error_at(&mut self, msg: impl Into<String>, t: &Token) -> Bail {
         let mut d = Diagnostic::error("parse error", msg, t.span);
         d.labels[0].message = self.describe(t);
@@ -629,10 +643,7 @@ impl Parser<'_> {
                     .and_then(|i| self.script_args.get(i))
                     .cloned()
                 else {
-                    return Err(self.error(format!(
-                        "command line argument index {idx} out of range [1-{}]",
-                        self.script_args.len()
-                    )));
+                    return Err(self.arg_out_of_range());
                 };
                 self.bump();
                 if w.starts_with('$') {
@@ -1423,6 +1434,10 @@ impl Parser<'_> {
                     return Err(self.error_at("command line argument index must be at least 1", &t));
                 }
             };
+            if index as usize > self.script_args.len() {
+                self.pos -= 1;
+                return Err(self.arg_out_of_range());
+            }
             return Ok(self.mk(
                 ExprKind::ScriptArg {
                     index,

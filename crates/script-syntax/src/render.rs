@@ -52,6 +52,11 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
                 Some(name) => {
                     out.push_str(&format!("        saw: {name} EOF\n"));
                 }
+                // Errors stap's lexer throws carry an empty junk token and say `at:`.
+                None if primary.message == "junk ''" => {
+                    out.push_str(&format!("         at: {}\n", token_text(primary, sources)));
+                    source_lines(&mut out, align, primary.span, sources);
+                }
                 None => {
                     out.push_str(&format!("        saw: {}\n", token_text(primary, sources)));
                     source_lines(&mut out, align, primary.span, sources);

@@ -391,6 +391,8 @@ impl StapPrinter<'_> {
             }
             ExprKind::Call { name, args } => self.call(name, args),
             ExprKind::Target(t) => {
+                // The AST keeps the name without its `$` (`$$parms` keeps one).
+                self.out.push('$');
                 self.out.push_str(&t.name);
                 self.steps(&t.path);
                 if t.pretty > 0 {
