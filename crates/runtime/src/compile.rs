@@ -120,6 +120,10 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "string" => (B::LongToString, &[L], S),
         "ascii" => (B::Ascii, &[L], S),
         "ctime" => (B::Ctime, &[L], S),
+        "tz_gmtoff" => (B::TzGmtoff, &[], L),
+        "tz_name" => (B::TzName, &[], S),
+        "tz_ctime" => (B::TzCtime, &[L], S),
+        "system" => (B::System, &[S], L),
         "is_return" => (B::IsReturn, &[], L),
         "abort" => (B::Abort, &[], L),
         "thread_indent" => (B::ThreadIndent, &[L], S),
@@ -263,6 +267,10 @@ const KNOWN_FUNCS: &[&str] = &[
     "is_myproc",
     "pn",
     "ctime",
+    "tz_ctime",
+    "tz_gmtoff",
+    "tz_name",
+    "system",
     "thread_indent",
 ];
 

@@ -147,6 +147,14 @@ pub(crate) enum Builtin {
     Ascii,
     /// `ctime(secs)`: `Wed Jun 30 21:49:08 1993` (UTC).
     Ctime,
+    /// `tz_gmtoff()`: seconds west of UTC, found at startup.
+    TzGmtoff,
+    /// `tz_name()`: the local zone's abbreviation, found at startup.
+    TzName,
+    /// `tz_ctime(secs)`: `ctime` in the local zone, followed by the zone's name.
+    TzCtime,
+    /// `system(cmd)`: run `sh -c cmd` once the current handler has completed.
+    System,
     /// `is_return()`: the site is a `.return` probe.
     IsReturn,
     /// `abort()`: stop at once, skipping end probes.

@@ -19,8 +19,7 @@
 //! foreach slices (`in a[*, k]`), aggregate value sorts (`in a @sum-`), `delete a[*, k]`
 //! and `[*, k] in a`; histogram buckets are indexed (`@hist_log(x)[N]`) and iterated
 //! (`foreach ([b] in @hist_log(x))`) with stap's bucket numbers. Not supported: the
-//! address-of operator `&`, a value variable in a foreach over an aggregate array,
-//! the tz_* time functions.
+//! address-of operator `&`, a value variable in a foreach over an aggregate array.
 #![forbid(unsafe_code)]
 
 mod compile;
@@ -30,8 +29,10 @@ mod ir;
 mod lint;
 mod map;
 mod stats;
+mod tz;
 mod ustack;
 
+pub use tz::local_timezone;
 pub use ustack::{StackFrame, Stacks};
 
 use std::io::Write;
@@ -87,6 +88,8 @@ pub struct Runtime {
     session_error: bool,
     last_flush: std::time::Instant,
     warnings: Vec<Diagnostic>,
+    /// Commands started by `system()`, waited for at [`Runtime::finish`].
+    children: Vec<std::process::Child>,
 }
 
 fn define<T: std::str::FromStr>(
@@ -148,6 +151,38 @@ impl Runtime {
     /// unwind data.
     pub fn set_stacks(&mut self, stacks: Box<dyn Stacks>) {
         self.state.stacks = Some(stacks);
+    }
+
+    /// Sets what `tz_gmtoff()` (seconds west of UTC) and `tz_name()` return; by default
+    /// the zone of `$TZ` or `/etc/localtime` at startup, as staprun passes it.
+    pub fn set_timezone(&mut self, seconds_west: i64, name: &str) {
+        self.state.tz = (seconds_west, name.to_string());
+    }
+
+    /// Starts the commands `system()` queued in the handler that just ran: in the
+    /// background, after the handler's output, with snaptap's standard streams (as
+    /// staprun runs them, so `-o FILE` does not capture their output).
+    fn start_commands(&mut self) {
+        if self.state.system_cmds.is_empty() {
+            return;
+        }
+        self.flush();
+        for cmd in std::mem::take(&mut self.state.system_cmds) {
+            match std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+            {
+                Ok(child) => self.children.push(child),
+                Err(e) => {
+                    let _ = writeln!(self.state.err, "WARNING: system({cmd:?}) failed: {e}");
+                }
+            }
+        }
+        // Reap the ones that are done, so a long session leaves no zombies.
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
     }
 
     /// Elaborates and compiles `script`. `bindings` describe every record site (the
@@ -247,6 +282,7 @@ impl Runtime {
             pps,
             errors: 0,
             skipped: 0,
+            children: Vec::new(),
             session_error: false,
             last_flush: std::time::Instant::now(),
             warnings,
@@ -321,6 +357,7 @@ impl Runtime {
             }
         }
         self.flush();
+        self.start_commands();
         // A pure end/error handler never stops the driver's end loop; a mixed one
         // (`probe begin, end`) reports only an exit it caused itself.
         if only_ending || (was_stopping && any_ending) {
@@ -354,6 +391,7 @@ impl Runtime {
         if let Some(e) = self.state.run_handler(&self.prog, h, &cx) {
             self.report(e);
         }
+        self.start_commands();
         if !self.state.out.is_empty() {
             // Keep traces live without a write per record: flush when the buffer is big
             // or output has waited long enough.
@@ -413,6 +451,10 @@ impl Runtime {
             self.state.out.extend_from_slice(text.as_bytes());
         }
         self.flush();
+        // Commands from system() finish before the session reports its end.
+        for mut c in std::mem::take(&mut self.children) {
+            let _ = c.wait();
+        }
         if self.errors > 0 || self.skipped > 0 {
             let _ = writeln!(
                 self.state.err,

@@ -50,7 +50,11 @@ fn build_with(
     bindings: Vec<SiteBinding>,
     opts: RuntimeOptions,
 ) -> Result<T, Vec<Diagnostic>> {
-    let (script, sm) = parse(src);
+    // Script arguments are substituted by the parser, as stap's lexer does.
+    let mut sm = SourceMap::default();
+    let f = sm.add("<input>", src);
+    let (script, diags) = script_syntax::parse(&sm, f, &opts.args);
+    assert!(diags.is_empty(), "parse errors: {diags:?}");
     let out = Buf::default();
     let err = Buf::default();
     let mut rt = Runtime::new(&script, &sm, bindings, opts, Box::new(out.clone()))?;
@@ -2339,4 +2343,156 @@ fn user_stacks_without_an_unwinder_or_a_process() {
         r#"probe begin { printf("[%s][%s]\n", ubacktrace(), sprint_ubacktrace()) print_ubacktrace() }"#,
     );
     assert_eq!(o, "[][]\n");
+}
+
+// ---------------------------------------------------------------- time zones and system()
+
+/// A TZif file (version 2: an empty v1 block, then the 64-bit block) with the given
+/// transitions (time, type index) and types (UTC offset east, is-DST, abbreviation).
+fn tzif(transitions: &[(i64, u8)], types: &[(i32, bool, &str)]) -> Vec<u8> {
+    let mut chars = Vec::new();
+    let mut idx = Vec::new();
+    for (_, _, name) in types {
+        idx.push(chars.len() as u8);
+        chars.extend_from_slice(name.as_bytes());
+        chars.push(0);
+    }
+    let header = |v: u8, timecnt: u32, typecnt: u32, charcnt: u32| {
+        let mut h = b"TZif".to_vec();
+        h.push(v);
+        h.extend_from_slice(&[0; 15]);
+        for c in [0u32, 0, 0, timecnt, typecnt, charcnt] {
+            h.extend_from_slice(&c.to_be_bytes());
+        }
+        h
+    };
+    // The v1 block: one type (UTC) so readers that stop there see a valid file.
+    let mut d = header(b'2', 0, 1, 4);
+    d.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    d.extend_from_slice(b"UTC\0");
+    d.extend(header(
+        b'2',
+        transitions.len() as u32,
+        types.len() as u32,
+        chars.len() as u32,
+    ));
+    for (t, _) in transitions {
+        d.extend_from_slice(&t.to_be_bytes());
+    }
+    for (_, i) in transitions {
+        d.push(*i);
+    }
+    for (k, (off, dst, _)) in types.iter().enumerate() {
+        d.extend_from_slice(&off.to_be_bytes());
+        d.push(u8::from(*dst));
+        d.push(idx[k]);
+    }
+    d.extend_from_slice(&chars);
+    d
+}
+
+#[test]
+fn time_zone_from_tzif_posix_string_or_utc() {
+    // New York's 2021 switch to daylight time at 2021-03-14 07:00 UTC.
+    let ny = tzif(
+        &[(1_615_705_200, 1), (1_636_264_800, 0)],
+        &[(-18_000, false, "EST"), (-14_400, true, "EDT")],
+    );
+    assert_eq!(
+        tz::tzif_zone(&ny, 1_615_705_199),
+        Some((-18_000, "EST".into()))
+    );
+    assert_eq!(
+        tz::tzif_zone(&ny, 1_615_705_200),
+        Some((-14_400, "EDT".into()))
+    );
+    assert_eq!(
+        tz::tzif_zone(&ny, 1_700_000_000),
+        Some((-18_000, "EST".into()))
+    );
+    // Before the first transition: the first standard-time type.
+    assert_eq!(tz::tzif_zone(&ny, 0), Some((-18_000, "EST".into())));
+    assert_eq!(tz::tzif_zone(b"TZif2 truncated", 0), None);
+    assert_eq!(tz::tzif_zone(&ny[..ny.len() - 3], 0), None);
+
+    let files = move |p: &str| (p == "/usr/share/zoneinfo/America/New_York").then(|| ny.clone());
+    // tz_gmtoff() counts seconds west, as staprun passes it.
+    assert_eq!(
+        tz::zone_for(Some("America/New_York"), 1_615_705_200, &files),
+        (14_400, "EDT".into())
+    );
+    assert_eq!(
+        tz::zone_for(Some(":America/New_York"), 0, &files),
+        (18_000, "EST".into())
+    );
+    assert_eq!(
+        tz::zone_for(Some("JST-9"), 0, &files),
+        (-32_400, "JST".into())
+    );
+    assert_eq!(
+        tz::zone_for(Some("<+0530>-5:30"), 0, &files),
+        (-19_800, "+0530".into())
+    );
+    assert_eq!(
+        tz::zone_for(Some("EST5EDT"), 0, &files),
+        (18_000, "EST".into())
+    );
+    assert_eq!(tz::zone_for(None, 0, &files), (0, "UTC".into()));
+    assert_eq!(
+        tz::zone_for(Some("../../etc/passwd"), 0, &files),
+        (0, "UTC".into())
+    );
+    assert_eq!(tz::zone_for(Some("x"), 0, &files), (0, "UTC".into()));
+}
+
+#[test]
+fn tz_functions_follow_the_tapset() {
+    let src =
+        "probe begin { printf(\"%d|%s|%s|%s\\n\", tz_gmtoff(), tz_name(), tz_ctime(0), ctime(0)) }";
+    let mut t = build(src);
+    t.rt.set_timezone(18_000, "EST");
+    let (o, e) = session(&mut t, &[]);
+    assert_eq!(e, "");
+    // tz_ctime(s) is ctime(s - tz_gmtoff()) . " " . tz_name() (tapset/tzinfo.stp).
+    assert_eq!(
+        o,
+        "18000|EST|Wed Dec 31 19:00:00 1969 EST|Thu Jan  1 00:00:00 1970\n"
+    );
+}
+
+#[test]
+fn ctime_out_of_range_is_stap_error() {
+    let (o, e) = run("probe begin { println(ctime(2147483647)); println(ctime(2147483648)) }");
+    assert_eq!(o, "Tue Jan 19 03:14:07 2038\n");
+    assert!(
+        e.starts_with("ERROR: Time too far in the future to be converted near "),
+        "{e}"
+    );
+    let (_, e) = run("probe begin { println(ctime(-2147483649)) }");
+    assert!(
+        e.starts_with("ERROR: Time too far in the past to be converted near "),
+        "{e}"
+    );
+}
+
+#[test]
+fn system_runs_after_the_handler_and_is_waited_for() {
+    let dir = std::env::temp_dir().join(format!("rt-system-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("marks");
+    let _ = std::fs::remove_file(&f);
+    // Both commands ran, in their handlers' order, and finish() waited for the slow
+    // one (the file is read right after the session).
+    let src = format!(
+        "probe begin {{ system(\"echo one >> {p}\"); println(\"begin\") }} \
+         probe end {{ system(\"sleep 0.2; echo two >> {p}\") }}",
+        p = f.display()
+    );
+    let mut t = build(&src);
+    let (o, e) = session(&mut t, &[]);
+    assert_eq!(e, "");
+    assert_eq!(o, "begin\n");
+    let marks = std::fs::read_to_string(&f).unwrap();
+    assert_eq!(marks, "one\ntwo\n");
+    let _ = std::fs::remove_dir_all(&dir);
 }
