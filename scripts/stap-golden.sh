@@ -9,6 +9,7 @@
 #   # golden: run      stap --runtime=bpf NAME.stp -c golden  -> NAME.out (stdout), NAME.err
 #   # golden: p1       stap -p1 NAME.stp                      -> NAME.out, NAME.err
 #   # golden: p2       stap -p2 NAME.stp -c golden            -> NAME.err (semantic errors)
+#   # golden: p2out    stap -p2 NAME.stp -c golden            -> NAME.out (the listing)
 #   # golden: derived  not regenerated: the golden is written by hand from what stap's
 #                      kernel runtime prints (the script's comments say from where); the
 #                      BPF runtime lacks the feature.  For these the script writes NAME.p2,
@@ -82,6 +83,12 @@ for name in "$@"; do
         stap -p2 "$name.stp" -c "$work/golden" >/dev/null 2>"$work/err" || true
         clean <"$work/err" >"$name.err"
         rm -f "$name.out"
+        ;;
+    p2out)
+        # The fixture's paths are spelled `golden` and `fixtures/golden.c` in the golden.
+        stap -p2 "$name.stp" -c "$work/golden" 2>"$work/err" |
+            sed -e "s|$work/||g" -e "s|$here/crates/snaptap/tests/||g" >"$name.out" || true
+        clean <"$work/err" >"$name.err"
         ;;
     derived)
         stap -p2 --vp 02 "$name.stp" -c "$work/golden" 2>/dev/null |

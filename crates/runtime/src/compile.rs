@@ -2602,7 +2602,12 @@ impl<'a> Compiler<'a> {
         }
         let mut inits = Vec::new();
         let mut globals = Vec::new();
-        for g in &self.globals {
+        // In stap's order: the end-of-run printout of unread globals follows it.
+        for g in self
+            .globals_in_use_order()
+            .into_iter()
+            .map(|i| &self.globals[i])
+        {
             let kind = g.kind.clone().unwrap_or(GlobalKind::Scalar(Ty::Long, 0));
             if let (Some(init), GlobalKind::Scalar(_, slot)) = (&g.init, &kind) {
                 match init {
@@ -2617,7 +2622,9 @@ impl<'a> Compiler<'a> {
                 autoprint: g.written && !g.read,
             });
         }
+        let elab = self.elaboration();
         Ok(Program {
+            elab,
             handlers,
             funcs,
             globals,
@@ -2630,6 +2637,190 @@ impl<'a> Compiler<'a> {
             toks: self.toks,
             capture_ids: self.capture_ids,
         })
+    }
+}
+
+/// Calls `note` with every global-looking name in `stmts`, in the order stap's symbol
+/// resolution meets them (statement by statement, an assignment's target first, a
+/// foreach's array before its body).
+fn names_in_order(stmts: &[Stmt], note: &mut dyn FnMut(&str)) {
+    fn stmt(s: &Stmt, note: &mut dyn FnMut(&str)) {
+        let ex = |e: &Expr, note: &mut dyn FnMut(&str)| {
+            walk_expr(e, &mut |x| match &x.kind {
+                ExprKind::Var(n) => note(n),
+                ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
+                _ => {}
+            })
+        };
+        match &s.kind {
+            StmtKind::Block(b) => names_in_order(&b.stmts, note),
+            StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => ex(e, note),
+            StmtKind::If { cond, then, els } => {
+                ex(cond, note);
+                stmt(then, note);
+                if let Some(e) = els {
+                    stmt(e, note);
+                }
+            }
+            StmtKind::While { cond, body } => {
+                ex(cond, note);
+                stmt(body, note);
+            }
+            StmtKind::For {
+                init,
+                cond,
+                step,
+                body,
+            } => {
+                for e in [init, cond, step].into_iter().flatten() {
+                    ex(e, note);
+                }
+                stmt(body, note);
+            }
+            StmtKind::Foreach {
+                array,
+                slice,
+                histogram,
+                limit,
+                body,
+                ..
+            } => {
+                note(array);
+                if let Some(h) = histogram {
+                    ex(h, note);
+                }
+                for e in slice.iter().flatten() {
+                    ex(e, note);
+                }
+                if let Some(l) = limit {
+                    ex(l, note);
+                }
+                stmt(body, note);
+            }
+            StmtKind::Try { body, catch, .. } => {
+                names_in_order(&body.stmts, note);
+                names_in_order(&catch.stmts, note);
+            }
+            _ => {}
+        }
+    }
+    for s in stmts {
+        stmt(s, note);
+    }
+}
+
+impl Compiler<'_> {
+    /// Global indexes in the order stap's `-p2` lists them and prints the written but
+    /// unread ones at the end: as symbol resolution first meets them, in the script's
+    /// functions, then its probes; globals never met follow in declaration order.
+    fn globals_in_use_order(&self) -> Vec<usize> {
+        let mut order = Vec::new();
+        let mut seen = vec![false; self.globals.len()];
+        let mut note = |n: &str| {
+            if let Some(&g) = self.gnames.get(n) {
+                if !seen[g] {
+                    seen[g] = true;
+                    order.push(g);
+                }
+            }
+        };
+        for f in &self.funcs {
+            if let FunctionBody::Script(b) = f.body {
+                names_in_order(&b.stmts, &mut note);
+            }
+        }
+        for (p, _) in &self.probes {
+            for pt in &p.points {
+                if let Some(c) = &pt.condition {
+                    walk_expr(c, &mut |x| match &x.kind {
+                        ExprKind::Var(n) => note(n),
+                        ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
+                        _ => {}
+                    });
+                }
+            }
+            names_in_order(&p.body.stmts, &mut note);
+        }
+        for (g, s) in seen.iter().enumerate() {
+            if !s {
+                order.push(g);
+            }
+        }
+        order
+    }
+
+    /// The `# globals` and `# functions` sections of `stap -p2` and each probe's
+    /// `# locals`, in stap's spelling (`arr[10]:long [long, string]`, `f:long (a:long)`).
+    /// Elided declarations (unused globals, uncalled functions) are left out as stap
+    /// leaves them out; stap's own tapset functions are not listed.
+    fn elaboration(&self) -> crate::Elaboration {
+        use std::fmt::Write as _;
+        let ty = |t: Option<Ty>| match t {
+            Some(Ty::Long) => "long",
+            Some(Ty::Str) => "string",
+            Some(Ty::Stats) => "stats",
+            None => "unknown",
+        };
+        let mut globals = String::new();
+        for g in self
+            .globals_in_use_order()
+            .into_iter()
+            .map(|i| &self.globals[i])
+        {
+            if !g.read && !g.written {
+                continue;
+            }
+            let size = g.size.map(|n| format!("[{n}]")).unwrap_or_default();
+            let _ = write!(globals, "{}{size}:{}", g.name, ty(g.ty));
+            if g.arity.unwrap_or(0) > 0 || g.size.is_some() {
+                let keys: Vec<&str> = g.keys.iter().map(|k| ty(*k)).collect();
+                let _ = write!(globals, " [{}]", keys.join(", "));
+            }
+            globals.push('\n');
+        }
+        let locals_of = |sc: usize, skip: usize| -> String {
+            let scope = &self.scopes[sc];
+            let mut names: Vec<(&String, &usize)> = scope.names.iter().collect();
+            names.sort_by_key(|(_, i)| **i);
+            let mut out = String::new();
+            for (n, i) in names.into_iter().filter(|(_, i)| **i >= skip) {
+                let _ = writeln!(out, "  {n}:{}", ty(scope.locals[*i].ty));
+            }
+            if out.is_empty() {
+                out
+            } else {
+                format!("  # locals\n{out}")
+            }
+        };
+        let mut fnames: Vec<(&String, &usize)> = self.fnames.iter().collect();
+        fnames.sort();
+        let mut functions = String::new();
+        for (name, &i) in fnames {
+            let f = &self.funcs[i];
+            if !f.called || !matches!(f.body, FunctionBody::Script(_)) {
+                continue;
+            }
+            let sc = &self.scopes[f.scope];
+            let mut pnames: Vec<(&String, &usize)> =
+                sc.names.iter().filter(|(_, i)| **i < sc.nparams).collect();
+            pnames.sort_by_key(|(_, i)| **i);
+            let params: Vec<String> = pnames
+                .iter()
+                .map(|(n, i)| format!("{n}:{}", ty(sc.locals[**i].ty)))
+                .collect();
+            let _ = writeln!(functions, "{name}:{} ({})", ty(f.ret), params.join(", "));
+            functions.push_str(&locals_of(f.scope, sc.nparams));
+        }
+        let probe_locals = self
+            .probes
+            .iter()
+            .map(|(_, sc)| locals_of(*sc, 0))
+            .collect();
+        crate::Elaboration {
+            globals,
+            functions,
+            probe_locals,
+        }
     }
 }
 

@@ -527,4 +527,6 @@ pub(crate) struct Program {
     pub(crate) toks: Vec<String>,
     /// Dense capture slot -> expression id.
     pub(crate) capture_ids: Vec<u32>,
+    /// The declarations `stap -p2` lists.
+    pub(crate) elab: crate::Elaboration,
 }

@@ -63,6 +63,18 @@ pub struct RuntimeOptions {
     pub defines: Vec<(String, String)>,
 }
 
+/// What `stap -p2` prints about a script's declarations once it is elaborated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Elaboration {
+    /// The lines under `# globals` (`count:long`, `names[10]:string [long]`).
+    pub globals: String,
+    /// The lines under `# functions`: each called script function with its types
+    /// (`add:long (a:long, b:long)`), then its `  # locals` and `  NAME:TYPE` lines.
+    pub functions: String,
+    /// For each probe of the script, in order: its `  # locals` block (empty if none).
+    pub probe_locals: Vec<String>,
+}
+
 /// What the driver should do after a handler ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -151,6 +163,11 @@ impl Runtime {
     /// unwind data.
     pub fn set_stacks(&mut self, stacks: Box<dyn Stacks>) {
         self.state.stacks = Some(stacks);
+    }
+
+    /// The declarations `stap -p2` lists for this script.
+    pub fn elaboration(&self) -> &Elaboration {
+        &self.prog.elab
     }
 
     /// Sets what `tz_gmtoff()` (seconds west of UTC) and `tz_name()` return; by default

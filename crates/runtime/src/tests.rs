@@ -2496,3 +2496,51 @@ fn system_runs_after_the_handler_and_is_waited_for() {
     assert_eq!(marks, "one\ntwo\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn elaboration_lists_declarations_as_stap_p2() {
+    // `stap -p2` (4.8) on this script prints exactly these sections.
+    let src = "global count, names[10], st, sa, unused\n\
+               function add:long(a:long, b) { c = a + b; return c }\n\
+               function g() { println(1) }\n\
+               function h:string(s) { return s }\n\
+               function unused_fn() { }\n\
+               probe begin { x = 1; count += add(x, 1); g(); println(h(\"x\")); s = \"a\"; names[1] = s; st <<< 1; sa[1, \"a\"] <<< 2 }\n\
+               probe end { foreach (k in names) println(k); println(count, @count(st), @count(sa[1, \"a\"])) }\n";
+    let t = build(src);
+    let e = t.rt.elaboration();
+    assert_eq!(
+        e.globals,
+        "count:long\nnames[10]:string [long]\nst:stats\nsa:stats [long, string]\n"
+    );
+    assert_eq!(
+        e.functions,
+        "add:long (a:long, b:long)\n  # locals\n  c:long\ng:unknown ()\nh:string (s:string)\n"
+    );
+    assert_eq!(
+        e.probe_locals,
+        vec![
+            "  # locals\n  x:long\n  s:string\n".to_string(),
+            "  # locals\n  k:long\n".to_string()
+        ]
+    );
+}
+
+#[test]
+fn globals_follow_stap_first_use_order() {
+    // `stap -p2` lists `count, st, names` for these declarations, and the printout of
+    // unread globals follows the same order.
+    let src = "global count, names[10], st\n\
+               probe begin { count += 1; st <<< 2 }\n\
+               probe end { names[3] = \"n\" }\n";
+    let mut t = build(src);
+    assert_eq!(
+        t.rt.elaboration().globals,
+        "count:long\nst:stats\nnames[10]:string [long]\n"
+    );
+    let (o, _) = session(&mut t, &[]);
+    assert_eq!(
+        o,
+        "count=1\nst @count=1 @min=2 @max=2 @sum=2 @avg=2\nnames[3]=\"n\"\n"
+    );
+}

@@ -106,6 +106,77 @@ fn expected(dir: &Path, name: &str, stream: &str) -> String {
     stap
 }
 
+/// snaptap's `-p2` listing of `file`, composed from the library calls the driver makes:
+/// the runtime's [`runtime::Elaboration`] and [`planner::p2_probes`]. The fixture's paths
+/// are spelled as `scripts/stap-golden.sh` writes them (`golden`, `fixtures/golden.c`).
+fn p2_listing(dir: &Path, file: &str, exe: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join(file)).unwrap();
+    let mut sources = script_syntax::SourceMap::default();
+    let f = sources.add(file, text.as_str());
+    let (script, d) = script_syntax::parse(&sources, f, &[]);
+    assert!(d.is_empty(), "{file}: {d:?}");
+    let (script, d) = script_syntax::expand_script(&script);
+    assert!(d.is_empty(), "{file}: {d:?}");
+    let opts = planner::PlanOptions {
+        target_exe: Some(exe.to_path_buf()),
+        target_pid: None,
+        max_string: runtime::DEFAULT_MAXSTRINGLEN,
+    };
+    let planned = planner::plan(&script, &sources, &opts)
+        .unwrap_or_else(|d| panic!("{file}: planning failed: {d:?}"));
+    let rt = runtime::Runtime::new(
+        &script,
+        &sources,
+        planned.bindings.clone(),
+        runtime::RuntimeOptions::default(),
+        Box::new(std::io::sink()),
+    )
+    .unwrap_or_else(|d| panic!("{file}: elaboration failed: {d:?}"));
+    let e = rt.elaboration();
+    let mut s = String::new();
+    if !e.globals.is_empty() {
+        s += "# globals\n";
+        s += &e.globals;
+    }
+    if !e.functions.is_empty() {
+        s += "# functions\n";
+        s += &e.functions;
+    }
+    s += "# probes\n";
+    s += &planner::p2_probes(&planned, &script, &e.probe_locals);
+    let exe_dir = format!("{}/", exe.parent().unwrap().display());
+    let fixtures = format!(
+        "{}/",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .display()
+    );
+    s.replace(&exe_dir, "").replace(&fixtures, "")
+}
+
+/// stap's `-p2` listing without the functions the script does not define: stap also
+/// lists the tapset functions it calls (`pid:long ()`) and the accessors it generates for
+/// target variables (`__private_..._dwarf_tvar_get_x_0`), which snaptap does not have.
+fn without_foreign_functions(listing: &str, script: &str) -> String {
+    let mut out = String::new();
+    let mut in_functions = false;
+    let mut skipping = false;
+    for l in listing.split_inclusive('\n') {
+        if l.starts_with('#') {
+            in_functions = l == "# functions\n";
+            skipping = false;
+        } else if in_functions && !l.starts_with(' ') {
+            let name = l.split(':').next().unwrap_or("");
+            skipping = !script.contains(&format!("function {name}:"))
+                && !script.contains(&format!("function {name}("));
+        }
+        if !skipping {
+            out.push_str(l);
+        }
+    }
+    out
+}
+
 fn mode_of(text: &str) -> &str {
     text.lines()
         .next()
@@ -148,9 +219,17 @@ fn snaptap_prints_what_stap_prints() {
     for name in &names {
         let file = format!("{name}.stp");
         let text = std::fs::read_to_string(dir.join(&file)).unwrap();
+        let mode = mode_of(&text);
+        if mode == "p2out" {
+            let got = p2_listing(&dir, &file, &exe);
+            let want = without_foreign_functions(&expected(&dir, name, "out"), &text);
+            if let Some(d) = diff(&format!("{name} -p2"), &got, &want) {
+                failures.push(d);
+            }
+            continue;
+        }
         let mut c = snaptap();
         c.current_dir(&dir);
-        let mode = mode_of(&text);
         match mode {
             "run" | "derived" | "p2" => {
                 c.arg(&file).arg("-c").arg(&exe);
