@@ -58,6 +58,8 @@ struct GInfo {
     read: bool,
     written: bool,
     hist: HistSpec,
+    /// Where the array's arity was first inferred (for stap's chained error).
+    arity_at: Option<Span>,
     /// Two histogram kinds were asked of this aggregate (reported once, as stap does).
     hist_conflict: bool,
     shift: Option<u32>,
@@ -637,6 +639,7 @@ impl<'a> Compiler<'a> {
                         read: false,
                         written: false,
                         hist: HistSpec::None,
+                        arity_at: None,
                         hist_conflict: false,
                         shift: None,
                         kind: None,
@@ -724,11 +727,12 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn global_array(&mut self, name: &str, nkeys: usize) -> Option<usize> {
+    fn global_array(&mut self, name: &str, nkeys: usize, at: Span) -> Option<usize> {
         let g = *self.gnames.get(name)?;
         let gi = &mut self.globals[g];
         if gi.arity.is_none() && nkeys > 0 {
             gi.arity = Some(nkeys);
+            gi.arity_at = Some(at);
             gi.keys = vec![None; nkeys];
             self.changed = true;
         }
@@ -760,7 +764,7 @@ impl<'a> Compiler<'a> {
                 }
             }
             ExprKind::Index { array, keys } => {
-                if let Some(g) = self.global_array(array, keys.len()) {
+                if let Some(g) = self.global_array(array, keys.len(), target.span) {
                     self.inf_keys(sc, g, keys);
                     fill(&mut self.globals[g].ty, Some(Ty::Stats), &mut ch);
                 }
@@ -842,7 +846,7 @@ impl<'a> Compiler<'a> {
                 body,
                 ..
             } => {
-                if let Some(g) = self.global_array(array, keys.len()) {
+                if let Some(g) = self.global_array(array, keys.len(), s.span) {
                     for (i, e) in slice.iter().enumerate() {
                         if let Some(e) = e {
                             let kt = self.globals[g].keys.get(i).copied().flatten();
@@ -942,7 +946,7 @@ impl<'a> Compiler<'a> {
             ExprKind::ScriptArg { as_string, .. } => Some(if *as_string { Str } else { Long }),
             ExprKind::ArgCount => Some(Long),
             ExprKind::Index { array, keys } => {
-                let g = self.global_array(array, keys.len())?;
+                let g = self.global_array(array, keys.len(), e.span)?;
                 self.inf_keys(sc, g, keys);
                 let mut ch = false;
                 fill(&mut self.globals[g].ty, want, &mut ch);
@@ -1133,7 +1137,7 @@ impl<'a> Compiler<'a> {
                 Some(Long)
             }
             ExprKind::In { keys, array } => {
-                if let Some(g) = self.global_array(array, keys.len()) {
+                if let Some(g) = self.global_array(array, keys.len(), e.span) {
                     self.inf_keys(sc, g, keys);
                 } else {
                     for k in keys {
@@ -1382,10 +1386,11 @@ impl<'a> Compiler<'a> {
             Some(GlobalKind::Array(a)) => {
                 let n = self.arrays[a as usize].keys.len();
                 if nkeys != n && nkeys != usize::MAX {
-                    self.err(
-                        format!("array '{name}' has {n} index(es), used with {nkeys}"),
-                        span,
-                    );
+                    // stap's words, then where it first inferred the arity.
+                    self.err(format!("inconsistent arity ({n} vs {nkeys})"), span);
+                    if let Some(at) = self.globals[g].arity_at {
+                        self.err(format!("arity {n} first inferred here"), at);
+                    }
                     return None;
                 }
                 Some((a, g))
@@ -1455,6 +1460,29 @@ impl<'a> Compiler<'a> {
             });
         }
         Some(out)
+    }
+
+    /// stap's pair of errors for a variable given a value of another type: the
+    /// conflict at the variable, then where its type was first inferred.
+    fn type_conflict(&mut self, sc: usize, target: &Expr, found: Ty, first: Ty) {
+        self.err(format!("type mismatch ({})", found.name()), target.span);
+        let first_at = match &target.kind {
+            ExprKind::Var(n) => match self.scopes[sc].names.get(n) {
+                Some(&i) => Some(self.scopes[sc].locals[i].span),
+                None => self.gnames.get(n).map(|&g| self.globals[g].span),
+            },
+            ExprKind::Index { array, .. } => self
+                .gnames
+                .get(array)
+                .map(|&g| self.globals[g].arity_at.unwrap_or(self.globals[g].span)),
+            _ => None,
+        };
+        if let Some(at) = first_at {
+            self.err(
+                format!("type was first inferred here ({})", first.name()),
+                at,
+            );
+        }
     }
 
     fn cx_as(&mut self, sc: usize, e: &Expr, want: Ty) -> Option<Ex> {
@@ -1796,7 +1824,11 @@ impl<'a> Compiler<'a> {
                     }
                     AssignOp::Set => {
                         let (lv, t) = self.lval(sc, target)?;
-                        let v = self.cx_as(sc, value, t)?;
+                        let (v, vt) = self.cx(sc, value)?;
+                        if vt != t {
+                            self.type_conflict(sc, target, vt, t);
+                            return None;
+                        }
                         Some((
                             Ex::Assign {
                                 lv,
@@ -2054,13 +2086,24 @@ impl<'a> Compiler<'a> {
             let fsc = self.funcs[f].scope;
             let np = self.scopes[fsc].nparams;
             if args.len() != np {
-                self.err(
-                    format!(
-                        "function '{name}' called with {} argument(s), expects {np}",
-                        args.len()
-                    ),
+                // stap's words, with the function's declaration as a second location.
+                let mut d = Diagnostic::error(
+                    SEM,
+                    format!("arity mismatch found (function '{name}' takes {np} args)"),
                     e.span,
                 );
+                let decl = self.script.items.iter().find_map(|i| match i {
+                    Item::Function(fd) if fd.name == name => Some(fd.span),
+                    _ => None,
+                });
+                if let Some(at) = decl {
+                    let at = crate::lint::word_span(self.sources, at, name);
+                    d.labels.push(script_syntax::Label {
+                        span: at,
+                        message: String::new(),
+                    });
+                }
+                self.diags.push(d);
                 return None;
             }
             let mut cargs = Vec::new();
@@ -2205,8 +2248,7 @@ impl<'a> Compiler<'a> {
                     if args.len() != sig.args.len() {
                         self.err(
                             format!(
-                                "function '{name}' called with {} argument(s), expects {}",
-                                args.len(),
+                                "arity mismatch found (function '{name}' takes {} args)",
                                 sig.args.len()
                             ),
                             e.span,
@@ -2237,8 +2279,8 @@ impl<'a> Compiler<'a> {
                         t,
                     ));
                 }
-                // stap: "unresolved function (similar: a, b, ...)", the five nearest
-                // names by edit distance.
+                // stap: "unresolved function NAME (similar: a, b, ...)", the five
+                // nearest names by edit distance.
                 let mut names: Vec<&str> = self
                     .fnames
                     .keys()
@@ -2248,7 +2290,7 @@ impl<'a> Compiler<'a> {
                 names.sort_unstable();
                 names.dedup();
                 let sugs = crate::lint::similar(name, &names);
-                let d = Diagnostic::error(SEM, format!("unresolved function{sugs}"), e.span);
+                let d = Diagnostic::error(SEM, format!("unresolved function {name}{sugs}"), e.span);
                 self.diags.push(d);
                 None
             }

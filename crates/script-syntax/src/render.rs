@@ -21,12 +21,37 @@
 //! lexing the source at the label's start. Secondary labels are shown the same way
 //! after the primary one; notes follow on their own lines.
 
+use crate::ast::FileId;
 use crate::ast::Span;
 use crate::diag::{Diagnostic, Label, Severity, SourceMap};
 use crate::lexer::{self, is_keyword, Tok};
 
 /// Renders one diagnostic, ending with a newline.
 pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
+    render_in(d, sources, &mut None)
+}
+
+/// [`render`] inside a sequence of diagnostics: stap 4.8 names a semantic error's or a
+/// warning's file only when it differs from the previously printed location's file
+/// (`at :3:31` otherwise); parse errors always name it.
+/// `seq` is `None` for a diagnostic on its own (every file named), else the file of the
+/// previous location printed in the sequence (`Some(None)` before the first).
+fn render_in(d: &Diagnostic, sources: &SourceMap, seq: &mut Option<Option<FileId>>) -> String {
+    // The parser prints its errors itself, always with the file name.
+    let parse_error = d.kind == "parse error" && d.severity == Severity::Error;
+    let mut token_text = |label: &Label, sources: &SourceMap| {
+        let file = label.span.file;
+        let elide = match seq {
+            _ if parse_error => false,
+            Some(prev) => {
+                let same = *prev == Some(file);
+                *prev = Some(file);
+                same
+            }
+            None => false,
+        };
+        token_text(label, sources, elide)
+    };
     let mut out = String::new();
     let parse_style = d.kind == "parse error" && d.severity == Severity::Error;
     let align = if d.severity == Severity::Warning {
@@ -72,7 +97,13 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
         out.push('\n');
     }
     for l in labels {
-        out.push_str(&format!("{align}at: {}\n", token_text(l, sources)));
+        // stap chains a further location as the bare token on its own line
+        // (`identifier 'f' at x.stp:1:10`) for semantic errors, `at:` for parse errors.
+        if parse_style || d.severity == Severity::Warning {
+            out.push_str(&format!("{align}at: {}\n", token_text(l, sources)));
+        } else {
+            out.push_str(&format!("{}\n", token_text(l, sources)));
+        }
         source_lines(&mut out, align, l.span, sources);
     }
     for n in &d.notes {
@@ -93,6 +124,7 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
 pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> String {
     let mut out = String::new();
     let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut last_file = Some(None);
     let mut suppressed = 0usize;
     for d in diags {
         if d.severity == Severity::Error {
@@ -103,7 +135,7 @@ pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> St
             }
             seen.push(key);
         }
-        out.push_str(&render(d, sources));
+        out.push_str(&render_in(d, sources, &mut last_file));
     }
     let errors = diags
         .iter()
@@ -135,8 +167,9 @@ pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> St
 /// error's kind, e.g. `2 parse errors.`.
 pub fn render_all(diags: &[Diagnostic], sources: &SourceMap) -> String {
     let mut out = String::new();
+    let mut last_file = Some(None);
     for d in diags {
-        out.push_str(&render(d, sources));
+        out.push_str(&render_in(d, sources, &mut last_file));
     }
     let errors: Vec<&Diagnostic> = diags
         .iter()
@@ -162,11 +195,15 @@ fn at_eof(span: Span, sources: &SourceMap) -> Option<String> {
 }
 
 /// `operator '{' at FILE:LINE:COL`
-fn token_text(label: &Label, sources: &SourceMap) -> String {
+fn token_text(label: &Label, sources: &SourceMap, elide_file: bool) -> String {
     let (line, col) = sources.line_col(label.span);
-    let name = sources
-        .file(label.span.file)
-        .map_or("<unknown>", |f| f.name.as_str());
+    let name = if elide_file {
+        ""
+    } else {
+        sources
+            .file(label.span.file)
+            .map_or("<unknown>", |f| f.name.as_str())
+    };
     let what = if label.message.is_empty() {
         describe_at(label.span, sources)
     } else {
