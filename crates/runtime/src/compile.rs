@@ -82,6 +82,15 @@ struct Sig {
     ret: Ty,
 }
 
+/// The builtin a call names, given its argument count: the tapset overloads
+/// `assert(cond)` and `assert(cond, msg)`.
+fn overload(name: &str, nargs: usize) -> &str {
+    match (name, nargs) {
+        ("assert", 2) => "assert\u{0}2",
+        _ => name,
+    }
+}
+
 fn builtin_sig(name: &str) -> Option<Sig> {
     use Builtin as B;
     use Ty::{Long as L, Str as S};
@@ -126,6 +135,14 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "tz_name" => (B::TzName, &[], S),
         "tz_ctime" => (B::TzCtime, &[L], S),
         "system" => (B::System, &[S], L),
+        "strpos" => (B::Strpos, &[S, S], L),
+        "assert" => (B::Assert, &[L], L),
+        // The two-argument `assert(cond, msg)` (see `overload`).
+        "assert\u{0}2" => (B::Assert, &[L, S], L),
+        "matched_str" => (B::MatchedStr, &[], S),
+        "msecs_to_string" => (B::DurationString(1_000), &[L], S),
+        "usecs_to_string" => (B::DurationString(1_000_000), &[L], S),
+        "nsecs_to_string" => (B::DurationString(1_000_000_000), &[L], S),
         "is_return" => (B::IsReturn, &[], L),
         "abort" => (B::Abort, &[], L),
         "thread_indent" => (B::ThreadIndent, &[L], S),
@@ -273,6 +290,12 @@ const KNOWN_FUNCS: &[&str] = &[
     "tz_gmtoff",
     "tz_name",
     "system",
+    "strpos",
+    "assert",
+    "matched_str",
+    "msecs_to_string",
+    "usecs_to_string",
+    "nsecs_to_string",
     "thread_indent",
 ];
 
@@ -1017,7 +1040,7 @@ impl<'a> Compiler<'a> {
                         Some(if name.starts_with('s') { Str } else { Long })
                     }
                     _ => {
-                        if let Some(sig) = builtin_sig(name) {
+                        if let Some(sig) = builtin_sig(overload(name, args.len())) {
                             for (i, a) in args.iter().enumerate() {
                                 self.inf(sc, a, sig.args.get(i).copied());
                             }
@@ -2244,7 +2267,7 @@ impl<'a> Compiler<'a> {
                 ))
             }
             _ => {
-                if let Some(sig) = builtin_sig(name) {
+                if let Some(sig) = builtin_sig(overload(name, args.len())) {
                     if args.len() != sig.args.len() {
                         self.err(
                             format!(

@@ -1245,6 +1245,23 @@ impl State {
             B::IsMyproc => i64::from(rec.map_or(self.me.pid, |r| r.pid) == self.me.target),
             B::StpPid => i64::from(std::process::id()),
             B::TzGmtoff => self.tz.0,
+            B::Strpos => {
+                let a = self.arg_s(p, cx, args, 0)?;
+                let b = self.arg_s(p, cx, args, 1)?;
+                a.find(b.as_str()).map_or(-1, |i| i as i64)
+            }
+            // tapset/logging.stp: error("Assertion failed") or error(msg).
+            B::Assert => {
+                if self.arg_l(p, cx, args, 0)? == 0 {
+                    let msg = if args.len() > 1 {
+                        self.arg_s(p, cx, args, 1)?
+                    } else {
+                        "Assertion failed".to_string()
+                    };
+                    return fail(msg, tok);
+                }
+                0
+            }
             B::System => {
                 let cmd = self.arg_s(p, cx, args, 0)?;
                 self.system_cmds.push(cmd);
@@ -1520,6 +1537,23 @@ impl State {
                 format!("{local} {}", self.tz.1)
             }
             B::TzName => self.tz.1.clone(),
+            B::MatchedStr => match self.last_match.first() {
+                Some(Some(s)) => s.clone(),
+                _ => String::new(),
+            },
+            // tapset/linux/task_time.stp: sprintf("%dm%d.%.Nds", mins, secs, frac).
+            B::DurationString(per_sec) => {
+                let v = self.arg_l(p, cx, args, 0)?;
+                let frac = v.wrapping_rem(per_sec);
+                let secs = v.wrapping_div(per_sec);
+                let digits = per_sec.ilog10() as usize;
+                let frac = if frac < 0 {
+                    format!("-{:0digits$}", frac.unsigned_abs())
+                } else {
+                    format!("{frac:0digits$}")
+                };
+                format!("{}m{}.{frac}s", secs / 60, secs % 60)
+            }
             B::ThreadIndent | B::Indent => {
                 let delta = self.arg_l(p, cx, args, 0)?;
                 let tid = cx.rec.map_or(self.me.pid, |r| r.tid);

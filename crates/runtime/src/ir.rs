@@ -155,6 +155,15 @@ pub(crate) enum Builtin {
     TzCtime,
     /// `system(cmd)`: run `sh -c cmd` once the current handler has completed.
     System,
+    /// `strpos(s1, s2)`: byte offset of `s2` in `s1`, or -1.
+    Strpos,
+    /// `assert(cond)` / `assert(cond, msg)`: error() unless `cond`.
+    Assert,
+    /// `matched_str()`: `matched(0)`.
+    MatchedStr,
+    /// `msecs_to_string`, `usecs_to_string`, `nsecs_to_string`: `%dm%d.%.Nds` with this
+    /// many units per second.
+    DurationString(i64),
     /// `is_return()`: the site is a `.return` probe.
     IsReturn,
     /// `abort()`: stop at once, skipping end probes.

@@ -2569,3 +2569,24 @@ fn globals_follow_stap_first_use_order() {
         "count=1\nst @count=1 @min=2 @max=2 @sum=2 @avg=2\nnames[3]=\"n\"\n"
     );
 }
+
+#[test]
+fn more_tapset_functions() {
+    // Values follow the tapset definitions (string.stp, regex.stp, logging.stp,
+    // linux/task_time.stp).
+    assert_eq!(
+        out("probe begin { printf(\"%d %d %d\\n\", strpos(\"hello\", \"ll\"), strpos(\"hello\", \"z\"), strpos(\"abc\", \"\")) }"),
+        "2 -1 0\n"
+    );
+    assert_eq!(
+        out("probe begin { if (\"abc123\" =~ \"[0-9]+\") println(matched_str()) }"),
+        "123\n"
+    );
+    assert_eq!(
+        out("probe begin { println(msecs_to_string(123456), \" \", usecs_to_string(61000007), \" \", nsecs_to_string(5)) }"),
+        "2m3.456s 1m1.000007s 0m0.000000005s\n"
+    );
+    let (o, e) = run("probe begin { assert(1); println(\"a\"); try { assert(0) } catch (m) { println(m) } assert(1 < 0, \"custom\") }");
+    assert_eq!(o, "a\nAssertion failed\n");
+    assert!(e.starts_with("ERROR: custom near "), "{e}");
+}
