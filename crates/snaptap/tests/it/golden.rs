@@ -44,6 +44,12 @@ const KNOWN: &[Known] = &[
               kernel runtime formats sprintf like printf",
     },
     Known {
+        script: "printf_binary",
+        why: "stapbpf hands %b to glibc's printf, which prints binary digits; the kernel \
+              runtime writes the value's bytes, 1, 2, 4 or 8 of them in native order \
+              (runtime/vsprintf.c, _stp_vsprint_binary)",
+    },
+    Known {
         script: "exit_in_probe",
         why: "stapbpf returns from the handler at exit(); in the kernel runtime exit() only \
               requests the shutdown (tapset/logging.stp: _stp_exit) and the running handler \
