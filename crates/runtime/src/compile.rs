@@ -2708,7 +2708,7 @@ impl<'a> Compiler<'a> {
 /// Calls `note` with every global-looking name in `stmts`, in the order stap's symbol
 /// resolution meets them (statement by statement, an assignment's target first, a
 /// foreach's array before its body).
-fn names_in_order(stmts: &[Stmt], note: &mut dyn FnMut(&str)) {
+pub(crate) fn names_in_order(stmts: &[Stmt], note: &mut dyn FnMut(&str)) {
     fn stmt(s: &Stmt, note: &mut dyn FnMut(&str)) {
         let ex = |e: &Expr, note: &mut dyn FnMut(&str)| {
             walk_expr(e, &mut |x| match &x.kind {

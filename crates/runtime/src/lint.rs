@@ -354,13 +354,14 @@ pub(crate) fn similar_with_self(name: &str, candidates: &[&str]) -> String {
 }
 
 fn similar_list(name: &str, candidates: &[&str], with_self: bool) -> String {
-    let mut scored: Vec<(usize, &str)> = candidates
-        .iter()
-        .filter(|c| !c.is_empty() && (with_self || **c != name))
-        .map(|c| (crate::compile::edit_distance(name, c), *c))
-        .collect();
-    scored.sort();
-    scored.dedup();
+    let mut scored: Vec<(usize, &str)> = Vec::new();
+    for c in candidates {
+        if !c.is_empty() && (with_self || *c != name) && !scored.iter().any(|(_, s)| s == c) {
+            scored.push((crate::compile::edit_distance(name, c), *c));
+        }
+    }
+    // Nearest first; equal distances keep the candidates' order.
+    scored.sort_by_key(|(d, _)| *d);
     if scored.is_empty() {
         return String::new();
     }
@@ -440,6 +441,34 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
             _ => {}
         }
     }
+    // stap keeps its globals in the order symbol resolution first meets them (functions,
+    // then probes); similar-name lists follow that order among equal distances.
+    let mut first_use: Vec<String> = Vec::new();
+    {
+        let mut note = |n: &str| {
+            if !first_use.iter().any(|x| x == n) {
+                first_use.push(n.to_string());
+            }
+        };
+        for item in &script.items {
+            if let Item::Function(f) = item {
+                if let FunctionBody::Script(b) = &f.body {
+                    crate::compile::names_in_order(&b.stmts, &mut note);
+                }
+            }
+        }
+        for item in &script.items {
+            if let Item::Probe(p) = item {
+                crate::compile::names_in_order(&p.body.stmts, &mut note);
+            }
+        }
+    }
+    gdecls.sort_by_key(|g| {
+        first_use
+            .iter()
+            .position(|n| n == g.0)
+            .unwrap_or(usize::MAX)
+    });
     let globals: HashSet<&str> = gdecls.iter().map(|g| g.0).collect();
     let mut lint = Lint {
         sources,
@@ -514,8 +543,10 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
                 let Some(at) = u.first.filter(|s| is_user(*s)) else {
                     continue;
                 };
+                // Locals and parameters alphabetically, then globals, as stap lists them.
                 let mut cands: Vec<&str> = b.locals.iter().map(|s| s.as_str()).collect();
                 cands.extend(b.params.iter().copied());
+                cands.sort_unstable();
                 cands.extend(gnames.iter().copied());
                 out.push(warn(
                     format!("never-assigned local variable '{l}'{}", similar(l, &cands)),
