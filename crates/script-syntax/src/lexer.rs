@@ -336,10 +336,25 @@ impl Lexer<'_, '_> {
                 }
                 out.push((v & 0xff) as u8);
             }
+            // `\xHH`: stap keeps it for the C compiler, which reads the hex digits.
+            b'x' if self.peek(0).is_ascii_hexdigit() => {
+                let mut v: u32 = 0;
+                for _ in 0..2 {
+                    let d = self.peek(0);
+                    match (d as char).to_digit(16) {
+                        Some(h) => {
+                            v = v * 16 + h;
+                            self.pos += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
             _ => {
                 // stap's lexer passes only the C escapes above through to the C literal;
-                // for any other character (`\"`, `\.`, `\x`, `\e`...) it drops the backslash
-                // and keeps the character, so "\x41" is `x41` and a regex needs "\\.".
+                // for any other character (`\"`, `\.`, `\e`...) it drops the backslash
+                // and keeps the character, so "\e" is `e` and a regex needs "\\.".
                 self.pos -= 1;
                 let ch = self.text[self.pos..].chars().next().unwrap_or('?');
                 let mut buf = [0u8; 4];

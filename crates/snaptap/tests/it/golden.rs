@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use crate::support::*;
 
 /// A script whose output under stap's BPF runtime differs from what stap's kernel
-/// runtime prints. snaptap follows the kernel runtime: `NAME.kernel.out` (and
-/// `NAME.kernel.err`) hold that output, derived from stap's golden file by the change
-/// `why` explains.
+/// runtime prints, or whose output depends on the runtime stap assumes. snaptap follows
+/// the kernel runtime (or, for `runtime` itself, the dyninst one): `NAME.kernel.out`
+/// (and `NAME.kernel.err`) hold that output, derived from stap's golden file by the
+/// change `why` explains.
 struct Known {
     /// Script name (without `.stp`).
     script: &'static str,
@@ -48,6 +49,12 @@ const KNOWN: &[Known] = &[
         why: "stapbpf hands %b to glibc's printf, which prints binary digits; the kernel \
               runtime writes the value's bytes, 1, 2, 4 or 8 of them in native order \
               (runtime/vsprintf.c, _stp_vsprint_binary)",
+    },
+    Known {
+        script: "p1_preproc",
+        why: "`runtime` in a preprocessor condition: stap defaults to the kernel runtime; \
+              snaptap runs handlers in user space and answers as the dyninst runtime (and \
+              \"snaptap\"), so scripts take their user-space branches",
     },
     Known {
         script: "exit_in_probe",
