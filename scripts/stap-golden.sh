@@ -10,6 +10,7 @@
 #   # golden: p1       stap -p1 NAME.stp                      -> NAME.out, NAME.err
 #   # golden: p2       stap -p2 NAME.stp -c golden            -> NAME.err (semantic errors)
 #   # golden: p2out    stap -p2 NAME.stp -c golden            -> NAME.out (the listing)
+#   # golden: list -l  stap -l POINT (line 2: `# point: POINT`)  -> NAME.out (-L alike)
 #   # golden: derived  not regenerated: the golden is written by hand from what stap's
 #                      kernel runtime prints (the script's comments say from where); the
 #                      BPF runtime lacks the feature.  For these the script writes NAME.p2,
@@ -87,6 +88,14 @@ for name in "$@"; do
     p2out)
         # The fixture's paths are spelled `golden` and `fixtures/golden.c` in the golden.
         stap -p2 "$name.stp" -c "$work/golden" 2>"$work/err" |
+            sed -e "s|$work/||g" -e "s|$here/crates/snaptap/tests/||g" >"$name.out" || true
+        clean <"$work/err" >"$name.err"
+        ;;
+    list)
+        # Line 2 is `# point: PROBE-POINT` with the fixture spelled `golden`.
+        flag=$(sed -n '1s/^# golden: *list *\(-[lL]\).*/\1/p' "$name.stp")
+        point=$(sed -n '2s/^# point: *//p' "$name.stp" | sed "s|\"golden\"|\"$work/golden\"|")
+        stap "$flag" "$point" 2>"$work/err" |
             sed -e "s|$work/||g" -e "s|$here/crates/snaptap/tests/||g" >"$name.out" || true
         clean <"$work/err" >"$name.err"
         ;;
