@@ -102,6 +102,10 @@ pub struct Runtime {
     warnings: Vec<Diagnostic>,
     /// Commands started by `system()`, waited for at [`Runtime::finish`].
     children: Vec<std::process::Child>,
+    /// Whether `system()` may run commands (off unless the driver allows it).
+    system_allowed: bool,
+    /// `system()` was refused once already (the warning is printed once).
+    system_refused: bool,
 }
 
 fn define<T: std::str::FromStr>(
@@ -176,6 +180,13 @@ impl Runtime {
         self.state.tz = (seconds_west, name.to_string());
     }
 
+    /// Lets `system()` run its commands. Off by default: a library user (a test, the
+    /// fuzzer running begin probes of arbitrary scripts) must not run shell commands by
+    /// accident; snaptap's driver turns it on, as stap always runs them.
+    pub fn set_system_allowed(&mut self, allowed: bool) {
+        self.system_allowed = allowed;
+    }
+
     /// Starts the commands `system()` queued in the handler that just ran: in the
     /// background, after the handler's output, with snaptap's standard streams (as
     /// staprun runs them, so `-o FILE` does not capture their output).
@@ -184,6 +195,17 @@ impl Runtime {
             return;
         }
         self.flush();
+        if !self.system_allowed {
+            self.state.system_cmds.clear();
+            if !self.system_refused {
+                self.system_refused = true;
+                let _ = writeln!(
+                    self.state.err,
+                    "WARNING: system() is disabled in this session: its commands are not run"
+                );
+            }
+            return;
+        }
         for cmd in std::mem::take(&mut self.state.system_cmds) {
             match std::process::Command::new("/bin/sh")
                 .arg("-c")
@@ -300,6 +322,8 @@ impl Runtime {
             errors: 0,
             skipped: 0,
             children: Vec::new(),
+            system_allowed: false,
+            system_refused: false,
             session_error: false,
             last_flush: std::time::Instant::now(),
             warnings,

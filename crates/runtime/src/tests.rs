@@ -2513,7 +2513,17 @@ fn system_runs_after_the_handler_and_is_waited_for() {
          probe end {{ system(\"sleep 0.2; echo two >> {p}\") }}",
         p = f.display()
     );
+    // Without the driver's permission nothing runs, and the session says so once.
     let mut t = build(&src);
+    let (o, e) = session(&mut t, &[]);
+    assert_eq!(o, "begin\n");
+    assert_eq!(
+        e,
+        "WARNING: system() is disabled in this session: its commands are not run\n"
+    );
+    assert!(!f.exists());
+    let mut t = build(&src);
+    t.rt.set_system_allowed(true);
     let (o, e) = session(&mut t, &[]);
     assert_eq!(e, "");
     assert_eq!(o, "begin\n");
