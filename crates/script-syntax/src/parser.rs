@@ -1372,9 +1372,10 @@ impl Parser<'_> {
             return Ok(self.mk(ExprKind::In { keys, array }, span));
         }
         let e = self.value()?;
-        // A `++` after a non-variable starts the next statement (`x = 3 ++y` with the
-        // semicolon left out), which is the only way it can make sense.
-        if (self.is_op("++") || self.is_op("--")) && is_lvalue(&e) {
+        // stap's grammar takes a `++` after any value as a postfix increment, even on
+        // the next line (`a = b` then `++c` is `a = b++; c`); elaboration rejects
+        // `3++` as stap does.
+        if self.is_op("++") || self.is_op("--") {
             let t = self.bump();
             let span = self.since(start);
             return Ok(self.mk(
