@@ -1400,7 +1400,14 @@ impl Parser<'_> {
             }
             Tok::Str(s) => {
                 self.bump();
-                Ok(self.mk(ExprKind::String(s), start))
+                // Adjacent literals are one string, as in C (stap's parser joins them).
+                let mut s = s;
+                while let Tok::Str(more) = self.peek().clone() {
+                    self.bump();
+                    s.push_str(&more);
+                }
+                let span = self.since(start);
+                Ok(self.mk(ExprKind::String(s), span))
             }
             Tok::Op("(") => {
                 self.bump();
@@ -1549,16 +1556,15 @@ impl Parser<'_> {
         let mut v = Vec::new();
         if with_format || with_delim {
             let t = self.tok().clone();
-            let Tok::Str(text) = &t.tok else {
+            if !matches!(t.tok, Tok::Str(_)) {
                 return Err(self.error("expected literal string"));
-            };
-            let text = text.clone();
-            v.push(self.expr()?);
-            if with_format && !matches!(v[0].kind, ExprKind::String(_)) {
-                return Err(self.error_at("expected literal string", &t));
             }
+            v.push(self.expr()?);
+            let ExprKind::String(text) = &v[0].kind else {
+                return Err(self.error_at("expected literal string", &t));
+            };
             if with_format {
-                if let Err(msg) = check_format(&text) {
+                if let Err(msg) = check_format(text) {
                     return Err(self.error(msg));
                 }
             }

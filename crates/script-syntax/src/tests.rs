@@ -400,6 +400,8 @@ fn numbers_and_strings() {
     // escaped character loses its backslash (`\.` is "."), and a NUL ends the C string.
     assert_eq!(st(r#""\101\x42\r\a\b\f\v""#), "AB\r\x07\x08\x0c\x0b");
     assert_eq!(st(r#""\x4g""#), "\x04g");
+    // Adjacent literals join, across lines too, as `stap -p1` shows ("xy").
+    assert_eq!(st("\"x\"\n \"y\""), "xy");
     assert_eq!(st(r#""\." "#), ".");
     assert_eq!(st(r#""\\." "#), "\\.");
     assert_eq!(st(r#""a\0b""#), "a");
