@@ -153,6 +153,7 @@ fn parse_files_here(
             depth: 0,
             in_function: false,
             bail: false,
+            hist_ok: false,
             script_args: &opts.script_args,
         };
         p.items(&mut script.items);
@@ -184,6 +185,9 @@ struct Parser<'a> {
     /// Set when recovery stopped at a top-level keyword: unwind to the item loop.
     bail: bool,
     script_args: &'a [String],
+    /// A bare `@hist_log(...)`/`@hist_linear(...)` may come next: a print argument or
+    /// a foreach's histogram. Anywhere else stap wants it indexed (`@hist_log(x)[3]`).
+    hist_ok: bool,
 }
 
 /// Binary operators with their precedence level (higher binds tighter).
@@ -1098,6 +1102,7 @@ impl Parser<'_> {
         let mut histogram = None;
         let array = if matches!(self.peek(), Tok::Ident(w) if w == "@hist_log" || w == "@hist_linear")
         {
+            self.hist_ok = true;
             let h = self.value()?;
             if !matches!(h.kind, ExprKind::Stat { .. }) {
                 return Err(self.error("expected a histogram"));
@@ -1593,7 +1598,10 @@ impl Parser<'_> {
             }
         }
         loop {
+            self.hist_ok =
+                matches!(self.peek(), Tok::Ident(w) if w == "@hist_log" || w == "@hist_linear");
             v.push(self.expr()?);
+            self.hist_ok = false;
             if self.eat_op(")") {
                 if v.len() < min {
                     return Err(self.error("expected literal string or number"));
@@ -1666,6 +1674,7 @@ impl Parser<'_> {
     }
 
     fn at_op(&mut self, w: String, start: Span) -> PResult<Expr> {
+        let hist_ok = std::mem::replace(&mut self.hist_ok, false);
         let head = self.bump();
         let stat = match w.as_str() {
             "@count" => Some(StatOp::Count),
@@ -1695,7 +1704,19 @@ impl Parser<'_> {
                 return Err(self.error("only a histogram can be indexed"));
             }
             let span = self.since(start);
-            if matches!(op, StatOp::HistLog | StatOp::HistLinear) && self.eat_op("[") {
+            let hist = matches!(op, StatOp::HistLog | StatOp::HistLinear);
+            if hist && !hist_ok && !self.is_op("[") {
+                // stap reports it at the operator, with `at:` (an explicit token).
+                let mut d = Diagnostic::error(
+                    "parse error",
+                    "base histogram operator where expression expected",
+                    head.span,
+                );
+                d.labels[0].message = format!("{AT_TOKEN}operator '{w}'");
+                self.diags.push(d);
+                return Err(Bail);
+            }
+            if hist && self.eat_op("[") {
                 let hist = self.mk(
                     ExprKind::Stat {
                         op,
@@ -1808,6 +1829,9 @@ fn parse_int(s: &str) -> Option<i64> {
     } as i64;
     Some(if neg { v.wrapping_neg() } else { v })
 }
+
+/// Marks a label's token as one the error names explicitly: rendered `at:`, not `saw:`.
+pub(crate) const AT_TOKEN: char = '\u{1}';
 
 /// The calls stap's parser treats as print statements (`print_format`).
 fn is_print_family(name: &str) -> bool {

@@ -78,7 +78,9 @@ fn render_in(d: &Diagnostic, sources: &SourceMap, seq: &mut Option<Option<FileId
                     out.push_str(&format!("        saw: {name} EOF\n"));
                 }
                 // Errors stap's lexer throws carry an empty junk token and say `at:`.
-                None if primary.message == "junk ''" => {
+                None if primary.message == "junk ''"
+                    || primary.message.starts_with(crate::parser::AT_TOKEN) =>
+                {
                     out.push_str(&format!("         at: {}\n", token_text(primary, sources)));
                     source_lines(&mut out, align, primary.span, sources);
                 }
@@ -207,7 +209,10 @@ fn token_text(label: &Label, sources: &SourceMap, elide_file: bool) -> String {
     let what = if label.message.is_empty() {
         describe_at(label.span, sources)
     } else {
-        label.message.clone()
+        label
+            .message
+            .trim_start_matches(crate::parser::AT_TOKEN)
+            .to_string()
     };
     format!("{what} at {name}:{line}:{col}")
 }

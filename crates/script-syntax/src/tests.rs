@@ -480,10 +480,23 @@ fn target_expressions() {
         })
     ));
     assert!(matches!(first_expr("@#").kind, ExprKind::ArgCount));
-    let e = first_expr("@hist_linear(s, 0, 100, 10)");
+    let e = first_expr("print(@hist_linear(s, 0, 100, 10))");
+    let ExprKind::Call { args: pargs, .. } = &e.kind else {
+        panic!("{e:?}")
+    };
     assert!(
-        matches!(&e.kind, ExprKind::Stat { op: StatOp::HistLinear, args, .. } if args.len() == 3)
+        matches!(&pargs[0].kind, ExprKind::Stat { op: StatOp::HistLinear, args, .. } if args.len() == 3)
     );
+    // A bare histogram only as a print argument, in foreach, or indexed (stap -p1).
+    assert_eq!(
+        errors("probe begin { @hist_log(s) }"),
+        vec!["1:15 base histogram operator where expression expected"]
+    );
+    assert!(errors("probe begin { x = @hist_log(s)[2] }").is_empty());
+    assert!(errors("probe begin { foreach ([b] in @hist_log(s)) println(b) }").is_empty());
+    let (_, src, d) = parse_text("h.stp", "probe begin { x = 1 + @hist_log(s) }", &[]);
+    assert!(render(&d[0], &src)
+        .starts_with("parse error: base histogram operator where expression expected\n         at: operator '@hist_log' at h.stp:1:23\n"));
 }
 
 #[test]
