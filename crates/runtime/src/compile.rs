@@ -1375,6 +1375,16 @@ impl<'a> Compiler<'a> {
                 } else {
                     self.globals[g].written = true;
                 }
+                // A global nobody assigns or initialises has no type: stap's error at
+                // the use (it defaults to nothing, unlike snaptap's storage).
+                if reading
+                    && self.globals[g].ty.is_none()
+                    && self.globals[g].init.is_none()
+                    && !self.globals[g].written
+                {
+                    self.err("unresolved type ", span);
+                    return None;
+                }
                 match self.globals[g].kind.clone() {
                     Some(GlobalKind::Scalar(t, s)) => {
                         if t == Ty::Stats {

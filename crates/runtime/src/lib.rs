@@ -276,8 +276,13 @@ impl Runtime {
                 maxmapentries: limits.maxmapentries,
             },
         );
-        let prog = c.compile()?;
         let warnings = lint::warnings(script, sources);
+        // stap prints its elaboration warnings before the errors that stop it.
+        let prog = c.compile().map_err(|errs| {
+            let mut all = warnings.clone();
+            all.extend(errs);
+            all
+        })?;
         let mut pps = Vec::new();
         for item in &script.items {
             if let Item::Probe(p) = item {

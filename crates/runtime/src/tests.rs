@@ -111,10 +111,14 @@ fn out(src: &str) -> String {
     o
 }
 
+/// The elaboration errors of `src` (the warnings printed before them left out).
 fn errors(src: &str) -> Vec<Diagnostic> {
     match build_with(src, Vec::new(), RuntimeOptions::default()) {
         Ok(_) => panic!("expected elaboration errors"),
-        Err(d) => d,
+        Err(d) => d
+            .into_iter()
+            .filter(|x| x.severity == script_syntax::Severity::Error)
+            .collect(),
     }
 }
 
