@@ -276,13 +276,39 @@ impl Runtime {
                 maxmapentries: limits.maxmapentries,
             },
         );
-        let warnings = lint::warnings(script, sources);
-        // stap prints its elaboration warnings before the errors that stop it.
-        let prog = c.compile().map_err(|errs| {
-            let mut all = warnings.clone();
-            all.extend(errs);
-            all
-        })?;
+        let (warnings, all_elided) = lint::lint(script, sources);
+        // stap resolves symbols, then optimises (eliding probes), then resolves types:
+        // type errors in a script whose probes are all elided never show.
+        let is_type_error = |d: &Diagnostic| {
+            d.message.starts_with("unresolved type")
+                || d.message.starts_with("type mismatch")
+                || d.message.starts_with("type was first inferred")
+        };
+        let prog = match c.compile() {
+            Ok(p) => Some(p),
+            Err(errs) if all_elided && errs.iter().all(is_type_error) => None,
+            Err(errs) => {
+                // stap prints its elaboration warnings before the errors that stop it.
+                let mut all = warnings.clone();
+                all.extend(errs);
+                return Err(all);
+            }
+        };
+        let prog = match prog {
+            Some(p) if !all_elided => p,
+            _ => {
+                // Every probe was optimised away: stap stops here.
+                let mut all = warnings;
+                all.push(Diagnostic {
+                    severity: script_syntax::Severity::Error,
+                    kind: "semantic error".into(),
+                    message: "no probes found".into(),
+                    labels: Vec::new(),
+                    notes: Vec::new(),
+                });
+                return Err(all);
+            }
+        };
         let mut pps = Vec::new();
         for item in &script.items {
             if let Item::Probe(p) = item {

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use script_syntax::ast::{
-    AssignOp, Block, Expr, ExprKind, FileId, FunctionBody, FunctionDecl, Item, Script, Span, Stmt,
-    StmtKind,
+    AssignOp, Block, Expr, ExprKind, FileId, FunctionBody, FunctionDecl, Item, ProbeDecl, Script,
+    Span, Stmt, StmtKind,
 };
 use script_syntax::{Diagnostic, SourceMap};
 
@@ -420,7 +420,36 @@ fn warn(message: String, span: Span) -> Diagnostic {
 }
 
 /// stap's warnings for `script` (already alias-expanded), in stap's order.
-pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> {
+/// Whether statement `s` is nothing once stap's optimiser has removed dead assignments
+/// (`dead` locals), side-effect-free expressions and empty control structures.
+fn elided_stmt(s: &Stmt, dead: &dyn Fn(&str) -> bool) -> bool {
+    let pure = |e: &Expr| side_effect_free(after_elision(e, dead));
+    match &s.kind {
+        StmtKind::Empty => true,
+        StmtKind::Block(b) => b.stmts.iter().all(|s| elided_stmt(s, dead)),
+        StmtKind::Expr(e) => pure(e),
+        StmtKind::If { cond, then, els } => {
+            pure(cond)
+                && elided_stmt(then, dead)
+                && els.as_ref().is_none_or(|e| elided_stmt(e, dead))
+        }
+        StmtKind::While { cond, body } => pure(cond) && elided_stmt(body, dead),
+        StmtKind::For {
+            init,
+            cond,
+            step,
+            body,
+        } => [init, cond, step].into_iter().flatten().all(pure) && elided_stmt(body, dead),
+        StmtKind::Foreach { limit, body, .. } => {
+            limit.as_ref().is_none_or(pure) && elided_stmt(body, dead)
+        }
+        _ => false,
+    }
+}
+
+/// stap's elaboration warnings, and whether every probe of the script is empty once
+/// optimised (stap then stops with "no probes found").
+pub(crate) fn lint(script: &Script, sources: &SourceMap) -> (Vec<Diagnostic>, bool) {
     let user: HashSet<FileId> = script
         .items
         .iter()
@@ -606,6 +635,38 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
             }
         }
     }
+    // Probes left with nothing to do are elided (stap names the first point's first
+    // component, at the `probe` keyword).
+    let probes: Vec<&ProbeDecl> = script
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Probe(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let mut all_elided = !probes.is_empty();
+    for (p, b) in probes.iter().zip(&probe_bodies) {
+        let dead = |n: &str| b.uses.get(n).is_some_and(|u| !u.read) && dead_in(b, n);
+        let cond = p.points.iter().any(|pt| pt.condition.is_some());
+        if !cond && p.body.stmts.iter().all(|s| elided_stmt(s, &dead)) {
+            if is_user(p.span) {
+                let name = p
+                    .points
+                    .first()
+                    .and_then(|pt| pt.components.first())
+                    .map_or("", |c| c.name.as_str());
+                let at = Span {
+                    file: p.span.file,
+                    start: p.span.start,
+                    end: p.span.start + 5,
+                };
+                out.push(warn(format!("Probe '{name}' has been elided"), at));
+            }
+        } else {
+            all_elided = false;
+        }
+    }
     // Alias expansion and conditional probe points copy a user's body into several
     // handlers; stap prints a repeated warning once.
     let mut seen = HashSet::new();
@@ -613,5 +674,5 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
         let at = d.labels.first().map(|l| (l.span.file.0, l.span.start));
         seen.insert((d.message.clone(), at))
     });
-    out
+    (out, all_elided)
 }

@@ -786,7 +786,8 @@ fn unresolved_function_suggests_names() {
 
 #[test]
 fn type_mismatches_are_reported() {
-    let d = errors("probe begin { x = 1; x = \"s\" }");
+    // (Without the println, stap elides both assignments and finds no probes.)
+    let d = errors("probe begin { x = 1; x = \"s\"; println(x) }");
     // stap 4.8's wording: the conflict at the variable, then where its type came from.
     assert_eq!(d[0].message, "type mismatch (string)");
     assert_eq!(d[1].message, "type was first inferred here (long)");
@@ -2603,4 +2604,25 @@ fn more_tapset_functions() {
     let (o, e) = run("probe begin { assert(1); println(\"a\"); try { assert(0) } catch (m) { println(m) } assert(1 < 0, \"custom\") }");
     assert_eq!(o, "a\nAssertion failed\n");
     assert!(e.starts_with("ERROR: custom near "), "{e}");
+}
+
+#[test]
+fn empty_probes_are_elided_as_stap_does() {
+    // `stap -p2` warns for each probe left empty and stops when none is left.
+    let w = warnings_of("probe begin { if (1) {} } probe end { println(1) }");
+    assert_eq!(
+        w,
+        "WARNING: Probe 'begin' has been elided: keyword at <input>:1:1\n source: probe begin { if (1) {} } probe end { println(1) }\n         ^\n"
+    );
+    assert!(warnings_of("probe begin { for (i = 0; i < 3; i++) {} }").is_empty());
+    let d = match build_with("probe begin { }", Vec::new(), RuntimeOptions::default()) {
+        Ok(_) => panic!("no probes found expected"),
+        Err(d) => d,
+    };
+    let (_, sm) = parse("probe begin { }");
+    assert_eq!(
+        script_syntax::render_failure(&d, &sm, 2),
+        "WARNING: Probe 'begin' has been elided: keyword at <input>:1:1\n source: probe begin { }\n         ^\n\
+         semantic error: no probes found\n\nPass 2: analysis failed.  [man error::pass2]\n"
+    );
 }
