@@ -120,23 +120,27 @@ fn render_in(d: &Diagnostic, sources: &SourceMap, seq: &mut Option<Option<FileId
 }
 
 /// Renders the diagnostics of a pass that failed, closed as stap closes it: every
-/// diagnostic (an error whose kind and message were already shown is counted instead,
-/// as stap suppresses similar errors), for pass 1 the count line (`2 parse errors.`),
+/// diagnostic (one whose kind and message were already shown is counted instead, as
+/// stap suppresses similar errors and warnings), for pass 1 the count line (`2 parse errors.`),
 /// `Pass N: ... failed.  [man error::passN]`, then the number of suppressed errors.
 pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> String {
     let mut out = String::new();
     let mut seen: Vec<(&str, &str)> = Vec::new();
     let mut last_file = Some(None);
     let mut suppressed = 0usize;
+    let mut suppressed_warnings = 0usize;
     for d in diags {
-        if d.severity == Severity::Error {
-            let key = (d.kind.as_str(), d.message.as_str());
-            if seen.contains(&key) {
+        let key = (d.kind.as_str(), d.message.as_str());
+        let warning = d.severity == Severity::Warning;
+        if seen.contains(&key) {
+            if warning {
+                suppressed_warnings += 1;
+            } else {
                 suppressed += 1;
-                continue;
             }
-            seen.push(key);
+            continue;
         }
+        seen.push(key);
         out.push_str(&render_in(d, sources, &mut last_file));
     }
     let errors = diags
@@ -157,10 +161,12 @@ pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> St
     out.push_str(&format!(
         "Pass {pass}: {what} failed.  [man error::pass{pass}]\n"
     ));
-    if suppressed > 0 {
-        out.push_str(&format!(
-            "Number of similar error messages suppressed: {suppressed}.\nRerun with -v to see them.\n"
-        ));
+    for (n, what) in [(suppressed, "error"), (suppressed_warnings, "warning")] {
+        if n > 0 {
+            out.push_str(&format!(
+                "Number of similar {what} messages suppressed: {n}.\nRerun with -v to see them.\n"
+            ));
+        }
     }
     out
 }
