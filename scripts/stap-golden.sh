@@ -56,9 +56,11 @@ fi
 gcc -shared -fPIC -o "$work/rl.so" "$here/scripts/rlimit-shim.c" -ldl
 gcc -g -O0 -o "$work/golden" "$here/crates/snaptap/tests/fixtures/golden.c"
 
+# Drops the container's and Debian's lines; spells the fixture's paths as in the tests.
 clean() {
     grep -v -e '^WARNING: Kernel function symbol table missing' \
-        -e '^Tip: /usr/share/doc/systemtap' || true
+        -e '^Tip: /usr/share/doc/systemtap' |
+        sed -e "s|$work/||g" -e "s|$here/crates/snaptap/tests/||g" || true
 }
 
 # Keeps FILE only when it is not empty.
