@@ -100,6 +100,8 @@ pub struct Runtime {
     session_error: bool,
     last_flush: std::time::Instant,
     warnings: Vec<Diagnostic>,
+    /// Warnings left out of `warnings` as similar to one shown.
+    similar_warnings: usize,
     /// Commands started by `system()`, waited for at [`Runtime::finish`].
     children: Vec<std::process::Child>,
     /// Whether `system()` may run commands (off unless the driver allows it).
@@ -276,7 +278,7 @@ impl Runtime {
                 maxmapentries: limits.maxmapentries,
             },
         );
-        let (warnings, all_elided) = lint::lint(script, sources);
+        let (warnings, all_elided, similar_warnings) = lint::lint(script, sources);
         // stap resolves symbols, then optimises (eliding probes), then resolves types:
         // type errors in a script whose probes are all elided never show.
         let is_type_error = |d: &Diagnostic| {
@@ -358,6 +360,7 @@ impl Runtime {
             session_error: false,
             last_flush: std::time::Instant::now(),
             warnings,
+            similar_warnings,
         })
     }
 
@@ -366,6 +369,13 @@ impl Runtime {
     /// stap's order, for the driver to render unless `-w` was given.
     pub fn warnings(&self) -> &[Diagnostic] {
         &self.warnings
+    }
+
+    /// How many warnings stap would suppress as similar to one in [`Runtime::warnings`]:
+    /// stap ends the session with `Number of similar warning messages suppressed: N.`
+    /// and `Rerun with -v to see them.` when it is not 0.
+    pub fn similar_warnings(&self) -> usize {
+        self.similar_warnings
     }
 
     /// Sends errors and warnings to `w` instead of stderr (tests, or a log file).

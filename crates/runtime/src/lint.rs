@@ -447,9 +447,10 @@ fn elided_stmt(s: &Stmt, dead: &dyn Fn(&str) -> bool) -> bool {
     }
 }
 
-/// stap's elaboration warnings, and whether every probe of the script is empty once
-/// optimised (stap then stops with "no probes found").
-pub(crate) fn lint(script: &Script, sources: &SourceMap) -> (Vec<Diagnostic>, bool) {
+/// stap's elaboration warnings, whether every probe of the script is empty once
+/// optimised (stap then stops with "no probes found"), and how many warnings were left
+/// out as similar to one shown (same message).
+pub(crate) fn lint(script: &Script, sources: &SourceMap) -> (Vec<Diagnostic>, bool, usize) {
     let user: HashSet<FileId> = script
         .items
         .iter()
@@ -674,5 +675,9 @@ pub(crate) fn lint(script: &Script, sources: &SourceMap) -> (Vec<Diagnostic>, bo
         let at = d.labels.first().map(|l| (l.span.file.0, l.span.start));
         seen.insert((d.message.clone(), at))
     });
-    (out, all_elided)
+    // stap shows one warning per message and counts the similar ones it suppresses.
+    let mut shown = HashSet::new();
+    let before = out.len();
+    out.retain(|d| shown.insert(d.message.clone()));
+    (out, all_elided, before - shown.len())
 }
