@@ -8,13 +8,20 @@
 //! writer given at construction, errors and warnings to stderr (or
 //! [`Runtime::set_stderr`]), both in stap's wording.
 //!
-//! Elaboration follows stap 4's wording (`unresolved function (similar: ...)`,
-//! `type mismatch: expected long but found string`, `unresolved type `), parses printf
-//! formats exactly as stap's `print_format::string_to_components` (one flag, a single
-//! `l`, width/precision 0 dropped) and formats with the rules of stap's `vsprintf.c`;
-//! `text_str`/`string_quoted`/`%#s` follow `_stp_text_str`. [`Runtime::warnings`] gives
-//! stap's optimiser warnings (unused functions/variables, never-assigned variables,
-//! dead assignments, side-effect-free statements; see `lint`). Histograms print as
+//! Elaboration follows stap 4.8's wording, checked against a real stap
+//! (`tests/stap-golden` in snaptap): `unresolved function NAME (similar: ...)`,
+//! `type mismatch (string)` then `type was first inferred here (long)`, `inconsistent
+//! arity (1 vs 2)`, `unresolved type `; printf formats are parsed as stap's
+//! `print_format::string_to_components` and formatted with the rules of stap's
+//! `vsprintf.c` (the kernel runtime's, 64-bit); `text_str`/`string_quoted`/`%#s` follow
+//! `_stp_text_str`. [`Runtime::warnings`] gives stap's optimiser warnings (never-assigned
+//! variables, dead assignments, side-effect-free statements, elided probes; similar ones
+//! counted in [`Runtime::similar_warnings`]); a script whose probes are all elided is
+//! stap's "no probes found". [`Runtime::elaboration`] gives what `-p2` lists. Globals
+//! are ordered as stap's symbol resolution meets them (the end-of-run printout of
+//! unread globals follows that order, in decimal as stap 4.8 prints it). The tz_*
+//! functions read `$TZ` or `/etc/localtime` once; `system()` runs `sh -c` after its
+//! handler when the driver allows it. Histograms print as
 //! `stat-common.c` does, with `-D HIST_WIDTH` / `-D HIST_ELISION`. Arrays support
 //! foreach slices (`in a[*, k]`), aggregate value sorts (`in a @sum-`), `delete a[*, k]`
 //! and `[*, k] in a`; histogram buckets are indexed (`@hist_log(x)[N]`) and iterated
