@@ -1431,9 +1431,15 @@ impl Parser<'_> {
         if is_keyword(&w) {
             return Err(self.error("expected literal string or number"));
         }
-        if w == "$#" || w == "@#" {
+        if w == "$#" {
             self.bump();
             return Ok(self.mk(ExprKind::ArgCount, start));
+        }
+        if w == "@#" {
+            // The string form: stap's lexer substitutes "N".
+            self.bump();
+            let n = self.script_args.len().to_string();
+            return Ok(self.mk(ExprKind::String(n), start));
         }
         if w.len() > 1
             && (w.starts_with('$') || w.starts_with('@'))
