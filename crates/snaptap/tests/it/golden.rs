@@ -3,12 +3,16 @@
 //!
 //! `scripts/stap-golden.sh` regenerates the golden files with stap (CI has no stap). The
 //! first line of each script says how its golden was made: `run` (stap's BPF runtime
-//! traced `fixtures/golden.c`), `p1` (`stap -p1`), `p2` (`stap -p2`, semantic errors), or
-//! `derived` (written from stap's kernel runtime where the BPF runtime lacks the
-//! feature; the script's comments say from where).
+//! traced `fixtures/golden.c`), `p1` (`stap -p1`), `p2` (`stap -p2`, semantic errors),
+//! `p2out` (`stap -p2`'s listing, compared with the listing snaptap's libraries compose),
+//! `list -l`/`list -L` (`stap -l/-L POINT`), or `derived` (written from stap's kernel
+//! runtime where the BPF runtime lacks the feature; the script's comments say from where).
 //!
 //! Where stap's output depends on its runtime rather than on the language, snaptap follows
-//! the kernel runtime and the difference is listed in [`KNOWN`] with the reason.
+//! the kernel runtime and the difference is listed in [`KNOWN`] with the reason; what
+//! other crates still print differently is in [`PENDING`]; the lines closing a failed
+//! pass (`Pass 2: analysis failed...`) are left to `script_syntax::render_failure`, which
+//! script-syntax's tests check against the same files.
 
 use std::path::{Path, PathBuf};
 
