@@ -276,13 +276,13 @@ impl Lexer<'_, '_> {
         self.pos += 1;
         let mut bytes = Vec::new();
         loop {
-            if self.pos >= self.src.len() || self.src[self.pos] == b'\n' {
-                // Ending the string at the line end keeps the rest of the file lexable.
-                // stap's words, and its lexer's empty junk token (rendered with `at:`).
+            if self.pos >= self.src.len() {
+                // stap's string runs to the end of the input: its words, and its
+                // lexer's empty junk token (rendered with `at:`). Nothing follows.
                 self.error(
                     "Could not find matching closing quote",
                     start,
-                    self.pos,
+                    start + 1,
                     "junk ''".into(),
                 );
                 break;

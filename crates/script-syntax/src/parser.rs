@@ -371,6 +371,15 @@ impl Parser<'_> {
     }
 
     fn error_at(&mut self, msg: impl Into<String>, t: &Token) -> Bail {
+        // A string left open swallowed the rest of the input: stap reports that alone.
+        if t.tok == Tok::Eof
+            && self
+                .diags
+                .iter()
+                .any(|d| d.message == "Could not find matching closing quote")
+        {
+            return Bail;
+        }
         let mut d = Diagnostic::error("parse error", msg, t.span);
         d.labels[0].message = self.describe(t);
         self.diags.push(d);
