@@ -226,6 +226,14 @@ impl Lexer<'_, '_> {
                 return Some(self.tok(Tok::Op(op), start));
             }
         }
+        // stap's lexer makes any other ASCII punctuation an operator of its own, which
+        // its parser then rejects where it stands.
+        for op in ["`", "\\"] {
+            if self.text[self.pos..].starts_with(op) {
+                self.pos += 1;
+                return Some(self.tok(Tok::Op(op), start));
+            }
+        }
         // Not a token at all: skip one whole character and say which.
         let ch = self.text[self.pos..].chars().next().unwrap_or('?');
         self.pos += ch.len_utf8().max(1);

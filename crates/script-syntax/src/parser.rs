@@ -805,7 +805,8 @@ impl Parser<'_> {
                 t if is_item_start(t) && !matches!(t, Tok::Embedded) => {
                     self.bail = true;
                     self.leave();
-                    return Err(self.error("expected '}'"));
+                    // stap tries a statement there, and says so.
+                    return Err(self.error("expected statement"));
                 }
                 _ => {}
             }
