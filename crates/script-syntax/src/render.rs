@@ -132,7 +132,12 @@ pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> St
     for d in diags {
         let key = (d.kind.as_str(), d.message.as_str());
         let warning = d.severity == Severity::Warning;
-        if seen.contains(&key) {
+        // The preprocessor's errors (explicit tokens) are all shown, as stap shows them.
+        let explicit = d
+            .labels
+            .first()
+            .is_some_and(|l| l.message.starts_with(crate::parser::AT_TOKEN));
+        if seen.contains(&key) && !explicit {
             if warning {
                 suppressed_warnings += 1;
             } else {
