@@ -140,3 +140,110 @@ fn decode_text(d: &Decode) -> String {
         }
     }
 }
+
+/// The `# probes` section of `stap -p2`: for each probe of `script` (after alias
+/// expansion, the order handlers are numbered in), each point it resolved to, then the
+/// probe's `locals` block (the runtime's `Elaboration::probe_locals`). A site prints as
+/// stap prints it, `PP /* pc=SECTION+0xOFFSET */ /* <- PP */`, with the offset from the
+/// module's first loaded byte and the section `.absolute` (ET_EXEC) or `.dynamic`
+/// (ET_DYN); begin, end, error and timer points as `POINT /* <- POINT */`.
+pub fn p2_probes(p: &Planned, script: &script_syntax::ast::Script, locals: &[String]) -> String {
+    use script_syntax::ast::Item;
+    let mut s = String::new();
+    let mut bases: std::collections::HashMap<std::path::PathBuf, Option<(bool, u64)>> =
+        std::collections::HashMap::new();
+    let probes = script.items.iter().filter_map(|i| match i {
+        Item::Probe(p) => Some(p),
+        _ => None,
+    });
+    for (h, probe) in probes.enumerate() {
+        let h32 = h as u32;
+        let mut sites_done = false;
+        for point in &probe.points {
+            let text = point_text(point);
+            let first = point.components.first().map_or("", |c| c.name.as_str());
+            let plain = match first {
+                "begin" => p.begin.contains(&h32),
+                "end" => p.end.contains(&h32),
+                "error" => p.error.contains(&h32),
+                "timer" => p.timers.iter().any(|(t, _)| *t == h32),
+                _ => false,
+            };
+            if plain {
+                let _ = writeln!(s, "{text} /* <- {text} */");
+                continue;
+            }
+            if sites_done {
+                continue;
+            }
+            sites_done = true;
+            for (site, b) in p.plans.sites.iter().zip(&p.bindings) {
+                if b.probe != h32 {
+                    continue;
+                }
+                let base = *bases
+                    .entry(site.module.clone())
+                    .or_insert_with(|| elf_base(&site.module));
+                let pc = match base {
+                    Some((true, base)) => {
+                        format!(".dynamic+{:#x}", site.addr.0.wrapping_sub(base))
+                    }
+                    Some((false, base)) => {
+                        format!(".absolute+{:#x}", site.addr.0.wrapping_sub(base))
+                    }
+                    None => format!("{:#x}", site.addr.0),
+                };
+                let _ = writeln!(s, "{} /* pc={pc} */ /* <- {} */", b.pp, b.pp);
+            }
+        }
+        if let Some(l) = locals.get(h) {
+            s.push_str(l);
+        }
+    }
+    s
+}
+
+/// A probe point as the script wrote it: `timer.ms(100)`, `process("a").function("f")`.
+fn point_text(point: &script_syntax::ast::ProbePoint) -> String {
+    use script_syntax::ast::Literal;
+    let parts: Vec<String> = point
+        .components
+        .iter()
+        .map(|c| match &c.arg {
+            None => c.name.clone(),
+            Some(Literal::Number(n)) => format!("{}({n})", c.name),
+            Some(Literal::String(t)) => format!("{}({})", c.name, script_syntax::print::quote(t)),
+        })
+        .collect();
+    parts.join(".")
+}
+
+/// Whether `path` is an ET_DYN ELF file, and the address of its first loaded byte (the
+/// lowest PT_LOAD's page): what stap's `pc=` offsets are relative to.
+fn elf_base(path: &std::path::Path) -> Option<(bool, u64)> {
+    use std::io::Read;
+    let mut head = vec![0u8; 4096];
+    let mut f = std::fs::File::open(path).ok()?;
+    let n = f.read(&mut head).ok()?;
+    let d = &head[..n];
+    if d.get(..4)? != b"\x7fELF" || *d.get(4)? != 2 || *d.get(5)? != 1 {
+        // Only 64-bit little-endian ELF: other targets print the bare address.
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?));
+    let dynamic = u16_at(16)? == 3;
+    let phoff = usize::try_from(u64_at(32)?).ok()?;
+    let phentsize = usize::from(u16_at(54)?);
+    let phnum = usize::from(u16_at(56)?);
+    let mut base: Option<u64> = None;
+    for i in 0..phnum {
+        let o = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        let ty = u32::from_le_bytes(d.get(o..o + 4)?.try_into().ok()?);
+        if ty == 1 {
+            let vaddr = u64_at(o + 16)? & !0xfff;
+            base = Some(base.map_or(vaddr, |b| b.min(vaddr)));
+        }
+    }
+    Some((dynamic, base.unwrap_or(0)))
+}

@@ -71,7 +71,7 @@ use script_syntax::ast::{Item, Script, Span};
 use script_syntax::{Diagnostic, SourceMap};
 
 pub use debuginfo::set_debug_dirs;
-pub use dump::dump;
+pub use dump::{dump, p2_probes};
 
 /// A progress callback (see [`set_progress`]).
 pub type Progress = debuginfo::Progress;

@@ -58,6 +58,10 @@ struct GInfo {
     read: bool,
     written: bool,
     hist: HistSpec,
+    /// Where the array's arity was first inferred (for stap's chained error).
+    arity_at: Option<Span>,
+    /// Two histogram kinds were asked of this aggregate (reported once, as stap does).
+    hist_conflict: bool,
     shift: Option<u32>,
     kind: Option<GlobalKind>,
 }
@@ -76,6 +80,15 @@ struct Sig {
     f: Builtin,
     args: &'static [Ty],
     ret: Ty,
+}
+
+/// The builtin a call names, given its argument count: the tapset overloads
+/// `assert(cond)` and `assert(cond, msg)`.
+fn overload(name: &str, nargs: usize) -> &str {
+    match (name, nargs) {
+        ("assert", 2) => "assert\u{0}2",
+        _ => name,
+    }
 }
 
 fn builtin_sig(name: &str) -> Option<Sig> {
@@ -118,6 +131,18 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "string" => (B::LongToString, &[L], S),
         "ascii" => (B::Ascii, &[L], S),
         "ctime" => (B::Ctime, &[L], S),
+        "tz_gmtoff" => (B::TzGmtoff, &[], L),
+        "tz_name" => (B::TzName, &[], S),
+        "tz_ctime" => (B::TzCtime, &[L], S),
+        "system" => (B::System, &[S], L),
+        "strpos" => (B::Strpos, &[S, S], L),
+        "assert" => (B::Assert, &[L], L),
+        // The two-argument `assert(cond, msg)` (see `overload`).
+        "assert\u{0}2" => (B::Assert, &[L, S], L),
+        "matched_str" => (B::MatchedStr, &[], S),
+        "msecs_to_string" => (B::DurationString(1_000), &[L], S),
+        "usecs_to_string" => (B::DurationString(1_000_000), &[L], S),
+        "nsecs_to_string" => (B::DurationString(1_000_000_000), &[L], S),
         "is_return" => (B::IsReturn, &[], L),
         "abort" => (B::Abort, &[], L),
         "thread_indent" => (B::ThreadIndent, &[L], S),
@@ -261,6 +286,16 @@ const KNOWN_FUNCS: &[&str] = &[
     "is_myproc",
     "pn",
     "ctime",
+    "tz_ctime",
+    "tz_gmtoff",
+    "tz_name",
+    "system",
+    "strpos",
+    "assert",
+    "matched_str",
+    "msecs_to_string",
+    "usecs_to_string",
+    "nsecs_to_string",
     "thread_indent",
 ];
 
@@ -423,6 +458,13 @@ impl<'a> Compiler<'a> {
             }
         }
         c
+    }
+
+    /// Whether `name` is a global whose histogram kinds conflict (already reported).
+    fn hist_conflict(&self, name: &str) -> bool {
+        self.gnames
+            .get(name)
+            .is_some_and(|&g| self.globals[g].hist_conflict)
     }
 
     fn err(&mut self, msg: impl Into<String>, span: Span) {
@@ -623,6 +665,8 @@ impl<'a> Compiler<'a> {
                         read: false,
                         written: false,
                         hist: HistSpec::None,
+                        arity_at: None,
+                        hist_conflict: false,
                         shift: None,
                         kind: None,
                     });
@@ -709,11 +753,12 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn global_array(&mut self, name: &str, nkeys: usize) -> Option<usize> {
+    fn global_array(&mut self, name: &str, nkeys: usize, at: Span) -> Option<usize> {
         let g = *self.gnames.get(name)?;
         let gi = &mut self.globals[g];
         if gi.arity.is_none() && nkeys > 0 {
             gi.arity = Some(nkeys);
+            gi.arity_at = Some(at);
             gi.keys = vec![None; nkeys];
             self.changed = true;
         }
@@ -745,7 +790,7 @@ impl<'a> Compiler<'a> {
                 }
             }
             ExprKind::Index { array, keys } => {
-                if let Some(g) = self.global_array(array, keys.len()) {
+                if let Some(g) = self.global_array(array, keys.len(), target.span) {
                     self.inf_keys(sc, g, keys);
                     fill(&mut self.globals[g].ty, Some(Ty::Stats), &mut ch);
                 }
@@ -827,7 +872,7 @@ impl<'a> Compiler<'a> {
                 body,
                 ..
             } => {
-                if let Some(g) = self.global_array(array, keys.len()) {
+                if let Some(g) = self.global_array(array, keys.len(), s.span) {
                     for (i, e) in slice.iter().enumerate() {
                         if let Some(e) = e {
                             let kt = self.globals[g].keys.get(i).copied().flatten();
@@ -927,7 +972,7 @@ impl<'a> Compiler<'a> {
             ExprKind::ScriptArg { as_string, .. } => Some(if *as_string { Str } else { Long }),
             ExprKind::ArgCount => Some(Long),
             ExprKind::Index { array, keys } => {
-                let g = self.global_array(array, keys.len())?;
+                let g = self.global_array(array, keys.len(), e.span)?;
                 self.inf_keys(sc, g, keys);
                 let mut ch = false;
                 fill(&mut self.globals[g].ty, want, &mut ch);
@@ -1002,7 +1047,7 @@ impl<'a> Compiler<'a> {
                         Some(if name.starts_with('s') { Str } else { Long })
                     }
                     _ => {
-                        if let Some(sig) = builtin_sig(name) {
+                        if let Some(sig) = builtin_sig(overload(name, args.len())) {
                             for (i, a) in args.iter().enumerate() {
                                 self.inf(sc, a, sig.args.get(i).copied());
                             }
@@ -1122,7 +1167,7 @@ impl<'a> Compiler<'a> {
                 Some(Long)
             }
             ExprKind::In { keys, array } => {
-                if let Some(g) = self.global_array(array, keys.len()) {
+                if let Some(g) = self.global_array(array, keys.len(), e.span) {
                     self.inf_keys(sc, g, keys);
                 } else {
                     for k in keys {
@@ -1278,8 +1323,10 @@ impl<'a> Compiler<'a> {
                 if gi.hist == HistSpec::None {
                     gi.hist = spec;
                 } else if gi.hist != spec {
+                    gi.hist_conflict = true;
+                    // stap names the translated global in this message.
                     self.err(
-                        format!("inconsistent histogram types for aggregate '{name}'"),
+                        format!("multiple histogram types declared on '__global_{name}'"),
                         span,
                     );
                 }
@@ -1335,6 +1382,16 @@ impl<'a> Compiler<'a> {
                 } else {
                     self.globals[g].written = true;
                 }
+                // A global nobody assigns or initialises has no type: stap's error at
+                // the use (it defaults to nothing, unlike snaptap's storage).
+                if reading
+                    && self.globals[g].ty.is_none()
+                    && self.globals[g].init.is_none()
+                    && !self.globals[g].written
+                {
+                    self.err("unresolved type ", span);
+                    return None;
+                }
                 match self.globals[g].kind.clone() {
                     Some(GlobalKind::Scalar(t, s)) => {
                         if t == Ty::Stats {
@@ -1369,10 +1426,11 @@ impl<'a> Compiler<'a> {
             Some(GlobalKind::Array(a)) => {
                 let n = self.arrays[a as usize].keys.len();
                 if nkeys != n && nkeys != usize::MAX {
-                    self.err(
-                        format!("array '{name}' has {n} index(es), used with {nkeys}"),
-                        span,
-                    );
+                    // stap's words, then where it first inferred the arity.
+                    self.err(format!("inconsistent arity ({n} vs {nkeys})"), span);
+                    if let Some(at) = self.globals[g].arity_at {
+                        self.err(format!("arity {n} first inferred here"), at);
+                    }
                     return None;
                 }
                 Some((a, g))
@@ -1420,7 +1478,7 @@ impl<'a> Compiler<'a> {
         );
         if !ok {
             // An invalid histogram spec was reported already; say nothing more.
-            if spec != HistSpec::None {
+            if spec != HistSpec::None && !self.hist_conflict(&gname) {
                 self.err(
                     format!("inconsistent histogram type for aggregate '{gname}'"),
                     hist.span,
@@ -1442,6 +1500,29 @@ impl<'a> Compiler<'a> {
             });
         }
         Some(out)
+    }
+
+    /// stap's pair of errors for a variable given a value of another type: the
+    /// conflict at the variable, then where its type was first inferred.
+    fn type_conflict(&mut self, sc: usize, target: &Expr, found: Ty, first: Ty) {
+        self.err(format!("type mismatch ({})", found.name()), target.span);
+        let first_at = match &target.kind {
+            ExprKind::Var(n) => match self.scopes[sc].names.get(n) {
+                Some(&i) => Some(self.scopes[sc].locals[i].span),
+                None => self.gnames.get(n).map(|&g| self.globals[g].span),
+            },
+            ExprKind::Index { array, .. } => self
+                .gnames
+                .get(array)
+                .map(|&g| self.globals[g].arity_at.unwrap_or(self.globals[g].span)),
+            _ => None,
+        };
+        if let Some(at) = first_at {
+            self.err(
+                format!("type was first inferred here ({})", first.name()),
+                at,
+            );
+        }
     }
 
     fn cx_as(&mut self, sc: usize, e: &Expr, want: Ty) -> Option<Ex> {
@@ -1795,7 +1876,11 @@ impl<'a> Compiler<'a> {
                     }
                     AssignOp::Set => {
                         let (lv, t) = self.lval(sc, target)?;
-                        let v = self.cx_as(sc, value, t)?;
+                        let (v, vt) = self.cx(sc, value)?;
+                        if vt != t {
+                            self.type_conflict(sc, target, vt, t);
+                            return None;
+                        }
                         Some((
                             Ex::Assign {
                                 lv,
@@ -2053,13 +2138,24 @@ impl<'a> Compiler<'a> {
             let fsc = self.funcs[f].scope;
             let np = self.scopes[fsc].nparams;
             if args.len() != np {
-                self.err(
-                    format!(
-                        "function '{name}' called with {} argument(s), expects {np}",
-                        args.len()
-                    ),
+                // stap's words, with the function's declaration as a second location.
+                let mut d = Diagnostic::error(
+                    SEM,
+                    format!("arity mismatch found (function '{name}' takes {np} args)"),
                     e.span,
                 );
+                let decl = self.script.items.iter().find_map(|i| match i {
+                    Item::Function(fd) if fd.name == name => Some(fd.span),
+                    _ => None,
+                });
+                if let Some(at) = decl {
+                    let at = crate::lint::word_span(self.sources, at, name);
+                    d.labels.push(script_syntax::Label {
+                        span: at,
+                        message: String::new(),
+                    });
+                }
+                self.diags.push(d);
                 return None;
             }
             let mut cargs = Vec::new();
@@ -2169,7 +2265,7 @@ impl<'a> Compiler<'a> {
                         );
                         if !ok {
                             // An invalid histogram spec was reported already; say nothing more.
-                            if spec != HistSpec::None {
+                            if spec != HistSpec::None && !self.hist_conflict(&gname) {
                                 self.err(
                                     format!("inconsistent histogram type for aggregate '{gname}'"),
                                     args[0].span,
@@ -2209,12 +2305,11 @@ impl<'a> Compiler<'a> {
                 ))
             }
             _ => {
-                if let Some(sig) = builtin_sig(name) {
+                if let Some(sig) = builtin_sig(overload(name, args.len())) {
                     if args.len() != sig.args.len() {
                         self.err(
                             format!(
-                                "function '{name}' called with {} argument(s), expects {}",
-                                args.len(),
+                                "arity mismatch found (function '{name}' takes {} args)",
                                 sig.args.len()
                             ),
                             e.span,
@@ -2245,8 +2340,8 @@ impl<'a> Compiler<'a> {
                         t,
                     ));
                 }
-                // stap: "unresolved function (similar: a, b, ...)", the five nearest
-                // names by edit distance.
+                // stap: "unresolved function NAME (similar: a, b, ...)", the five
+                // nearest names by edit distance.
                 let mut names: Vec<&str> = self
                     .fnames
                     .keys()
@@ -2256,7 +2351,7 @@ impl<'a> Compiler<'a> {
                 names.sort_unstable();
                 names.dedup();
                 let sugs = crate::lint::similar(name, &names);
-                let d = Diagnostic::error(SEM, format!("unresolved function{sugs}"), e.span);
+                let d = Diagnostic::error(SEM, format!("unresolved function {name}{sugs}"), e.span);
                 self.diags.push(d);
                 None
             }
@@ -2610,7 +2705,12 @@ impl<'a> Compiler<'a> {
         }
         let mut inits = Vec::new();
         let mut globals = Vec::new();
-        for g in &self.globals {
+        // In stap's order: the end-of-run printout of unread globals follows it.
+        for g in self
+            .globals_in_use_order()
+            .into_iter()
+            .map(|i| &self.globals[i])
+        {
             let kind = g.kind.clone().unwrap_or(GlobalKind::Scalar(Ty::Long, 0));
             if let (Some(init), GlobalKind::Scalar(_, slot)) = (&g.init, &kind) {
                 match init {
@@ -2625,7 +2725,9 @@ impl<'a> Compiler<'a> {
                 autoprint: g.written && !g.read,
             });
         }
+        let elab = self.elaboration();
         Ok(Program {
+            elab,
             handlers,
             funcs,
             globals,
@@ -2638,6 +2740,190 @@ impl<'a> Compiler<'a> {
             toks: self.toks,
             capture_ids: self.capture_ids,
         })
+    }
+}
+
+/// Calls `note` with every global-looking name in `stmts`, in the order stap's symbol
+/// resolution meets them (statement by statement, an assignment's target first, a
+/// foreach's array before its body).
+pub(crate) fn names_in_order(stmts: &[Stmt], note: &mut dyn FnMut(&str)) {
+    fn stmt(s: &Stmt, note: &mut dyn FnMut(&str)) {
+        let ex = |e: &Expr, note: &mut dyn FnMut(&str)| {
+            walk_expr(e, &mut |x| match &x.kind {
+                ExprKind::Var(n) => note(n),
+                ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
+                _ => {}
+            })
+        };
+        match &s.kind {
+            StmtKind::Block(b) => names_in_order(&b.stmts, note),
+            StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => ex(e, note),
+            StmtKind::If { cond, then, els } => {
+                ex(cond, note);
+                stmt(then, note);
+                if let Some(e) = els {
+                    stmt(e, note);
+                }
+            }
+            StmtKind::While { cond, body } => {
+                ex(cond, note);
+                stmt(body, note);
+            }
+            StmtKind::For {
+                init,
+                cond,
+                step,
+                body,
+            } => {
+                for e in [init, cond, step].into_iter().flatten() {
+                    ex(e, note);
+                }
+                stmt(body, note);
+            }
+            StmtKind::Foreach {
+                array,
+                slice,
+                histogram,
+                limit,
+                body,
+                ..
+            } => {
+                note(array);
+                if let Some(h) = histogram {
+                    ex(h, note);
+                }
+                for e in slice.iter().flatten() {
+                    ex(e, note);
+                }
+                if let Some(l) = limit {
+                    ex(l, note);
+                }
+                stmt(body, note);
+            }
+            StmtKind::Try { body, catch, .. } => {
+                names_in_order(&body.stmts, note);
+                names_in_order(&catch.stmts, note);
+            }
+            _ => {}
+        }
+    }
+    for s in stmts {
+        stmt(s, note);
+    }
+}
+
+impl Compiler<'_> {
+    /// Global indexes in the order stap's `-p2` lists them and prints the written but
+    /// unread ones at the end: as symbol resolution first meets them, in the script's
+    /// functions, then its probes; globals never met follow in declaration order.
+    fn globals_in_use_order(&self) -> Vec<usize> {
+        let mut order = Vec::new();
+        let mut seen = vec![false; self.globals.len()];
+        let mut note = |n: &str| {
+            if let Some(&g) = self.gnames.get(n) {
+                if !seen[g] {
+                    seen[g] = true;
+                    order.push(g);
+                }
+            }
+        };
+        for f in &self.funcs {
+            if let FunctionBody::Script(b) = f.body {
+                names_in_order(&b.stmts, &mut note);
+            }
+        }
+        for (p, _) in &self.probes {
+            for pt in &p.points {
+                if let Some(c) = &pt.condition {
+                    walk_expr(c, &mut |x| match &x.kind {
+                        ExprKind::Var(n) => note(n),
+                        ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
+                        _ => {}
+                    });
+                }
+            }
+            names_in_order(&p.body.stmts, &mut note);
+        }
+        for (g, s) in seen.iter().enumerate() {
+            if !s {
+                order.push(g);
+            }
+        }
+        order
+    }
+
+    /// The `# globals` and `# functions` sections of `stap -p2` and each probe's
+    /// `# locals`, in stap's spelling (`arr[10]:long [long, string]`, `f:long (a:long)`).
+    /// Elided declarations (unused globals, uncalled functions) are left out as stap
+    /// leaves them out; stap's own tapset functions are not listed.
+    fn elaboration(&self) -> crate::Elaboration {
+        use std::fmt::Write as _;
+        let ty = |t: Option<Ty>| match t {
+            Some(Ty::Long) => "long",
+            Some(Ty::Str) => "string",
+            Some(Ty::Stats) => "stats",
+            None => "unknown",
+        };
+        let mut globals = String::new();
+        for g in self
+            .globals_in_use_order()
+            .into_iter()
+            .map(|i| &self.globals[i])
+        {
+            if !g.read && !g.written {
+                continue;
+            }
+            let size = g.size.map(|n| format!("[{n}]")).unwrap_or_default();
+            let _ = write!(globals, "{}{size}:{}", g.name, ty(g.ty));
+            if g.arity.unwrap_or(0) > 0 || g.size.is_some() {
+                let keys: Vec<&str> = g.keys.iter().map(|k| ty(*k)).collect();
+                let _ = write!(globals, " [{}]", keys.join(", "));
+            }
+            globals.push('\n');
+        }
+        let locals_of = |sc: usize, skip: usize| -> String {
+            let scope = &self.scopes[sc];
+            let mut names: Vec<(&String, &usize)> = scope.names.iter().collect();
+            names.sort_by_key(|(_, i)| **i);
+            let mut out = String::new();
+            for (n, i) in names.into_iter().filter(|(_, i)| **i >= skip) {
+                let _ = writeln!(out, "  {n}:{}", ty(scope.locals[*i].ty));
+            }
+            if out.is_empty() {
+                out
+            } else {
+                format!("  # locals\n{out}")
+            }
+        };
+        let mut fnames: Vec<(&String, &usize)> = self.fnames.iter().collect();
+        fnames.sort();
+        let mut functions = String::new();
+        for (name, &i) in fnames {
+            let f = &self.funcs[i];
+            if !f.called || !matches!(f.body, FunctionBody::Script(_)) {
+                continue;
+            }
+            let sc = &self.scopes[f.scope];
+            let mut pnames: Vec<(&String, &usize)> =
+                sc.names.iter().filter(|(_, i)| **i < sc.nparams).collect();
+            pnames.sort_by_key(|(_, i)| **i);
+            let params: Vec<String> = pnames
+                .iter()
+                .map(|(n, i)| format!("{n}:{}", ty(sc.locals[**i].ty)))
+                .collect();
+            let _ = writeln!(functions, "{name}:{} ({})", ty(f.ret), params.join(", "));
+            functions.push_str(&locals_of(f.scope, sc.nparams));
+        }
+        let probe_locals = self
+            .probes
+            .iter()
+            .map(|(_, sc)| locals_of(*sc, 0))
+            .collect();
+        crate::Elaboration {
+            globals,
+            functions,
+            probe_locals,
+        }
     }
 }
 

@@ -130,6 +130,10 @@ pub(crate) struct State {
     indent: crate::map::FxMap<i64, (i64, i64)>,
     /// The driver's unwinder and symboliser for user stacks, if any.
     pub(crate) stacks: Option<Box<dyn crate::ustack::Stacks>>,
+    /// `tz_gmtoff()` and `tz_name()`: seconds west of UTC and the zone's abbreviation.
+    pub(crate) tz: (i64, String),
+    /// Commands `system()` asked for in the running handler, started after it.
+    pub(crate) system_cmds: Vec<String>,
 }
 
 fn now_ns() -> u64 {
@@ -257,12 +261,20 @@ pub(crate) fn decode_str(rec: &Record, d: &Decode, max: usize) -> Result<String,
     }
 }
 
-/// stap's `ctime(epochsecs)`: `Wed Jun 30 21:49:08 1993`, in UTC.
-fn ctime(secs: i64) -> String {
-    // stap refuses times that do not fit a 32-bit time_t.
-    if !(i32::MIN as i64..=i32::MAX as i64).contains(&secs) {
-        return "<invalid time>".to_string();
+/// stap's `ctime(epochsecs)`: `Wed Jun 30 21:49:08 1993`, in UTC; a time that does not
+/// fit a 32-bit time_t is the error tapset/linux/ctime.stp raises.
+fn ctime_checked(secs: i64, tok: Tok) -> R<String> {
+    if secs > i64::from(i32::MAX) {
+        return fail("Time too far in the future to be converted", tok);
     }
+    if secs < i64::from(i32::MIN) {
+        return fail("Time too far in the past to be converted", tok);
+    }
+    Ok(ctime(secs))
+}
+
+/// [`ctime_checked`] for a time already known to be in range.
+fn ctime(secs: i64) -> String {
     const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MON: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -357,6 +369,8 @@ impl State {
             last_match: Vec::new(),
             rng: now_ns() | 1,
             indent: Default::default(),
+            tz: crate::tz::local_timezone((now_ns() / 1_000_000_000) as i64),
+            system_cmds: Vec::new(),
         };
         for i in &prog.inits {
             match i {
@@ -1235,6 +1249,29 @@ impl State {
             B::UserMode => i64::from(rec.is_some()),
             B::IsMyproc => i64::from(rec.map_or(self.me.pid, |r| r.pid) == self.me.target),
             B::StpPid => i64::from(std::process::id()),
+            B::TzGmtoff => self.tz.0,
+            B::Strpos => {
+                let a = self.arg_s(p, cx, args, 0)?;
+                let b = self.arg_s(p, cx, args, 1)?;
+                a.find(b.as_str()).map_or(-1, |i| i as i64)
+            }
+            // tapset/logging.stp: error("Assertion failed") or error(msg).
+            B::Assert => {
+                if self.arg_l(p, cx, args, 0)? == 0 {
+                    let msg = if args.len() > 1 {
+                        self.arg_s(p, cx, args, 1)?
+                    } else {
+                        "Assertion failed".to_string()
+                    };
+                    return fail(msg, tok);
+                }
+                0
+            }
+            B::System => {
+                let cmd = self.arg_s(p, cx, args, 0)?;
+                self.system_cmds.push(cmd);
+                0
+            }
             B::RemoteId => -1,
             B::PrintChar => {
                 let c = self.arg_l(p, cx, args, 0)?;
@@ -1497,7 +1534,31 @@ impl State {
                 }
             }
             B::LongToString => self.arg_l(p, cx, args, 0)?.to_string(),
-            B::Ctime => ctime(self.arg_l(p, cx, args, 0)?),
+            B::Ctime => ctime_checked(self.arg_l(p, cx, args, 0)?, tok)?,
+            // tapset/tzinfo.stp: ctime(epochsecs - tz_gmtoff()) . " " . tz_name()
+            B::TzCtime => {
+                let secs = self.arg_l(p, cx, args, 0)?;
+                let local = ctime_checked(secs.wrapping_sub(self.tz.0), tok)?;
+                format!("{local} {}", self.tz.1)
+            }
+            B::TzName => self.tz.1.clone(),
+            B::MatchedStr => match self.last_match.first() {
+                Some(Some(s)) => s.clone(),
+                _ => String::new(),
+            },
+            // tapset/linux/task_time.stp: sprintf("%dm%d.%.Nds", mins, secs, frac).
+            B::DurationString(per_sec) => {
+                let v = self.arg_l(p, cx, args, 0)?;
+                let frac = v.wrapping_rem(per_sec);
+                let secs = v.wrapping_div(per_sec);
+                let digits = per_sec.ilog10() as usize;
+                let frac = if frac < 0 {
+                    format!("-{:0digits$}", frac.unsigned_abs())
+                } else {
+                    format!("{frac:0digits$}")
+                };
+                format!("{}m{}.{frac}s", secs / 60, secs % 60)
+            }
             B::ThreadIndent | B::Indent => {
                 let delta = self.arg_l(p, cx, args, 0)?;
                 let tid = cx.rec.map_or(self.me.pid, |r| r.tid);

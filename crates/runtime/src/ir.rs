@@ -147,6 +147,23 @@ pub(crate) enum Builtin {
     Ascii,
     /// `ctime(secs)`: `Wed Jun 30 21:49:08 1993` (UTC).
     Ctime,
+    /// `tz_gmtoff()`: seconds west of UTC, found at startup.
+    TzGmtoff,
+    /// `tz_name()`: the local zone's abbreviation, found at startup.
+    TzName,
+    /// `tz_ctime(secs)`: `ctime` in the local zone, followed by the zone's name.
+    TzCtime,
+    /// `system(cmd)`: run `sh -c cmd` once the current handler has completed.
+    System,
+    /// `strpos(s1, s2)`: byte offset of `s2` in `s1`, or -1.
+    Strpos,
+    /// `assert(cond)` / `assert(cond, msg)`: error() unless `cond`.
+    Assert,
+    /// `matched_str()`: `matched(0)`.
+    MatchedStr,
+    /// `msecs_to_string`, `usecs_to_string`, `nsecs_to_string`: `%dm%d.%.Nds` with this
+    /// many units per second.
+    DurationString(i64),
     /// `is_return()`: the site is a `.return` probe.
     IsReturn,
     /// `abort()`: stop at once, skipping end probes.
@@ -519,4 +536,6 @@ pub(crate) struct Program {
     pub(crate) toks: Vec<String>,
     /// Dense capture slot -> expression id.
     pub(crate) capture_ids: Vec<u32>,
+    /// The declarations `stap -p2` lists.
+    pub(crate) elab: crate::Elaboration,
 }

@@ -8,20 +8,26 @@
 //! writer given at construction, errors and warnings to stderr (or
 //! [`Runtime::set_stderr`]), both in stap's wording.
 //!
-//! Elaboration follows stap 4's wording (`unresolved function (similar: ...)`,
-//! `type mismatch: expected long but found string`, `unresolved type `), parses printf
-//! formats exactly as stap's `print_format::string_to_components` (one flag, a single
-//! `l`, width/precision 0 dropped) and formats with the rules of stap's `vsprintf.c`;
-//! `text_str`/`string_quoted`/`%#s` follow `_stp_text_str`. [`Runtime::warnings`] gives
-//! stap's optimiser warnings (unused functions/variables, never-assigned variables,
-//! dead assignments, side-effect-free statements; see `lint`). Histograms print as
+//! Elaboration follows stap 4.8's wording, checked against a real stap
+//! (`tests/stap-golden` in snaptap): `unresolved function NAME (similar: ...)`,
+//! `type mismatch (string)` then `type was first inferred here (long)`, `inconsistent
+//! arity (1 vs 2)`, `unresolved type `; printf formats are parsed as stap's
+//! `print_format::string_to_components` and formatted with the rules of stap's
+//! `vsprintf.c` (the kernel runtime's, 64-bit); `text_str`/`string_quoted`/`%#s` follow
+//! `_stp_text_str`. [`Runtime::warnings`] gives stap's optimiser warnings (never-assigned
+//! variables, dead assignments, side-effect-free statements, elided probes; similar ones
+//! counted in [`Runtime::similar_warnings`]); a script whose probes are all elided is
+//! stap's "no probes found". [`Runtime::elaboration`] gives what `-p2` lists. Globals
+//! are ordered as stap's symbol resolution meets them (the end-of-run printout of
+//! unread globals follows that order, in decimal as stap 4.8 prints it). The tz_*
+//! functions read `$TZ` or `/etc/localtime` once; `system()` runs `sh -c` after its
+//! handler when the driver allows it. Histograms print as
 //! `stat-common.c` does, with `-D HIST_WIDTH` / `-D HIST_ELISION`. Arrays support
 //! foreach slices (`in a[*, k]`), aggregate value sorts (`in a @sum-`), `delete a[*, k]`
 //! and `[*, k] in a`; histogram buckets are indexed (`@hist_log(x)[N]`) and iterated
 //! (`foreach ([b] in @hist_log(x))`) with stap's bucket numbers. The address-of
 //! operator `&` and `printf`'s `%m`/`%M` read captures the planner made at the probe.
-//! Not supported: a value variable in a foreach over an aggregate array, the tz_*
-//! time functions.
+//! Not supported: a value variable in a foreach over an aggregate array.
 #![forbid(unsafe_code)]
 
 mod compile;
@@ -31,8 +37,10 @@ mod ir;
 mod lint;
 mod map;
 mod stats;
+mod tz;
 mod ustack;
 
+pub use tz::local_timezone;
 pub use ustack::{StackFrame, Stacks};
 
 use std::io::Write;
@@ -63,6 +71,18 @@ pub struct RuntimeOptions {
     pub defines: Vec<(String, String)>,
 }
 
+/// What `stap -p2` prints about a script's declarations once it is elaborated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Elaboration {
+    /// The lines under `# globals` (`count:long`, `names[10]:string [long]`).
+    pub globals: String,
+    /// The lines under `# functions`: each called script function with its types
+    /// (`add:long (a:long, b:long)`), then its `  # locals` and `  NAME:TYPE` lines.
+    pub functions: String,
+    /// For each probe of the script, in order: its `  # locals` block (empty if none).
+    pub probe_locals: Vec<String>,
+}
+
 /// What the driver should do after a handler ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
@@ -88,6 +108,14 @@ pub struct Runtime {
     session_error: bool,
     last_flush: std::time::Instant,
     warnings: Vec<Diagnostic>,
+    /// Warnings left out of `warnings` as similar to one shown.
+    similar_warnings: usize,
+    /// Commands started by `system()`, waited for at [`Runtime::finish`].
+    children: Vec<std::process::Child>,
+    /// Whether `system()` may run commands (off unless the driver allows it).
+    system_allowed: bool,
+    /// `system()` was refused once already (the warning is printed once).
+    system_refused: bool,
 }
 
 fn define<T: std::str::FromStr>(
@@ -151,6 +179,61 @@ impl Runtime {
         self.state.stacks = Some(stacks);
     }
 
+    /// The declarations `stap -p2` lists for this script.
+    pub fn elaboration(&self) -> &Elaboration {
+        &self.prog.elab
+    }
+
+    /// Sets what `tz_gmtoff()` (seconds west of UTC) and `tz_name()` return; by default
+    /// the zone of `$TZ` or `/etc/localtime` at startup, as staprun passes it.
+    pub fn set_timezone(&mut self, seconds_west: i64, name: &str) {
+        self.state.tz = (seconds_west, name.to_string());
+    }
+
+    /// Lets `system()` run its commands. Off by default: a library user (a test, the
+    /// fuzzer running begin probes of arbitrary scripts) must not run shell commands by
+    /// accident; snaptap's driver turns it on, as stap always runs them.
+    pub fn set_system_allowed(&mut self, allowed: bool) {
+        self.system_allowed = allowed;
+    }
+
+    /// Starts the commands `system()` queued in the handler that just ran: in the
+    /// background, after the handler's output, with snaptap's standard streams (as
+    /// staprun runs them, so `-o FILE` does not capture their output).
+    fn start_commands(&mut self) {
+        if self.state.system_cmds.is_empty() {
+            return;
+        }
+        self.flush();
+        if !self.system_allowed {
+            self.state.system_cmds.clear();
+            if !self.system_refused {
+                self.system_refused = true;
+                let _ = writeln!(
+                    self.state.err,
+                    "WARNING: system() is disabled in this session: its commands are not run"
+                );
+            }
+            return;
+        }
+        for cmd in std::mem::take(&mut self.state.system_cmds) {
+            match std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+            {
+                Ok(child) => self.children.push(child),
+                Err(e) => {
+                    let _ = writeln!(self.state.err, "WARNING: system({cmd:?}) failed: {e}");
+                }
+            }
+        }
+        // Reap the ones that are done, so a long session leaves no zombies.
+        self.children
+            .retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+    }
+
     /// Elaborates and compiles `script`. `bindings` describe every record site (the
     /// handler to run and how captured expressions decode); `out` receives the script's
     /// output.
@@ -203,8 +286,39 @@ impl Runtime {
                 maxmapentries: limits.maxmapentries,
             },
         );
-        let prog = c.compile()?;
-        let warnings = lint::warnings(script, sources);
+        let (warnings, all_elided, similar_warnings) = lint::lint(script, sources);
+        // stap resolves symbols, then optimises (eliding probes), then resolves types:
+        // type errors in a script whose probes are all elided never show.
+        let is_type_error = |d: &Diagnostic| {
+            d.message.starts_with("unresolved type")
+                || d.message.starts_with("type mismatch")
+                || d.message.starts_with("type was first inferred")
+        };
+        let prog = match c.compile() {
+            Ok(p) => Some(p),
+            Err(errs) if all_elided && errs.iter().all(is_type_error) => None,
+            Err(errs) => {
+                // stap prints its elaboration warnings before the errors that stop it.
+                let mut all = warnings.clone();
+                all.extend(errs);
+                return Err(all);
+            }
+        };
+        let prog = match prog {
+            Some(p) if !all_elided => p,
+            _ => {
+                // Every probe was optimised away: stap stops here.
+                let mut all = warnings;
+                all.push(Diagnostic {
+                    severity: script_syntax::Severity::Error,
+                    kind: "semantic error".into(),
+                    message: "no probes found".into(),
+                    labels: Vec::new(),
+                    notes: Vec::new(),
+                });
+                return Err(all);
+            }
+        };
         let mut pps = Vec::new();
         for item in &script.items {
             if let Item::Probe(p) = item {
@@ -248,9 +362,13 @@ impl Runtime {
             pps,
             errors: 0,
             skipped: 0,
+            children: Vec::new(),
+            system_allowed: false,
+            system_refused: false,
             session_error: false,
             last_flush: std::time::Instant::now(),
             warnings,
+            similar_warnings,
         })
     }
 
@@ -259,6 +377,13 @@ impl Runtime {
     /// stap's order, for the driver to render unless `-w` was given.
     pub fn warnings(&self) -> &[Diagnostic] {
         &self.warnings
+    }
+
+    /// How many warnings stap would suppress as similar to one in [`Runtime::warnings`]:
+    /// stap ends the session with `Number of similar warning messages suppressed: N.`
+    /// and `Rerun with -v to see them.` when it is not 0.
+    pub fn similar_warnings(&self) -> usize {
+        self.similar_warnings
     }
 
     /// Sends errors and warnings to `w` instead of stderr (tests, or a log file).
@@ -322,6 +447,7 @@ impl Runtime {
             }
         }
         self.flush();
+        self.start_commands();
         // A pure end/error handler never stops the driver's end loop; a mixed one
         // (`probe begin, end`) reports only an exit it caused itself.
         if only_ending || (was_stopping && any_ending) {
@@ -355,6 +481,7 @@ impl Runtime {
         if let Some(e) = self.state.run_handler(&self.prog, h, &cx) {
             self.report(e);
         }
+        self.start_commands();
         if !self.state.out.is_empty() {
             // Keep traces live without a write per record: flush when the buffer is big
             // or output has waited long enough.
@@ -414,6 +541,10 @@ impl Runtime {
             self.state.out.extend_from_slice(text.as_bytes());
         }
         self.flush();
+        // Commands from system() finish before the session reports its end.
+        for mut c in std::mem::take(&mut self.children) {
+            let _ = c.wait();
+        }
         if self.errors > 0 || self.skipped > 0 {
             let _ = writeln!(
                 self.state.err,
@@ -431,7 +562,8 @@ impl Runtime {
         for g in self.prog.globals.iter().filter(|g| g.autoprint) {
             match &g.kind {
                 GlobalKind::Scalar(Ty::Long, s) => {
-                    let _ = writeln!(o, "{}={:#x}", g.name, st.glong[*s as usize]);
+                    // stap 4.8 synthesises `printf("n=%d\n", n)` (see `stap -p2 --vp 02`).
+                    let _ = writeln!(o, "{}={}", g.name, st.glong[*s as usize]);
                 }
                 GlobalKind::Scalar(Ty::Str, s) => {
                     let _ = writeln!(
@@ -474,7 +606,7 @@ impl Runtime {
                             let mut v = t.ordered();
                             v.sort_by(|x, y| y.1.cmp(x.1));
                             for (k, val) in v {
-                                let _ = writeln!(o, "{}[{}]={:#x}", g.name, fmt_key(k), val);
+                                let _ = writeln!(o, "{}[{}]={}", g.name, fmt_key(k), val);
                             }
                         }
                         exec::ArrayData::S(t) => {

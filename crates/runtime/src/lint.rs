@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use script_syntax::ast::{
-    AssignOp, Block, Expr, ExprKind, FileId, FunctionBody, FunctionDecl, Item, Script, Span, Stmt,
-    StmtKind,
+    AssignOp, Block, Expr, ExprKind, FileId, FunctionBody, FunctionDecl, Item, ProbeDecl, Script,
+    Span, Stmt, StmtKind,
 };
 use script_syntax::{Diagnostic, SourceMap};
 
@@ -344,13 +344,24 @@ fn side_effect_free(e: &Expr) -> bool {
 /// stap's `levenshtein_suggest(name, set, 5)`: the five nearest names by edit distance
 /// (ties in name order), formatted as ` (similar: a, b)`; empty when there are none.
 pub(crate) fn similar(name: &str, candidates: &[&str]) -> String {
-    let mut scored: Vec<(usize, &str)> = candidates
-        .iter()
-        .filter(|c| !c.is_empty() && **c != name)
-        .map(|c| (crate::compile::edit_distance(name, c), *c))
-        .collect();
-    scored.sort();
-    scored.dedup();
+    similar_list(name, candidates, false)
+}
+
+/// [`similar`] as stap 4.8 computes it for a never-assigned global: the global itself is
+/// among the candidates (`(similar: never, hits)` for `never`).
+pub(crate) fn similar_with_self(name: &str, candidates: &[&str]) -> String {
+    similar_list(name, candidates, true)
+}
+
+fn similar_list(name: &str, candidates: &[&str], with_self: bool) -> String {
+    let mut scored: Vec<(usize, &str)> = Vec::new();
+    for c in candidates {
+        if !c.is_empty() && (with_self || *c != name) && !scored.iter().any(|(_, s)| s == c) {
+            scored.push((crate::compile::edit_distance(name, c), *c));
+        }
+    }
+    // Nearest first; equal distances keep the candidates' order.
+    scored.sort_by_key(|(d, _)| *d);
     if scored.is_empty() {
         return String::new();
     }
@@ -409,7 +420,37 @@ fn warn(message: String, span: Span) -> Diagnostic {
 }
 
 /// stap's warnings for `script` (already alias-expanded), in stap's order.
-pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> {
+/// Whether statement `s` is nothing once stap's optimiser has removed dead assignments
+/// (`dead` locals), side-effect-free expressions and empty control structures.
+fn elided_stmt(s: &Stmt, dead: &dyn Fn(&str) -> bool) -> bool {
+    let pure = |e: &Expr| side_effect_free(after_elision(e, dead));
+    match &s.kind {
+        StmtKind::Empty => true,
+        StmtKind::Block(b) => b.stmts.iter().all(|s| elided_stmt(s, dead)),
+        StmtKind::Expr(e) => pure(e),
+        StmtKind::If { cond, then, els } => {
+            pure(cond)
+                && elided_stmt(then, dead)
+                && els.as_ref().is_none_or(|e| elided_stmt(e, dead))
+        }
+        StmtKind::While { cond, body } => pure(cond) && elided_stmt(body, dead),
+        StmtKind::For {
+            init,
+            cond,
+            step,
+            body,
+        } => [init, cond, step].into_iter().flatten().all(pure) && elided_stmt(body, dead),
+        StmtKind::Foreach { limit, body, .. } => {
+            limit.as_ref().is_none_or(pure) && elided_stmt(body, dead)
+        }
+        _ => false,
+    }
+}
+
+/// stap's elaboration warnings, whether every probe of the script is empty once
+/// optimised (stap then stops with "no probes found"), and how many warnings were left
+/// out as similar to one shown (same message).
+pub(crate) fn lint(script: &Script, sources: &SourceMap) -> (Vec<Diagnostic>, bool, usize) {
     let user: HashSet<FileId> = script
         .items
         .iter()
@@ -430,6 +471,34 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
             _ => {}
         }
     }
+    // stap keeps its globals in the order symbol resolution first meets them (functions,
+    // then probes); similar-name lists follow that order among equal distances.
+    let mut first_use: Vec<String> = Vec::new();
+    {
+        let mut note = |n: &str| {
+            if !first_use.iter().any(|x| x == n) {
+                first_use.push(n.to_string());
+            }
+        };
+        for item in &script.items {
+            if let Item::Function(f) = item {
+                if let FunctionBody::Script(b) = &f.body {
+                    crate::compile::names_in_order(&b.stmts, &mut note);
+                }
+            }
+        }
+        for item in &script.items {
+            if let Item::Probe(p) = item {
+                crate::compile::names_in_order(&p.body.stmts, &mut note);
+            }
+        }
+    }
+    gdecls.sort_by_key(|g| {
+        first_use
+            .iter()
+            .position(|n| n == g.0)
+            .unwrap_or(usize::MAX)
+    });
     let globals: HashSet<&str> = gdecls.iter().map(|g| g.0).collect();
     let mut lint = Lint {
         sources,
@@ -483,17 +552,15 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
     }
 
     let mut out = Vec::new();
-    // opt1: functions nobody calls, in name order.
-    for (name, f) in &funcs {
-        if !reached.contains_key(name) && is_user(f.span) {
-            out.push(warn(
-                format!("Eliding unused function '{name}'"),
-                word_span(sources, f.span, name),
-            ));
-        }
-    }
+    // opt1 (unused functions) and the elision of unused variables are silent in stap 4.8
+    // at the default verbosity: `stap -p2` prints no warning for them.
     // opt2, first iteration: never-assigned locals, then globals.
-    let gnames: Vec<&str> = gdecls.iter().map(|g| g.0).collect();
+    // Globals nobody uses are already elided when stap lists similar names.
+    let gnames: Vec<&str> = gdecls
+        .iter()
+        .map(|g| g.0)
+        .filter(|g| lint.g_read.contains(*g) || lint.g_written.contains(*g))
+        .collect();
     let reached_bodies: Vec<(&str, &Body<'_>)> = reached.iter().map(|(n, b)| (*n, b)).collect();
     let all_bodies: Vec<&Body<'_>> = probe_bodies
         .iter()
@@ -506,8 +573,10 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
                 let Some(at) = u.first.filter(|s| is_user(*s)) else {
                     continue;
                 };
+                // Locals and parameters alphabetically, then globals, as stap lists them.
                 let mut cands: Vec<&str> = b.locals.iter().map(|s| s.as_str()).collect();
                 cands.extend(b.params.iter().copied());
+                cands.sort_unstable();
                 cands.extend(gnames.iter().copied());
                 out.push(warn(
                     format!("never-assigned local variable '{l}'{}", similar(l, &cands)),
@@ -522,13 +591,11 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
         }
         let read = lint.g_read.contains(*name);
         let written = lint.g_written.contains(*name);
-        if !read && !written {
-            out.push(warn(format!("Eliding unused variable '{name}'"), *span));
-        } else if read && !written && !init {
+        if read && !written && !init {
             out.push(warn(
                 format!(
                     "never-assigned global variable '{name}'{}",
-                    similar(name, &gnames)
+                    similar_with_self(name, &gnames)
                 ),
                 *span,
             ));
@@ -569,19 +636,36 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
             }
         }
     }
-    // opt2, next iteration: locals whose every write was a removed assignment.
-    for b in &all_bodies {
-        for l in &b.locals {
-            let u = &b.uses[l];
-            if !u.read
-                && !u.written_otherwise
-                && !u.plain_assigns.is_empty()
-                && !b.params.contains(l.as_str())
-            {
-                if let Some(at) = u.first.filter(|s| is_user(*s)) {
-                    out.push(warn(format!("Eliding unused variable '{l}'"), at));
-                }
+    // Probes left with nothing to do are elided (stap names the first point's first
+    // component, at the `probe` keyword).
+    let probes: Vec<&ProbeDecl> = script
+        .items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Probe(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    let mut all_elided = !probes.is_empty();
+    for (p, b) in probes.iter().zip(&probe_bodies) {
+        let dead = |n: &str| b.uses.get(n).is_some_and(|u| !u.read) && dead_in(b, n);
+        let cond = p.points.iter().any(|pt| pt.condition.is_some());
+        if !cond && p.body.stmts.iter().all(|s| elided_stmt(s, &dead)) {
+            if is_user(p.span) {
+                let name = p
+                    .points
+                    .first()
+                    .and_then(|pt| pt.components.first())
+                    .map_or("", |c| c.name.as_str());
+                let at = Span {
+                    file: p.span.file,
+                    start: p.span.start,
+                    end: p.span.start + 5,
+                };
+                out.push(warn(format!("Probe '{name}' has been elided"), at));
             }
+        } else {
+            all_elided = false;
         }
     }
     // Alias expansion and conditional probe points copy a user's body into several
@@ -591,5 +675,9 @@ pub(crate) fn warnings(script: &Script, sources: &SourceMap) -> Vec<Diagnostic> 
         let at = d.labels.first().map(|l| (l.span.file.0, l.span.start));
         seen.insert((d.message.clone(), at))
     });
-    out
+    // stap shows one warning per message and counts the similar ones it suppresses.
+    let mut shown = HashSet::new();
+    let before = out.len();
+    out.retain(|d| shown.insert(d.message.clone()));
+    (out, all_elided, before - shown.len())
 }

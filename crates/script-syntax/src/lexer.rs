@@ -146,18 +146,11 @@ impl Lexer<'_, '_> {
                     self.pos += 1;
                 }
             } else if c == b'/' && self.peek(1) == b'*' {
-                let start = self.pos;
+                // stap's lexer ends the input at an unterminated comment, silently: the
+                // parser then reports what it expected at the end of the file.
                 match find(self.src, self.pos + 2, b"*/") {
                     Some(e) => self.pos = e + 2,
-                    None => {
-                        self.pos = self.src.len();
-                        self.error(
-                            "unterminated comment",
-                            start,
-                            start + 2,
-                            "operator '/*'".into(),
-                        );
-                    }
+                    None => self.pos = self.src.len(),
                 }
             } else {
                 return true;
@@ -233,6 +226,14 @@ impl Lexer<'_, '_> {
                 return Some(self.tok(Tok::Op(op), start));
             }
         }
+        // stap's lexer makes any other ASCII punctuation an operator of its own, which
+        // its parser then rejects where it stands.
+        for op in ["`", "\\"] {
+            if self.text[self.pos..].starts_with(op) {
+                self.pos += 1;
+                return Some(self.tok(Tok::Op(op), start));
+            }
+        }
         // Not a token at all: skip one whole character and say which.
         let ch = self.text[self.pos..].chars().next().unwrap_or('?');
         self.pos += ch.len_utf8().max(1);
@@ -283,14 +284,14 @@ impl Lexer<'_, '_> {
         self.pos += 1;
         let mut bytes = Vec::new();
         loop {
-            if self.pos >= self.src.len() || self.src[self.pos] == b'\n' {
-                // Ending the string at the line end keeps the rest of the file lexable.
-                let what = format!("junk '{}'", printable(&self.text[start..self.pos]));
+            if self.pos >= self.src.len() {
+                // stap's string runs to the end of the input: its words, and its
+                // lexer's empty junk token (rendered with `at:`). Nothing follows.
                 self.error(
-                    "could not find matching closing quotation mark",
+                    "Could not find matching closing quote",
                     start,
-                    self.pos,
-                    what,
+                    start + 1,
+                    "junk ''".into(),
                 );
                 break;
             }
@@ -343,10 +344,25 @@ impl Lexer<'_, '_> {
                 }
                 out.push((v & 0xff) as u8);
             }
+            // `\xHH`: stap keeps it for the C compiler, which reads the hex digits.
+            b'x' if self.peek(0).is_ascii_hexdigit() => {
+                let mut v: u32 = 0;
+                for _ in 0..2 {
+                    let d = self.peek(0);
+                    match (d as char).to_digit(16) {
+                        Some(h) => {
+                            v = v * 16 + h;
+                            self.pos += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
             _ => {
                 // stap's lexer passes only the C escapes above through to the C literal;
-                // for any other character (`\"`, `\.`, `\x`, `\e`...) it drops the backslash
-                // and keeps the character, so "\x41" is `x41` and a regex needs "\\.".
+                // for any other character (`\"`, `\.`, `\e`...) it drops the backslash
+                // and keeps the character, so "\e" is `e` and a regex needs "\\.".
                 self.pos -= 1;
                 let ch = self.text[self.pos..].chars().next().unwrap_or('?');
                 let mut buf = [0u8; 4];

@@ -36,5 +36,5 @@ pub use diag::{Diagnostic, Label, Severity, SourceFile, SourceMap};
 pub use parser::{parse, parse_files, parse_session, IdGen, ParseOptions};
 pub use preproc::PpConfig;
 pub use print::{print_expr, print_script, print_script_with_sources};
-pub use render::{render, render_all};
+pub use render::{render, render_all, render_failure};
 pub use stap_print::print_script_stap;

@@ -153,6 +153,7 @@ fn parse_files_here(
             depth: 0,
             in_function: false,
             bail: false,
+            hist_ok: false,
             script_args: &opts.script_args,
         };
         p.items(&mut script.items);
@@ -184,6 +185,9 @@ struct Parser<'a> {
     /// Set when recovery stopped at a top-level keyword: unwind to the item loop.
     bail: bool,
     script_args: &'a [String],
+    /// A bare `@hist_log(...)`/`@hist_linear(...)` may come next: a print argument or
+    /// a foreach's histogram. Anywhere else stap wants it indexed (`@hist_log(x)[3]`).
+    hist_ok: bool,
 }
 
 /// Binary operators with their precedence level (higher binds tighter).
@@ -335,6 +339,8 @@ impl Parser<'_> {
         let text = self.sources.snippet(t.span);
         match &t.tok {
             Tok::Ident(w) if is_keyword(w) => "keyword".into(),
+            // stap's lexer makes `@hist_log`, `@count`... operators.
+            Tok::Ident(w) if w.starts_with('@') => format!("operator '{w}'"),
             Tok::Ident(w) => format!("identifier '{w}'"),
             Tok::Number(_) => format!("number '{}'", lexer::printable(text)),
             Tok::Str(s) => format!("string '{}'", lexer::printable(s)),
@@ -350,7 +356,30 @@ impl Parser<'_> {
         self.error_at(msg, &t)
     }
 
+    /// `$N`/`@N` past the script's arguments: stap's lexer substitutes arguments, so
+    /// this is a lexer error (an empty junk token) at the `$N`.
+    fn arg_out_of_range(&mut self) -> Bail {
+        let t = self.tok().clone();
+        let msg = format!(
+            "command line argument out of range [1-{}]",
+            self.script_args.len()
+        );
+        let mut d = Diagnostic::error("parse error", msg, t.span);
+        d.labels[0].message = "junk ''".into();
+        self.diags.push(d);
+        Bail
+    }
+
     fn error_at(&mut self, msg: impl Into<String>, t: &Token) -> Bail {
+        // A string left open swallowed the rest of the input: stap reports that alone.
+        if t.tok == Tok::Eof
+            && self
+                .diags
+                .iter()
+                .any(|d| d.message == "Could not find matching closing quote")
+        {
+            return Bail;
+        }
         let mut d = Diagnostic::error("parse error", msg, t.span);
         d.labels[0].message = self.describe(t);
         self.diags.push(d);
@@ -395,7 +424,7 @@ impl Parser<'_> {
                     if self.is_kw("global") || self.is_kw("function") {
                         continue;
                     }
-                    Err(self.error("expected 'global' or 'function' after 'private'"))
+                    Err(self.error("expected 'function' or identifier"))
                 }
                 Tok::Ident(w) if w == "probe" => self.probe(out),
                 Tok::Ident(w) if w == "global" => self.global(out),
@@ -409,7 +438,7 @@ impl Parser<'_> {
                     self.bump();
                     Ok(())
                 }
-                _ => Err(self.error("expected 'probe', 'global', 'function', or '%{'")),
+                _ => Err(self.error("expected 'probe', 'global', 'private', 'function', or '%{'")),
             };
             if r.is_err() {
                 self.recover_item(start);
@@ -627,10 +656,7 @@ impl Parser<'_> {
                     .and_then(|i| self.script_args.get(i))
                     .cloned()
                 else {
-                    return Err(self.error(format!(
-                        "command line argument index {idx} out of range [1-{}]",
-                        self.script_args.len()
-                    )));
+                    return Err(self.arg_out_of_range());
                 };
                 self.bump();
                 if w.starts_with('$') {
@@ -774,12 +800,13 @@ impl Parser<'_> {
                 }
                 Tok::Eof => {
                     self.leave();
-                    return Err(self.error("expected '}'"));
+                    return Err(self.error("expected statement"));
                 }
                 t if is_item_start(t) && !matches!(t, Tok::Embedded) => {
                     self.bail = true;
                     self.leave();
-                    return Err(self.error("expected '}'"));
+                    // stap tries a statement there, and says so.
+                    return Err(self.error("expected statement"));
                 }
                 _ => {}
             }
@@ -1085,6 +1112,7 @@ impl Parser<'_> {
         let mut histogram = None;
         let array = if matches!(self.peek(), Tok::Ident(w) if w == "@hist_log" || w == "@hist_linear")
         {
+            self.hist_ok = true;
             let h = self.value()?;
             if !matches!(h.kind, ExprKind::Stat { .. }) {
                 return Err(self.error("expected a histogram"));
@@ -1359,9 +1387,10 @@ impl Parser<'_> {
             return Ok(self.mk(ExprKind::In { keys, array }, span));
         }
         let e = self.value()?;
-        // A `++` after a non-variable starts the next statement (`x = 3 ++y` with the
-        // semicolon left out), which is the only way it can make sense.
-        if (self.is_op("++") || self.is_op("--")) && is_lvalue(&e) {
+        // stap's grammar takes a `++` after any value as a postfix increment, even on
+        // the next line (`a = b` then `++c` is `a = b++; c`); elaboration rejects
+        // `3++` as stap does.
+        if self.is_op("++") || self.is_op("--") {
             let t = self.bump();
             let span = self.since(start);
             return Ok(self.mk(
@@ -1386,7 +1415,14 @@ impl Parser<'_> {
             }
             Tok::Str(s) => {
                 self.bump();
-                Ok(self.mk(ExprKind::String(s), start))
+                // Adjacent literals are one string, as in C (stap's parser joins them).
+                let mut s = s;
+                while let Tok::Str(more) = self.peek().clone() {
+                    self.bump();
+                    s.push_str(&more);
+                }
+                let span = self.since(start);
+                Ok(self.mk(ExprKind::String(s), span))
             }
             Tok::Op("(") => {
                 self.bump();
@@ -1417,9 +1453,15 @@ impl Parser<'_> {
         if is_keyword(&w) {
             return Err(self.error("expected literal string or number"));
         }
-        if w == "$#" || w == "@#" {
+        if w == "$#" {
             self.bump();
             return Ok(self.mk(ExprKind::ArgCount, start));
+        }
+        if w == "@#" {
+            // The string form: stap's lexer substitutes "N".
+            self.bump();
+            let n = self.script_args.len().to_string();
+            return Ok(self.mk(ExprKind::String(n), start));
         }
         if w.len() > 1
             && (w.starts_with('$') || w.starts_with('@'))
@@ -1433,6 +1475,10 @@ impl Parser<'_> {
                     return Err(self.error_at("command line argument index must be at least 1", &t));
                 }
             };
+            if index as usize > self.script_args.len() {
+                self.pos -= 1;
+                return Err(self.arg_out_of_range());
+            }
             return Ok(self.mk(
                 ExprKind::ScriptArg {
                     index,
@@ -1473,7 +1519,11 @@ impl Parser<'_> {
         }
         self.bump();
         if self.eat_op("(") {
-            let args = self.args(")")?;
+            let args = if is_print_family(&w) {
+                self.print_args(&w)?
+            } else {
+                self.args(")")?
+            };
             let span = self.since(start);
             return Ok(self.mk(ExprKind::Call { name: w, args }, span));
         }
@@ -1488,7 +1538,7 @@ impl Parser<'_> {
                     break;
                 }
                 if !self.eat_op(",") {
-                    return Err(self.error("expected ',' or ']'"));
+                    return Err(self.error("expected one of '] ,'"));
                 }
             }
             let span = self.since(start);
@@ -1523,7 +1573,71 @@ impl Parser<'_> {
                 return Ok(v);
             }
             if !self.eat_op(",") {
-                return Err(self.error(format!("expected ',' or '{close}'")));
+                // stap lists the expected operators in the order its parser tries them.
+                return Err(self.error(format!("expected one of '{close} ,'")));
+            }
+        }
+    }
+
+    /// The arguments of `print`, `printf`, `printd` and their kin, which stap's parser
+    /// checks itself: the format of `printf`/`sprintf` and the delimiter of
+    /// `printd`/`printdln` must be literal strings (a bad format is reported at the token
+    /// after it), `printd` needs two values and `print` one, as stap requires.
+    fn print_args(&mut self, name: &str) -> PResult<Vec<Expr>> {
+        let with_format = matches!(name, "printf" | "sprintf");
+        let with_delim = matches!(name, "printd" | "printdln" | "sprintd" | "sprintdln");
+        let mut v = Vec::new();
+        if with_format || with_delim {
+            let t = self.tok().clone();
+            if !matches!(t.tok, Tok::Str(_)) {
+                return Err(self.error("expected literal string"));
+            }
+            v.push(self.expr()?);
+            let ExprKind::String(text) = &v[0].kind else {
+                return Err(self.error_at("expected literal string", &t));
+            };
+            if with_format {
+                if let Err(msg) = check_format(text) {
+                    return Err(self.error(msg));
+                }
+            }
+        }
+        let min = match name {
+            "print" | "sprint" => 1,
+            _ if with_delim => 3,
+            _ => 0,
+        };
+        if v.is_empty() && matches!(self.peek(), Tok::Op(")")) {
+            if min > 0 {
+                return Err(self.error("expected literal string or number"));
+            }
+            self.bump();
+            return Ok(v);
+        }
+        if !v.is_empty() {
+            if self.eat_op(")") {
+                if v.len() < min {
+                    return Err(self.error("expected literal string or number"));
+                }
+                return Ok(v);
+            }
+            if !self.eat_op(",") {
+                return Err(self.error("expected one of ', )'"));
+            }
+        }
+        loop {
+            self.hist_ok =
+                matches!(self.peek(), Tok::Ident(w) if w == "@hist_log" || w == "@hist_linear");
+            v.push(self.expr()?);
+            self.hist_ok = false;
+            if self.eat_op(")") {
+                if v.len() < min {
+                    return Err(self.error("expected literal string or number"));
+                }
+                return Ok(v);
+            }
+            if !self.eat_op(",") {
+                return Err(self.error("expected one of ', )'"));
             }
         }
     }
@@ -1588,6 +1702,7 @@ impl Parser<'_> {
     }
 
     fn at_op(&mut self, w: String, start: Span) -> PResult<Expr> {
+        let hist_ok = std::mem::replace(&mut self.hist_ok, false);
         let head = self.bump();
         let stat = match w.as_str() {
             "@count" => Some(StatOp::Count),
@@ -1617,7 +1732,19 @@ impl Parser<'_> {
                 return Err(self.error("only a histogram can be indexed"));
             }
             let span = self.since(start);
-            if matches!(op, StatOp::HistLog | StatOp::HistLinear) && self.eat_op("[") {
+            let hist = matches!(op, StatOp::HistLog | StatOp::HistLinear);
+            if hist && !hist_ok && !self.is_op("[") {
+                // stap reports it at the operator, with `at:` (an explicit token).
+                let mut d = Diagnostic::error(
+                    "parse error",
+                    "base histogram operator where expression expected",
+                    head.span,
+                );
+                d.labels[0].message = format!("{AT_TOKEN}operator '{w}'");
+                self.diags.push(d);
+                return Err(Bail);
+            }
+            if hist && self.eat_op("[") {
                 let hist = self.mk(
                     ExprKind::Stat {
                         op,
@@ -1729,4 +1856,84 @@ fn parse_int(s: &str) -> Option<i64> {
         body.parse::<u64>().ok()?
     } as i64;
     Some(if neg { v.wrapping_neg() } else { v })
+}
+
+/// Marks a label's token as one the error names explicitly: rendered `at:`, not `saw:`.
+pub(crate) const AT_TOKEN: char = '\u{1}';
+
+/// The calls stap's parser treats as print statements (`print_format`).
+fn is_print_family(name: &str) -> bool {
+    matches!(
+        name,
+        "print"
+            | "println"
+            | "printf"
+            | "printd"
+            | "printdln"
+            | "sprint"
+            | "sprintln"
+            | "sprintf"
+            | "sprintd"
+            | "sprintdln"
+    )
+}
+
+/// Checks a printf format as stap's parser does (`parse_print_fmt`): one flag of `-+ #0`, a
+/// width and a precision (digits or `*`), an optional `l`, then one of
+/// `d i o u x X s p c b m M`; `%%` only bare.
+pub(crate) fn check_format(fmt: &str) -> Result<(), &'static str> {
+    const BAD: &str = "invalid or missing conversion specifier";
+    let b = fmt.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            i += 1;
+            continue;
+        }
+        i += 1;
+        if i == b.len() {
+            return Err(BAD);
+        }
+        if b[i] == b'%' {
+            i += 1;
+            continue;
+        }
+        // One flag only: stap rejects `%+-5d` and `%0#x` but takes `%-05d`, whose `0`
+        // belongs to the width.
+        if i < b.len() && b"-+ #0".contains(&b[i]) {
+            i += 1;
+        }
+        if i < b.len() && b[i] == b'*' {
+            i += 1;
+        } else {
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if i < b.len() && b[i] == b'.' {
+            i += 1;
+            if i < b.len() && b[i] == b'*' {
+                i += 1;
+            } else {
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+            }
+        }
+        if i == b.len() {
+            return Err("trailing incomplete print format conversion");
+        }
+        if b[i] == b'l' {
+            i += 1;
+            if i == b.len() {
+                // stap accepts a trailing `%l` as a conversion of its own.
+                return Ok(());
+            }
+        }
+        if !b"dioux XspcbmM".contains(&b[i]) || b[i] == b' ' {
+            return Err(BAD);
+        }
+        i += 1;
+    }
+    Ok(())
 }

@@ -138,9 +138,10 @@ fn find_close(toks: &[Token], from: usize, stops: &[&str]) -> Option<usize> {
 }
 
 impl Pp<'_> {
+    /// stap's preprocessor names the token it stopped at explicitly (`at:`, not `saw:`).
     fn error(&mut self, msg: impl Into<String>, t: &Token) {
         let mut d = Diagnostic::error("parse error", msg, t.span);
-        d.labels[0].message = describe(t);
+        d.labels[0].message = format!("{}{}", crate::parser::AT_TOKEN, describe(t));
         self.diags.push(d);
     }
 
@@ -150,11 +151,8 @@ impl Pp<'_> {
             let t = &toks[i];
             match &t.tok {
                 Tok::Op("%(") => i = self.conditional(toks, i, out, depth),
-                Tok::Op(o @ ("%?" | "%:" | "%)")) => {
-                    self.error(
-                        format!("incomplete conditional: unexpected '{o}' without '%('"),
-                        t,
-                    );
+                Tok::Op("%?" | "%:" | "%)") => {
+                    self.error("incomplete conditional - missing '%('", t);
                     i += 1;
                 }
                 Tok::Ident(w) if w == "@define" => i = self.define(toks, i),
@@ -180,11 +178,11 @@ impl Pp<'_> {
         depth: usize,
     ) -> usize {
         let Some(q) = find_close(toks, at + 1, &["%?"]) else {
-            self.error("incomplete conditional: missing '%?'", &toks[at]);
+            self.error("incomplete conditional at end of file", &toks[at]);
             return toks.len();
         };
         let Some(mid) = find_close(toks, q + 1, &["%:", "%)"]) else {
-            self.error("incomplete conditional: missing '%)'", &toks[at]);
+            self.error("incomplete conditional at end of file", &toks[at]);
             return toks.len();
         };
         let (else_range, end) = if is_op(&toks[mid], "%:") {
@@ -195,14 +193,18 @@ impl Pp<'_> {
                     return toks.len();
                 }
                 None => {
-                    self.error("incomplete conditional: missing '%)'", &toks[at]);
+                    self.error("incomplete conditional at end of file", &toks[at]);
                     return toks.len();
                 }
             }
         } else {
             (None, mid)
         };
-        let cond = self.eval_condition(&toks[at + 1..q], &toks[at]);
+        let Some(cond) = self.eval_condition(&toks[at + 1..q], &toks[at]) else {
+            // stap gives the conditional up and reads on from its `%?`, which is then
+            // a stray one.
+            return q;
+        };
         if cond {
             self.run(&toks[q + 1..mid], out, depth);
         } else if let Some((s, e)) = else_range {
@@ -376,23 +378,24 @@ impl Pp<'_> {
     }
 
     /// Evaluates a condition; reports problems and treats a bad condition as false.
-    fn eval_condition(&mut self, toks: &[Token], open: &Token) -> bool {
+    /// The condition's value, or None after reporting why it has none.
+    fn eval_condition(&mut self, toks: &[Token], open: &Token) -> Option<bool> {
         let mut c = Cond {
             toks,
             pos: 0,
             cfg: self.cfg,
         };
         match c.or() {
-            Ok(v) if c.pos == toks.len() => v,
+            Ok(v) if c.pos == toks.len() => Some(v),
             Ok(_) => {
                 let t = toks[c.pos].clone();
                 self.error("expected '%?' after preprocessor condition", &t);
-                false
+                None
             }
             Err((msg, at)) => {
                 let t = at.map_or_else(|| open.clone(), |k| toks[k].clone());
                 self.error(msg, &t);
-                false
+                None
             }
         }
     }
@@ -525,10 +528,12 @@ impl Cond<'_> {
                 "guru_mode" => PpValue::Num(0),
                 w if w.starts_with("CONFIG_") => PpValue::Unset,
                 _ => {
+                    // stap's words, line breaks and indentation included.
                     return self.fail(
-                        "expected 'arch', 'runtime', 'kernel_v', 'kernel_vr', 'systemtap_v', \
-                         'systemtap_privilege', 'guru_mode', 'CONFIG_...', '$#' or a literal",
-                    )
+                        "expected 'arch', 'kernel_v', 'kernel_vr', 'systemtap_v',\n             \
+                         'runtime', 'systemtap_privilege', 'CONFIG_...', or\n             \
+                         comparison between strings or integers",
+                    );
                 }
             },
             _ => return self.fail("expected preprocessor condition"),

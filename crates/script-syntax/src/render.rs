@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! parse error: expected ')'
-//! \tat: operator '{' at /tmp/x.stp:1:35
+//!         saw: operator '{' at /tmp/x.stp:1:35
 //!      source: probe process("./a").function("f" { printf("x") }
 //!                                                ^
+//!
 //! ```
 //!
-//! (`\t` is a real tab, as stap writes it.) Other kinds (`semantic error`, ...) follow
+//! (stap 4.8; every error ends with an empty line, warnings do not.) Other kinds (`semantic error`, ...) follow
 //! `systemtap_session::print_error`: the token goes on the message line and the source
 //! is indented by eight spaces. Warnings start with `WARNING: ` and indent by one.
 //! The caret line copies the whitespace of the source line (so tabs line up) and
@@ -20,12 +21,37 @@
 //! lexing the source at the label's start. Secondary labels are shown the same way
 //! after the primary one; notes follow on their own lines.
 
+use crate::ast::FileId;
 use crate::ast::Span;
 use crate::diag::{Diagnostic, Label, Severity, SourceMap};
 use crate::lexer::{self, is_keyword, Tok};
 
 /// Renders one diagnostic, ending with a newline.
 pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
+    render_in(d, sources, &mut None)
+}
+
+/// [`render`] inside a sequence of diagnostics: stap 4.8 names a semantic error's or a
+/// warning's file only when it differs from the previously printed location's file
+/// (`at :3:31` otherwise); parse errors always name it.
+/// `seq` is `None` for a diagnostic on its own (every file named), else the file of the
+/// previous location printed in the sequence (`Some(None)` before the first).
+fn render_in(d: &Diagnostic, sources: &SourceMap, seq: &mut Option<Option<FileId>>) -> String {
+    // The parser prints its errors itself, always with the file name.
+    let parse_error = d.kind == "parse error" && d.severity == Severity::Error;
+    let mut token_text = |label: &Label, sources: &SourceMap| {
+        let file = label.span.file;
+        let elide = match seq {
+            _ if parse_error => false,
+            Some(prev) => {
+                let same = *prev == Some(file);
+                *prev = Some(file);
+                same
+            }
+            None => false,
+        };
+        token_text(label, sources, elide)
+    };
     let mut out = String::new();
     let parse_style = d.kind == "parse error" && d.severity == Severity::Error;
     let align = if d.severity == Severity::Warning {
@@ -49,10 +75,17 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
             out.push('\n');
             match at_eof(primary.span, sources) {
                 Some(name) => {
-                    out.push_str(&format!("\tsaw: {name} EOF\n"));
+                    out.push_str(&format!("        saw: {name} EOF\n"));
+                }
+                // Errors stap's lexer throws carry an empty junk token and say `at:`.
+                None if primary.message == "junk ''"
+                    || primary.message.starts_with(crate::parser::AT_TOKEN) =>
+                {
+                    out.push_str(&format!("         at: {}\n", token_text(primary, sources)));
+                    source_lines(&mut out, align, primary.span, sources);
                 }
                 None => {
-                    out.push_str(&format!("\tat: {}\n", token_text(primary, sources)));
+                    out.push_str(&format!("        saw: {}\n", token_text(primary, sources)));
                     source_lines(&mut out, align, primary.span, sources);
                 }
             }
@@ -66,13 +99,79 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
         out.push('\n');
     }
     for l in labels {
-        out.push_str(&format!("{align}at: {}\n", token_text(l, sources)));
+        // stap chains a further location as the bare token on its own line
+        // (`identifier 'f' at x.stp:1:10`) for semantic errors, `at:` for parse errors.
+        if parse_style || d.severity == Severity::Warning {
+            out.push_str(&format!("{align}at: {}\n", token_text(l, sources)));
+        } else {
+            out.push_str(&format!("{}\n", token_text(l, sources)));
+        }
         source_lines(&mut out, align, l.span, sources);
     }
     for n in &d.notes {
         out.push_str(align);
         out.push_str(n);
         out.push('\n');
+    }
+    if d.severity == Severity::Error {
+        out.push('\n');
+    }
+    out
+}
+
+/// Renders the diagnostics of a pass that failed, closed as stap closes it: every
+/// diagnostic (one whose kind and message were already shown is counted instead, as
+/// stap suppresses similar errors and warnings), for pass 1 the count line (`2 parse errors.`),
+/// `Pass N: ... failed.  [man error::passN]`, then the number of suppressed errors.
+pub fn render_failure(diags: &[Diagnostic], sources: &SourceMap, pass: u8) -> String {
+    let mut out = String::new();
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    let mut last_file = Some(None);
+    let mut suppressed = 0usize;
+    let mut suppressed_warnings = 0usize;
+    for d in diags {
+        let key = (d.kind.as_str(), d.message.as_str());
+        let warning = d.severity == Severity::Warning;
+        // The preprocessor's errors (explicit tokens) are all shown, as stap shows them.
+        let explicit = d
+            .labels
+            .first()
+            .is_some_and(|l| l.message.starts_with(crate::parser::AT_TOKEN));
+        if seen.contains(&key) && !explicit {
+            if warning {
+                suppressed_warnings += 1;
+            } else {
+                suppressed += 1;
+            }
+            continue;
+        }
+        seen.push(key);
+        out.push_str(&render_in(d, sources, &mut last_file));
+    }
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if pass == 1 && errors > 0 {
+        let plural = if errors == 1 { "" } else { "s" };
+        out.push_str(&format!("{errors} parse error{plural}.\n"));
+    }
+    let what = match pass {
+        1 => "parse",
+        2 => "analysis",
+        3 => "translation",
+        4 => "compilation",
+        _ => "run",
+    };
+    out.push_str(&format!(
+        "Pass {pass}: {what} failed.  [man error::pass{pass}]\n"
+    ));
+    for (n, what) in [(suppressed, "error"), (suppressed_warnings, "warning")] {
+        if n > 0 {
+            out.push_str(&format!(
+                "Number of similar {what} messages suppressed: {n}.\nRerun with -v to see them.\n"
+            ));
+        }
     }
     out
 }
@@ -81,8 +180,9 @@ pub fn render(d: &Diagnostic, sources: &SourceMap) -> String {
 /// error's kind, e.g. `2 parse errors.`.
 pub fn render_all(diags: &[Diagnostic], sources: &SourceMap) -> String {
     let mut out = String::new();
+    let mut last_file = Some(None);
     for d in diags {
-        out.push_str(&render(d, sources));
+        out.push_str(&render_in(d, sources, &mut last_file));
     }
     let errors: Vec<&Diagnostic> = diags
         .iter()
@@ -108,15 +208,22 @@ fn at_eof(span: Span, sources: &SourceMap) -> Option<String> {
 }
 
 /// `operator '{' at FILE:LINE:COL`
-fn token_text(label: &Label, sources: &SourceMap) -> String {
+fn token_text(label: &Label, sources: &SourceMap, elide_file: bool) -> String {
     let (line, col) = sources.line_col(label.span);
-    let name = sources
-        .file(label.span.file)
-        .map_or("<unknown>", |f| f.name.as_str());
+    let name = if elide_file {
+        ""
+    } else {
+        sources
+            .file(label.span.file)
+            .map_or("<unknown>", |f| f.name.as_str())
+    };
     let what = if label.message.is_empty() {
         describe_at(label.span, sources)
     } else {
-        label.message.clone()
+        label
+            .message
+            .trim_start_matches(crate::parser::AT_TOKEN)
+            .to_string()
     };
     format!("{what} at {name}:{line}:{col}")
 }
@@ -129,6 +236,8 @@ fn describe_at(span: Span, sources: &SourceMap) -> String {
     match lexer::token_at(span.file, &f.text, span.start as usize) {
         Some(t) => match t.tok {
             Tok::Ident(w) if is_keyword(&w) => "keyword".into(),
+            // stap's lexer makes `@hist_log`, `@count`... operators.
+            Tok::Ident(w) if w.starts_with('@') => format!("operator '{w}'"),
             Tok::Ident(w) => format!("identifier '{w}'"),
             Tok::Number(_) => format!("number '{}'", lexer::printable(sources.snippet(t.span))),
             Tok::Str(s) => format!("string '{}'", lexer::printable(&s)),

@@ -28,6 +28,7 @@ pub fn print_script_stap(
     let mut p = StapPrinter {
         out: String::new(),
         args,
+        sources,
     };
     p.out.push_str("# parse tree dump\n");
     let _ = writeln!(p.out, "# file {file}");
@@ -100,6 +101,8 @@ pub fn print_script_stap(
 struct StapPrinter<'a> {
     out: String,
     args: &'a [String],
+    /// For string literals, printed from their source text as stap's lexer keeps them.
+    sources: &'a SourceMap,
 }
 
 /// A string value with C's escapes written back, as stap's lexer keeps them.
@@ -125,6 +128,31 @@ fn c_escaped(s: &str) -> String {
 }
 
 /// stap's `literal_string::print`: the raw literal with only `"` escaped.
+/// A string literal as stap's lexer keeps it (and `-p1` prints it): the source text with
+/// the C escapes (`\n`, `\101`, `\x41`, `\"`, `\\`...) as written and the backslash of
+/// any other escape dropped. None if `raw` is not one plain literal.
+fn token_string(raw: &str) -> Option<String> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let mut o = String::from("\"");
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            return None;
+        }
+        if c != '\\' {
+            o.push(c);
+            continue;
+        }
+        let n = chars.next()?;
+        if "abtnvfr01234567x\\\"".contains(n) {
+            o.push('\\');
+        }
+        o.push(n);
+    }
+    o.push('"');
+    Some(o)
+}
+
 fn literal_string(s: &str) -> String {
     format!("\"{}\"", c_escaped(s).replace('"', "\\\""))
 }
@@ -363,7 +391,10 @@ impl StapPrinter<'_> {
             ExprKind::Number(n) => {
                 let _ = write!(self.out, "{n}");
             }
-            ExprKind::String(s) => self.out.push_str(&literal_string(s)),
+            ExprKind::String(s) => {
+                let raw = token_string(self.sources.snippet(e.span));
+                self.out.push_str(&raw.unwrap_or_else(|| literal_string(s)));
+            }
             ExprKind::Var(n) => self.out.push_str(n),
             ExprKind::ScriptArg { index, as_string } => {
                 let a = self
@@ -391,6 +422,8 @@ impl StapPrinter<'_> {
             }
             ExprKind::Call { name, args } => self.call(name, args),
             ExprKind::Target(t) => {
+                // The AST keeps the name without its `$` (`$$parms` keeps one).
+                self.out.push('$');
                 self.out.push_str(&t.name);
                 self.steps(&t.path);
                 if t.pretty > 0 {

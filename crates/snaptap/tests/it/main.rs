@@ -7,6 +7,7 @@ mod support;
 
 mod args;
 mod errors;
+mod golden;
 mod mach;
 mod options;
 mod probes;
