@@ -56,10 +56,17 @@ pub fn run(cli: Cli) -> Result<i32> {
     };
     let script_args = rest;
     if cli.pass == Some(1) {
-        // Pass 1 shows the user's script alone, as stap does.
-        let file = sources.add(name.clone(), text);
-        let (script, diags) = script_syntax::parse(&sources, file, &script_args);
-        if report(&diags, &sources, cli.no_warnings) {
+        // Pass 1 shows the user's script alone, as stap does, with the tapsets'
+        // `.stpm` macros defined (they hold no items of their own).
+        let mut files: Vec<_> = tapsets::load(&mut sources, &cli.include)?
+            .into_iter()
+            .filter(|f| sources.file(*f).is_some_and(|s| s.name.ends_with(".stpm")))
+            .collect();
+        files.push(sources.add(name.clone(), text));
+        let mut ids = script_syntax::IdGen::new();
+        let popts = script_syntax::ParseOptions::with_args(&script_args);
+        let (script, diags) = script_syntax::parse_files(&sources, &files, &mut ids, &popts);
+        if report_pass(&diags, &sources, cli.no_warnings, 1) {
             return Ok(1);
         }
         print!(
@@ -78,13 +85,13 @@ pub fn run(cli: Cli) -> Result<i32> {
     let mut ids = script_syntax::IdGen::new();
     let popts = script_syntax::ParseOptions::with_args(&script_args);
     let (script, diags) = script_syntax::parse_files(&sources, &files, &mut ids, &popts);
-    if report(&diags, &sources, cli.no_warnings) {
+    if report_pass(&diags, &sources, cli.no_warnings, 1) {
         return Ok(1);
     }
     // Probe aliases are expanded in place, so a handler's index stays its position
     // among the script's probes for the planner and the runtime alike.
     let (mut script, diags) = script_syntax::expand_script(&script);
-    if report(&diags, &sources, cli.no_warnings) {
+    if report_pass(&diags, &sources, cli.no_warnings, 2) {
         return Ok(1);
     }
     set_globals(&mut script, &cli.set_globals)?;
@@ -116,11 +123,11 @@ pub fn run(cli: Cli) -> Result<i32> {
     let planned = match planned {
         Ok(p) => p,
         Err(diags) => {
-            report(&diags, &sources, cli.no_warnings);
+            report_pass(&diags, &sources, cli.no_warnings, 2);
             return Ok(1);
         }
     };
-    if report(&planned.warnings, &sources, cli.no_warnings) {
+    if report_pass(&planned.warnings, &sources, cli.no_warnings, 2) {
         return Ok(1);
     }
     if planned.plans.sites.is_empty()
@@ -130,6 +137,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         && planned.error.is_empty()
     {
         eprintln!("semantic error: no probes found");
+        eprintln!("Pass 2: analysis failed.  [man error::pass2]");
         return Ok(1);
     }
     if cli.verbose > 0 {
@@ -140,10 +148,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         );
     }
     if cli.pass == Some(2) {
-        for l in &planned.listing {
-            println!("{l}");
-        }
-        return Ok(0);
+        return elaborate(&cli, &script, &sources, &planned, script_args);
     }
     if cli.pass == Some(3) {
         print!("{}", planner::dump(&planned));
@@ -347,7 +352,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     let mut rt = match Runtime::new(&script, &sources, planned.bindings.clone(), rt_opts, out) {
         Ok(rt) => rt,
         Err(diags) => {
-            report(&diags, &sources, cli.no_warnings);
+            report_pass(&diags, &sources, cli.no_warnings, 2);
             if let Some(g) = go_tx {
                 let _ = g.send(false);
             }
@@ -358,6 +363,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             return Ok(1);
         }
     };
+    // system() runs its command after the handler, as stap's staprun does.
+    rt.set_system_allowed(true);
     // stap's elision warnings; -W makes them errors.
     if report(rt.warnings(), &sources, cli.no_warnings)
         || (cli.warnings_are_errors && !rt.warnings().is_empty())
@@ -605,6 +612,70 @@ fn count_probes(script: &script_syntax::ast::Script) -> usize {
         .iter()
         .filter(|i| matches!(i, script_syntax::ast::Item::Probe(_)))
         .count()
+}
+
+/// `-p2`: elaborates the script as the run would (the runtime's semantic checks
+/// included) and prints stap's listing: `# globals`, `# functions`, `# probes`.
+fn elaborate(
+    cli: &Cli,
+    script: &script_syntax::ast::Script,
+    sources: &SourceMap,
+    planned: &planner::Planned,
+    args: Vec<String>,
+) -> Result<i32> {
+    let opts = RuntimeOptions {
+        args,
+        target_pid: cli.pid.unwrap_or(0),
+        defines: parse_defines(&cli.defines)?,
+    };
+    let rt = match Runtime::new(
+        script,
+        sources,
+        planned.bindings.clone(),
+        opts,
+        Box::new(std::io::sink()),
+    ) {
+        Ok(rt) => rt,
+        Err(diags) => {
+            report_pass(&diags, sources, cli.no_warnings, 2);
+            return Ok(1);
+        }
+    };
+    if report(rt.warnings(), sources, cli.no_warnings)
+        || (cli.warnings_are_errors && !rt.warnings().is_empty())
+    {
+        return Ok(1);
+    }
+    let e = rt.elaboration();
+    let mut s = String::new();
+    if !e.globals.is_empty() {
+        s += "# globals\n";
+        s += &e.globals;
+    }
+    if !e.functions.is_empty() {
+        s += "# functions\n";
+        s += &e.functions;
+    }
+    s += "# probes\n";
+    s += &planner::p2_probes(planned, script, &e.probe_locals);
+    print!("{s}");
+    Ok(0)
+}
+
+/// Prints the diagnostics of pass `pass`; when one is an error, closes the failed
+/// pass as stap does (`N parse errors.`, `Pass N: ... failed.`, similar messages
+/// counted). Returns true if any is an error.
+fn report_pass(diags: &[Diagnostic], sources: &SourceMap, no_warnings: bool, pass: u8) -> bool {
+    if !diags.iter().any(|d| d.severity == Severity::Error) {
+        return report(diags, sources, no_warnings);
+    }
+    let shown: Vec<Diagnostic> = diags
+        .iter()
+        .filter(|d| !no_warnings || d.severity == Severity::Error)
+        .cloned()
+        .collect();
+    eprint!("{}", script_syntax::render_failure(&shown, sources, pass));
+    true
 }
 
 /// Prints diagnostics; returns true if any is an error.
