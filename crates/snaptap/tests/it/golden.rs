@@ -4,7 +4,7 @@
 //! `scripts/stap-golden.sh` regenerates the golden files with stap (CI has no stap). The
 //! first line of each script says how its golden was made: `run` (stap's BPF runtime
 //! traced `fixtures/golden.c`), `p1` (`stap -p1`), `p2` (`stap -p2`, semantic errors),
-//! `p2out` (`stap -p2`'s listing, compared with the listing snaptap's libraries compose),
+//! `p2out` (`stap -p2`'s listing, compared with `snaptap -p2`'s),
 //! `list -l`/`list -L` (`stap -l/-L POINT`), or `derived` (written from stap's kernel
 //! runtime where the BPF runtime lacks the feature; the script's comments say from where).
 //!
@@ -171,45 +171,18 @@ fn expected(dir: &Path, name: &str, stream: &str) -> String {
     stap
 }
 
-/// snaptap's `-p2` listing of `file`, composed from the library calls the driver makes:
-/// the runtime's [`runtime::Elaboration`] and [`planner::p2_probes`]. The fixture's paths
-/// are spelled as `scripts/stap-golden.sh` writes them (`golden`, `fixtures/golden.c`).
+/// `snaptap -p2 FILE -c EXE`, with the fixture's directories left out of paths as the
+/// golden files have them.
 fn p2_listing(dir: &Path, file: &str, exe: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join(file)).unwrap();
-    let mut sources = script_syntax::SourceMap::default();
-    let f = sources.add(file, text.as_str());
-    let (script, d) = script_syntax::parse(&sources, f, &[]);
-    assert!(d.is_empty(), "{file}: {d:?}");
-    let (script, d) = script_syntax::expand_script(&script);
-    assert!(d.is_empty(), "{file}: {d:?}");
-    let opts = planner::PlanOptions {
-        target_exe: Some(exe.to_path_buf()),
-        target_pid: None,
-        max_string: runtime::DEFAULT_MAXSTRINGLEN,
-        ..planner::PlanOptions::default()
-    };
-    let planned = planner::plan(&script, &sources, &opts)
-        .unwrap_or_else(|d| panic!("{file}: planning failed: {d:?}"));
-    let rt = runtime::Runtime::new(
-        &script,
-        &sources,
-        planned.bindings.clone(),
-        runtime::RuntimeOptions::default(),
-        Box::new(std::io::sink()),
-    )
-    .unwrap_or_else(|d| panic!("{file}: elaboration failed: {d:?}"));
-    let e = rt.elaboration();
-    let mut s = String::new();
-    if !e.globals.is_empty() {
-        s += "# globals\n";
-        s += &e.globals;
-    }
-    if !e.functions.is_empty() {
-        s += "# functions\n";
-        s += &e.functions;
-    }
-    s += "# probes\n";
-    s += &planner::p2_probes(&planned, &script, &e.probe_locals);
+    let mut c = snaptap();
+    c.current_dir(dir).arg("-p2").arg(file).arg("-c").arg(exe);
+    let o = run_with_timeout(c, 60);
+    assert!(
+        o.status.success(),
+        "{file}: snaptap -p2 failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
     let exe_dir = format!("{}/", exe.parent().unwrap().display());
     let fixtures = format!(
         "{}/",
