@@ -330,6 +330,23 @@ fn string_fn(name: &str) -> Option<Option<usize>> {
         | "user_string_n_warn"
         | "user_string_n_quoted"
         | "kernel_string_n" => Some(Some(1)),
+        n if wide_fn(n).is_some() => Some(None),
+        _ => None,
+    }
+}
+
+/// The UTF-16 and UTF-32 string functions: their code unit in bytes. They copy
+/// MAXSTRINGLEN units whole (a NUL byte does not end them); the runtime decodes.
+fn wide_fn(name: &str) -> Option<u32> {
+    match name {
+        "user_string_utf16"
+        | "user_string2_utf16"
+        | "kernel_string_utf16"
+        | "kernel_string2_utf16" => Some(2),
+        "user_string_utf32"
+        | "user_string2_utf32"
+        | "kernel_string_utf32"
+        | "kernel_string2_utf32" => Some(4),
         _ => None,
     }
 }
@@ -363,16 +380,22 @@ fn has_return_type(di: &DebugInfo, t: Option<debuginfo::DieRef>) -> bool {
 /// stap's `kernel_long`/`user_long` read a C `long` of the target.
 fn mem_fn(name: &str, word: u8) -> Option<(u8, bool)> {
     Some(match name {
-        "user_long" | "kernel_long" => (word, true),
-        "user_ulong" | "kernel_pointer" => (word, false),
-        "user_char" | "user_int8" | "kernel_char" => (1, true),
-        "user_uint8" => (1, false),
-        "user_short" | "user_int16" | "kernel_short" => (2, true),
-        "user_ushort" | "user_uint16" => (2, false),
-        "user_int" | "user_int32" | "kernel_int" => (4, true),
-        "user_uint32" => (4, false),
-        "user_int64" => (8, true),
-        "user_uint64" => (8, false),
+        "user_long" | "kernel_long" | "user_long_error" => (word, true),
+        "user_ulong" | "kernel_pointer" | "user_ulong_error" => (word, false),
+        "user_char" | "user_int8" | "kernel_char" | "user_char_error" | "user_int8_error" => {
+            (1, true)
+        }
+        "user_uint8" | "user_uint8_error" => (1, false),
+        "user_short" | "user_int16" | "kernel_short" | "user_short_error" | "user_int16_error" => {
+            (2, true)
+        }
+        "user_ushort" | "user_uint16" | "user_ushort_error" | "user_uint16_error" => (2, false),
+        "user_int" | "user_int32" | "kernel_int" | "user_int_error" | "user_int32_error" => {
+            (4, true)
+        }
+        "user_uint32" | "user_uint32_error" => (4, false),
+        "user_int64" | "user_int64_error" => (8, true),
+        "user_uint64" | "user_uint64_error" => (8, false),
         _ => return None,
     })
 }
@@ -1753,11 +1776,18 @@ impl<'a> Builder<'a> {
             };
             let (reg, size) = register_number(r).ok_or_else(|| {
                 sem(
-                    format!("{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"),
+                    format!(
+                        "{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"
+                    ),
                     e,
                 )
             })?;
-            return Ok((vec![Op::Reg(DwarfReg(reg))], size, name == "register", which));
+            return Ok((
+                vec![Op::Reg(DwarfReg(reg))],
+                size,
+                name == "register",
+                which,
+            ));
         }
         let Some((width, signed)) = arg_fn(name) else {
             return Err(sem(format!("{name}: not an argument function"), e));
@@ -1830,6 +1860,11 @@ impl<'a> Builder<'a> {
                 }
             }
             let mut ops = ops;
+            if let Some(unit) = wide_fn(name) {
+                ops.push(Op::EmitBytes(max.saturating_mul(unit)));
+                let field = self.add_field(which, ops, &label);
+                return Ok(Some(Decode::Bytes { field }));
+            }
             ops.push(Op::EmitString(max));
             let field = self.add_field(which, ops, &label);
             return Ok(Some(Decode::Str { field }));

@@ -37,6 +37,7 @@ mod ir;
 mod lint;
 mod map;
 mod stats;
+mod tapfns;
 mod tz;
 mod ustack;
 
