@@ -308,9 +308,13 @@ pub(crate) fn check_functions_no_context(
 /// Sets the context a call to the named function needs from the backend.
 pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     match name {
-        "execname" => needs.comm = true,
-        "ppid" => needs.ppid = true,
-        "cpu" => needs.cpu = true,
+        // The runtime caches a process's command line and environment while its
+        // name stays the same (an exec changes both).
+        "execname" | "cmdline_str" | "cmdline_arg" | "cmdline_args" | "env_var" => {
+            needs.comm = true
+        }
+        "ppid" | "ns_ppid" | "pexecname" => needs.ppid = true,
+        "cpu" | "cpuid" => needs.cpu = true,
         _ => {}
     }
 }

@@ -1067,6 +1067,13 @@ impl<'a> Compiler<'a> {
                                 self.inf(sc, a, None);
                             }
                             Some(t)
+                        } else if crate::tapfns::refusal(name).is_some() {
+                            // A type, so that the refusal itself is what gets reported
+                            // rather than an untyped variable it was assigned to.
+                            for a in args {
+                                self.inf(sc, a, None);
+                            }
+                            Some(Long)
                         } else {
                             for a in args {
                                 self.inf(sc, a, None);
