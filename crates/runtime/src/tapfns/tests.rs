@@ -144,3 +144,177 @@ fn refusals_name_the_function_and_why() {
         assert_eq!(name_of(signature(n).unwrap().0), *n);
     }
 }
+
+// ----- Scripts run by the runtime: wide strings from a capture, begin-probe context.
+
+mod scripts {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::rc::Rc;
+
+    use capture_plan::{Decode, FieldStatus, Record, SiteBinding, SiteId};
+    use script_syntax::ast::{Expr, ExprKind, Item, StmtKind};
+    use script_syntax::SourceMap;
+
+    use crate::{Flow, Runtime, RuntimeOptions};
+
+    #[derive(Clone, Default)]
+    struct Buf(Rc<RefCell<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The id of the first call of `name` in the probe bodies' expression statements.
+    fn call_id(script: &script_syntax::ast::Script, name: &str) -> u32 {
+        fn find(e: &Expr, name: &str) -> Option<u32> {
+            match &e.kind {
+                ExprKind::Call { name: n, .. } if n == name => Some(e.id.0),
+                ExprKind::Call { args, .. } => args.iter().find_map(|a| find(a, name)),
+                _ => None,
+            }
+        }
+        script
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Probe(p) => Some(p),
+                _ => None,
+            })
+            .flat_map(|p| p.body.stmts.iter())
+            .find_map(|s| match &s.kind {
+                StmtKind::Expr(e) => find(e, name),
+                _ => None,
+            })
+            .expect("call in the script")
+    }
+
+    /// Runs `src`'s begin probes, then its handler on each record whose fields are
+    /// the capture of the first call of `call` (decoded as raw bytes): (stdout, stderr).
+    fn run(src: &str, call: &str, fields: &[Result<&[u8], u64>]) -> (String, String) {
+        let mut sm = SourceMap::default();
+        let f = sm.add("<input>", src);
+        let (script, diags) = script_syntax::parse(&sm, f, &[]);
+        assert!(diags.is_empty(), "{diags:?}");
+        let mut bindings = Vec::new();
+        if !call.is_empty() {
+            let id = call_id(&script, call);
+            bindings.push(SiteBinding {
+                site: SiteId(0),
+                probe: 0,
+                pp: "process(\"/tmp/a.out\").function(\"f\")".into(),
+                function: "f".into(),
+                captures: [(id, Decode::Bytes { field: 0 })]
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
+            });
+        }
+        let (out, err) = (Buf::default(), Buf::default());
+        let mut rt = Runtime::new(
+            &script,
+            &sm,
+            bindings,
+            RuntimeOptions::default(),
+            Box::new(out.clone()),
+        )
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        rt.set_stderr(Box::new(err.clone()));
+        if call.is_empty() {
+            assert_eq!(rt.run_probe(0), Flow::Continue);
+        }
+        for field in fields {
+            let mut r = Record::new(SiteId(0), 100, 100, 1, 0x401000);
+            match field {
+                Ok(b) => {
+                    r.fields.push(FieldStatus::Ok {
+                        offset: 0,
+                        len: b.len() as u32,
+                    });
+                    r.data.extend_from_slice(b);
+                }
+                Err(a) => r.fields.push(FieldStatus::Fault { addr: *a }),
+            }
+            rt.handle(&r);
+        }
+        rt.finish();
+        let text = |b: &Buf| String::from_utf8_lossy(&b.0.borrow()).into_owned();
+        (text(&out), text(&err))
+    }
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16()
+            .chain([0])
+            .flat_map(|u| u.to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn utf16_capture_decodes_and_faults_in_stap_words() {
+        let src = "probe process(\"a.out\").function(\"f\") { println(user_string_utf16($p)) }";
+        let ok = utf16("h\u{e9}\u{20ac}!");
+        let (o, e) = run(src, "user_string_utf16", &[Ok(&ok)]);
+        assert_eq!((o.as_str(), e.as_str()), ("h\u{e9}\u{20ac}!\n", ""));
+        let (o, e) = run(src, "user_string_utf16", &[Err(0x1000)]);
+        assert_eq!(o, "");
+        assert!(
+            e.starts_with("ERROR: user string copy fault at 0x1000 [man error::fault]"),
+            "{e}"
+        );
+        // A lone low surrogate is no character: stap's conversion error.
+        let (_, e) = run(src, "user_string_utf16", &[Ok(&[0x00, 0xDC, 0, 0])]);
+        assert!(
+            e.starts_with("ERROR: invalid UTF-16 character U+DC00"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn wide_string_fallbacks() {
+        let src =
+            "probe process(\"a.out\").function(\"f\") { println(user_string2_utf32($p, \"alt\")) }";
+        let (o, e) = run(
+            src,
+            "user_string2_utf32",
+            &[Err(8), Ok(&[0x41, 0, 0, 0, 0, 0, 0, 0])],
+        );
+        assert_eq!((o.as_str(), e.as_str()), ("alt\nA\n", ""));
+        let src =
+            "probe process(\"a.out\").function(\"f\") { println(kernel_string_utf16($p, \"k\")) }";
+        let (o, e) = run(src, "kernel_string_utf16", &[Err(8)]);
+        assert_eq!((o.as_str(), e.as_str()), ("k\n", ""));
+    }
+
+    #[test]
+    fn begin_probes_describe_snaptap_itself() {
+        // The test process's own ids, from the `id` command rather than /proc.
+        let id = |flag: &str| -> String {
+            let o = std::process::Command::new("id").arg(flag).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let src = "probe begin { printf(\"%d %d %d %s|%s|%s|%d\\n\", uid(), euid(), gid(), bytes_to_string(2048), signal_str(9), probe_type(), mem_page_size()) }";
+        let (o, e) = run(src, "", &[]);
+        assert_eq!(e, "");
+        assert_eq!(
+            o,
+            format!(
+                "{} {} {} 2.00K|KILL|begin_end|4096\n",
+                id("-ru"),
+                id("-u"),
+                id("-rg")
+            )
+        );
+        let src = "probe begin { println(cmdline_arg(0) != \"\", \" \", proc_mem_size() > 0, \" \", proc_mem_size(999999999), \" \", proc_mem_string(999999999)) }";
+        let (o, _) = run(src, "", &[]);
+        assert_eq!(
+            o,
+            "1 1 0 size:     0, rss:     0, shr:     0, txt:     0, data:     0\n"
+        );
+    }
+}
