@@ -2271,11 +2271,13 @@ impl State {
                 } else {
                     pid
                 };
-                // stap: zero when the process does not exist.
-                let sm = t::read_proc_text(target, "statm")
-                    .ok()
-                    .and_then(|s| t::parse_statm(&s))
-                    .unwrap_or_default();
+                // stap: zero when a pid names no process; the current process
+                // existed at the probe, so its absence now is an error, not a zero.
+                let sm = match t::read_proc_text(target, "statm") {
+                    Ok(s) => t::parse_statm(&s).unwrap_or_default(),
+                    Err(e) if !with_pid => return fail(format!("{}(): {e}", t::name_of(c)), tok),
+                    Err(_) => t::Statm::default(),
+                };
                 Ok(match m {
                     MemFn::Size => sm.size,
                     MemFn::Rss => sm.rss,
@@ -2344,10 +2346,11 @@ impl State {
                 } else {
                     pid
                 };
-                let sm = t::read_proc_text(target, "statm")
-                    .ok()
-                    .and_then(|s| t::parse_statm(&s))
-                    .unwrap_or_default();
+                let sm = match t::read_proc_text(target, "statm") {
+                    Ok(s) => t::parse_statm(&s).unwrap_or_default(),
+                    Err(e) if !with_pid => return fail(format!("{}(): {e}", t::name_of(c)), tok),
+                    Err(_) => t::Statm::default(),
+                };
                 Ok(t::mem_string(&sm))
             }
             _ => return Ok(self.ctx_l(p, cx, c, args, tok)?.to_string()),

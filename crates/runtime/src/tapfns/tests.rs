@@ -145,6 +145,11 @@ fn refusals_name_the_function_and_why() {
     }
 }
 
+/// Runs a handler whose `user_string_utf16` call captured `field`.
+fn scripts_run(src: &str, field: &[u8]) -> (String, String) {
+    scripts::run(src, "user_string_utf16", &[Ok(field)])
+}
+
 // ----- Scripts run by the runtime: wide strings from a capture, begin-probe context.
 
 mod scripts {
@@ -198,7 +203,7 @@ mod scripts {
 
     /// Runs `src`'s begin probes, then its handler on each record whose fields are
     /// the capture of the first call of `call` (decoded as raw bytes): (stdout, stderr).
-    fn run(src: &str, call: &str, fields: &[Result<&[u8], u64>]) -> (String, String) {
+    pub(super) fn run(src: &str, call: &str, fields: &[Result<&[u8], u64>]) -> (String, String) {
         let mut sm = SourceMap::default();
         let f = sm.add("<input>", src);
         let (script, diags) = script_syntax::parse(&sm, f, &[]);
@@ -230,7 +235,8 @@ mod scripts {
             assert_eq!(rt.run_probe(0), Flow::Continue);
         }
         for field in fields {
-            let mut r = Record::new(SiteId(0), 100, 100, 1, 0x401000);
+            // A pid above Linux's pid_max: no such process in /proc.
+            let mut r = Record::new(SiteId(0), 999_999_999, 999_999_999, 1, 0x401000);
             match field {
                 Ok(b) => {
                     r.fields.push(FieldStatus::Ok {
@@ -317,4 +323,22 @@ mod scripts {
             "1 1 0 size:     0, rss:     0, shr:     0, txt:     0, data:     0\n"
         );
     }
+}
+
+#[test]
+fn a_process_gone_before_its_handler_is_an_error_not_a_value() {
+    let src = "probe process(\"a.out\").function(\"f\") { println(user_string_utf16($p)); println(proc_mem_size_pid(pid())); println(proc_mem_size()) }";
+    let ok: Vec<u8> = vec![0x41, 0, 0, 0];
+    let (o, e) = scripts_run(src, &ok);
+    assert_eq!(o, "A\n0\n");
+    assert!(
+        e.starts_with("ERROR: proc_mem_size(): cannot read /proc/999999999/statm (the process has exited); snaptap reads it when the handler runs, not at the probe"),
+        "{e}"
+    );
+    let src = "probe process(\"a.out\").function(\"f\") { println(user_string_utf16($p)); println(uid()) }";
+    let (_, e) = scripts_run(src, &ok);
+    assert!(
+        e.starts_with("ERROR: uid(): cannot read /proc/999999999/status"),
+        "{e}"
+    );
 }
