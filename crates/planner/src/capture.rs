@@ -308,8 +308,8 @@ pub(crate) fn check_functions_no_context(
 /// Sets the context a call to the named function needs from the backend.
 pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     match name {
-        // The runtime caches a process's command line and environment while its
-        // name stays the same (an exec changes both).
+        // The runtime keeps the last command line and environment it read of a
+        // process, under its name, for handlers that run after it exited.
         "execname" | "cmdline_str" | "cmdline_arg" | "cmdline_args" | "env_var" => {
             needs.comm = true
         }

@@ -6,12 +6,12 @@
 //! either in the record or read here from `/proc/PID/...` **when the handler runs**:
 //! only values that describe the process and rarely change are read that way (ids,
 //! process group and session, command line, environment, memory sizes, the parent's
-//! name). The command line and the environment are cached per process for as long
-//! as its `execname()` stays the same (they change only at an exec, which normally
-//! changes the name too); ids and memory sizes are read afresh at every call because
-//! `setuid()`, `setpgid()` and allocation change them. A process that has already
-//! exited when its handler runs has no `/proc` entry: the call then fails with an
-//! error saying so, as no value can be given honestly.
+//! name). Everything is read afresh at every call (`setuid()`, `setpgid()`, an exec
+//! and allocation change these, and a program that executes itself again keeps its
+//! pid and name, so no cheap check tells a copy is stale). A process that has already
+//! exited when its handler runs has no `/proc` entry: its command line and
+//! environment are then the copies last read (under the same execname), and any
+//! other value is an error saying so, as none can be given honestly.
 //!
 //! Functions whose value cannot be known after the fact (`jiffies()`, `HZ()`), that
 //! would write the target (`set_kernel_*`, `set_user_*`) or that need a Linux kernel
@@ -445,8 +445,12 @@ pub(crate) fn decode_wide(bytes: &[u8], unit: usize, max: usize) -> Result<Strin
     Ok(out)
 }
 
-/// What the runtime remembers of a process: its command line and environment,
-/// valid while its name stays the one they were read under.
+/// What the runtime remembers of a process: its command line and environment as last
+/// read, for handlers that run after the process has exited.
+///
+/// They are read afresh at every call while the process exists: a program that
+/// executes itself again keeps its pid and its name, so nothing cheaper tells that
+/// a remembered copy is stale.
 #[derive(Default)]
 pub(crate) struct ProcCache {
     procs: HashMap<u32, CachedProc>,
@@ -458,7 +462,7 @@ struct CachedProc {
     environ: Option<Vec<u8>>,
 }
 
-/// The most processes whose command line is remembered; older ones are forgotten.
+/// The most processes remembered; beyond it the memory starts again from empty.
 const CACHE_MAX: usize = 4096;
 
 impl ProcCache {
@@ -472,7 +476,7 @@ impl ProcCache {
             environ: None,
         });
         if e.comm != comm {
-            // The process executed another program: what was read is stale.
+            // Another program (or a reused pid): what was read belongs to it.
             e.comm = comm.to_string();
             e.cmdline = None;
             e.environ = None;
@@ -480,22 +484,32 @@ impl ProcCache {
         e
     }
 
-    /// `/proc/PID/cmdline`, cached.
-    pub(crate) fn cmdline(&mut self, pid: u32, comm: &str) -> Result<&[u8], String> {
+    /// `/proc/PID/FILE` now, or the copy last read while the process `comm` existed.
+    fn read(&mut self, pid: u32, comm: &str, environ: bool) -> Result<&[u8], String> {
+        let file = if environ { "environ" } else { "cmdline" };
+        let fresh = read_proc(pid, file);
         let e = self.entry(pid, comm);
-        if e.cmdline.is_none() {
-            e.cmdline = Some(read_proc(pid, "cmdline")?);
+        let slot = if environ {
+            &mut e.environ
+        } else {
+            &mut e.cmdline
+        };
+        match fresh {
+            Ok(b) => *slot = Some(b),
+            Err(m) if slot.is_none() => return Err(m),
+            Err(_) => {}
         }
-        Ok(e.cmdline.as_deref().unwrap_or_default())
+        Ok(slot.as_deref().unwrap_or_default())
     }
 
-    /// `/proc/PID/environ`, cached.
+    /// `/proc/PID/cmdline` (see [`ProcCache`]).
+    pub(crate) fn cmdline(&mut self, pid: u32, comm: &str) -> Result<&[u8], String> {
+        self.read(pid, comm, false)
+    }
+
+    /// `/proc/PID/environ` (see [`ProcCache`]).
     pub(crate) fn environ(&mut self, pid: u32, comm: &str) -> Result<&[u8], String> {
-        let e = self.entry(pid, comm);
-        if e.environ.is_none() {
-            e.environ = Some(read_proc(pid, "environ")?);
-        }
-        Ok(e.environ.as_deref().unwrap_or_default())
+        self.read(pid, comm, true)
     }
 }
 

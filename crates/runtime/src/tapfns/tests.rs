@@ -145,6 +145,37 @@ fn refusals_name_the_function_and_why() {
     }
 }
 
+#[test]
+fn proc_cache_reads_afresh_and_remembers_the_last_copy() {
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep runs");
+    let pid = child.id();
+    let mut cache = ProcCache::default();
+    // The child may not have executed `sleep` yet: wait until /proc shows it.
+    let mut args = String::new();
+    for _ in 0..200 {
+        args = cmdline_args(cache.cmdline(pid, "sleep").unwrap(), 0, -1, " ");
+        if args == "sleep 30" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(args, "sleep 30");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(read_proc(pid, "cmdline").is_err(), "the child is gone");
+    assert_eq!(
+        cmdline_args(cache.cmdline(pid, "sleep").unwrap(), 1, 1, ""),
+        "30"
+    );
+    // Another name under that pid is another program: nothing remembered for it.
+    let e = cache.cmdline(pid, "other").unwrap_err();
+    assert!(e.contains("the process has exited"), "{e}");
+    assert!(cache.environ(pid, "sleep").is_err());
+}
+
 /// Runs a handler whose `user_string_utf16` call captured `field`.
 fn scripts_run(src: &str, field: &[u8]) -> (String, String) {
     scripts::run(src, "user_string_utf16", &[Ok(field)])
