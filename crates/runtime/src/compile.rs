@@ -165,7 +165,8 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "ansi_cursor_save" => (B::Ansi(AnsiFn::CursorSave), &[], L),
         "ansi_cursor_restore" => (B::Ansi(AnsiFn::CursorRestore), &[], L),
         "ansi_cursor_show" => (B::Ansi(AnsiFn::CursorShow), &[], L),
-        "user_mode" => (B::UserMode, &[], L),
+        // stap: registers exist in user-mode probes (here, every target site).
+        "user_mode" | "registers_valid" => (B::UserMode, &[], L),
         "is_myproc" => (B::IsMyproc, &[], L),
         "stp_pid" => (B::StpPid, &[], L),
         "remote_id" => (B::RemoteId, &[], L),

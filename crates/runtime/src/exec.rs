@@ -2248,6 +2248,9 @@ impl State {
             C::Euid | C::NsEuid => status("Uid:", true),
             C::Gid | C::NsGid => status("Gid:", false),
             C::Egid | C::NsEgid => status("Gid:", true),
+            C::Ngroups => t::read_proc_text(pid, "status").and_then(|s| {
+                t::parse_ngroups(&s).ok_or_else(|| format!("/proc/{pid}/status has no Groups line"))
+            }),
             C::Pgrp | C::NsPgrp => stat(false),
             C::Sid | C::NsSid => stat(true),
             // snaptap reads /proc in its own pid namespace, which is what stap's ns_*

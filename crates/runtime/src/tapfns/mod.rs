@@ -28,6 +28,8 @@ pub(crate) enum CtxFn {
     Egid,
     Pgrp,
     Sid,
+    /// `ngroups()`: the number of supplementary groups.
+    Ngroups,
     /// `ns_pid()`: the pid as snaptap's pid namespace sees it (stap: the namespace of
     /// the stap process when no `--target-namespaces` is given).
     NsPid,
@@ -83,6 +85,7 @@ pub(crate) fn signature(name: &str) -> Option<(CtxFn, &'static [bool], bool)> {
         "egid" => (C::Egid, N, false),
         "pgrp" => (C::Pgrp, N, false),
         "sid" => (C::Sid, N, false),
+        "ngroups" => (C::Ngroups, N, false),
         "ns_pid" => (C::NsPid, N, false),
         "ns_tid" => (C::NsTid, N, false),
         "ns_ppid" => (C::NsPpid, N, false),
@@ -198,6 +201,11 @@ pub(crate) fn refusal(name: &str) -> Option<String> {
     if name.starts_with("set_kernel_") || name.starts_with("set_user_") {
         return Some(format!(
             "{name}() writes target memory: snaptap never writes its target (the probe only copies; handlers run later on the copy)"
+        ));
+    }
+    if (name.starts_with("set_") && name.ends_with("_arg")) || name == "set_returnval" {
+        return Some(format!(
+            "{name}() writes target registers: snaptap never writes its target (the probe only copies; handlers run later on the copy)"
         ));
     }
     match name {
@@ -375,6 +383,12 @@ pub(crate) fn parse_ids(status: &str, key: &str) -> Option<(i64, i64)> {
     let line = status.lines().find(|l| l.starts_with(key))?;
     let mut w = line[key.len()..].split_whitespace();
     Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+}
+
+/// The number of supplementary groups on the `Groups:` line of `/proc/PID/status`.
+pub(crate) fn parse_ngroups(status: &str) -> Option<i64> {
+    let line = status.lines().find(|l| l.starts_with("Groups:"))?;
+    Some(line["Groups:".len()..].split_whitespace().count() as i64)
 }
 
 /// Process group and session of `/proc/PID/stat` (fields 5 and 6; the name in field

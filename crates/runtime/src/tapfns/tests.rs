@@ -83,6 +83,9 @@ fn proc_text_parsers() {
     let status = "Name:\tx\nUid:\t1000\t1001\t1000\t1000\nGid:\t50\t51\t50\t50\n";
     assert_eq!(parse_ids(status, "Uid:"), Some((1000, 1001)));
     assert_eq!(parse_ids(status, "Gid:"), Some((50, 51)));
+    assert_eq!(parse_ngroups(status), None);
+    assert_eq!(parse_ngroups("Groups:\t4 24 27 \n"), Some(3));
+    assert_eq!(parse_ngroups("Groups:\n"), Some(0));
     let stat = "42 (a) b (c)) S 1 40 30 0 -1";
     assert_eq!(parse_pgrp_sid(stat), Some((40, 30)));
     assert_eq!(
@@ -134,6 +137,10 @@ fn refusals_name_the_function_and_why() {
         .unwrap()
         .contains("never writes its target"));
     assert!(refusal("set_user_int").unwrap().contains("never writes"));
+    assert!(refusal("set_int_arg")
+        .unwrap()
+        .contains("writes target registers"));
+    assert!(refusal("set_returnval").unwrap().contains("never writes"));
     assert!(refusal("task_current")
         .unwrap()
         .contains("needs a Linux kernel target"));

@@ -7,8 +7,8 @@
 use crate::support::*;
 
 const SCRIPT: &str = r#"probe process("BIN").function("probe") {
-  printf("truth ids uid=%d gid=%d euid=%d egid=%d pgrp=%d sid=%d pid=%d ppid=%d\n",
-         uid(), gid(), euid(), egid(), pgrp(), sid(), ns_pid(), ns_ppid())
+  printf("truth ids uid=%d gid=%d euid=%d egid=%d pgrp=%d sid=%d pid=%d ppid=%d ngroups=%d\n",
+         uid(), gid(), euid(), egid(), pgrp(), sid(), ns_pid(), ns_ppid(), ngroups())
   printf("truth argv str=%s arg1=%s rest=%s arg9=%s\n",
          cmdline_str(), cmdline_arg(1), cmdline_args(1, -1, ","), cmdline_arg(9))
   printf("truth env var=[%s] none=[%s]\n", env_var("CTXFNS_VAR"), env_var("CTXFNS_NONE"))
@@ -151,6 +151,8 @@ fn functions_snaptap_cannot_serve_are_compile_time_errors() {
         e.contains("inode_path() needs a Linux kernel target"),
         "{e}"
     );
+    let e = compile_error("set_returnval(1)");
+    assert!(e.contains("set_returnval() writes target registers"), "{e}");
     let e = compile_error("jiffies()");
     assert!(e.contains("jiffies() is not available"), "{e}");
     // A wide string of an address that is not computed from target variables: the
