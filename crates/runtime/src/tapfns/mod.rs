@@ -338,7 +338,8 @@ pub(crate) fn probe_type(pp: &str) -> &'static str {
         "begin_end"
     } else if pp.starts_with("timer.profile") {
         "profile_timer"
-    } else if pp.starts_with("timer.jiffies") || pp.starts_with("timer.hz") {
+    } else if pp.starts_with("timer.jiffies") {
+        // stap serves timer.{s,ms,us,ns,hz} with hrtimers, timer.jiffies with timers.
         "timer"
     } else if pp.starts_with("timer") {
         "hrtimer"

@@ -122,6 +122,8 @@ fn probe_types() {
     assert_eq!(probe_type("begin"), "begin_end");
     assert_eq!(probe_type("timer.ms(100)"), "hrtimer");
     assert_eq!(probe_type("timer.profile"), "profile_timer");
+    assert_eq!(probe_type("timer.hz(10)"), "hrtimer");
+    assert_eq!(probe_type("timer.jiffies(5)"), "timer");
     assert_eq!(probe_type("process(\"/t\").function(\"f\")"), "uprobe");
     assert_eq!(
         probe_type("process(\"/t\").function(\"f\").return"),
