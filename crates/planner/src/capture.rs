@@ -384,19 +384,17 @@ fn has_return_type(di: &DebugInfo, t: Option<debuginfo::DieRef>) -> bool {
 /// stap's `kernel_long`/`user_long` read a C `long` of the target.
 fn mem_fn(name: &str, word: u8) -> Option<(u8, bool)> {
     Some(match name {
-        "user_long" | "kernel_long" | "user_long_error" => (word, true),
-        "user_ulong" | "kernel_pointer" | "user_ulong_error" => (word, false),
-        "user_char" | "user_int8" | "kernel_char" | "user_char_error" | "user_int8_error" => {
-            (1, true)
-        }
+        "user_long" | "kernel_long" | "user_long_error" | "user_long_warn" => (word, true),
+        "user_ulong" | "kernel_pointer" | "user_ulong_error" | "user_ulong_warn" => (word, false),
+        "user_char" | "user_int8" | "kernel_char" | "user_char_error" | "user_int8_error"
+        | "user_char_warn" => (1, true),
         "user_uint8" | "user_uint8_error" => (1, false),
-        "user_short" | "user_int16" | "kernel_short" | "user_short_error" | "user_int16_error" => {
-            (2, true)
-        }
-        "user_ushort" | "user_uint16" | "user_ushort_error" | "user_uint16_error" => (2, false),
-        "user_int" | "user_int32" | "kernel_int" | "user_int_error" | "user_int32_error" => {
-            (4, true)
-        }
+        "user_short" | "user_int16" | "kernel_short" | "user_short_error" | "user_int16_error"
+        | "user_short_warn" => (2, true),
+        "user_ushort" | "user_uint16" | "user_ushort_error" | "user_uint16_error"
+        | "user_ushort_warn" => (2, false),
+        "user_int" | "user_int32" | "kernel_int" | "user_int_error" | "user_int32_error"
+        | "user_int_warn" => (4, true),
         "user_uint32" | "user_uint32_error" => (4, false),
         "user_int64" | "user_int64_error" => (8, true),
         "user_uint64" | "user_uint64_error" => (8, false),

@@ -224,8 +224,14 @@ fn capture_only(name: &str) -> Option<(Ty, FaultKind)> {
         "user_char" | "user_short" | "user_int" | "user_long" | "user_int8" | "user_int16"
         | "user_int32" | "user_int64" | "user_uint8" | "user_uint16" | "user_uint32"
         | "user_uint64" | "user_ushort" | "user_ulong" | "kernel_char" | "kernel_short"
-        | "kernel_int" | "kernel_long" | "kernel_pointer" | "user_char_warn"
-        | "user_short_warn" | "user_int_warn" | "user_long_warn" => (Ty::Long, FaultKind::UserRead),
+        | "kernel_int" | "kernel_long" | "kernel_pointer" => (Ty::Long, FaultKind::UserRead),
+        // stap's words for each: `user_char_warn` alone says "at".
+        "user_char_warn" => (Ty::Long, FaultKind::WarnRead("char copy fault at")),
+        "user_short_warn" => (Ty::Long, FaultKind::WarnRead("short copy fault")),
+        "user_ushort_warn" => (Ty::Long, FaultKind::WarnRead("unsigned short copy fault")),
+        "user_int_warn" => (Ty::Long, FaultKind::WarnRead("int copy fault")),
+        "user_long_warn" => (Ty::Long, FaultKind::WarnRead("long copy fault")),
+        "user_ulong_warn" => (Ty::Long, FaultKind::WarnRead("unsigned long copy fault")),
         _ => return None,
     };
     Some(t)

@@ -595,7 +595,7 @@ impl State {
                 FaultKind::Wide(_, true) => {
                     format!("kernel string copy fault at 0x{addr:x} [man error::fault]")
                 }
-                FaultKind::Deref | FaultKind::UserRead => {
+                FaultKind::Deref | FaultKind::UserRead | FaultKind::WarnRead(_) => {
                     format!("read fault [man error::fault] at 0x{addr:016x}")
                 }
             },
@@ -658,6 +658,10 @@ impl State {
             Ok(v) => Ok(v),
             Err(st) => {
                 if fault == FaultKind::UserRead {
+                    return Ok(0);
+                }
+                if let (FaultKind::WarnRead(what), FieldStatus::Fault { addr }) = (fault, &st) {
+                    self.warn(&format!("user {what} 0x{addr:016x} [man error::fault]"));
                     return Ok(0);
                 }
                 if let Some(f) = fb {

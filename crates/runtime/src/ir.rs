@@ -376,6 +376,8 @@ pub(crate) enum FaultKind {
     /// `user_string_utf16` (2) / `_utf32` (4), `kernel_*` when true: raw code units
     /// the runtime decodes.
     Wide(u8, bool),
+    /// `user_long_warn` and friends: warn `user WHAT %p [man error::fault]`, give 0.
+    WarnRead(&'static str),
 }
 
 /// How `foreach` orders.

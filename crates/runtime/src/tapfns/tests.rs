@@ -244,6 +244,16 @@ mod scripts {
     /// Runs `src`'s begin probes, then its handler on each record whose fields are
     /// the capture of the first call of `call` (decoded as raw bytes): (stdout, stderr).
     pub(super) fn run(src: &str, call: &str, fields: &[Result<&[u8], u64>]) -> (String, String) {
+        run_decoded(src, call, Decode::Bytes { field: 0 }, fields)
+    }
+
+    /// [`run`] with the capture decoded by `decode`.
+    fn run_decoded(
+        src: &str,
+        call: &str,
+        decode: Decode,
+        fields: &[Result<&[u8], u64>],
+    ) -> (String, String) {
         let mut sm = SourceMap::default();
         let f = sm.add("<input>", src);
         let (script, diags) = script_syntax::parse(&sm, f, &[]);
@@ -256,9 +266,7 @@ mod scripts {
                 probe: 0,
                 pp: "process(\"/tmp/a.out\").function(\"f\")".into(),
                 function: "f".into(),
-                captures: [(id, Decode::Bytes { field: 0 })]
-                    .into_iter()
-                    .collect::<BTreeMap<_, _>>(),
+                captures: [(id, decode)].into_iter().collect::<BTreeMap<_, _>>(),
             });
         }
         let (out, err) = (Buf::default(), Buf::default());
@@ -317,6 +325,41 @@ mod scripts {
         let (_, e) = run(src, "user_string_utf16", &[Ok(&[0x00, 0xDC, 0, 0])]);
         assert!(
             e.starts_with("ERROR: invalid UTF-16 character U+DC00"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn warn_reads_warn_in_stap_words_and_give_zero() {
+        let int = Decode::Int {
+            field: 0,
+            size: 8,
+            signed: true,
+        };
+        let src = "probe process(\"a.out\").function(\"f\") { println(user_long_warn($p)) }";
+        let (o, e) = run_decoded(
+            src,
+            "user_long_warn",
+            int.clone(),
+            &[Err(0x10), Ok(&[7, 0, 0, 0, 0, 0, 0, 0])],
+        );
+        assert_eq!(o, "0\n7\n");
+        assert_eq!(
+            e,
+            "WARNING: user long copy fault 0x0000000000000010 [man error::fault]\n"
+        );
+        let src = "probe process(\"a.out\").function(\"f\") { println(user_char_warn($p)) }";
+        let (_, e) = run_decoded(src, "user_char_warn", int.clone(), &[Err(0x20)]);
+        assert_eq!(
+            e,
+            "WARNING: user char copy fault at 0x0000000000000020 [man error::fault]\n"
+        );
+        // The _error forms raise stap's error instead.
+        let src = "probe process(\"a.out\").function(\"f\") { println(user_int_error($p)) }";
+        let (o, e) = run_decoded(src, "user_int_error", int, &[Err(0x30)]);
+        assert_eq!(o, "");
+        assert!(
+            e.starts_with("ERROR: read fault [man error::fault] at 0x0000000000000030"),
             "{e}"
         );
     }
