@@ -7,6 +7,7 @@
 use crate::support::*;
 
 const SCRIPT: &str = r#"probe process("BIN").function("probe") {
+  if ($round != 1) next
   printf("truth ids uid=%d gid=%d euid=%d egid=%d pgrp=%d sid=%d pid=%d ppid=%d ngroups=%d\n",
          uid(), gid(), euid(), egid(), pgrp(), sid(), ns_pid(), ns_ppid(), ngroups())
   printf("truth argv str=%s arg1=%s rest=%s arg9=%s\n",
@@ -20,6 +21,7 @@ const SCRIPT: &str = r#"probe process("BIN").function("probe") {
   printf("ns %d %d %d\n", ns_tid() == tid(), ns_pgrp() == pgrp(), ns_sid() == sid())
   printf("type %s\n", probe_type())
   printf("bad user_int=%d\n", user_int($bad))
+  printf("bad user_long_warn=%d\n", user_long_warn($bad))
   try { println("no error ", user_int_error($bad)) } catch (msg) { println("caught ", msg) }
 }
 probe process("BIN").function("wide") {
@@ -27,8 +29,9 @@ probe process("BIN").function("wide") {
   printf("wide2 [%s] [%s]\n", user_string2_utf16($w16, "alt"), user_string_utf16(0 + $w16, "alt2"))
 }"#;
 
-/// Runs the fixture under snaptap with `CTXFNS_VAR` set: (script output, fixture stdout).
-fn run(opt: &str) -> (String, String) {
+/// Runs the fixture under snaptap with `CTXFNS_VAR` set: (script output, fixture
+/// stdout, stderr).
+fn run(opt: &str) -> (String, String, String) {
     let bin = fixture("ctxfns", opt, &[]);
     let bin = bin.to_str().unwrap();
     let out = tempfile("ctxfns");
@@ -45,7 +48,11 @@ fn run(opt: &str) -> (String, String) {
     let _ = std::fs::remove_file(&out);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "snaptap failed: {stderr}");
-    (script_out, String::from_utf8_lossy(&o.stdout).into_owned())
+    (
+        script_out,
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr.into_owned(),
+    )
 }
 
 /// stap's `bytes_to_string` as proc_mem.stp defines it, for the fixture's pages.
@@ -69,7 +76,7 @@ fn stap_bytes(pages: i64) -> String {
 }
 
 fn check(opt: &str) {
-    let (out, stdout) = run(opt);
+    let (out, stdout, stderr) = run(opt);
     let want = truth_lines(&stdout);
     assert_eq!(want.len(), 6, "fixture output: {stdout}");
     assert_lines(&truth_lines(&out), &want, &format!("ctxfns {opt}"));
@@ -102,6 +109,11 @@ fn check(opt: &str) {
         "{out}"
     );
     assert!(out.contains("bad user_int=0\n"), "{out}");
+    assert!(out.contains("bad user_long_warn=0\n"), "{out}");
+    assert!(
+        stderr.contains("WARNING: user long copy fault 0x0000000000000010 [man error::fault]"),
+        "{stderr}"
+    );
     assert!(
         out.contains("caught read fault [man error::fault] at 0x0000000000000010"),
         "{out}"
