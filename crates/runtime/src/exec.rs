@@ -2337,6 +2337,12 @@ impl State {
                     .map(|raw| t::env_var(raw, &name))
             }
             C::Pexecname => t::read_proc_text(ppid, "comm").map(|s| s.trim_end().to_string()),
+            C::Pid2execname => {
+                let n = u32::try_from(self.arg_l(p, cx, args, 0)?).unwrap_or(0);
+                Ok(t::read_proc_text(n, "comm")
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default())
+            }
             C::ModuleName => Ok("snaptap".to_string()),
             C::SprintLoadavg => std::fs::read_to_string("/proc/loadavg")
                 .map_err(|e| format!("cannot read /proc/loadavg ({e})"))

@@ -46,6 +46,9 @@ pub(crate) enum CtxFn {
     CmdlineArgs,
     EnvVar,
     Pexecname,
+    /// `pid2execname(pid)`: `/proc/PID/comm` when the handler runs, empty when no
+    /// such process exists (as stap).
+    Pid2execname,
     ModuleName,
     SprintLoadavg,
     BytesToString,
@@ -100,6 +103,7 @@ pub(crate) fn signature(name: &str) -> Option<(CtxFn, &'static [bool], bool)> {
         "cmdline_args" => (C::CmdlineArgs, &[false, false, true], true),
         "env_var" => (C::EnvVar, &[true], true),
         "pexecname" => (C::Pexecname, N, true),
+        "pid2execname" => (C::Pid2execname, L, true),
         "module_name" => (C::ModuleName, N, true),
         "sprint_loadavg" => (C::SprintLoadavg, N, true),
         "bytes_to_string" => (C::BytesToString, L, true),
@@ -146,6 +150,7 @@ const NAMES: &[&str] = &[
     "cmdline_args",
     "env_var",
     "pexecname",
+    "pid2execname",
     "module_name",
     "sprint_loadavg",
     "bytes_to_string",
@@ -217,7 +222,7 @@ pub(crate) fn refusal(name: &str) -> Option<String> {
         | "task_tid" | "task_ns_pid" | "task_ns_tid" | "task_gid" | "task_uid"
         | "task_egid" | "task_euid" | "task_prio" | "task_nice" | "task_cpu"
         | "task_open_file_handles" | "task_max_file_handles" | "task_stime" | "task_utime"
-        | "task_time_string" | "task_backtrace" | "pid2task" | "pid2execname"
+        | "task_time_string" | "task_backtrace" | "pid2task"
         | "inode_path" | "inode_name" | "d_name" | "d_path" | "fullpath_struct_path"
         | "fullpath_struct_file" | "task_dentry_path" | "reverse_path_walk" | "real_mount"
         | "probemod" | "modname" | "module_size" | "stack_size" | "stack_used"

@@ -399,6 +399,11 @@ mod scripts {
                 id("-rg")
             )
         );
+        let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+        let src = "probe begin { printf(\"[%s][%s]\\n\", pid2execname(stp_pid()), pid2execname(999999999)) }";
+        let (o, e) = run(src, "", &[]);
+        assert_eq!(e, "");
+        assert_eq!(o, format!("[{}][]\n", me.trim_end()));
         let src = "probe begin { println(cmdline_arg(0) != \"\", \" \", proc_mem_size() > 0, \" \", proc_mem_size(999999999), \" \", proc_mem_string(999999999)) }";
         let (o, _) = run(src, "", &[]);
         assert_eq!(
