@@ -308,11 +308,11 @@ pub(crate) fn check_functions_no_context(
 /// Sets the context a call to the named function needs from the backend.
 pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     match name {
-        // The runtime keeps the last command line and environment it read of a
-        // process, under its name, for handlers that run after it exited.
-        "execname" | "cmdline_str" | "cmdline_arg" | "cmdline_args" | "env_var" => {
-            needs.comm = true
-        }
+        // The runtime keeps what it last read of a process in /proc, under its name,
+        // for handlers that run after it exited.
+        "execname" | "cmdline_str" | "cmdline_arg" | "cmdline_args" | "env_var" | "uid" | "gid"
+        | "euid" | "egid" | "pgrp" | "sid" | "ngroups" | "ns_uid" | "ns_gid" | "ns_euid"
+        | "ns_egid" | "ns_pgrp" | "ns_sid" => needs.comm = true,
         "ppid" | "ns_ppid" | "pexecname" => needs.ppid = true,
         "cpu" | "cpuid" => needs.cpu = true,
         _ => {}

@@ -2234,29 +2234,37 @@ impl State {
         tok: Tok,
     ) -> R<i64> {
         use crate::tapfns::{self as t, CtxFn as C, MemFn};
-        let (pid, tid, ppid, _) = self.ctx_proc(cx);
-        let status = |key: &str, second: bool| -> Result<i64, String> {
-            let text = t::read_proc_text(pid, "status")?;
+        let (pid, tid, ppid, comm) = self.ctx_proc(cx);
+        let comm = comm.to_string();
+        let procs = &mut self.procs;
+        let mut status = |key: &str, second: bool| -> Result<i64, String> {
+            let text = procs.text(pid, &comm, t::ProcFile::Status)?;
             t::parse_ids(&text, key)
                 .map(|(real, eff)| if second { eff } else { real })
                 .ok_or_else(|| format!("/proc/{pid}/status has no {key} line"))
-        };
-        let stat = |session: bool| -> Result<i64, String> {
-            let text = t::read_proc_text(pid, "stat")?;
-            t::parse_pgrp_sid(&text)
-                .map(|(g, s)| if session { s } else { g })
-                .ok_or_else(|| format!("/proc/{pid}/stat could not be parsed"))
         };
         let r: Result<i64, String> = match c {
             C::Uid | C::NsUid => status("Uid:", false),
             C::Euid | C::NsEuid => status("Uid:", true),
             C::Gid | C::NsGid => status("Gid:", false),
             C::Egid | C::NsEgid => status("Gid:", true),
-            C::Ngroups => t::read_proc_text(pid, "status").and_then(|s| {
-                t::parse_ngroups(&s).ok_or_else(|| format!("/proc/{pid}/status has no Groups line"))
-            }),
-            C::Pgrp | C::NsPgrp => stat(false),
-            C::Sid | C::NsSid => stat(true),
+            C::Ngroups => self
+                .procs
+                .text(pid, &comm, t::ProcFile::Status)
+                .and_then(|s| {
+                    t::parse_ngroups(&s)
+                        .ok_or_else(|| format!("/proc/{pid}/status has no Groups line"))
+                }),
+            C::Pgrp | C::NsPgrp | C::Sid | C::NsSid => {
+                let session = matches!(c, C::Sid | C::NsSid);
+                self.procs
+                    .text(pid, &comm, t::ProcFile::Stat)
+                    .and_then(|text| {
+                        t::parse_pgrp_sid(&text)
+                            .map(|(g, s)| if session { s } else { g })
+                            .ok_or_else(|| format!("/proc/{pid}/stat could not be parsed"))
+                    })
+            }
             // snaptap reads /proc in its own pid namespace, which is what stap's ns_*
             // report without --target-namespaces.
             C::NsPid => Ok(i64::from(pid)),

@@ -35,7 +35,7 @@
 //! and `sprint_loadavg()` are read from `/proc` **when the handler runs, not at the
 //! probe**: they describe the process, which rarely changes them between the two; a
 //! process that exited before its handler ran gives an error saying so (its command
-//! line and environment: the copies last read, if any). `bytes_to_string pages_to_string signal_str mem_page_size
+//! line, environment, ids, group and session: the copies last read, if any). `bytes_to_string pages_to_string signal_str mem_page_size
 //! num_online_cpus probe_type module_name` follow stap's tapset definitions.
 //! `user_string_utf16/utf32` and `kernel_string_utf16/utf32` decode a copy of
 //! MAXSTRINGLEN code units the probe made whole (so a short string within that many

@@ -9,9 +9,10 @@
 //! name). Everything is read afresh at every call (`setuid()`, `setpgid()`, an exec
 //! and allocation change these, and a program that executes itself again keeps its
 //! pid and name, so no cheap check tells a copy is stale). A process that has already
-//! exited when its handler runs has no `/proc` entry: its command line and
-//! environment are then the copies last read (under the same execname), and any
-//! other value is an error saying so, as none can be given honestly.
+//! exited when its handler runs has no `/proc` entry: its command line, environment,
+//! ids, process group and session are then the copies last read (under the same
+//! execname), and any other value is an error saying so, as none can be given
+//! honestly.
 //!
 //! Functions whose value cannot be known after the fact (`jiffies()`, `HZ()`), that
 //! would write the target (`set_kernel_*`, `set_user_*`) or that need a Linux kernel
@@ -465,12 +466,36 @@ pub(crate) fn decode_wide(bytes: &[u8], unit: usize, max: usize) -> Result<Strin
     Ok(out)
 }
 
-/// What the runtime remembers of a process: its command line and environment as last
-/// read, for handlers that run after the process has exited.
+/// The files of `/proc/PID` whose last copy the runtime keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProcFile {
+    Cmdline,
+    Environ,
+    /// Ids and groups.
+    Status,
+    /// Process group and session.
+    Stat,
+}
+
+impl ProcFile {
+    fn name(self) -> &'static str {
+        match self {
+            ProcFile::Cmdline => "cmdline",
+            ProcFile::Environ => "environ",
+            ProcFile::Status => "status",
+            ProcFile::Stat => "stat",
+        }
+    }
+}
+
+/// What the runtime remembers of a process: its command line, environment, ids,
+/// process group and session as last read, for handlers that run after the process
+/// has exited (`process.end` handlers, a queue that drains after the exit).
 ///
 /// They are read afresh at every call while the process exists: a program that
-/// executes itself again keeps its pid and its name, so nothing cheaper tells that
-/// a remembered copy is stale.
+/// executes itself again keeps its pid and its name, and `setuid()` or `setsid()`
+/// change the rest, so nothing cheaper tells that a remembered copy is stale.
+/// Memory sizes are not remembered: they change all the time.
 #[derive(Default)]
 pub(crate) struct ProcCache {
     procs: HashMap<u32, CachedProc>,
@@ -478,8 +503,7 @@ pub(crate) struct ProcCache {
 
 struct CachedProc {
     comm: String,
-    cmdline: Option<Vec<u8>>,
-    environ: Option<Vec<u8>>,
+    files: [Option<Vec<u8>>; 4],
 }
 
 /// The most processes remembered; beyond it the memory starts again from empty.
@@ -492,28 +516,20 @@ impl ProcCache {
         }
         let e = self.procs.entry(pid).or_insert_with(|| CachedProc {
             comm: comm.to_string(),
-            cmdline: None,
-            environ: None,
+            files: Default::default(),
         });
         if e.comm != comm {
             // Another program (or a reused pid): what was read belongs to it.
             e.comm = comm.to_string();
-            e.cmdline = None;
-            e.environ = None;
+            e.files = Default::default();
         }
         e
     }
 
     /// `/proc/PID/FILE` now, or the copy last read while the process `comm` existed.
-    fn read(&mut self, pid: u32, comm: &str, environ: bool) -> Result<&[u8], String> {
-        let file = if environ { "environ" } else { "cmdline" };
-        let fresh = read_proc(pid, file);
-        let e = self.entry(pid, comm);
-        let slot = if environ {
-            &mut e.environ
-        } else {
-            &mut e.cmdline
-        };
+    pub(crate) fn file(&mut self, pid: u32, comm: &str, f: ProcFile) -> Result<&[u8], String> {
+        let fresh = read_proc(pid, f.name());
+        let slot = &mut self.entry(pid, comm).files[f as usize];
         match fresh {
             Ok(b) => *slot = Some(b),
             Err(m) if slot.is_none() => return Err(m),
@@ -522,14 +538,20 @@ impl ProcCache {
         Ok(slot.as_deref().unwrap_or_default())
     }
 
+    /// [`ProcCache::file`] as text.
+    pub(crate) fn text(&mut self, pid: u32, comm: &str, f: ProcFile) -> Result<String, String> {
+        self.file(pid, comm, f)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    }
+
     /// `/proc/PID/cmdline` (see [`ProcCache`]).
     pub(crate) fn cmdline(&mut self, pid: u32, comm: &str) -> Result<&[u8], String> {
-        self.read(pid, comm, false)
+        self.file(pid, comm, ProcFile::Cmdline)
     }
 
     /// `/proc/PID/environ` (see [`ProcCache`]).
     pub(crate) fn environ(&mut self, pid: u32, comm: &str) -> Result<&[u8], String> {
-        self.read(pid, comm, true)
+        self.file(pid, comm, ProcFile::Environ)
     }
 }
 

@@ -172,6 +172,8 @@ fn proc_cache_reads_afresh_and_remembers_the_last_copy() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(args, "sleep 30");
+    let uid_before = parse_ids(&cache.text(pid, "sleep", ProcFile::Status).unwrap(), "Uid:");
+    assert!(uid_before.is_some());
     let _ = child.kill();
     let _ = child.wait();
     assert!(read_proc(pid, "cmdline").is_err(), "the child is gone");
@@ -179,6 +181,12 @@ fn proc_cache_reads_afresh_and_remembers_the_last_copy() {
         cmdline_args(cache.cmdline(pid, "sleep").unwrap(), 1, 1, ""),
         "30"
     );
+    assert_eq!(
+        parse_ids(&cache.text(pid, "sleep", ProcFile::Status).unwrap(), "Uid:"),
+        uid_before
+    );
+    // Never read while the process lived: nothing to give.
+    assert!(cache.text(pid, "sleep", ProcFile::Stat).is_err());
     // Another name under that pid is another program: nothing remembered for it.
     let e = cache.cmdline(pid, "other").unwrap_err();
     assert!(e.contains("the process has exited"), "{e}");
