@@ -308,9 +308,13 @@ pub(crate) fn check_functions_no_context(
 /// Sets the context a call to the named function needs from the backend.
 pub(crate) fn note_context_call(name: &str, needs: &mut ContextNeeds) {
     match name {
-        "execname" => needs.comm = true,
-        "ppid" => needs.ppid = true,
-        "cpu" => needs.cpu = true,
+        // The runtime keeps what it last read of a process in /proc, under its name,
+        // for handlers that run after it exited.
+        "execname" | "cmdline_str" | "cmdline_arg" | "cmdline_args" | "env_var" | "uid" | "gid"
+        | "euid" | "egid" | "pgrp" | "sid" | "ngroups" | "ns_uid" | "ns_gid" | "ns_euid"
+        | "ns_egid" | "ns_pgrp" | "ns_sid" => needs.comm = true,
+        "ppid" | "ns_ppid" | "pexecname" => needs.ppid = true,
+        "cpu" | "cpuid" => needs.cpu = true,
         _ => {}
     }
 }
@@ -330,6 +334,23 @@ fn string_fn(name: &str) -> Option<Option<usize>> {
         | "user_string_n_warn"
         | "user_string_n_quoted"
         | "kernel_string_n" => Some(Some(1)),
+        n if wide_fn(n).is_some() => Some(None),
+        _ => None,
+    }
+}
+
+/// The UTF-16 and UTF-32 string functions: their code unit in bytes. They copy
+/// MAXSTRINGLEN units whole (a NUL byte does not end them); the runtime decodes.
+fn wide_fn(name: &str) -> Option<u32> {
+    match name {
+        "user_string_utf16"
+        | "user_string2_utf16"
+        | "kernel_string_utf16"
+        | "kernel_string2_utf16" => Some(2),
+        "user_string_utf32"
+        | "user_string2_utf32"
+        | "kernel_string_utf32"
+        | "kernel_string2_utf32" => Some(4),
         _ => None,
     }
 }
@@ -363,16 +384,20 @@ fn has_return_type(di: &DebugInfo, t: Option<debuginfo::DieRef>) -> bool {
 /// stap's `kernel_long`/`user_long` read a C `long` of the target.
 fn mem_fn(name: &str, word: u8) -> Option<(u8, bool)> {
     Some(match name {
-        "user_long" | "kernel_long" => (word, true),
-        "user_ulong" | "kernel_pointer" => (word, false),
-        "user_char" | "user_int8" | "kernel_char" => (1, true),
-        "user_uint8" => (1, false),
-        "user_short" | "user_int16" | "kernel_short" => (2, true),
-        "user_ushort" | "user_uint16" => (2, false),
-        "user_int" | "user_int32" | "kernel_int" => (4, true),
-        "user_uint32" => (4, false),
-        "user_int64" => (8, true),
-        "user_uint64" => (8, false),
+        "user_long" | "kernel_long" | "user_long_error" | "user_long_warn" => (word, true),
+        "user_ulong" | "kernel_pointer" | "user_ulong_error" | "user_ulong_warn" => (word, false),
+        "user_char" | "user_int8" | "kernel_char" | "user_char_error" | "user_int8_error"
+        | "user_char_warn" => (1, true),
+        "user_uint8" | "user_uint8_error" => (1, false),
+        "user_short" | "user_int16" | "kernel_short" | "user_short_error" | "user_int16_error"
+        | "user_short_warn" => (2, true),
+        "user_ushort" | "user_uint16" | "user_ushort_error" | "user_uint16_error"
+        | "user_ushort_warn" => (2, false),
+        "user_int" | "user_int32" | "kernel_int" | "user_int_error" | "user_int32_error"
+        | "user_int_warn" => (4, true),
+        "user_uint32" | "user_uint32_error" => (4, false),
+        "user_int64" | "user_int64_error" => (8, true),
+        "user_uint64" | "user_uint64_error" => (8, false),
         _ => return None,
     })
 }
@@ -1837,6 +1862,11 @@ impl<'a> Builder<'a> {
                 }
             }
             let mut ops = ops;
+            if let Some(unit) = wide_fn(name) {
+                ops.push(Op::EmitBytes(max.saturating_mul(unit)));
+                let field = self.add_field(which, ops, &label);
+                return Ok(Some(Decode::Bytes { field }));
+            }
             ops.push(Op::EmitString(max));
             let field = self.add_field(which, ops, &label);
             return Ok(Some(Decode::Str { field }));

@@ -87,7 +87,7 @@ struct Sig {
 fn overload(name: &str, nargs: usize) -> &str {
     match (name, nargs) {
         ("assert", 2) => "assert\u{0}2",
-        _ => name,
+        _ => crate::tapfns::overload(name, nargs).unwrap_or(name),
     }
 }
 
@@ -99,8 +99,8 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "tid" => (B::Tid, &[], L),
         "ppid" => (B::Ppid, &[], L),
         "execname" => (B::Execname, &[], S),
-        "uaddr" => (B::Uaddr, &[], L),
-        "cpu" => (B::Cpu, &[], L),
+        "uaddr" | "addr" => (B::Uaddr, &[], L),
+        "cpu" | "cpuid" => (B::Cpu, &[], L),
         "probefunc" | "ppfunc" => (B::Probefunc, &[], S),
         "pp" => (B::Pp, &[], S),
         "gettimeofday_ns" => (B::Time(1), &[], L),
@@ -165,7 +165,8 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "ansi_cursor_save" => (B::Ansi(AnsiFn::CursorSave), &[], L),
         "ansi_cursor_restore" => (B::Ansi(AnsiFn::CursorRestore), &[], L),
         "ansi_cursor_show" => (B::Ansi(AnsiFn::CursorShow), &[], L),
-        "user_mode" => (B::UserMode, &[], L),
+        // stap: registers exist in user-mode probes (here, every target site).
+        "user_mode" | "registers_valid" => (B::UserMode, &[], L),
         "is_myproc" => (B::IsMyproc, &[], L),
         "stp_pid" => (B::StpPid, &[], L),
         "remote_id" => (B::RemoteId, &[], L),
@@ -174,6 +175,16 @@ fn builtin_sig(name: &str) -> Option<Sig> {
         "print_char" => (B::PrintChar, &[L], L),
         "thread_indent_depth" => (B::IndentDepth(true), &[L], L),
         "indent_depth" => (B::IndentDepth(false), &[L], L),
+        _ if crate::tapfns::signature(name).is_some() => {
+            let (c, args, ret) = crate::tapfns::signature(name)?;
+            let args: &'static [Ty] = match args {
+                [] => &[],
+                [false] => &[L],
+                [true] => &[S],
+                _ => &[L, L, S],
+            };
+            (B::Ctx(c), args, if ret { S } else { L })
+        }
         _ => {
             use crate::ustack::{UArg, UFn};
             let u = UFn::by_name(name).filter(|u| !u.captured())?;
@@ -192,29 +203,35 @@ fn builtin_sig(name: &str) -> Option<Sig> {
 /// call, and their type is fixed here.
 fn capture_only(name: &str) -> Option<(Ty, FaultKind)> {
     let t = match name {
-        "user_string"
-        | "user_string_n"
-        | "user_string_quoted"
-        | "user_string_n_quoted"
-        | "user_string_utf16"
-        | "user_string_utf32" => (Ty::Str, FaultKind::UserString),
-        "user_string2" | "user_string_n2" | "user_string2_utf16" | "user_string2_utf32" => {
+        "user_string" | "user_string_n" | "user_string_quoted" | "user_string_n_quoted" => {
             (Ty::Str, FaultKind::UserString)
         }
+        "user_string2" | "user_string_n2" => (Ty::Str, FaultKind::UserString),
+        "user_string_utf16" | "user_string2_utf16" => (Ty::Str, FaultKind::Wide(2, false)),
+        "user_string_utf32" | "user_string2_utf32" => (Ty::Str, FaultKind::Wide(4, false)),
+        "kernel_string_utf16" | "kernel_string2_utf16" => (Ty::Str, FaultKind::Wide(2, true)),
+        "kernel_string_utf32" | "kernel_string2_utf32" => (Ty::Str, FaultKind::Wide(4, true)),
+        "user_char_error" | "user_short_error" | "user_ushort_error" | "user_int_error"
+        | "user_long_error" | "user_ulong_error" | "user_int8_error" | "user_uint8_error"
+        | "user_int16_error" | "user_uint16_error" | "user_int32_error" | "user_uint32_error"
+        | "user_int64_error" | "user_uint64_error" => (Ty::Long, FaultKind::Deref),
         "user_string_warn" | "user_string2_warn" | "user_string_n_warn" | "user_string2_n_warn" => {
             (Ty::Str, FaultKind::Warn)
         }
-        "kernel_string"
-        | "kernel_string_n"
-        | "kernel_string2"
-        | "kernel_string_quoted"
-        | "kernel_string_utf16"
-        | "kernel_string_utf32" => (Ty::Str, FaultKind::KernelString),
+        "kernel_string" | "kernel_string_n" | "kernel_string2" | "kernel_string_quoted" => {
+            (Ty::Str, FaultKind::KernelString)
+        }
         "user_char" | "user_short" | "user_int" | "user_long" | "user_int8" | "user_int16"
         | "user_int32" | "user_int64" | "user_uint8" | "user_uint16" | "user_uint32"
-        | "user_uint64" | "user_ushort" | "kernel_char" | "kernel_short" | "kernel_int"
-        | "kernel_long" | "kernel_pointer" | "user_char_warn" | "user_short_warn"
-        | "user_int_warn" | "user_long_warn" => (Ty::Long, FaultKind::UserRead),
+        | "user_uint64" | "user_ushort" | "user_ulong" | "kernel_char" | "kernel_short"
+        | "kernel_int" | "kernel_long" | "kernel_pointer" => (Ty::Long, FaultKind::UserRead),
+        // stap's words for each: `user_char_warn` alone says "at".
+        "user_char_warn" => (Ty::Long, FaultKind::WarnRead("char copy fault at")),
+        "user_short_warn" => (Ty::Long, FaultKind::WarnRead("short copy fault")),
+        "user_ushort_warn" => (Ty::Long, FaultKind::WarnRead("unsigned short copy fault")),
+        "user_int_warn" => (Ty::Long, FaultKind::WarnRead("int copy fault")),
+        "user_long_warn" => (Ty::Long, FaultKind::WarnRead("long copy fault")),
+        "user_ulong_warn" => (Ty::Long, FaultKind::WarnRead("unsigned long copy fault")),
         _ => return None,
     };
     Some(t)
@@ -297,6 +314,29 @@ const KNOWN_FUNCS: &[&str] = &[
     "usecs_to_string",
     "nsecs_to_string",
     "thread_indent",
+    "uid",
+    "gid",
+    "euid",
+    "egid",
+    "pgrp",
+    "sid",
+    "cmdline_str",
+    "cmdline_arg",
+    "cmdline_args",
+    "env_var",
+    "pexecname",
+    "bytes_to_string",
+    "signal_str",
+    "proc_mem_size",
+    "proc_mem_rss",
+    "proc_mem_string",
+    "mem_page_size",
+    "num_online_cpus",
+    "probe_type",
+    "user_string_utf16",
+    "user_string_utf32",
+    "user_long_error",
+    "user_int_error",
 ];
 
 const KEYWORDS: &[&str] = &[
@@ -1057,6 +1097,13 @@ impl<'a> Compiler<'a> {
                                 self.inf(sc, a, None);
                             }
                             Some(t)
+                        } else if crate::tapfns::refusal(name).is_some() {
+                            // A type, so that the refusal itself is what gets reported
+                            // rather than an untyped variable it was assigned to.
+                            for a in args {
+                                self.inf(sc, a, None);
+                            }
+                            Some(Long)
                         } else {
                             for a in args {
                                 self.inf(sc, a, None);
@@ -2129,6 +2176,11 @@ impl<'a> Compiler<'a> {
                     Some(Box::new(self.cx_as(sc, last, Str)?))
                 }
                 (_, FaultKind::Warn) => Some(Box::new(Ex::Str(String::new()))),
+                // `user_string_utf16(addr, err_msg)`: stap's overload with a fallback.
+                (_, FaultKind::Wide(..)) if args.len() == 2 => {
+                    let last = args.last()?;
+                    Some(Box::new(self.cx_as(sc, last, Str)?))
+                }
                 _ => None,
             };
             return self.capture(e, fk, fallback);
@@ -2339,6 +2391,10 @@ impl<'a> Compiler<'a> {
                         },
                         t,
                     ));
+                }
+                if let Some(m) = crate::tapfns::refusal(name) {
+                    self.err(m, e.span);
+                    return None;
                 }
                 // stap: "unresolved function NAME (similar: a, b, ...)", the five
                 // nearest names by edit distance.

@@ -134,6 +134,8 @@ pub(crate) struct State {
     pub(crate) tz: (i64, String),
     /// Commands `system()` asked for in the running handler, started after it.
     pub(crate) system_cmds: Vec<String>,
+    /// Command lines and environments read from `/proc` (see [`crate::tapfns`]).
+    procs: crate::tapfns::ProcCache,
 }
 
 fn now_ns() -> u64 {
@@ -371,6 +373,7 @@ impl State {
             indent: Default::default(),
             tz: crate::tz::local_timezone((now_ns() / 1_000_000_000) as i64),
             system_cmds: Vec::new(),
+            procs: Default::default(),
         };
         for i in &prog.inits {
             match i {
@@ -586,7 +589,13 @@ impl State {
                 FaultKind::KernelString => {
                     format!("kernel string copy fault at 0x{addr:016x} [man error::fault]")
                 }
-                FaultKind::Deref | FaultKind::UserRead => {
+                FaultKind::Wide(_, false) => {
+                    format!("user string copy fault at 0x{addr:x} [man error::fault]")
+                }
+                FaultKind::Wide(_, true) => {
+                    format!("kernel string copy fault at 0x{addr:x} [man error::fault]")
+                }
+                FaultKind::Deref | FaultKind::UserRead | FaultKind::WarnRead(_) => {
                     format!("read fault [man error::fault] at 0x{addr:016x}")
                 }
             },
@@ -651,6 +660,10 @@ impl State {
                 if fault == FaultKind::UserRead {
                     return Ok(0);
                 }
+                if let (FaultKind::WarnRead(what), FieldStatus::Fault { addr }) = (fault, &st) {
+                    self.warn(&format!("user {what} 0x{addr:016x} [man error::fault]"));
+                    return Ok(0);
+                }
                 if let Some(f) = fb {
                     if fault == FaultKind::Warn {
                         let e = self.capture_err(st, fault, tok);
@@ -673,6 +686,27 @@ impl State {
         fb: &Option<Box<Ex>>,
     ) -> R<String> {
         let (rec, d) = self.captured(p, cx, cap, tok)?;
+        if let (FaultKind::Wide(unit, _), Decode::Bytes { field }) = (fault, d) {
+            let max = self.maxstr();
+            let r = rec
+                .field(*field as usize)
+                .map(|b| crate::tapfns::decode_wide(b, usize::from(unit), max));
+            return match r {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(c)) => match fb {
+                    Some(f) => self.ev_s(p, cx, f),
+                    // stap's words (it adds the address, which the copy does not keep).
+                    None => fail(
+                        format!("invalid UTF-{} character U+{c:X}", u32::from(unit) * 8),
+                        tok,
+                    ),
+                },
+                Err(st) => match fb {
+                    Some(f) => self.ev_s(p, cx, f),
+                    None => Err(Ctl::Err(Box::new(self.capture_err(st, fault, tok)))),
+                },
+            };
+        }
         match decode_str(rec, d, self.maxstr()) {
             Ok(v) => Ok(v),
             Err(st) => {
@@ -1273,6 +1307,9 @@ impl State {
                 0
             }
             B::RemoteId => -1,
+            B::Ctx(c) if !crate::tapfns::returns_string(c) => {
+                return self.ctx_l(p, cx, c, args, tok)
+            }
             B::PrintChar => {
                 let c = self.arg_l(p, cx, args, 0)?;
                 self.out.push(c as u8);
@@ -1436,6 +1473,10 @@ impl State {
             B::Pp => cx.bind.map_or_else(|| cx.pp.to_string(), |b| b.pp.clone()),
             B::Pn => cx.pp.to_string(),
             B::RemoteUri => String::new(),
+            B::Ctx(c) if crate::tapfns::returns_string(c) => {
+                let s = self.ctx_s(p, cx, c, args, tok)?;
+                self.trunc(s)
+            }
             B::ErrnoStr => {
                 let e = self.arg_l(p, cx, args, 0)?;
                 errno_name(e).unwrap_or("").to_string()
@@ -2165,4 +2206,176 @@ pub(crate) fn errno_name(e: i64) -> Option<&'static str> {
     ];
     let i = usize::try_from(e.unsigned_abs()).ok()?;
     NAMES.get(i).copied().filter(|n| !n.is_empty())
+}
+
+/// The context functions of [`crate::tapfns`]: ids and memory sizes from `/proc` when
+/// the handler runs, stap's pure helpers.
+impl State {
+    /// The process a handler describes: the record's, or snaptap's own in begin, end
+    /// and timer probes. (pid, tid, ppid, execname)
+    fn ctx_proc<'a>(&'a self, cx: &'a Cx<'_>) -> (u32, u32, u32, &'a str) {
+        match cx.rec {
+            Some(r) => (r.pid, r.tid, r.ppid, r.comm.as_str()),
+            None => (
+                self.me.pid,
+                self.me.pid,
+                self.me.ppid,
+                self.me.comm.as_str(),
+            ),
+        }
+    }
+
+    fn ctx_l(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        c: crate::tapfns::CtxFn,
+        args: &[(Ex, Ty)],
+        tok: Tok,
+    ) -> R<i64> {
+        use crate::tapfns::{self as t, CtxFn as C, MemFn};
+        let (pid, tid, ppid, comm) = self.ctx_proc(cx);
+        let comm = comm.to_string();
+        let procs = &mut self.procs;
+        let mut status = |key: &str, second: bool| -> Result<i64, String> {
+            let text = procs.text(pid, &comm, t::ProcFile::Status)?;
+            t::parse_ids(&text, key)
+                .map(|(real, eff)| if second { eff } else { real })
+                .ok_or_else(|| format!("/proc/{pid}/status has no {key} line"))
+        };
+        let r: Result<i64, String> = match c {
+            C::Uid | C::NsUid => status("Uid:", false),
+            C::Euid | C::NsEuid => status("Uid:", true),
+            C::Gid | C::NsGid => status("Gid:", false),
+            C::Egid | C::NsEgid => status("Gid:", true),
+            C::Ngroups => self
+                .procs
+                .text(pid, &comm, t::ProcFile::Status)
+                .and_then(|s| {
+                    t::parse_ngroups(&s)
+                        .ok_or_else(|| format!("/proc/{pid}/status has no Groups line"))
+                }),
+            C::Pgrp | C::NsPgrp | C::Sid | C::NsSid => {
+                let session = matches!(c, C::Sid | C::NsSid);
+                self.procs
+                    .text(pid, &comm, t::ProcFile::Stat)
+                    .and_then(|text| {
+                        t::parse_pgrp_sid(&text)
+                            .map(|(g, s)| if session { s } else { g })
+                            .ok_or_else(|| format!("/proc/{pid}/stat could not be parsed"))
+                    })
+            }
+            // snaptap reads /proc in its own pid namespace, which is what stap's ns_*
+            // report without --target-namespaces.
+            C::NsPid => Ok(i64::from(pid)),
+            C::NsTid => Ok(i64::from(tid)),
+            C::NsPpid => Ok(i64::from(ppid)),
+            C::MemPageSize => Ok(t::PAGE_SIZE),
+            C::NumOnlineCpus => std::fs::read_to_string("/sys/devices/system/cpu/online")
+                .ok()
+                .and_then(|l| t::count_cpus(&l))
+                .or_else(|| {
+                    std::thread::available_parallelism()
+                        .ok()
+                        .map(|n| n.get() as i64)
+                })
+                .ok_or_else(|| "cannot count the online CPUs".to_string()),
+            C::Mem(m, with_pid) => {
+                let target = if with_pid {
+                    u32::try_from(self.arg_l(p, cx, args, 0)?).unwrap_or(0)
+                } else {
+                    pid
+                };
+                // stap: zero when a pid names no process; the current process
+                // existed at the probe, so its absence now is an error, not a zero.
+                let sm = match t::read_proc_text(target, "statm") {
+                    Ok(s) => t::parse_statm(&s).unwrap_or_default(),
+                    Err(e) if !with_pid => return fail(format!("{}(): {e}", t::name_of(c)), tok),
+                    Err(_) => t::Statm::default(),
+                };
+                Ok(match m {
+                    MemFn::Size => sm.size,
+                    MemFn::Rss => sm.rss,
+                    MemFn::Shr => sm.shr,
+                    MemFn::Txt => sm.txt,
+                    MemFn::Data | MemFn::String => sm.data,
+                })
+            }
+            _ => {
+                let s = self.ctx_s(p, cx, c, args, tok)?;
+                Ok(s.trim().parse().unwrap_or(0))
+            }
+        };
+        r.or_else(|m| fail(format!("{}(): {m}", t::name_of(c)), tok))
+    }
+
+    fn ctx_s(
+        &mut self,
+        p: &Program,
+        cx: &Cx<'_>,
+        c: crate::tapfns::CtxFn,
+        args: &[(Ex, Ty)],
+        tok: Tok,
+    ) -> R<String> {
+        use crate::tapfns::{self as t, CtxFn as C, MemFn};
+        let (pid, _, ppid, comm) = self.ctx_proc(cx);
+        let comm = comm.to_string();
+        let r: Result<String, String> = match c {
+            C::CmdlineStr | C::CmdlineArg | C::CmdlineArgs => {
+                let (n, m, delim) = match c {
+                    C::CmdlineStr => (0, -1, " ".to_string()),
+                    C::CmdlineArg => {
+                        let n = self.arg_l(p, cx, args, 0)?;
+                        (n, n, String::new())
+                    }
+                    _ => (
+                        self.arg_l(p, cx, args, 0)?,
+                        self.arg_l(p, cx, args, 1)?,
+                        self.arg_s(p, cx, args, 2)?,
+                    ),
+                };
+                self.procs
+                    .cmdline(pid, &comm)
+                    .map(|raw| t::cmdline_args(raw, n, m, &delim))
+            }
+            C::EnvVar => {
+                let name = self.arg_s(p, cx, args, 0)?;
+                self.procs
+                    .environ(pid, &comm)
+                    .map(|raw| t::env_var(raw, &name))
+            }
+            C::Pexecname => t::read_proc_text(ppid, "comm").map(|s| s.trim_end().to_string()),
+            C::Pid2execname => {
+                let n = u32::try_from(self.arg_l(p, cx, args, 0)?).unwrap_or(0);
+                Ok(t::read_proc_text(n, "comm")
+                    .map(|s| s.trim_end().to_string())
+                    .unwrap_or_default())
+            }
+            C::ModuleName => Ok("snaptap".to_string()),
+            C::SprintLoadavg => std::fs::read_to_string("/proc/loadavg")
+                .map_err(|e| format!("cannot read /proc/loadavg ({e})"))
+                .and_then(|s| t::loadavg(&s).ok_or_else(|| "bad /proc/loadavg".to_string())),
+            C::BytesToString => Ok(t::bytes_to_string(self.arg_l(p, cx, args, 0)?)),
+            C::PagesToString => Ok(t::bytes_to_string(
+                self.arg_l(p, cx, args, 0)?.wrapping_mul(t::PAGE_SIZE),
+            )),
+            C::SignalStr => Ok(t::signal_str(self.arg_l(p, cx, args, 0)?)),
+            C::ProbeType => Ok(t::probe_type(cx.bind.map_or(cx.pp, |b| b.pp.as_str())).to_string()),
+            C::Mem(MemFn::String, with_pid) => {
+                let target = if with_pid {
+                    u32::try_from(self.arg_l(p, cx, args, 0)?).unwrap_or(0)
+                } else {
+                    pid
+                };
+                let sm = match t::read_proc_text(target, "statm") {
+                    Ok(s) => t::parse_statm(&s).unwrap_or_default(),
+                    Err(e) if !with_pid => return fail(format!("{}(): {e}", t::name_of(c)), tok),
+                    Err(_) => t::Statm::default(),
+                };
+                Ok(t::mem_string(&sm))
+            }
+            _ => return Ok(self.ctx_l(p, cx, c, args, tok)?.to_string()),
+        };
+        r.or_else(|m| fail(format!("{}(): {m}", t::name_of(c)), tok))
+    }
 }

@@ -197,6 +197,9 @@ pub(crate) enum Builtin {
     IndentDepth(bool),
     /// `print_char(c)`: one byte of output.
     PrintChar,
+    /// Process context read from `/proc` when the handler runs, and stap's pure
+    /// tapset helpers (`bytes_to_string`, `signal_str`...): see [`crate::tapfns`].
+    Ctx(crate::tapfns::CtxFn),
 }
 
 /// The escape sequences written by stap's `ansi.stp` functions.
@@ -370,6 +373,11 @@ pub(crate) enum FaultKind {
     UserRead,
     /// `user_string_warn` and friends: warn, then use the fallback.
     Warn,
+    /// `user_string_utf16` (2) / `_utf32` (4), `kernel_*` when true: raw code units
+    /// the runtime decodes.
+    Wide(u8, bool),
+    /// `user_long_warn` and friends: warn `user WHAT %p [man error::fault]`, give 0.
+    WarnRead(&'static str),
 }
 
 /// How `foreach` orders.

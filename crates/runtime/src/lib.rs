@@ -27,6 +27,22 @@
 //! and `[*, k] in a`; histogram buckets are indexed (`@hist_log(x)[N]`) and iterated
 //! (`foreach ([b] in @hist_log(x))`) with stap's bucket numbers. The address-of
 //! operator `&` and `printf`'s `%m`/`%M` read captures the planner made at the probe.
+//! Context functions of a process target (`tapfns`): `uid() gid() euid() egid() pgrp()
+//! sid()`, the `ns_*` forms (snaptap's own namespaces, as stap without
+//! `--target-namespaces`), `cmdline_str() cmdline_arg(n) cmdline_args(n, m, delim)`,
+//! `env_var(name)`, `pexecname()`, `proc_mem_size() proc_mem_rss() proc_mem_shr()
+//! proc_mem_txt() proc_mem_data() proc_mem_string()` (and their `(pid)`/`_pid` forms)
+//! and `sprint_loadavg()` are read from `/proc` **when the handler runs, not at the
+//! probe**: they describe the process, which rarely changes them between the two; a
+//! process that exited before its handler ran gives an error saying so (its command
+//! line, environment, ids, group and session: the copies last read, if any). `bytes_to_string pages_to_string signal_str mem_page_size
+//! num_online_cpus probe_type module_name` follow stap's tapset definitions.
+//! `user_string_utf16/utf32` and `kernel_string_utf16/utf32` decode a copy of
+//! MAXSTRINGLEN code units the probe made whole (so a short string within that many
+//! bytes of the end of its mapping faults, where stap would read it). `jiffies()`,
+//! `HZ()`, `set_kernel_*`/`set_user_*` (snaptap never writes its target) and kernel-only
+//! functions (`task_current()`, `inode_path()`...) are compile-time errors naming the
+//! function and the reason.
 //! Not supported: a value variable in a foreach over an aggregate array.
 #![forbid(unsafe_code)]
 
@@ -37,6 +53,7 @@ mod ir;
 mod lint;
 mod map;
 mod stats;
+mod tapfns;
 mod tz;
 mod ustack;
 

@@ -6,6 +6,7 @@
 mod support;
 
 mod args;
+mod ctxfns;
 mod errors;
 mod golden;
 mod mach;
