@@ -353,13 +353,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Ok(rt) => rt,
         Err(diags) => {
             report_pass(&diags, &sources, cli.no_warnings, 2);
-            if let Some(g) = go_tx {
-                let _ = g.send(false);
-            }
-            kill_unstarted(&cli, target_pid);
-            if let Some(h) = backend_thread {
-                let _ = h.join();
-            }
+            abort_start(&cli, target_pid, go_tx, backend_thread);
             return Ok(1);
         }
     };
@@ -369,13 +363,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     if report(rt.warnings(), &sources, cli.no_warnings)
         || (cli.warnings_are_errors && !rt.warnings().is_empty())
     {
-        kill_unstarted(&cli, target_pid);
-        if let Some(g) = go_tx.take() {
-            let _ = g.send(false);
-        }
-        if let Some(h) = backend_thread.take() {
-            let _ = h.join();
-        }
+        abort_start(&cli, target_pid, go_tx.take(), backend_thread.take());
         return Ok(1);
     }
     let stacks = crate::stacks::SharedStacks::new(target_pid);
@@ -390,11 +378,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             break;
         }
     }
-    if let Some(g) = go_tx.take() {
-        let _ = g.send(!exiting);
-    }
+    // A command that is not to run is killed while it is still held at its exec,
+    // before the backend hears it may go (it would detach and let it run).
     if exiting {
         kill_unstarted(&cli, target_pid);
+    }
+    if let Some(g) = go_tx.take() {
+        let _ = g.send(!exiting);
     }
 
     let start = Instant::now();
@@ -597,6 +587,24 @@ fn handle_event(
 }
 
 /// Kills a `-c` child that never got to run (the session ended in its begin probes).
+/// The session ends before the target may run (a semantic error, a warning under
+/// -W): the command of `-c`, still held at its exec, is killed first, then the backend
+/// is told not to start and is waited for. An attached `-x` process is only detached.
+fn abort_start(
+    cli: &Cli,
+    pid: u32,
+    go: Option<mpsc::Sender<bool>>,
+    backend: Option<thread::JoinHandle<Result<backend::RunSummary, String>>>,
+) {
+    kill_unstarted(cli, pid);
+    if let Some(g) = go {
+        let _ = g.send(false);
+    }
+    if let Some(h) = backend {
+        let _ = h.join();
+    }
+}
+
 fn kill_unstarted(cli: &Cli, pid: u32) {
     if cli.command.is_some() && pid != 0 {
         let _ = std::process::Command::new("kill")

@@ -198,3 +198,29 @@ fn stripped_binary_without_a_match_says_why() {
     let no_match = err.find("no match for probe point").unwrap_or(0);
     assert!(warn < no_match, "the reason first, then the error: {err}");
 }
+
+#[test]
+fn a_failed_elaboration_never_runs_the_command() {
+    // Errors the runtime finds (an unknown function, a kernel-only one) come after
+    // the target was spawned and held at its exec: it must die there, not run.
+    let bin = fixture("touchfile", "-O0", &[]);
+    for body in ["x = nosuchfn()", "x = task_current()", "exit()"] {
+        let marker = tempfile("never-ran");
+        let _ = std::fs::remove_file(&marker);
+        let script = format!(
+            r#"probe begin {{ if (0) println(1) }} probe process("{}").function("f") {{ {body} }}"#,
+            bin.display()
+        );
+        let script = if body == "exit()" {
+            format!("probe begin {{ exit() }} {script}")
+        } else {
+            script
+        };
+        let cmd = format!("{} {}", bin.display(), marker.display());
+        let (err, _) = run_e(&script, &["-c", &cmd]);
+        assert!(
+            !marker.exists(),
+            "the command ran although the session ended first ({body}): {err}"
+        );
+    }
+}
