@@ -9,8 +9,9 @@ use capture_plan::{
 };
 use debuginfo::{DebugInfo, DieRef, Location, Type, TypeKind, Variable};
 use script_syntax::ast::{
-    BinaryOp, Block, Expr, ExprKind, ProbePoint, Stmt, StmtKind, TargetExpr, TargetStep, UnaryOp,
+    BinaryOp, Block, Expr, ExprKind, ProbePoint, TargetExpr, TargetStep, UnaryOp,
 };
+use script_syntax::visit::{walk_block, walk_expr, Walk};
 use script_syntax::Diagnostic;
 
 use crate::resolve::{SiteSpec, SpecKind};
@@ -60,166 +61,6 @@ struct TVal {
     sdt: Option<(u8, bool)>,
 }
 
-/// What a visitor wants after seeing an expression.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Walk {
-    /// Visit its children.
-    Descend,
-    /// Do not visit its children.
-    Skip,
-    /// Its truth is known at compile time (`@defined`), children handled: branches it
-    /// guards that cannot run are not visited, as stap elides them.
-    Known(bool),
-}
-
-/// Visits a block's expressions in source order.
-pub(crate) fn visit_block(b: &Block, f: &mut dyn FnMut(&Expr) -> Walk) {
-    for s in &b.stmts {
-        visit_stmt(s, f);
-    }
-}
-
-fn visit_stmt(s: &Stmt, f: &mut dyn FnMut(&Expr) -> Walk) {
-    match &s.kind {
-        StmtKind::Block(b) => visit_block(b, f),
-        StmtKind::Expr(e) | StmtKind::Delete(e) => {
-            visit_expr(e, f);
-        }
-        StmtKind::Return(e) => {
-            if let Some(e) = e {
-                visit_expr(e, f);
-            }
-        }
-        StmtKind::If { cond, then, els } => {
-            let known = visit_expr(cond, f);
-            if known != Some(false) {
-                visit_stmt(then, f);
-            }
-            if let Some(e) = els {
-                if known != Some(true) {
-                    visit_stmt(e, f);
-                }
-            }
-        }
-        StmtKind::While { cond, body } => {
-            if visit_expr(cond, f) != Some(false) {
-                visit_stmt(body, f);
-            }
-        }
-        StmtKind::For {
-            init,
-            cond,
-            step,
-            body,
-        } => {
-            for e in [init, cond, step].into_iter().flatten() {
-                visit_expr(e, f);
-            }
-            visit_stmt(body, f);
-        }
-        StmtKind::Foreach { limit, body, .. } => {
-            if let Some(l) = limit {
-                visit_expr(l, f);
-            }
-            visit_stmt(body, f);
-        }
-        StmtKind::Try { body, catch, .. } => {
-            visit_block(body, f);
-            visit_block(catch, f);
-        }
-        StmtKind::Break
-        | StmtKind::Continue
-        | StmtKind::Next
-        | StmtKind::Empty
-        | StmtKind::Error => {}
-    }
-}
-
-/// Visits an expression tree; returns its compile-time truth when known.
-pub(crate) fn visit_expr(e: &Expr, f: &mut dyn FnMut(&Expr) -> Walk) -> Option<bool> {
-    match f(e) {
-        Walk::Skip => return None,
-        Walk::Known(b) => return Some(b),
-        Walk::Descend => {}
-    }
-    match &e.kind {
-        ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => {
-            keys.iter().for_each(|k| {
-                visit_expr(k, f);
-            });
-        }
-        ExprKind::Call { args, .. } => args.iter().for_each(|a| {
-            visit_expr(a, f);
-        }),
-        ExprKind::Target(t) => visit_steps(&t.path, f),
-        ExprKind::Cast { expr, path, .. } => {
-            visit_expr(expr, f);
-            visit_steps(path, f);
-        }
-        ExprKind::GlobalVar { path, .. } => visit_steps(path, f),
-        ExprKind::Unary {
-            op: UnaryOp::Not,
-            expr,
-        } => return visit_expr(expr, f).map(|b| !b),
-        ExprKind::Entry(x) | ExprKind::Defined(x) | ExprKind::Unary { expr: x, .. } => {
-            visit_expr(x, f);
-        }
-        ExprKind::Stat { expr, args, .. } => {
-            visit_expr(expr, f);
-            args.iter().for_each(|a| {
-                visit_expr(a, f);
-            });
-        }
-        ExprKind::Binary {
-            op: op @ (BinaryOp::And | BinaryOp::Or),
-            lhs,
-            rhs,
-        } => {
-            let and = *op == BinaryOp::And;
-            match visit_expr(lhs, f) {
-                // `false && x` and `true || x` never evaluate x.
-                Some(l) if l != and => return Some(l),
-                Some(_) => return visit_expr(rhs, f),
-                None => {
-                    let r = visit_expr(rhs, f);
-                    if r == Some(!and) {
-                        return r;
-                    }
-                }
-            }
-        }
-        ExprKind::Binary { lhs, rhs, .. } => {
-            visit_expr(lhs, f);
-            visit_expr(rhs, f);
-        }
-        ExprKind::Ternary { cond, then, els } => match visit_expr(cond, f) {
-            Some(true) => return visit_expr(then, f),
-            Some(false) => return visit_expr(els, f),
-            None => {
-                visit_expr(then, f);
-                visit_expr(els, f);
-            }
-        },
-        ExprKind::Assign { target, value, .. } => {
-            visit_expr(target, f);
-            visit_expr(value, f);
-        }
-        ExprKind::IncDec { target, .. } => {
-            visit_expr(target, f);
-        }
-        _ => {}
-    }
-    None
-}
-
-fn visit_steps(path: &[TargetStep], f: &mut dyn FnMut(&Expr) -> Walk) {
-    for s in path {
-        if let TargetStep::Index(i) = s {
-            visit_expr(i, f);
-        }
-    }
-}
-
 /// Probes without a target context (`begin`, `end`, `error`, timers) cannot use
 /// target data; returns one error per such expression.
 pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnostic> {
@@ -246,9 +87,9 @@ pub(crate) fn check_no_context(body: &Block, cond: Option<&Expr>) -> Vec<Diagnos
         Walk::Descend
     };
     if let Some(c) = cond {
-        let _ = visit_expr(c, &mut f);
+        let _ = walk_expr(c, &mut f);
     }
-    visit_block(body, &mut f);
+    walk_block(body, &mut f);
     errs
 }
 
@@ -269,13 +110,13 @@ pub(crate) fn called_functions(
         Walk::Descend
     };
     if let Some(c) = cond {
-        visit_expr(c, &mut |e| note(e, &mut called));
+        walk_expr(c, &mut |e| note(e, &mut called));
     }
-    visit_block(body, &mut |e| note(e, &mut called));
+    walk_block(body, &mut |e| note(e, &mut called));
     let mut next = 0;
     while let Some(b) = called.get(next).and_then(|n| functions.get(n)) {
         next += 1;
-        visit_block(b, &mut |e| note(e, &mut called));
+        walk_block(b, &mut |e| note(e, &mut called));
     }
     called
 }
@@ -404,7 +245,7 @@ fn mem_fn(name: &str, word: u8) -> Option<(u8, bool)> {
 
 fn contains_target(e: &Expr) -> bool {
     let mut found = false;
-    visit_expr(e, &mut |x| {
+    walk_expr(e, &mut |x| {
         if matches!(
             x.kind,
             ExprKind::Target(_)
@@ -495,9 +336,9 @@ pub(crate) fn plan_site(
         in_entry: false,
     };
     if let Some(c) = &point.condition {
-        visit_expr(c, &mut |e| b.visit(e));
+        walk_expr(c, &mut |e| b.visit(e));
     }
-    visit_block(body, &mut |e| b.visit(e));
+    walk_block(body, &mut |e| b.visit(e));
     // The functions' target expressions are captured here too, under their own
     // expression ids: the runtime runs a function with its caller's record.
     b.in_function = true;
@@ -505,7 +346,7 @@ pub(crate) fn plan_site(
     while let Some(name) = b.called.get(next).cloned() {
         next += 1;
         if let Some(fb) = b.functions.get(&name) {
-            visit_block(fb, &mut |e| b.visit(e));
+            walk_block(fb, &mut |e| b.visit(e));
         }
     }
     if !b.errors.is_empty() {
@@ -701,7 +542,7 @@ impl<'a> Builder<'a> {
                 // Never an error: capture when possible, and the runtime answers 1 iff
                 // the inner expression's id is captured.
                 let saved = self.errors.len();
-                visit_expr(inner, &mut |x| self.visit(x));
+                walk_expr(inner, &mut |x| self.visit(x));
                 if self.errors.len() > saved {
                     self.errors.truncate(saved);
                     self.captures.remove(&inner.id.0);
@@ -768,7 +609,7 @@ impl<'a> Builder<'a> {
                             // Other arguments (like user_string2's error text) may
                             // still contain captures of their own.
                             for a in args.iter().skip(1) {
-                                visit_expr(a, &mut |x| self.visit(x));
+                                walk_expr(a, &mut |x| self.visit(x));
                             }
                             return Walk::Skip;
                         }
@@ -862,7 +703,7 @@ impl<'a> Builder<'a> {
     }
 
     fn visit_expr_as_value(&mut self, e: &Expr) {
-        let _ = visit_expr(e, &mut |x| self.visit(x));
+        let _ = walk_expr(e, &mut |x| self.visit(x));
     }
 
     fn require_di(&self, e: &Expr, what: &str) -> Result<&'a DebugInfo, Diagnostic> {
@@ -1681,7 +1522,7 @@ impl<'a> Builder<'a> {
         }
         for (a, done) in rest.iter().zip(planned) {
             if !done {
-                visit_expr(a, &mut |x| self.visit(x));
+                walk_expr(a, &mut |x| self.visit(x));
             }
         }
         Some(Walk::Skip)

@@ -232,11 +232,11 @@ pub fn plan_with_kernel(
             session.user_functions.insert(f.name.clone());
             if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
                 session.functions.insert(f.name.clone(), b.clone());
-                capture::visit_block(b, &mut |e| {
+                script_syntax::visit::walk_block(b, &mut |e| {
                     if let script_syntax::ast::ExprKind::Call { name, .. } = &e.kind {
                         capture::note_context_call(name, &mut session.function_needs);
                     }
-                    capture::Walk::Descend
+                    script_syntax::visit::Walk::Descend
                 });
             }
         }
@@ -333,7 +333,7 @@ fn check_no_targets(script: &Script) -> Option<Vec<Diagnostic>> {
     for item in &script.items {
         if let Item::Function(f) = item {
             if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
-                capture::visit_block(b, &mut |e| {
+                script_syntax::visit::walk_block(b, &mut |e| {
                     if let script_syntax::ast::ExprKind::Target(t) = &e.kind {
                         errs.push(Diagnostic::error(
                             "semantic error",
@@ -344,7 +344,7 @@ fn check_no_targets(script: &Script) -> Option<Vec<Diagnostic>> {
                             e.span,
                         ));
                     }
-                    capture::Walk::Descend
+                    script_syntax::visit::Walk::Descend
                 });
             }
         }

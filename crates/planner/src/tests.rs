@@ -101,10 +101,10 @@ fn ids_by_text(script: &Script, sources: &SourceMap) -> HashMap<String, u32> {
     let mut m = HashMap::new();
     for item in &script.items {
         if let Item::Probe(p) = item {
-            capture::visit_block(&p.body, &mut |e| {
+            script_syntax::visit::walk_block(&p.body, &mut |e| {
                 m.entry(sources.snippet(e.span).to_string())
                     .or_insert(e.id.0);
-                capture::Walk::Descend
+                script_syntax::visit::Walk::Descend
             });
         }
     }
@@ -1672,10 +1672,10 @@ probe process.syscall.return { printf("%d %d %d\n", $syscall, $return, $arg1) }
         _ => None,
     });
     for (k, probe) in probes.enumerate() {
-        capture::visit_block(&probe.body, &mut |e| {
+        script_syntax::visit::walk_block(&probe.body, &mut |e| {
             ids.entry((k as u32, sources.snippet(e.span).to_string()))
                 .or_insert(e.id.0);
-            capture::Walk::Descend
+            script_syntax::visit::Walk::Descend
         });
     }
     let mut values = HashMap::new();
@@ -1765,10 +1765,10 @@ fn function_ids(script: &Script, sources: &SourceMap) -> HashMap<String, u32> {
     for item in &script.items {
         if let Item::Function(f) = item {
             if let script_syntax::ast::FunctionBody::Script(b) = &f.body {
-                capture::visit_block(b, &mut |e| {
+                script_syntax::visit::walk_block(b, &mut |e| {
                     m.entry(sources.snippet(e.span).to_string())
                         .or_insert(e.id.0);
-                    capture::Walk::Descend
+                    script_syntax::visit::Walk::Descend
                 });
             }
         }

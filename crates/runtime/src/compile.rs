@@ -13,6 +13,7 @@ use script_syntax::ast::{
     AssignOp, BinaryOp, Expr, ExprKind, FileId, FunctionBody, Item, Literal, ProbeDecl, Span,
     StatOp, Stmt, StmtKind, TypeName, UnaryOp,
 };
+use script_syntax::visit::{self, Node, Walk};
 use script_syntax::{Diagnostic, SourceMap};
 
 use crate::format::{parse_format, Conv, Piece};
@@ -2803,68 +2804,25 @@ impl<'a> Compiler<'a> {
 /// resolution meets them (statement by statement, an assignment's target first, a
 /// foreach's array before its body).
 pub(crate) fn names_in_order(stmts: &[Stmt], note: &mut dyn FnMut(&str)) {
-    fn stmt(s: &Stmt, note: &mut dyn FnMut(&str)) {
-        let ex = |e: &Expr, note: &mut dyn FnMut(&str)| {
-            walk_expr(e, &mut |x| match &x.kind {
-                ExprKind::Var(n) => note(n),
-                ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
-                _ => {}
-            })
-        };
-        match &s.kind {
-            StmtKind::Block(b) => names_in_order(&b.stmts, note),
-            StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => ex(e, note),
-            StmtKind::If { cond, then, els } => {
-                ex(cond, note);
-                stmt(then, note);
-                if let Some(e) = els {
-                    stmt(e, note);
-                }
-            }
-            StmtKind::While { cond, body } => {
-                ex(cond, note);
-                stmt(body, note);
-            }
-            StmtKind::For {
-                init,
-                cond,
-                step,
-                body,
-            } => {
-                for e in [init, cond, step].into_iter().flatten() {
-                    ex(e, note);
-                }
-                stmt(body, note);
-            }
-            StmtKind::Foreach {
-                array,
-                slice,
-                histogram,
-                limit,
-                body,
+    visit::walk_nodes(stmts, &mut |n| {
+        match n {
+            Node::Stmt(Stmt {
+                kind: StmtKind::Foreach { array, .. },
                 ..
-            } => {
-                note(array);
-                if let Some(h) = histogram {
-                    ex(h, note);
-                }
-                for e in slice.iter().flatten() {
-                    ex(e, note);
-                }
-                if let Some(l) = limit {
-                    ex(l, note);
-                }
-                stmt(body, note);
-            }
-            StmtKind::Try { body, catch, .. } => {
-                names_in_order(&body.stmts, note);
-                names_in_order(&catch.stmts, note);
-            }
-            _ => {}
+            }) => note(array),
+            Node::Expr(e) => note_global_name(e, note),
+            Node::Stmt(_) => {}
         }
-    }
-    for s in stmts {
-        stmt(s, note);
+        Walk::SkipPath
+    });
+}
+
+/// Calls `note` with the name `e` uses if it may be a global (a variable or array).
+fn note_global_name(e: &Expr, note: &mut dyn FnMut(&str)) {
+    match &e.kind {
+        ExprKind::Var(n) => note(n),
+        ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
+        _ => {}
     }
 }
 
@@ -2891,11 +2849,7 @@ impl Compiler<'_> {
         for (p, _) in &self.probes {
             for pt in &p.points {
                 if let Some(c) = &pt.condition {
-                    walk_expr(c, &mut |x| match &x.kind {
-                        ExprKind::Var(n) => note(n),
-                        ExprKind::Index { array, .. } | ExprKind::In { array, .. } => note(array),
-                        _ => {}
-                    });
+                    walk_expr(c, &mut |x| note_global_name(x, &mut note));
                 }
             }
             names_in_order(&p.body.stmts, &mut note);
@@ -3094,7 +3048,6 @@ fn compound_text(op: BinaryOp) -> &'static str {
     }
 }
 
-/// Calls `f` on every expression (pre-order) in the statements.
 /// Where the expression with id `id` is in the script (probe bodies and conditions,
 /// function bodies); the start of the first file when no expression has that id.
 fn expr_span(script: &script_syntax::ast::Script, id: u32) -> Span {
@@ -3125,105 +3078,27 @@ fn expr_span(script: &script_syntax::ast::Script, id: u32) -> Span {
     found.unwrap_or_default()
 }
 
+// The handler never evaluates the index expressions of a target path (`$a[i]`,
+// `@cast(p, "t")[i]`): the planner lowers them into the capture plan and the probe
+// point evaluates them, so the runtime's walks leave them out (`Walk::SkipPath`).
+// Walking them would, for instance, declare histograms or order globals for
+// expressions no handler runs.
+
+/// Calls `f` on every expression (pre-order) of the statements that the handler
+/// evaluates.
 pub(crate) fn walk_block_exprs(stmts: &[Stmt], f: &mut dyn FnMut(&Expr)) {
-    for s in stmts {
-        walk_stmt_exprs(s, f);
-    }
+    visit::walk_nodes(stmts, &mut |n| {
+        if let Node::Expr(e) = n {
+            f(e);
+        }
+        Walk::SkipPath
+    });
 }
 
-fn walk_stmt_exprs(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
-    match &s.kind {
-        StmtKind::Block(b) => walk_block_exprs(&b.stmts, f),
-        StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => walk_expr(e, f),
-        StmtKind::If { cond, then, els } => {
-            walk_expr(cond, f);
-            walk_stmt_exprs(then, f);
-            if let Some(e) = els {
-                walk_stmt_exprs(e, f);
-            }
-        }
-        StmtKind::While { cond, body } => {
-            walk_expr(cond, f);
-            walk_stmt_exprs(body, f);
-        }
-        StmtKind::For {
-            init,
-            cond,
-            step,
-            body,
-        } => {
-            for e in [init, cond, step].into_iter().flatten() {
-                walk_expr(e, f);
-            }
-            walk_stmt_exprs(body, f);
-        }
-        StmtKind::Foreach {
-            slice,
-            histogram,
-            limit,
-            body,
-            ..
-        } => {
-            if let Some(h) = histogram {
-                walk_expr(h, f);
-            }
-            for e in slice.iter().flatten() {
-                walk_expr(e, f);
-            }
-            if let Some(l) = limit {
-                walk_expr(l, f);
-            }
-            walk_stmt_exprs(body, f);
-        }
-        StmtKind::Try { body, catch, .. } => {
-            walk_block_exprs(&body.stmts, f);
-            walk_block_exprs(&catch.stmts, f);
-        }
-        _ => {}
-    }
-}
-
+/// Calls `f` on `e` and every expression under it that the handler evaluates.
 fn walk_expr(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Index { keys, .. } | ExprKind::In { keys, .. } => {
-            for k in keys {
-                walk_expr(k, f);
-            }
-        }
-        ExprKind::Call { args, .. } => {
-            for a in args {
-                walk_expr(a, f);
-            }
-        }
-        ExprKind::Cast { expr, .. } | ExprKind::Entry(expr) | ExprKind::Defined(expr) => {
-            walk_expr(expr, f)
-        }
-        ExprKind::Stat { expr, args, .. } => {
-            walk_expr(expr, f);
-            for a in args {
-                walk_expr(a, f);
-            }
-        }
-        ExprKind::Unary { expr, .. } => walk_expr(expr, f),
-        ExprKind::Binary { lhs, rhs, .. } => {
-            walk_expr(lhs, f);
-            walk_expr(rhs, f);
-        }
-        ExprKind::Ternary { cond, then, els } => {
-            walk_expr(cond, f);
-            walk_expr(then, f);
-            walk_expr(els, f);
-        }
-        ExprKind::Assign { target, value, .. } => {
-            walk_expr(target, f);
-            walk_expr(value, f);
-        }
-        ExprKind::IncDec { target, .. } => walk_expr(target, f),
-        ExprKind::HistBucket { hist, index } => {
-            walk_expr(hist, f);
-            walk_expr(index, f);
-        }
-        _ => {}
-    }
+    visit::walk_expr(e, &mut |x| {
+        f(x);
+        Walk::SkipPath
+    });
 }

@@ -10,6 +10,7 @@ use crate::ast::*;
 use crate::diag::Diagnostic;
 use crate::parser::IdGen;
 use crate::preproc::glob_match;
+use crate::visit::{walk_block_mut, walk_expr_mut, walk_script_mut};
 
 /// One handler after alias expansion.
 #[derive(Clone, Debug)]
@@ -92,7 +93,7 @@ pub fn expand_aliases(script: &Script, ids: &mut IdGen) -> (Vec<ResolvedProbe>, 
         }
         for (mut q, chain) in expanded {
             if let Some(c) = &mut q.condition {
-                visit_expr_mut(c, &mut |e| e.id = ids.fresh());
+                walk_expr_mut(c, &mut |e| e.id = ids.fresh());
             }
             let mut body = user_body(ids);
             for a in chain.iter().rev() {
@@ -217,36 +218,7 @@ fn expand_point<'a>(
 
 /// Gives every expression in the block a fresh id.
 pub fn renumber_block(b: &mut Block, ids: &mut IdGen) {
-    visit_block_mut(b, &mut |e| e.id = ids.fresh());
-}
-
-/// Calls `f` on every expression of the script (bodies, probe point conditions).
-pub fn visit_script_mut(s: &mut Script, f: &mut dyn FnMut(&mut Expr)) {
-    let conds = |pts: &mut Vec<ProbePoint>, f: &mut dyn FnMut(&mut Expr)| {
-        for p in pts.iter_mut() {
-            if let Some(c) = &mut p.condition {
-                visit_expr_mut(c, f);
-            }
-        }
-    };
-    for item in &mut s.items {
-        match item {
-            Item::Probe(p) => {
-                conds(&mut p.points, f);
-                visit_block_mut(&mut p.body, f);
-            }
-            Item::Alias(a) => {
-                conds(&mut a.names, f);
-                conds(&mut a.points, f);
-                visit_block_mut(&mut a.body, f);
-            }
-            Item::Function(FunctionDecl {
-                body: FunctionBody::Script(b),
-                ..
-            }) => visit_block_mut(b, f),
-            Item::Function(_) | Item::Global(_) | Item::Embedded(_) => {}
-        }
-    }
+    walk_block_mut(b, &mut |e| e.id = ids.fresh());
 }
 
 /// Expands aliases into a new script: alias declarations are dropped and each user
@@ -256,7 +228,7 @@ pub fn visit_script_mut(s: &mut Script, f: &mut dyn FnMut(&mut Expr)) {
 pub fn expand_script(script: &Script) -> (Script, Vec<Diagnostic>) {
     let mut copy = script.clone();
     let mut next = 0u32;
-    visit_script_mut(&mut copy, &mut |e| {
+    walk_script_mut(&mut copy, &mut |e| {
         next = next.max(e.id.0.saturating_add(1))
     });
     let mut ids = IdGen::starting_at(next);
@@ -287,129 +259,4 @@ pub fn expand_script(script: &Script) -> (Script, Vec<Diagnostic>) {
         }
     }
     (Script { items }, diags)
-}
-
-/// Calls `f` on every expression in the block, parents before children.
-pub fn visit_block_mut(b: &mut Block, f: &mut dyn FnMut(&mut Expr)) {
-    for s in &mut b.stmts {
-        visit_stmt_mut(s, f);
-    }
-}
-
-fn visit_stmt_mut(s: &mut Stmt, f: &mut dyn FnMut(&mut Expr)) {
-    match &mut s.kind {
-        StmtKind::Block(b) => visit_block_mut(b, f),
-        StmtKind::Expr(e) | StmtKind::Delete(e) | StmtKind::Return(Some(e)) => visit_expr_mut(e, f),
-        StmtKind::If { cond, then, els } => {
-            visit_expr_mut(cond, f);
-            visit_stmt_mut(then, f);
-            if let Some(e) = els {
-                visit_stmt_mut(e, f);
-            }
-        }
-        StmtKind::While { cond, body } => {
-            visit_expr_mut(cond, f);
-            visit_stmt_mut(body, f);
-        }
-        StmtKind::For {
-            init,
-            cond,
-            step,
-            body,
-        } => {
-            for e in [init, cond, step].into_iter().flatten() {
-                visit_expr_mut(e, f);
-            }
-            visit_stmt_mut(body, f);
-        }
-        StmtKind::Foreach {
-            slice,
-            histogram,
-            limit,
-            body,
-            ..
-        } => {
-            if let Some(h) = histogram {
-                visit_expr_mut(h, f);
-            }
-            for e in slice.iter_mut().flatten() {
-                visit_expr_mut(e, f);
-            }
-            if let Some(l) = limit {
-                visit_expr_mut(l, f);
-            }
-            visit_stmt_mut(body, f);
-        }
-        StmtKind::Try { body, catch, .. } => {
-            visit_block_mut(body, f);
-            visit_block_mut(catch, f);
-        }
-        StmtKind::Return(None)
-        | StmtKind::Break
-        | StmtKind::Continue
-        | StmtKind::Next
-        | StmtKind::Empty
-        | StmtKind::Error => {}
-    }
-}
-
-fn visit_path_mut(path: &mut [TargetStep], f: &mut dyn FnMut(&mut Expr)) {
-    for st in path {
-        if let TargetStep::Index(e) = st {
-            visit_expr_mut(e, f);
-        }
-    }
-}
-
-pub(crate) fn visit_expr_mut(e: &mut Expr, f: &mut dyn FnMut(&mut Expr)) {
-    f(e);
-    match &mut e.kind {
-        ExprKind::Index { keys: v, .. }
-        | ExprKind::Call { args: v, .. }
-        | ExprKind::In { keys: v, .. } => {
-            for x in v {
-                visit_expr_mut(x, f);
-            }
-        }
-        ExprKind::Target(t) => visit_path_mut(&mut t.path, f),
-        ExprKind::Cast { expr, path, .. } => {
-            visit_expr_mut(expr, f);
-            visit_path_mut(path, f);
-        }
-        ExprKind::GlobalVar { path, .. } => visit_path_mut(path, f),
-        ExprKind::Entry(x) | ExprKind::Defined(x) => visit_expr_mut(x, f),
-        ExprKind::Stat { expr, args, .. } => {
-            visit_expr_mut(expr, f);
-            for x in args {
-                visit_expr_mut(x, f);
-            }
-        }
-        ExprKind::Unary { expr, .. } => visit_expr_mut(expr, f),
-        ExprKind::Binary { lhs, rhs, .. } => {
-            visit_expr_mut(lhs, f);
-            visit_expr_mut(rhs, f);
-        }
-        ExprKind::Ternary { cond, then, els } => {
-            visit_expr_mut(cond, f);
-            visit_expr_mut(then, f);
-            visit_expr_mut(els, f);
-        }
-        ExprKind::Assign { target, value, .. } => {
-            visit_expr_mut(target, f);
-            visit_expr_mut(value, f);
-        }
-        ExprKind::IncDec { target, .. } => visit_expr_mut(target, f),
-        ExprKind::Number(_)
-        | ExprKind::String(_)
-        | ExprKind::Var(_)
-        | ExprKind::ScriptArg { .. }
-        | ExprKind::ArgCount
-        | ExprKind::ProbeWrite(_)
-        | ExprKind::Wildcard
-        | ExprKind::Error => {}
-        ExprKind::HistBucket { hist, index } => {
-            visit_expr_mut(hist, f);
-            visit_expr_mut(index, f);
-        }
-    }
 }

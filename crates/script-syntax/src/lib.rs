@@ -12,7 +12,8 @@
 //! script back in normalised form, [`print_script_stap`] exactly as `stap -p1` dumps its
 //! parse tree; [`expand_script`] / [`expand_aliases`]
 //! resolve probe aliases into concrete handlers (a conditional probe point gets a
-//! handler of its own, since a handler cannot tell which point fired). Probe points
+//! handler of its own, since a handler cannot tell which point fired). [`visit`] is the
+//! one walker over statements and expressions that every later pass uses. Probe points
 //! support brace expansion (`a.{b,c}.d`, capped at 10000 points); string literals keep
 //! only C's escapes as stap's lexer does (`\x41` is `x41`). Nothing here knows about
 //! DWARF, targets or backends, and nothing here does I/O.
@@ -27,6 +28,7 @@ pub mod preproc;
 pub mod print;
 pub mod render;
 pub mod stap_print;
+pub mod visit;
 
 #[cfg(test)]
 mod tests;

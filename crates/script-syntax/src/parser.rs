@@ -536,7 +536,7 @@ impl Parser<'_> {
             if i > 0 {
                 // Every copy of the condition needs ids of its own.
                 if let Some(c) = &mut cond {
-                    crate::alias::visit_expr_mut(c, &mut |e| e.id = self.ids.fresh());
+                    crate::visit::walk_expr_mut(c, &mut |e| e.id = self.ids.fresh());
                 }
             }
             points.push(ProbePoint {

@@ -68,6 +68,129 @@ struct Printer<'a> {
     sources: Option<&'a SourceMap>,
 }
 
+/// The name of a statistics extractor as written in scripts.
+pub(crate) fn stat_name(op: StatOp) -> &'static str {
+    match op {
+        StatOp::Count => "@count",
+        StatOp::Sum => "@sum",
+        StatOp::Min => "@min",
+        StatOp::Max => "@max",
+        StatOp::Avg => "@avg",
+        StatOp::Variance => "@variance",
+        StatOp::HistLog => "@hist_log",
+        StatOp::HistLinear => "@hist_linear",
+    }
+}
+
+/// What this printer and `stap -p1`'s (in `stap_print`) write alike. The two differ in
+/// layout, terminators and parentheses, so each supplies its output and how it prints
+/// an expression standing alone (as an argument, index or `foreach` part); the pieces
+/// below are spelled the same in both.
+pub(crate) trait Emit {
+    /// The text printed so far.
+    fn out(&mut self) -> &mut String;
+
+    /// Prints an expression where no parentheses are needed around it.
+    fn whole_expr(&mut self, e: &Expr);
+
+    /// A target path: `->name` and `[index]` steps.
+    fn steps(&mut self, path: &[TargetStep]) {
+        for s in path {
+            match s {
+                TargetStep::Member(m, _) => {
+                    self.out().push_str("->");
+                    self.out().push_str(m);
+                }
+                TargetStep::Index(e) => {
+                    self.out().push('[');
+                    self.whole_expr(e);
+                    self.out().push(']');
+                }
+            }
+        }
+    }
+
+    /// The inside of `foreach (...)`: `v = [k1-, k2] in a[e, *] @sum+ limit n`.
+    /// `bracket` puts the brackets around a single key too (stap always does).
+    fn foreach_head(&mut self, s: &StmtKind, bracket: bool) {
+        let StmtKind::Foreach {
+            keys,
+            value,
+            array,
+            slice,
+            histogram,
+            sort,
+            limit,
+            ..
+        } = s
+        else {
+            return;
+        };
+        let mark = |d: bool| if d { "-" } else { "+" };
+        if let Some(v) = value {
+            let _ = write!(self.out(), "{v} = ");
+        }
+        let bracket = bracket || keys.len() != 1;
+        if bracket {
+            self.out().push('[');
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if i > 0 {
+                self.out().push_str(", ");
+            }
+            self.out().push_str(k);
+            if let Some(sp) = sort {
+                if sp.key == Some(i) {
+                    self.out().push_str(mark(sp.descending));
+                }
+            }
+        }
+        if bracket {
+            self.out().push(']');
+        }
+        self.out().push_str(" in ");
+        match histogram {
+            Some(h) => self.whole_expr(h),
+            None => self.out().push_str(array),
+        }
+        if !slice.is_empty() {
+            self.out().push('[');
+            for (i, k) in slice.iter().enumerate() {
+                if i > 0 {
+                    self.out().push_str(", ");
+                }
+                match k {
+                    Some(e) => self.whole_expr(e),
+                    None => self.out().push('*'),
+                }
+            }
+            self.out().push(']');
+        }
+        if let Some(sp) = sort {
+            if sp.key.is_none() {
+                if let Some(a) = sp.aggregate {
+                    let _ = write!(self.out(), " {}", stat_name(a));
+                }
+                self.out().push_str(mark(sp.descending));
+            }
+        }
+        if let Some(l) = limit {
+            self.out().push_str(" limit ");
+            self.whole_expr(l);
+        }
+    }
+}
+
+impl Emit for Printer<'_> {
+    fn out(&mut self) -> &mut String {
+        &mut self.out
+    }
+
+    fn whole_expr(&mut self, e: &Expr) {
+        self.expr(e, 0);
+    }
+}
+
 pub(crate) fn binop_str(op: BinaryOp) -> (&'static str, u8) {
     match op {
         BinaryOp::Or => ("||", 3),
@@ -321,89 +444,9 @@ impl Printer<'_> {
                 self.out.push(')');
                 self.body(body);
             }
-            StmtKind::Foreach {
-                keys,
-                value,
-                array,
-                slice,
-                histogram,
-                sort,
-                limit,
-                body,
-            } => {
+            StmtKind::Foreach { body, .. } => {
                 self.out.push_str("foreach (");
-                let mark = |d: bool| if d { "-" } else { "+" };
-                if let Some(v) = value {
-                    let _ = write!(self.out, "{v} = ");
-                }
-                let bracket = keys.len() != 1;
-                if bracket {
-                    self.out.push('[');
-                }
-                for (i, k) in keys.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    self.out.push_str(k);
-                    if let Some(SortSpec {
-                        key: Some(j),
-                        descending,
-                        ..
-                    }) = sort
-                    {
-                        if *j == i {
-                            self.out.push_str(mark(*descending));
-                        }
-                    }
-                }
-                if bracket {
-                    self.out.push(']');
-                }
-                match histogram {
-                    Some(h) => {
-                        self.out.push_str(" in ");
-                        self.expr(h, 0);
-                    }
-                    None => {
-                        let _ = write!(self.out, " in {array}");
-                    }
-                }
-                if !slice.is_empty() {
-                    self.out.push('[');
-                    for (i, k) in slice.iter().enumerate() {
-                        if i > 0 {
-                            self.out.push_str(", ");
-                        }
-                        match k {
-                            Some(e) => self.expr(e, 0),
-                            None => self.out.push('*'),
-                        }
-                    }
-                    self.out.push(']');
-                }
-                if let Some(SortSpec {
-                    key: None,
-                    descending,
-                    aggregate,
-                }) = sort
-                {
-                    if let Some(op) = aggregate {
-                        let name = match op {
-                            StatOp::Count => "@count",
-                            StatOp::Sum => "@sum",
-                            StatOp::Min => "@min",
-                            StatOp::Max => "@max",
-                            StatOp::Avg => "@avg",
-                            _ => "@count",
-                        };
-                        let _ = write!(self.out, " {name}");
-                    }
-                    self.out.push_str(mark(*descending));
-                }
-                if let Some(l) = limit {
-                    self.out.push_str(" limit ");
-                    self.expr(l, 0);
-                }
+                self.foreach_head(&s.kind, false);
                 self.out.push(')');
                 self.body(body);
             }
@@ -447,19 +490,7 @@ impl Printer<'_> {
     }
 
     fn path(&mut self, path: &[TargetStep], pretty: u8) {
-        for s in path {
-            match s {
-                TargetStep::Member(m, _) => {
-                    self.out.push_str("->");
-                    self.out.push_str(m);
-                }
-                TargetStep::Index(e) => {
-                    self.out.push('[');
-                    self.expr(e, 0);
-                    self.out.push(']');
-                }
-            }
-        }
+        self.steps(path);
         for _ in 0..pretty {
             self.out.push('$');
         }
@@ -553,17 +584,7 @@ impl Printer<'_> {
                 let _ = write!(self.out, "@probewrite({v})");
             }
             ExprKind::Stat { op, expr, args } => {
-                let name = match op {
-                    StatOp::Count => "@count",
-                    StatOp::Sum => "@sum",
-                    StatOp::Min => "@min",
-                    StatOp::Max => "@max",
-                    StatOp::Avg => "@avg",
-                    StatOp::Variance => "@variance",
-                    StatOp::HistLog => "@hist_log",
-                    StatOp::HistLinear => "@hist_linear",
-                };
-                self.out.push_str(name);
+                self.out.push_str(stat_name(*op));
                 self.out.push('(');
                 self.expr(expr, 0);
                 for a in args {

@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 use crate::ast::*;
 use crate::diag::SourceMap;
-use crate::print::binop_str;
+use crate::print::{binop_str, stat_name, Emit};
 
 /// `stap -p1` output for `script` from the file named `file` (`<input>` for `-e`):
 /// `# parse tree dump`, `# file NAME`, the declarations, and a final empty line.
@@ -176,6 +176,16 @@ fn qstring(s: &str) -> String {
     o
 }
 
+impl Emit for StapPrinter<'_> {
+    fn out(&mut self) -> &mut String {
+        &mut self.out
+    }
+
+    fn whole_expr(&mut self, e: &Expr) {
+        self.expr(e);
+    }
+}
+
 impl StapPrinter<'_> {
     fn global(&mut self, g: &GlobalDecl) {
         self.out.push_str(&g.name);
@@ -275,63 +285,9 @@ impl StapPrinter<'_> {
                 self.out.push_str(") ");
                 self.stmt(body);
             }
-            StmtKind::Foreach {
-                keys,
-                value,
-                array,
-                slice,
-                histogram,
-                sort,
-                limit,
-                body,
-            } => {
+            StmtKind::Foreach { body, .. } => {
                 self.out.push_str("foreach (");
-                if let Some(v) = value {
-                    let _ = write!(self.out, "{v} = ");
-                }
-                self.out.push('[');
-                let mark = |d: bool| if d { "-" } else { "+" };
-                for (i, k) in keys.iter().enumerate() {
-                    if i > 0 {
-                        self.out.push_str(", ");
-                    }
-                    self.out.push_str(k);
-                    if let Some(sp) = sort {
-                        if sp.key == Some(i) {
-                            self.out.push_str(mark(sp.descending));
-                        }
-                    }
-                }
-                self.out.push_str("] in ");
-                match histogram {
-                    Some(h) => self.expr(h),
-                    None => self.out.push_str(array),
-                }
-                if !slice.is_empty() {
-                    self.out.push('[');
-                    for (i, e) in slice.iter().enumerate() {
-                        if i > 0 {
-                            self.out.push_str(", ");
-                        }
-                        match e {
-                            Some(e) => self.expr(e),
-                            None => self.out.push('*'),
-                        }
-                    }
-                    self.out.push(']');
-                }
-                if let Some(sp) = sort {
-                    if sp.key.is_none() {
-                        if let Some(a) = sp.aggregate {
-                            let _ = write!(self.out, " {}", stat_name(a));
-                        }
-                        self.out.push_str(mark(sp.descending));
-                    }
-                }
-                if let Some(l) = limit {
-                    self.out.push_str(" limit ");
-                    self.expr(l);
-                }
+                self.foreach_head(&s.kind, true);
                 self.out.push_str(") ");
                 self.stmt(body);
             }
@@ -369,21 +325,6 @@ impl StapPrinter<'_> {
         self.out.push('(');
         self.expr(e);
         self.out.push(')');
-    }
-
-    fn steps(&mut self, path: &[TargetStep]) {
-        for s in path {
-            match s {
-                TargetStep::Member(m, _) => {
-                    let _ = write!(self.out, "->{m}");
-                }
-                TargetStep::Index(e) => {
-                    self.out.push('[');
-                    self.expr(e);
-                    self.out.push(']');
-                }
-            }
-        }
     }
 
     fn expr(&mut self, e: &Expr) {
@@ -588,18 +529,5 @@ impl StapPrinter<'_> {
             self.expr(a);
         }
         self.out.push(')');
-    }
-}
-
-fn stat_name(op: StatOp) -> &'static str {
-    match op {
-        StatOp::Count => "@count",
-        StatOp::Sum => "@sum",
-        StatOp::Min => "@min",
-        StatOp::Max => "@max",
-        StatOp::Avg => "@avg",
-        StatOp::Variance => "@variance",
-        StatOp::HistLog => "@hist_log",
-        StatOp::HistLinear => "@hist_linear",
     }
 }

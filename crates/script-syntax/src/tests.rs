@@ -1386,7 +1386,7 @@ fn expand_script_replaces_probes_in_place_with_unique_ids() {
     );
     let mut seen = std::collections::HashSet::new();
     let mut n = 0;
-    alias::visit_script_mut(&mut x, &mut |e| {
+    visit::walk_script_mut(&mut x, &mut |e| {
         n += 1;
         assert!(seen.insert(e.id), "duplicate {:?}", e.id);
     });
@@ -1455,7 +1455,7 @@ fn conditional_points_get_handlers_of_their_own() {
          probe timer.s(1) if (h > 1) {\n    x = 1;\n}\n"
     );
     let mut seen = std::collections::HashSet::new();
-    alias::visit_script_mut(&mut x, &mut |e| {
+    visit::walk_script_mut(&mut x, &mut |e| {
         assert!(seen.insert(e.id), "duplicate {:?}", e.id);
     });
     // An alias's condition and the user's both apply.
@@ -1535,7 +1535,7 @@ fn probe_point_brace_expansion() {
     assert!(p.points[4].condition.is_some() && p.points[5].condition.is_some());
     let mut x = s.clone();
     let mut seen = std::collections::HashSet::new();
-    alias::visit_script_mut(&mut x, &mut |e| {
+    visit::walk_script_mut(&mut x, &mut |e| {
         assert!(seen.insert(e.id), "duplicate {:?}", e.id);
     });
     // Nested groups with dotted alternatives.
