@@ -291,3 +291,47 @@ fn json_output_one_object_per_line_with_context() {
     assert_eq!(objs[4]["line"], "done");
     assert_eq!(objs[4]["probe"], "end");
 }
+
+/// Target values inside a `foreach` slice and a histogram bucket index are captured
+/// at the probe too (they once reached the handler uncaptured: an internal error).
+#[test]
+fn target_values_in_foreach_slices_and_bucket_indexes() {
+    let bin = fixture("recursion", "-O0", &[]);
+    let b = bin.display();
+    let script = format!(
+        r#"global a, h
+probe process("{b}").function("fact") {{
+  a[$n, 1] = $n * 10
+  foreach ([k, j] in a[$n, *]) printf("slice %d %d %d\n", $n, k, a[k, j])
+  h <<< $n
+  printf("bucket %d %d\n", $n, @hist_linear(h, 0, 10, 1)[$n + 1])
+}}"#
+    );
+    let (out, stdout, stderr, st) = trace(&script, &format!("{b} 5"));
+    assert!(st.success(), "snaptap failed: {stderr}");
+    let mut ns: Vec<i64> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("truth fact "))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    ns.sort();
+    assert_eq!(ns, vec![1, 2, 3, 4, 5], "{stdout}");
+    let mut slices: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("slice"))
+        .map(str::to_string)
+        .collect();
+    slices.sort();
+    let want: Vec<String> = ns
+        .iter()
+        .map(|n| format!("slice {n} {n} {}", n * 10))
+        .collect();
+    assert_eq!(slices, want, "{out}");
+    // Linear bucket i holds the value i - 1 (bucket 0 counts what is below 0): bucket
+    // $n + 1 holds the one fact($n) just added.
+    let buckets: Vec<&str> = out.lines().filter(|l| l.starts_with("bucket")).collect();
+    assert_eq!(buckets.len(), 5, "{out}");
+    for l in buckets {
+        assert!(l.ends_with(" 1"), "{l}\n{out}");
+    }
+}
