@@ -22,6 +22,7 @@ mod cfi;
 mod loc;
 mod names;
 mod sdt;
+mod symtab;
 mod types;
 
 #[cfg(test)]
@@ -269,6 +270,11 @@ pub struct DebugInfo {
     /// The ELF file's bytes as read (sections nobody reads are zeros): the symbol
     /// tables are read from it on first use.
     elf: Vec<u8>,
+    /// The separate debug file's bytes as read (empty without one): its `.symtab`
+    /// is the symbol table stap reads when the file itself has none.
+    dbg_elf: Vec<u8>,
+    /// The function symbols of the table stap reads ([`symtab`]), made on first use.
+    stap_syms: std::sync::OnceLock<Vec<symtab::SymEntry>>,
     functions: std::sync::OnceLock<Vec<Function>>,
     inlines: std::sync::OnceLock<Vec<Function>>,
     /// Variables with a location outside any function: (name, DIE).
@@ -891,6 +897,8 @@ impl DebugInfo {
             sym_by_addr: Default::default(),
             symbols: Default::default(),
             elf: Vec::new(),
+            dbg_elf: Vec::new(),
+            stap_syms: Default::default(),
             functions: Default::default(),
             inlines: Default::default(),
             globals: Default::default(),
@@ -929,6 +937,7 @@ impl DebugInfo {
             di.functions = std::sync::OnceLock::from(symbol_functions(&file));
             di.sym_by_addr = std::sync::OnceLock::from(HashMap::new());
             di.elf = bytes.bytes;
+            di.dbg_elf = separate.map(|(_, b)| b.bytes).unwrap_or_default();
             di.inlines = std::sync::OnceLock::from(Vec::new());
             di.globals = std::sync::OnceLock::from(Vec::new());
             return Ok(di);
@@ -941,6 +950,7 @@ impl DebugInfo {
         ));
         di.unit_scans = (0..di.units.len()).map(|_| Default::default()).collect();
         di.elf = bytes.bytes;
+        di.dbg_elf = separate.map(|(_, b)| b.bytes).unwrap_or_default();
         Ok(di)
     }
 
@@ -1017,12 +1027,34 @@ impl DebugInfo {
         object::File::parse(&*self.elf).ok()
     }
 
-    /// Defined text symbols by address (both symbol tables), made on first use.
+    /// The separate debug file, parsed again from its bytes, if there is one.
+    fn dbg_file(&self) -> Option<object::File<'_>> {
+        if self.dbg_elf.is_empty() {
+            return None;
+        }
+        object::File::parse(&*self.dbg_elf).ok()
+    }
+
+    /// Defined text symbols by address (both symbol tables, and the separate debug
+    /// file's `.symtab`, where stap finds local aliases such as `__GI_...`), made on
+    /// first use.
     fn sym_by_addr(&self) -> &HashMap<u64, Vec<String>> {
         self.sym_by_addr.get_or_init(|| {
-            self.elf_file()
+            let mut m = self
+                .elf_file()
                 .map(|f| text_symbols(&f))
-                .unwrap_or_default()
+                .unwrap_or_default();
+            if let Some(d) = self.dbg_file() {
+                for (a, names) in text_symbols(&d) {
+                    let e = m.entry(a).or_default();
+                    for n in names {
+                        if !e.contains(&n) {
+                            e.push(n);
+                        }
+                    }
+                }
+            }
+            m
         })
     }
 
@@ -1041,9 +1073,11 @@ impl DebugInfo {
         let Some(file) = self.elf_file() else {
             return Vec::new();
         };
+        let dbg = self.dbg_file();
         let mut v: Vec<u64> = file
             .symbols()
             .chain(file.dynamic_symbols())
+            .chain(dbg.iter().flat_map(|d| d.symbols()))
             .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined())
             .filter(|s| s.name_bytes().is_ok_and(|n| n == name.as_bytes()))
             .map(|s| s.address())
@@ -1090,8 +1124,10 @@ impl DebugInfo {
                     Some(m) => m.get(&f.entry_pc).cloned().unwrap_or_default(),
                     None => self
                         .elf_file()
-                        .map(|file| text_symbols_at(&file, f.entry_pc))
-                        .unwrap_or_default(),
+                        .into_iter()
+                        .chain(self.dbg_file())
+                        .flat_map(|file| text_symbols_at(&file, f.entry_pc))
+                        .collect(),
                 };
                 let mut a: Vec<String> = names.into_iter().filter(|n| *n != f.name).collect();
                 a.sort();
@@ -1718,7 +1754,15 @@ impl DebugInfo {
             .clone()
             .and_then(|v| self.resolve_ref(ui, v))
             .unwrap_or(d);
-        let (decl_file, decl_line) = self.decl(d);
+        let (mut decl_file, mut decl_line) = self.decl(d);
+        if decl_file.is_none() && !inlined {
+            // Assembly functions (gas's DIEs) have no declaration: stap names them by
+            // their unit and the line of their entry.
+            if let Some((_, line)) = self.line_in_unit(ui, entry_pc) {
+                decl_file = Some(self.unit_name(ui).to_string());
+                decl_line = line;
+            }
+        }
         let return_type = if inlined {
             self.attr_follow(origin_ref, gimli::DW_AT_type)
         } else {

@@ -1753,11 +1753,18 @@ impl<'a> Builder<'a> {
             };
             let (reg, size) = register_number(r).ok_or_else(|| {
                 sem(
-                    format!("{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"),
+                    format!(
+                        "{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"
+                    ),
                     e,
                 )
             })?;
-            return Ok((vec![Op::Reg(DwarfReg(reg))], size, name == "register", which));
+            return Ok((
+                vec![Op::Reg(DwarfReg(reg))],
+                size,
+                name == "register",
+                which,
+            ));
         }
         let Some((width, signed)) = arg_fn(name) else {
             return Err(sem(format!("{name}: not an argument function"), e));

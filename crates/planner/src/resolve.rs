@@ -512,11 +512,15 @@ fn resolve_in_module(
             };
             let exp_sfx = if exported { ".exported" } else { "" };
             if suffix != "inline" {
-                for f in di
-                    .match_functions(pat)
-                    .into_iter()
-                    .filter(|f| is_exported(f))
-                {
+                // The DWARF functions, then those known only from the symbol table
+                // (`_start`, `frame_dummy`, assembly), as stap adds them.
+                let mut funcs: Vec<Function> = if di.has_debug_info() {
+                    di.match_functions(pat).into_iter().cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                funcs.extend(di.match_symbol_functions(pat));
+                for f in funcs.iter().filter(|f| is_exported(f)) {
                     let (kind, addr, sfx) = if suffix == "return" {
                         (SpecKind::Return, f.entry_pc, ".return")
                     } else {

@@ -1,0 +1,157 @@
+//! The symbol table as SystemTap reads it, for functions known only from it.
+//!
+//! stap (through elfutils' `dwfl_module_getsymtab`) reads one table: the file's
+//! `.symtab`, else the separate debug file's `.symtab`, else `.dynsym`. Of it, it keeps
+//! the defined `STT_FUNC` symbols, local and weak ones included, with or without a size
+//! (`_init`, `frame_dummy`); `STT_GNU_IFUNC` resolvers are not functions to it. A
+//! wildcard `.function("PAT")` then adds, after the DWARF functions, every matching
+//! symbol that no DWARF function is named after, one per address (the first in table
+//! order: locals come first), skipping addresses a DWARF function already starts at
+//! (a symbol there is an alias of it). An exact name is looked up by name.
+
+use std::collections::HashSet;
+
+use object::{Object, ObjectSymbol, ObjectSymbolTable};
+
+use crate::{wildcard_match, DebugInfo, DieRef, Function};
+
+/// One defined function symbol: (address, size, name), in table order.
+pub(crate) type SymEntry = (u64, u64, String);
+
+/// The defined `STT_FUNC` symbols of one table of `file`, in table order.
+fn func_symbols<'d: 'f, 'f>(
+    syms: impl Iterator<Item = object::Symbol<'d, 'f>>,
+    out: &mut Vec<SymEntry>,
+) {
+    for s in syms {
+        let object::SymbolFlags::Elf { st_info, .. } = s.flags() else {
+            continue;
+        };
+        if st_info.st_type() != object::elf::STT_FUNC || s.is_undefined() {
+            continue;
+        }
+        let Ok(name) = s.name() else {
+            continue;
+        };
+        if !name.is_empty() {
+            out.push((s.address(), s.size(), name.to_string()));
+        }
+    }
+}
+
+/// The table stap reads (see the module documentation): `main`'s `.symtab`, else
+/// `debug`'s, else `main`'s `.dynsym`.
+pub(crate) fn stap_table(
+    main: &object::File<'_>,
+    debug: Option<&object::File<'_>>,
+) -> Vec<SymEntry> {
+    let mut out = Vec::new();
+    if let Some(t) = main.symbol_table() {
+        func_symbols(t.symbols(), &mut out);
+    } else if let Some(t) = debug.and_then(|d| d.symbol_table()) {
+        func_symbols(t.symbols(), &mut out);
+    } else if let Some(t) = main.dynamic_symbol_table() {
+        func_symbols(t.symbols(), &mut out);
+    }
+    out
+}
+
+/// A [`Function`] made from a symbol: no DWARF scope, probed at its entry.
+fn symbol_function(index: usize, addr: u64, size: u64, name: &str) -> Function {
+    let die = DieRef {
+        unit: usize::MAX,
+        offset: index,
+    };
+    Function {
+        name: name.to_string(),
+        low_pc: addr,
+        entry_pc: addr,
+        ranges: vec![(addr, addr.saturating_add(size.max(1)))],
+        decl_file: None,
+        decl_line: 0,
+        cu_name: String::new(),
+        // No line table to skip a prologue with: probe the entry.
+        optimized: true,
+        inlined: false,
+        call_site: None,
+        die,
+        origin: die,
+        frame_die: die,
+        return_type: None,
+        aliases: Vec::new(),
+    }
+}
+
+impl DebugInfo {
+    /// The symbol table stap reads, made on first use.
+    pub(crate) fn stap_symbols(&self) -> &[SymEntry] {
+        self.stap_syms.get_or_init(|| {
+            let Some(main) = self.elf_file() else {
+                return Vec::new();
+            };
+            let debug = object::File::parse(&*self.dbg_elf).ok();
+            stap_table(&main, debug.as_ref())
+        })
+    }
+
+    /// Functions that `.function(PATTERN)` reaches through the symbol table only, as
+    /// stap resolves them (see the module documentation): symbols no DWARF function
+    /// is named after nor starts at. A pattern with `@FILE` matches none (symbols have
+    /// no source file). Sorted by address.
+    pub fn match_symbol_functions(&self, pattern: &str) -> Vec<Function> {
+        if pattern.contains('@') {
+            return Vec::new();
+        }
+        let table = self.stap_symbols();
+        let wild = pattern.contains(['*', '?']);
+        let dwarf = self.has_debug_info();
+        if !wild && dwarf && !self.match_functions(pattern).is_empty() {
+            // The symbol of that name is the DWARF function's (or an alias of it).
+            return Vec::new();
+        }
+        let (names, starts): (HashSet<&str>, HashSet<u64>) = if wild && dwarf {
+            let fs = self.functions();
+            (
+                fs.iter()
+                    .chain(self.inline_instances_all())
+                    .map(|f| f.name.as_str())
+                    .collect(),
+                fs.iter()
+                    .chain(self.inline_instances_all())
+                    .map(|f| f.entry_pc)
+                    .collect(),
+            )
+        } else {
+            Default::default()
+        };
+        if !wild {
+            // stap keeps one symbol per name: the last of the table.
+            return table
+                .iter()
+                .enumerate()
+                .rev()
+                .find(|(_, (_, _, n))| n == pattern)
+                .map(|(i, (a, s, n))| symbol_function(i, *a, *s, n))
+                .into_iter()
+                .collect();
+        }
+        let mut order: Vec<usize> = (0..table.len()).collect();
+        // By address, table order kept among the symbols of one address.
+        order.sort_by_key(|&i| table[i].0);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for i in order {
+            let (addr, size, name) = &table[i];
+            if !wildcard_match(pattern, name)
+                || names.contains(name.as_str())
+                || starts.contains(addr)
+            {
+                continue;
+            }
+            if seen.insert(*addr) {
+                out.push(symbol_function(i, *addr, *size, name));
+            }
+        }
+        out
+    }
+}
