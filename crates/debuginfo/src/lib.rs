@@ -1191,7 +1191,15 @@ impl DebugInfo {
             };
             let hit = match own {
                 Some(n) => {
-                    n == name.as_bytes() || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
+                    n == name.as_bytes()
+                        || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
+                        // A function in ranges (hot and cold parts) has its symbol at
+                        // its entry, which only the made function knows.
+                        || (fd.low_addr.is_none()
+                            && !sym_addrs.is_empty()
+                            && self
+                                .slot(scan, fd, cell)
+                                .is_some_and(|f| sym_addrs.contains(&f.entry_pc)))
                 }
                 // Origins in forms not followed here, or unreadable names: no shortcut.
                 None if !matches!(
@@ -1915,6 +1923,28 @@ impl DebugInfo {
         let mut out: Vec<u64> = best.into_values().collect();
         out.sort();
         out
+    }
+
+    /// The lines of `file` (a stap FILE pattern, as for [`Self::line_addrs`]) that
+    /// have statement rows, sorted: what `statement("FUNC@FILE:*")` expands to.
+    pub fn file_lines(&self, file: &str) -> Vec<u32> {
+        let mut out = std::collections::BTreeSet::new();
+        for ui in 0..self.units.len() {
+            let files = self.files(ui);
+            let mut matching: HashMap<usize, bool> = HashMap::new();
+            for r in self.lines(ui) {
+                if r.end_seq || !r.is_stmt || r.line == 0 {
+                    continue;
+                }
+                let m = *matching.entry(r.file).or_insert_with(
+                    || matches!(files.get(r.file), Some(Some(p)) if file_matches(file, p)),
+                );
+                if m {
+                    out.insert(r.line);
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// The source line (file, line) of an address, if the line table has it.

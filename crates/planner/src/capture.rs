@@ -2407,7 +2407,7 @@ pub(crate) fn var_listing(site: &SiteSpec) -> String {
     };
     let vars = match site.kind {
         SpecKind::Return => di.variables_at_entry(f),
-        _ => di.variables_at(f, site.addr),
+        _ => di.variables_listed_at(f, site.addr),
     };
     let mut s = String::new();
     for v in &vars {

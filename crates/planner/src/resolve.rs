@@ -681,7 +681,10 @@ fn resolve_statement(
         )
     };
     let (file, lines) = rest.rsplit_once(':').ok_or_else(bad)?;
+    // `FILE:*`: every line of the file that has code, as stap expands it.
+    let every: Option<Vec<u32>> = (lines == "*").then(|| di.file_lines(file));
     let (lo, hi) = match lines.split_once('-') {
+        _ if every.is_some() => (1, 1),
         Some((a, b)) => (
             a.parse::<u32>().map_err(|_| bad())?,
             b.parse::<u32>().map_err(|_| bad())?,
@@ -696,7 +699,7 @@ fn resolve_statement(
     }
     let line = lines;
     let mut out = Vec::new();
-    for l in lo..=hi {
+    for l in every.unwrap_or_else(|| (lo..=hi).collect()) {
         for addr in di.line_addrs(file, l) {
             let Some(outer) = di.function_at(addr) else {
                 continue;

@@ -749,7 +749,7 @@ fn list_with_vars() {
     let l = list_probes(&ast, &sources, &opts, true).unwrap();
     assert_eq!(l.len(), 1);
     assert!(
-        l[0].ends_with(":10\") $who:const char* $u:unsigned char $s:short int"),
+        l[0].ends_with(":10\") $who:char const* $u:unsigned char $s:short int"),
         "{l:?}"
     );
 }

@@ -126,19 +126,6 @@ const PENDING: &[(&str, &str)] = &[
          adds `unresolved type` for the same token",
     ),
     (
-        "list_functions",
-        "planner: stap lists every function of the symbol table too (_start, _init...), \
-         sorted by name",
-    ),
-    (
-        "list_functions_vars",
-        "planner/debuginfo: as list_functions, and stap spells `char const*`",
-    ),
-    (
-        "list_statements_vars",
-        "planner: `statement(\"*@golden.c:*\")` (every line) is not accepted",
-    ),
-    (
         "err_unknown_function",
         "stap offers similar names from its whole tapset library (HZ, cpu: kernel \
          tapsets); snaptap from the functions it has",
