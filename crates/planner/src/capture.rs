@@ -2410,7 +2410,11 @@ pub(crate) fn var_listing(site: &SiteSpec) -> String {
         _ => di.variables_listed_at(f, site.addr),
     };
     let mut s = String::new();
-    for v in &vars {
+    // stap lists only what has a location at the probe address.
+    let located = vars
+        .iter()
+        .filter(|v| !matches!(v.location, debuginfo::Location::Unavailable(_)));
+    for v in located {
         s.push_str(&format!(" ${}:{}", v.name, di.type_of(v.ty).name));
     }
     if site.kind == SpecKind::Return && has_return_type(di, f.return_type) {
