@@ -38,6 +38,7 @@ use object::{Object, ObjectSection};
 pub use cfi::{CfaRule, RegRule, UnwindRow};
 pub use loc::Location;
 pub use sdt::{SdtArg, SdtProbe};
+pub use symtab::{stap_levenshtein, stap_suggest};
 pub use types::{Enumerator, Member, Type, TypeKind};
 
 pub(crate) type R = EndianArcSlice<RunTimeEndian>;

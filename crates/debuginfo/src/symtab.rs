@@ -155,3 +155,75 @@ impl DebugInfo {
         out
     }
 }
+
+/// stap's edit distance (util.cxx `levenshtein`): substituting, inserting or deleting
+/// a character costs 2 (a substitution by the same letter in the other case 1), while
+/// the borders of the table count 1 per character, as stap's do.
+pub fn stap_levenshtein(a: &str, b: &str) -> usize {
+    let a = a.as_bytes();
+    let b = b.as_bytes();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = if ca == cb {
+                prev[j]
+            } else {
+                let sub = if ca.eq_ignore_ascii_case(cb) { 1 } else { 2 };
+                (prev[j] + sub).min(prev[j + 1] + 2).min(cur[j] + 2)
+            };
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The `max` names closest to `target` as stap's `levenshtein_suggest` picks them:
+/// by [`stap_levenshtein`], ties in name order (stap walks a sorted set).
+pub fn stap_suggest<'a>(
+    target: &str,
+    names: impl IntoIterator<Item = &'a str>,
+    max: usize,
+) -> Vec<String> {
+    let mut set: Vec<&str> = names.into_iter().filter(|n| !n.is_empty()).collect();
+    set.sort_unstable();
+    set.dedup();
+    let mut scored: Vec<(usize, &str)> = set
+        .into_iter()
+        .map(|n| (stap_levenshtein(target, n), n))
+        .collect();
+    // Stable: equal scores keep name order.
+    scored.sort_by_key(|(s, _)| *s);
+    scored
+        .into_iter()
+        .take(max)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
+impl DebugInfo {
+    /// The functions stap offers when `.function(NAME)` matches nothing ("no match
+    /// (similar functions: ...)"): at most five names of DWARF functions (out of line
+    /// or inlined) and function symbols, ranked by [`stap_suggest`].
+    pub fn similar_functions(&self, name: &str) -> Vec<String> {
+        let base = name.split('@').next().unwrap_or(name);
+        let dwarf = self
+            .has_debug_info()
+            .then(|| self.functions().iter().chain(self.inline_instances_all()))
+            .into_iter()
+            .flatten()
+            .map(|f| f.name.as_str());
+        let syms = self.stap_symbols().iter().map(|(_, _, n)| n.as_str());
+        stap_suggest(base, dwarf.chain(syms), 5)
+    }
+}
+
+impl DebugInfo {
+    /// The offset of a DIE in `.debug_info`, as stap's messages name it (`dieoffset
+    /// 0x186`); `None` for functions made from symbols.
+    pub fn die_offset(&self, d: DieRef) -> Option<u64> {
+        let u = self.units.get(d.unit)?;
+        let base = u.header.offset().0;
+        Some((base + d.offset) as u64)
+    }
+}

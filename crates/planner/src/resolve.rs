@@ -560,16 +560,7 @@ fn resolve_in_module(
                 }
             }
             if out.is_empty() && !point.optional {
-                let mut d = Diagnostic::error(
-                    "semantic error",
-                    format!("no match for probe point {}", point_text(point)),
-                    point.span,
-                );
-                let close = di.close_matches(pat);
-                if !close.is_empty() {
-                    d = d.with_note(format!("did you mean: {}?", close.join(", ")));
-                }
-                return Err(vec![d]);
+                return Err(no_match(point, &di.similar_functions(pat)));
             }
             Ok(out)
         }
@@ -628,6 +619,26 @@ fn resolve_in_module(
             ),
         )),
     }
+}
+
+/// stap's two errors for a function probe point that matches nothing: `while
+/// resolving probe point` at the point, then `no match` without a location, with the
+/// similar functions it found.
+pub(crate) fn no_match(point: &ProbePoint, similar: &[String]) -> Vec<Diagnostic> {
+    let mut second = Diagnostic::error(
+        "semantic error",
+        if similar.is_empty() {
+            "no match".to_string()
+        } else {
+            format!("no match (similar functions: {})", similar.join(", "))
+        },
+        point.span,
+    );
+    second.labels.clear();
+    vec![
+        Diagnostic::error("semantic error", "while resolving probe point", point.span),
+        second,
+    ]
 }
 
 /// `name@file:line` for a function, as stap prints resolved function probe points.

@@ -630,7 +630,11 @@ fn inlined_instances_are_sites() {
     }
     // `.call` excludes inlined instances; sq has no out-of-line copy at -O2.
     let e = err_text(r#"probe process.function("sq").call { }"#, &bin);
-    assert!(e.contains("no match for probe point"), "{e}");
+    assert!(e.contains("while resolving probe point"), "{e}");
+    assert!(
+        e.contains("semantic error: no match (similar functions: "),
+        "{e}"
+    );
 }
 
 #[test]
@@ -653,11 +657,15 @@ fn statement_probe() {
 fn errors() {
     let bin = compile("-O0");
     let e = err_text(r#"probe process.function("handel") { }"#, &bin);
+    // stap's two errors: where, then what (its closest names first).
     assert!(
-        e.contains("no match for probe point process.function(\"handel\")"),
+        e.contains("semantic error: while resolving probe point"),
         "{e}"
     );
-    assert!(e.contains("did you mean: handle?"), "{e}");
+    assert!(
+        e.contains("semantic error: no match (similar functions: handle, "),
+        "{e}"
+    );
     let e = err_text(r#"probe process.function("handle") { println($nn) }"#, &bin);
     assert!(e.contains("unable to find local 'nn'"), "{e}");
     assert!(e.contains("(alternatives: $r $n $local)"), "{e}");
