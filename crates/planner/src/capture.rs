@@ -532,6 +532,8 @@ pub(crate) fn plan_site(
             .map(|f| f.name.clone())
             .unwrap_or_default(),
         captures,
+        // The resolved point; `plan` names an alias instead.
+        pn: String::new(),
     });
     if !out.listing.contains(&site.pp) {
         out.listing.push(site.pp.clone());
@@ -559,6 +561,7 @@ pub(crate) fn plan_site(
                 pp: format!("{} semaphore", site.pp),
                 function: String::new(),
                 captures: Default::default(),
+                pn: String::new(),
             });
         }
     }

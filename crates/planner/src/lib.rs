@@ -223,8 +223,6 @@ pub fn plan_with_kernel(
     opts: &PlanOptions,
     kernel: Option<&Path>,
 ) -> Result<Planned, Vec<Diagnostic>> {
-    // Spans are enough for diagnostics; the sources are not needed to plan.
-    let _ = sources;
     let mut session = Session::new(opts);
     session.kernel = kernel.map(canonical);
     for item in &script.items {
@@ -286,9 +284,17 @@ pub fn plan_with_kernel(
                     resolve::Resolved::Error => out.error.push(idx),
                     resolve::Resolved::Timer(d) => out.timers.push((idx, d)),
                     resolve::Resolved::Site(site) => {
+                        let first = out.bindings.len();
                         match capture::plan_site(&session, &site, point, &decl.body, idx, &mut out)
                         {
-                            Ok(()) => {}
+                            Ok(()) => {
+                                // stap's pn(): an alias as the script wrote it.
+                                if let Some(name) = resolve::alias_as_written(point, sources) {
+                                    for b in &mut out.bindings[first..] {
+                                        b.pn = name.clone();
+                                    }
+                                }
+                            }
                             Err(mut d) => errors.append(&mut d),
                         }
                     }

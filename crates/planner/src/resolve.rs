@@ -83,6 +83,29 @@ fn component_text(c: &Component) -> String {
     }
 }
 
+/// The alias a probe point was expanded from, as the script wrote it (stap's `pn()`
+/// for its sites), or `None` when the point is not an alias's: the expansion keeps
+/// the written point's span, whose text then names something else than the point's
+/// first component.
+pub(crate) fn alias_as_written(
+    point: &ProbePoint,
+    sources: &script_syntax::SourceMap,
+) -> Option<String> {
+    let text = sources.snippet(point.span);
+    // The point itself, without a trailing `?`/`!` or condition.
+    let written: String = text
+        .trim()
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, '?' | '!'))
+        .collect();
+    let first = point.components.first()?;
+    let head: String = written
+        .chars()
+        .take_while(|c| *c != '.' && *c != '(')
+        .collect();
+    (!written.is_empty() && head != first.name).then_some(written)
+}
+
 /// The listing line of a non-process probe point.
 pub(crate) fn simple_pp(point: &ProbePoint, _r: &Resolved) -> String {
     point_text(point)

@@ -2334,3 +2334,31 @@ fn thread_probes_are_refused_with_a_kernel_target() {
         e[0].message
     );
 }
+
+/// stap's pn() (`stap -p3` writes it as each probe's `.pn`): the resolved point, equal
+/// to pp(), except for a point reached through an alias, which is the alias as written.
+#[test]
+fn pn_names_the_alias_or_the_resolved_point() {
+    let bin = compile("-O0");
+    let (script, sources) = parse(
+        r#"probe myal = process.function("handle") {}
+probe myal, process.function("ha*") { println(pn()) }"#,
+    );
+    let (script, d) = script_syntax::expand_script(&script);
+    assert!(d.is_empty(), "{d:?}");
+    let opts = PlanOptions {
+        target_exe: Some(bin.clone()),
+        ..PlanOptions::default()
+    };
+    let p = plan(&script, &sources, &opts).unwrap_or_else(|d| panic!("{d:?}"));
+    let pns: Vec<(&str, &str)> = p
+        .bindings
+        .iter()
+        .map(|b| (b.pn.as_str(), b.pp.as_str()))
+        .collect();
+    assert_eq!(pns.len(), 2, "{pns:?}");
+    assert_eq!(pns[0].0, "myal", "{pns:?}");
+    // Empty: the runtime answers pp() for it.
+    assert_eq!(pns[1].0, "", "{pns:?}");
+    assert!(pns[1].1.contains(".function(\"handle@"), "{pns:?}");
+}
