@@ -1036,26 +1036,12 @@ impl DebugInfo {
         object::File::parse(&*self.dbg_elf).ok()
     }
 
-    /// Defined text symbols by address (both symbol tables, and the separate debug
-    /// file's `.symtab`, where stap finds local aliases such as `__GI_...`), made on
-    /// first use.
+    /// Defined text symbols by address (both symbol tables), made on first use.
     fn sym_by_addr(&self) -> &HashMap<u64, Vec<String>> {
         self.sym_by_addr.get_or_init(|| {
-            let mut m = self
-                .elf_file()
+            self.elf_file()
                 .map(|f| text_symbols(&f))
-                .unwrap_or_default();
-            if let Some(d) = self.dbg_file() {
-                for (a, names) in text_symbols(&d) {
-                    let e = m.entry(a).or_default();
-                    for n in names {
-                        if !e.contains(&n) {
-                            e.push(n);
-                        }
-                    }
-                }
-            }
-            m
+                .unwrap_or_default()
         })
     }
 
@@ -1074,11 +1060,9 @@ impl DebugInfo {
         let Some(file) = self.elf_file() else {
             return Vec::new();
         };
-        let dbg = self.dbg_file();
         let mut v: Vec<u64> = file
             .symbols()
             .chain(file.dynamic_symbols())
-            .chain(dbg.iter().flat_map(|d| d.symbols()))
             .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined())
             .filter(|s| s.name_bytes().is_ok_and(|n| n == name.as_bytes()))
             .map(|s| s.address())
@@ -1125,10 +1109,8 @@ impl DebugInfo {
                     Some(m) => m.get(&f.entry_pc).cloned().unwrap_or_default(),
                     None => self
                         .elf_file()
-                        .into_iter()
-                        .chain(self.dbg_file())
-                        .flat_map(|file| text_symbols_at(&file, f.entry_pc))
-                        .collect(),
+                        .map(|file| text_symbols_at(&file, f.entry_pc))
+                        .unwrap_or_default(),
                 };
                 let mut a: Vec<String> = names.into_iter().filter(|n| *n != f.name).collect();
                 a.sort();
@@ -1192,15 +1174,7 @@ impl DebugInfo {
             };
             let hit = match own {
                 Some(n) => {
-                    n == name.as_bytes()
-                        || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
-                        // A function in ranges (hot and cold parts) has its symbol at
-                        // its entry, which only the made function knows.
-                        || (fd.low_addr.is_none()
-                            && !sym_addrs.is_empty()
-                            && self
-                                .slot(scan, fd, cell)
-                                .is_some_and(|f| sym_addrs.contains(&f.entry_pc)))
+                    n == name.as_bytes() || fd.low_addr.is_some_and(|a| sym_addrs.contains(&a))
                 }
                 // Origins in forms not followed here, or unreadable names: no shortcut.
                 None if !matches!(

@@ -89,15 +89,18 @@ impl DebugInfo {
             let Some(main) = self.elf_file() else {
                 return Vec::new();
             };
-            let debug = object::File::parse(&*self.dbg_elf).ok();
-            stap_table(&main, debug.as_ref())
+            stap_table(&main, self.dbg_file().as_ref())
         })
     }
 
     /// Functions that `.function(PATTERN)` reaches through the symbol table only, as
     /// stap resolves them (see the module documentation): symbols no DWARF function
-    /// is named after nor starts at. A pattern with `@FILE` matches none (symbols have
-    /// no source file). Sorted by address.
+    /// is named after nor starts at (an exact name at a DWARF function's entry gives
+    /// that function). A pattern with `@FILE` matches none (symbols have no source
+    /// file). Sorted by address.
+    ///
+    /// For an exact name, ask only when [`Self::match_functions`] found nothing: a
+    /// symbol of that name is otherwise the DWARF function's own (or an alias of it).
     pub fn match_symbol_functions(&self, pattern: &str) -> Vec<Function> {
         if pattern.contains('@') {
             return Vec::new();
@@ -105,10 +108,6 @@ impl DebugInfo {
         let table = self.stap_symbols();
         let wild = pattern.contains(['*', '?']);
         let dwarf = self.has_debug_info();
-        if !wild && dwarf && !self.match_functions(pattern).is_empty() {
-            // The symbol of that name is the DWARF function's (or an alias of it).
-            return Vec::new();
-        }
         let (names, starts): (HashSet<&str>, HashSet<u64>) = if wild && dwarf {
             let fs = self.functions();
             (
@@ -125,15 +124,23 @@ impl DebugInfo {
             Default::default()
         };
         if !wild {
-            // stap keeps one symbol per name: the last of the table.
-            return table
+            // stap keeps one symbol per name: the last of the table. At the entry of a
+            // DWARF function (a local alias only the debug file's table has, such as
+            // libc's `__malloc`), it is that function.
+            let Some((i, (a, s, n))) = table
                 .iter()
                 .enumerate()
                 .rev()
                 .find(|(_, (_, _, n))| n == pattern)
-                .map(|(i, (a, s, n))| symbol_function(i, *a, *s, n))
-                .into_iter()
-                .collect();
+            else {
+                return Vec::new();
+            };
+            if dwarf {
+                if let Some(f) = self.function_at(*a).filter(|f| f.entry_pc == *a) {
+                    return vec![f.clone()];
+                }
+            }
+            return vec![symbol_function(i, *a, *s, n)];
         }
         let mut order: Vec<usize> = (0..table.len()).collect();
         // By address, table order kept among the symbols of one address.

@@ -542,7 +542,9 @@ fn resolve_in_module(
                 } else {
                     Vec::new()
                 };
-                funcs.extend(di.match_symbol_functions(pat));
+                if funcs.is_empty() || pat.contains(['*', '?']) {
+                    funcs.extend(di.match_symbol_functions(pat));
+                }
                 for f in funcs.iter().filter(|f| is_exported(f)) {
                     let (kind, addr, sfx) = if suffix == "return" {
                         (SpecKind::Return, f.entry_pc, ".return")

@@ -1346,10 +1346,9 @@ fn debian_python_debug_interpreter_struct_pointer_parameters() {
         &format!(r#"probe process("{py}").function("PyObject_GetAttr") {{}}"#),
         true,
     );
-    assert!(
-        l[0].ends_with("$v:PyObject* $name:PyObject* $tp:PyTypeObject* $result:PyObject*"),
-        "{l:?}"
-    );
+    // As `stap -L` lists it: the locals `tp` and `result` have no location at the
+    // probe address yet, so stap leaves them out.
+    assert!(l[0].ends_with(") $v:PyObject* $name:PyObject*"), "{l:?}");
 }
 
 #[test]
@@ -2357,8 +2356,11 @@ probe myal, process.function("ha*") { println(pn()) }"#,
         .map(|b| (b.pn.as_str(), b.pp.as_str()))
         .collect();
     assert_eq!(pns.len(), 2, "{pns:?}");
-    assert_eq!(pns[0].0, "myal", "{pns:?}");
+    assert!(pns.iter().any(|(pn, _)| *pn == "myal"), "{pns:?}");
     // Empty: the runtime answers pp() for it.
-    assert_eq!(pns[1].0, "", "{pns:?}");
-    assert!(pns[1].1.contains(".function(\"handle@"), "{pns:?}");
+    assert!(
+        pns.iter()
+            .any(|(pn, pp)| pn.is_empty() && pp.contains(".function(\"handle@")),
+        "{pns:?}"
+    );
 }
