@@ -1377,18 +1377,25 @@ impl DebugInfo {
                 files.push(None);
                 continue;
             };
-            let mut path = PathBuf::new();
-            // DWARF 5's directory 0 is the compilation directory itself (perhaps
-            // spelled relatively, as in Debian's `./malloc`): not joined twice.
-            let dir0 = header.version() >= 5 && entry.directory_index() == 0;
-            if let Some(c) = comp_dir.as_ref().filter(|_| !dir0) {
-                path.push(c);
+            // As libdw names files (and so stap prints them, `./libio/genops.c` and
+            // `../libio/libioP.h` apart): the entry's directory as written, then `/`
+            // and the name; DWARF 4's directory 0 is the compilation directory. A
+            // relative directory is not joined to the compilation directory, and
+            // nothing is normalised.
+            let name = self.attr_str(unit, entry.path_name());
+            if name.starts_with('/') {
+                files.push(Some(name));
+                continue;
             }
-            if let Some(dir) = entry.directory(header) {
-                path.push(self.attr_str(unit, dir));
-            }
-            path.push(self.attr_str(unit, entry.path_name()));
-            files.push(Some(normalize(&path)));
+            let dir = if header.version() < 5 && entry.directory_index() == 0 {
+                comp_dir.clone()
+            } else {
+                entry.directory(header).map(|d| self.attr_str(unit, d))
+            };
+            files.push(Some(match dir {
+                Some(d) if !d.is_empty() => format!("{}/{name}", d.trim_end_matches('/')),
+                _ => name,
+            }));
         }
         files
     }
@@ -2439,25 +2446,6 @@ pub fn producer_optimized(producer: &str) -> bool {
         }
     }
     opt
-}
-
-fn normalize(p: &Path) -> String {
-    let mut out: Vec<std::path::Component<'_>> = Vec::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir
-                if matches!(out.last(), Some(std::path::Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out.iter()
-        .collect::<PathBuf>()
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// A parsed `NAME[@FILE[:LINE]]` function pattern.
