@@ -1811,7 +1811,8 @@ impl DebugInfo {
                 .collect(),
         };
         out.sort_by_key(|f| (f.entry_pc, f.name.clone()));
-        out.dedup_by_key(|f| f.entry_pc);
+        // Nested inlined functions can start at one address: stap keeps each name.
+        out.dedup_by(|a, b| a.entry_pc == b.entry_pc && a.name == b.name);
         out
     }
 
