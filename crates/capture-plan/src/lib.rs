@@ -494,4 +494,8 @@ pub struct SiteBinding {
     /// Captured expressions: key is the compiler's expression id (`ExprId.0`), value how
     /// to decode it from the record.
     pub captures: BTreeMap<u32, Decode>,
+    /// `pn()`: the script-level probe point of this site, as stap names it (its
+    /// `derived_probe::script_location`): an alias as the script wrote it (`myal`),
+    /// otherwise the resolved point itself. Empty means the same as [`Self::pp`].
+    pub pn: String,
 }

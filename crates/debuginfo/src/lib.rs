@@ -22,6 +22,7 @@ mod cfi;
 mod loc;
 mod names;
 mod sdt;
+mod symtab;
 mod types;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ use object::{Object, ObjectSection};
 pub use cfi::{CfaRule, RegRule, UnwindRow};
 pub use loc::Location;
 pub use sdt::{SdtArg, SdtProbe};
+pub use symtab::{stap_levenshtein, stap_suggest};
 pub use types::{Enumerator, Member, Type, TypeKind};
 
 pub(crate) type R = EndianArcSlice<RunTimeEndian>;
@@ -269,6 +271,11 @@ pub struct DebugInfo {
     /// The ELF file's bytes as read (sections nobody reads are zeros): the symbol
     /// tables are read from it on first use.
     elf: Vec<u8>,
+    /// The separate debug file's bytes as read (empty without one): its `.symtab`
+    /// is the symbol table stap reads when the file itself has none.
+    dbg_elf: Vec<u8>,
+    /// The function symbols of the table stap reads ([`symtab`]), made on first use.
+    stap_syms: std::sync::OnceLock<Vec<symtab::SymEntry>>,
     functions: std::sync::OnceLock<Vec<Function>>,
     inlines: std::sync::OnceLock<Vec<Function>>,
     /// Variables with a location outside any function: (name, DIE).
@@ -891,6 +898,8 @@ impl DebugInfo {
             sym_by_addr: Default::default(),
             symbols: Default::default(),
             elf: Vec::new(),
+            dbg_elf: Vec::new(),
+            stap_syms: Default::default(),
             functions: Default::default(),
             inlines: Default::default(),
             globals: Default::default(),
@@ -929,6 +938,7 @@ impl DebugInfo {
             di.functions = std::sync::OnceLock::from(symbol_functions(&file));
             di.sym_by_addr = std::sync::OnceLock::from(HashMap::new());
             di.elf = bytes.bytes;
+            di.dbg_elf = separate.map(|(_, b)| b.bytes).unwrap_or_default();
             di.inlines = std::sync::OnceLock::from(Vec::new());
             di.globals = std::sync::OnceLock::from(Vec::new());
             return Ok(di);
@@ -941,6 +951,7 @@ impl DebugInfo {
         ));
         di.unit_scans = (0..di.units.len()).map(|_| Default::default()).collect();
         di.elf = bytes.bytes;
+        di.dbg_elf = separate.map(|(_, b)| b.bytes).unwrap_or_default();
         Ok(di)
     }
 
@@ -1015,6 +1026,14 @@ impl DebugInfo {
     /// The ELF file, parsed again from its bytes (cheap: headers only).
     fn elf_file(&self) -> Option<object::File<'_>> {
         object::File::parse(&*self.elf).ok()
+    }
+
+    /// The separate debug file, parsed again from its bytes, if there is one.
+    fn dbg_file(&self) -> Option<object::File<'_>> {
+        if self.dbg_elf.is_empty() {
+            return None;
+        }
+        object::File::parse(&*self.dbg_elf).ok()
     }
 
     /// Defined text symbols by address (both symbol tables), made on first use.
@@ -1358,18 +1377,25 @@ impl DebugInfo {
                 files.push(None);
                 continue;
             };
-            let mut path = PathBuf::new();
-            // DWARF 5's directory 0 is the compilation directory itself (perhaps
-            // spelled relatively, as in Debian's `./malloc`): not joined twice.
-            let dir0 = header.version() >= 5 && entry.directory_index() == 0;
-            if let Some(c) = comp_dir.as_ref().filter(|_| !dir0) {
-                path.push(c);
+            // As libdw names files (and so stap prints them, `./libio/genops.c` and
+            // `../libio/libioP.h` apart): the entry's directory as written, then `/`
+            // and the name; DWARF 4's directory 0 is the compilation directory. A
+            // relative directory is not joined to the compilation directory, and
+            // nothing is normalised.
+            let name = self.attr_str(unit, entry.path_name());
+            if name.starts_with('/') {
+                files.push(Some(name));
+                continue;
             }
-            if let Some(dir) = entry.directory(header) {
-                path.push(self.attr_str(unit, dir));
-            }
-            path.push(self.attr_str(unit, entry.path_name()));
-            files.push(Some(normalize(&path)));
+            let dir = if header.version() < 5 && entry.directory_index() == 0 {
+                comp_dir.clone()
+            } else {
+                entry.directory(header).map(|d| self.attr_str(unit, d))
+            };
+            files.push(Some(match dir {
+                Some(d) if !d.is_empty() => format!("{}/{name}", d.trim_end_matches('/')),
+                _ => name,
+            }));
         }
         files
     }
@@ -1718,7 +1744,15 @@ impl DebugInfo {
             .clone()
             .and_then(|v| self.resolve_ref(ui, v))
             .unwrap_or(d);
-        let (decl_file, decl_line) = self.decl(d);
+        let (mut decl_file, mut decl_line) = self.decl(d);
+        if decl_file.is_none() && !inlined {
+            // Assembly functions (gas's DIEs) have no declaration: stap names them by
+            // their unit and the line of their entry.
+            if let Some((_, line)) = self.line_in_unit(ui, entry_pc) {
+                decl_file = Some(self.unit_name(ui).to_string());
+                decl_line = line;
+            }
+        }
         let return_type = if inlined {
             self.attr_follow(origin_ref, gimli::DW_AT_type)
         } else {
@@ -1777,7 +1811,8 @@ impl DebugInfo {
                 .collect(),
         };
         out.sort_by_key(|f| (f.entry_pc, f.name.clone()));
-        out.dedup_by_key(|f| f.entry_pc);
+        // Nested inlined functions can start at one address: stap keeps each name.
+        out.dedup_by(|a, b| a.entry_pc == b.entry_pc && a.name == b.name);
         out
     }
 
@@ -1871,6 +1906,28 @@ impl DebugInfo {
         let mut out: Vec<u64> = best.into_values().collect();
         out.sort();
         out
+    }
+
+    /// The lines of `file` (a stap FILE pattern, as for [`Self::line_addrs`]) that
+    /// have statement rows, sorted: what `statement("FUNC@FILE:*")` expands to.
+    pub fn file_lines(&self, file: &str) -> Vec<u32> {
+        let mut out = std::collections::BTreeSet::new();
+        for ui in 0..self.units.len() {
+            let files = self.files(ui);
+            let mut matching: HashMap<usize, bool> = HashMap::new();
+            for r in self.lines(ui) {
+                if r.end_seq || !r.is_stmt || r.line == 0 {
+                    continue;
+                }
+                let m = *matching.entry(r.file).or_insert_with(
+                    || matches!(files.get(r.file), Some(Some(p)) if file_matches(file, p)),
+                );
+                if m {
+                    out.insert(r.line);
+                }
+            }
+        }
+        out.into_iter().collect()
     }
 
     /// The source line (file, line) of an address, if the line table has it.
@@ -2390,25 +2447,6 @@ pub fn producer_optimized(producer: &str) -> bool {
         }
     }
     opt
-}
-
-fn normalize(p: &Path) -> String {
-    let mut out: Vec<std::path::Component<'_>> = Vec::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir
-                if matches!(out.last(), Some(std::path::Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out.iter()
-        .collect::<PathBuf>()
-        .to_string_lossy()
-        .into_owned()
 }
 
 /// A parsed `NAME[@FILE[:LINE]]` function pattern.

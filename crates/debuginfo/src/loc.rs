@@ -40,11 +40,52 @@ impl DebugInfo {
     pub fn variables_at(&self, scope: &Function, pc: u64) -> Vec<Variable> {
         let mut params = Vec::new();
         let mut locals = Vec::new();
+        for (_, v) in self.scoped_variables(scope, pc) {
+            if v.is_param {
+                params.push(v);
+            } else {
+                locals.push(v);
+            }
+        }
+        params.extend(locals);
+        // A declaration in an inner block shadows outer ones of the same name; the DFS
+        // walk meets the innermost last, so keep the last of each name, in place of
+        // the first.
+        let mut out: Vec<Variable> = Vec::with_capacity(params.len());
+        for v in params {
+            match out.iter_mut().find(|o| o.name == v.name) {
+                Some(slot) => *slot = v,
+                None => out.push(v),
+            }
+        }
+        out
+    }
+
+    /// The variables of [`Self::variables_at`] in the order stap's `-L` lists them:
+    /// the innermost scope's first (libdw's `dwarf_getscopes` order), each scope's
+    /// in declaration order, an inner declaration hiding outer ones of its name.
+    pub fn variables_listed_at(&self, scope: &Function, pc: u64) -> Vec<Variable> {
+        let mut vars = self.scoped_variables(scope, pc);
+        // Stable: declaration order stays within a scope.
+        vars.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+        let mut out: Vec<Variable> = Vec::with_capacity(vars.len());
+        for (_, v) in vars {
+            if !out.iter().any(|o| o.name == v.name) {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Every parameter and local of `scope` visible at `pc`, in DWARF order, with the
+    /// depth of its DIE below `scope`.
+    fn scoped_variables(&self, scope: &Function, pc: u64) -> Vec<(isize, Variable)> {
+        let mut vars = Vec::new();
         let Some(u) = self.unit(scope.die.unit) else {
-            return params;
+            return vars;
         };
         let Ok(mut cursor) = u.entries_at_offset(UnitOffset(scope.die.offset)) else {
-            return params;
+            return vars;
         };
         let mut skip_below: Option<isize> = None;
         let mut first = true;
@@ -96,24 +137,9 @@ impl DebugInfo {
                 ty,
                 location,
             };
-            if is_param {
-                params.push(v);
-            } else {
-                locals.push(v);
-            }
+            vars.push((depth, v));
         }
-        params.extend(locals);
-        // A declaration in an inner block shadows outer ones of the same name; the DFS
-        // walk meets the innermost last, so keep the last of each name, in place of
-        // the first.
-        let mut out: Vec<Variable> = Vec::with_capacity(params.len());
-        for v in params {
-            match out.iter_mut().find(|o| o.name == v.name) {
-                Some(slot) => *slot = v,
-                None => out.push(v),
-            }
-        }
-        out
+        vars
     }
 
     /// The parameters at a function's real entry pc (where `.return` probes stop).

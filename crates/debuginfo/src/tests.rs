@@ -143,7 +143,8 @@ fn o0_variables_and_frame_base() {
     let sflag = members.iter().find(|m| m.name == "sflag").unwrap();
     assert_eq!((sflag.offset, sflag.bits), (32, Some((3, 5, 1))));
     let name_t = di.type_of(members.iter().find(|m| m.name == "name").unwrap().ty);
-    assert_eq!(name_t.name, "char[16]");
+    // stap spells every array `ELEM[]`, whatever its dimensions.
+    assert_eq!(name_t.name, "char[]");
     assert_eq!(name_t.size, Some(16));
     let c_t = di.type_of(members.iter().find(|m| m.name == "c").unwrap().ty);
     let TypeKind::Enum { enumerators, .. } = c_t.kind else {
@@ -1184,4 +1185,181 @@ fn raw_abbreviation_reading() {
         names::codes_ending_at(&b, 2, 3).collect::<Vec<u64>>(),
         vec![1]
     );
+}
+
+/// Functions known only from symbols, with aliases, locals, weak and `IFUNC` symbols.
+const SYMBOLS_FIXTURE: &str = r#"
+#include <stdio.h>
+int foo(int x) { return x + 1; }
+int bar(int x) __attribute__((alias("foo")));
+static int sfoo(int x) { return x * 3; }
+int sbar(int) __attribute__((alias("sfoo")));
+__asm__(".text\n"
+        ".type asm_loc1,@function\nasm_loc1:\n"
+        ".globl asm_glob1\n.type asm_glob1,@function\nasm_glob1:\n ret\n.size asm_glob1,1\n.size asm_loc1,1\n"
+        ".globl asm_glob2\n.type asm_glob2,@function\nasm_glob2:\n"
+        ".type asm_loc2,@function\nasm_loc2:\n ret\n"
+        ".weak asm_weak\n.type asm_weak,@function\nasm_weak:\n ret\n"
+        ".type asm_obj,@object\nasm_obj:\n ret\n"
+        ".type foo_ifunc_impl,@function\nfoo_ifunc_impl: ret\n"
+        ".globl my_ifunc\n.type my_ifunc,@gnu_indirect_function\nmy_ifunc:\n lea foo_ifunc_impl(%rip),%rax\n ret\n"
+        ".type main_dup,@function\nmain_dup: ret\n");
+int main(void) { printf("%d\n", foo(1) + sfoo(2)); return 0; }
+"#;
+
+fn symbol_names(v: &[Function]) -> Vec<String> {
+    let mut n: Vec<String> = v.iter().map(|f| f.name.clone()).collect();
+    n.sort();
+    n
+}
+
+/// What `stap -l 'process("al").function("*")'` listed without a source file for this
+/// fixture (stap 4.8): every STT_FUNC symbol, local, weak or without a size, the first
+/// of each address, not where a DWARF function starts (`bar`, `sbar`), no IFUNC.
+const STAP_SYMBOL_ONLY: &[&str] = &[
+    "__do_global_dtors_aux",
+    "_fini",
+    "_init",
+    "_start",
+    "asm_loc1",
+    "asm_loc2",
+    "asm_weak",
+    "deregister_tm_clones",
+    "foo_ifunc_impl",
+    "frame_dummy",
+    "main_dup",
+    "register_tm_clones",
+];
+
+#[test]
+fn symbol_only_functions_follow_stap() {
+    let bin = compile("symbols", SYMBOLS_FIXTURE, "-O0");
+    let di = DebugInfo::open(&bin).unwrap();
+    assert_eq!(
+        symbol_names(&di.match_symbol_functions("*")),
+        STAP_SYMBOL_ONLY
+    );
+    assert_eq!(
+        symbol_names(&di.match_symbol_functions("asm_*")),
+        ["asm_loc1", "asm_loc2", "asm_weak"]
+    );
+    // An exact name is looked up by name, even the second name of an address.
+    assert_eq!(
+        symbol_names(&di.match_symbol_functions("asm_glob1")),
+        ["asm_glob1"]
+    );
+    // An alias of a DWARF function is that function; IFUNC resolvers are not functions.
+    assert_eq!(di.match_functions("bar")[0].name, "foo");
+    assert_eq!(symbol_names(&di.match_symbol_functions("bar")), ["foo"]);
+    assert!(di.match_symbol_functions("my_ifunc").is_empty());
+    // A source file pattern never matches a symbol.
+    assert!(di.match_symbol_functions("*@symbols.c").is_empty());
+    // Stripped, with its DWARF and `.symtab` in a separate file: the same table.
+    let dir = scratch("symtab-debuglink");
+    let debug = dir.join("symbols.debug");
+    run_ok(
+        Command::new("objcopy")
+            .args(["--only-keep-debug"])
+            .arg(&bin)
+            .arg(&debug),
+    );
+    let stripped = dir.join("symbols");
+    run_ok(
+        Command::new("objcopy")
+            .args(["--strip-all", "--add-gnu-debuglink"])
+            .arg(&debug)
+            .arg(&bin)
+            .arg(&stripped),
+    );
+    let di = DebugInfo::open_in(&stripped, &[]).unwrap();
+    assert_eq!(
+        symbol_names(&di.match_symbol_functions("*")),
+        STAP_SYMBOL_ONLY
+    );
+}
+
+/// stap's choice of similar names (util.cxx `levenshtein_suggest`), as `stap -p2`
+/// printed them for `process("golden").function(NAME)` with the names of the golden
+/// fixture (DWARF functions and function symbols).
+#[test]
+fn similar_names_rank_as_stap_ranks_them() {
+    let names = [
+        "f",
+        "neg",
+        "name",
+        "pt",
+        "main",
+        "__do_global_dtors_aux",
+        "_fini",
+        "_init",
+        "_start",
+        "deregister_tm_clones",
+        "frame_dummy",
+        "register_tm_clones",
+    ];
+    for (target, want) in [
+        ("nosuch", "f, pt, neg, main, name"),
+        ("ma", "f, main, name, pt, neg"),
+        ("nam", "name, f, neg, pt, _init"),
+        ("neh", "neg, f, pt, _init, name"),
+        ("xyz", "f, pt, neg, main, name"),
+    ] {
+        assert_eq!(stap_suggest(target, names, 5).join(", "), want, "{target}");
+    }
+    // Case differences cost half a substitution.
+    assert!(stap_levenshtein("Main", "main") < stap_levenshtein("xain", "main"));
+}
+
+/// Types as `stap -L` spelled them for these parameters and locals (stap 4.8).
+#[test]
+fn types_are_spelled_as_stap_spells_them() {
+    let src = r#"
+struct point { int x, y; };
+typedef int (*cb_t)(int);
+__attribute__((noinline)) int ty(const char *a, char *const b, const char *const c,
+  unsigned char d, const struct point *f, volatile int *g, int (*h)(int, char), cb_t i,
+  const char **k, int *restrict z)
+{
+  int arr[3] = {0}; const int carr[2] = {1,2}; char m2[2][3] = {{0}}; int (*parr)[3] = &arr;
+  int *aptr[2] = {0}; void (*fp)(void) = 0; const char *const strs[2] = {"a","b"};
+  volatile const int vc = 3;
+  return a[0] + b[0] + c[0] + d + f->x + *g + h(1,'a') + i(2) + k[0][0] + *z + arr[0]
+    + carr[0] + m2[0][0] + (*parr)[0] + (aptr[0]!=0) + (fp!=0) + strs[0][0] + vc;
+}
+static int h1(int a, char b) { return a + b; }
+static int i1(int a) { return a; }
+int main(void) { char buf[2] = "x"; struct point pt = {1,2}; volatile int g = 1; int z = 1;
+  const char *kk = "k";
+  return ty("a", buf, "c", 1, &pt, &g, h1, i1, &kk, &z) == 0; }
+"#;
+    let bin = compile("types", src, "-O0");
+    let di = DebugInfo::open(&bin).unwrap();
+    let f = func(&di, "ty");
+    let vars = di.variables_at(f, di.probe_addr(f));
+    let ty = |n: &str| {
+        let v = vars.iter().find(|v| v.name == n).unwrap();
+        di.type_of(v.ty).name
+    };
+    for (var, want) in [
+        ("a", "char const*"),
+        ("b", "char* const"),
+        ("c", "char const* const"),
+        ("d", "unsigned char"),
+        ("f", "struct point const*"),
+        ("g", "int volatile*"),
+        ("h", "int (*) (int, char)"),
+        ("i", "cb_t"),
+        ("k", "char const**"),
+        ("z", "int* restrict"),
+        ("arr", "int[]"),
+        ("carr", "int const[] const"),
+        ("m2", "char[]"),
+        ("parr", "int[]*"),
+        ("aptr", "int*[]"),
+        ("fp", "void (*) (void)"),
+        ("strs", "char const* const[] const"),
+        ("vc", "int volatile const"),
+    ] {
+        assert_eq!(ty(var), want, "${var}");
+    }
 }

@@ -180,7 +180,7 @@ impl DebugInfo {
             }
             _ => None,
         };
-        let name = self.spell(&kind, tag, name, target);
+        let name = self.spell(&kind, tag, name, target, r);
         Type { name, size, kind }
     }
 
@@ -211,18 +211,35 @@ impl DebugInfo {
             .is_some_and(|e| e.attr_value(gimli::DW_AT_declaration).is_some())
     }
 
+    /// The name of a type as stap spells it (dwflpp's `dwarf_type_name`, which it
+    /// uses in `-L` listings and in its messages alike): qualifiers and pointers are
+    /// suffixes (`char const*`, `char* const`), an array is `ELEM[]` whatever its
+    /// dimensions, a pointer to a function is `RET (*) (PARAMS)`.
     fn spell(
         &self,
         kind: &TypeKind,
         tag: gimli::DwTag,
         name: String,
         target: Option<DieRef>,
+        die: DieRef,
     ) -> String {
         match kind {
             TypeKind::Base { .. } | TypeKind::Typedef(_) | TypeKind::Other => name,
             TypeKind::Void => "void".into(),
             TypeKind::Pointer(_) => {
-                format!("{}*", self.type_of(target).name)
+                let sfx = match tag {
+                    gimli::DW_TAG_reference_type => "&",
+                    gimli::DW_TAG_rvalue_reference_type => "&&",
+                    _ => "*",
+                };
+                let inner = self.type_of(target);
+                match (inner.kind, target) {
+                    (TypeKind::Function, Some(f)) => {
+                        let ret = self.type_of(self.subroutine_return(f)).name;
+                        format!("{ret} ({sfx}) ({})", self.subroutine_params(f))
+                    }
+                    _ => format!("{}{sfx}", inner.name),
+                }
             }
             TypeKind::Qualified(_) => {
                 let q = match tag {
@@ -231,15 +248,7 @@ impl DebugInfo {
                     gimli::DW_TAG_restrict_type => "restrict",
                     _ => "_Atomic",
                 };
-                let inner = self.type_of(target).name;
-                // gcc qualifies both an array and its elements (`const char[14]` is a
-                // const array of const char): say the qualifier once.
-                if matches!(tag, gimli::DW_TAG_restrict_type) || inner.starts_with(&format!("{q} "))
-                {
-                    inner
-                } else {
-                    format!("{q} {inner}")
-                }
+                format!("{} {q}", self.type_of(target).name)
             }
             TypeKind::Struct { is_union, .. } => {
                 let kw = if *is_union { "union" } else { "struct" };
@@ -256,20 +265,42 @@ impl DebugInfo {
                     format!("enum {name}")
                 }
             }
-            TypeKind::Array { dims, .. } => {
-                let mut s = self.type_of(target).name;
-                for d in dims {
-                    match d {
-                        Some(n) => s.push_str(&format!("[{n}]")),
-                        None => s.push_str("[]"),
-                    }
-                }
-                s
-            }
+            TypeKind::Array { .. } => format!("{}[]", self.type_of(target).name),
             TypeKind::Function => {
+                // What stap says of a function type itself (`int () (int, char)`).
                 let ret = self.type_of(target).name;
-                format!("{ret}()")
+                format!("{ret} () ({})", self.subroutine_params(die))
             }
+        }
+    }
+
+    /// The return type of the subroutine type `f` (`None`: void).
+    fn subroutine_return(&self, f: DieRef) -> Option<DieRef> {
+        let e = self.entry(f)?;
+        e.attr_value(gimli::DW_AT_type)
+            .and_then(|v| self.resolve_ref(f.unit, v))
+    }
+
+    /// The parameter types of the subroutine type `f`, as stap lists them: `void`
+    /// for none, `...` for unspecified ones.
+    fn subroutine_params(&self, f: DieRef) -> String {
+        let mut ps = Vec::new();
+        for c in self.children(f) {
+            match c.tag() {
+                gimli::DW_TAG_formal_parameter => {
+                    let t = c
+                        .attr_value(gimli::DW_AT_type)
+                        .and_then(|v| self.resolve_ref(f.unit, v));
+                    ps.push(self.type_of(t).name);
+                }
+                gimli::DW_TAG_unspecified_parameters => ps.push("...".into()),
+                _ => {}
+            }
+        }
+        if ps.is_empty() {
+            "void".into()
+        } else {
+            ps.join(", ")
         }
     }
 

@@ -297,6 +297,9 @@ struct Builder<'a> {
     /// Walking the operand of `@entry(...)`: everything in it is evaluated at the
     /// function's entry, memory reads of `user_int(...)` and `@cast` included.
     in_entry: bool,
+    /// Target variables that are not in scope (`$nosuch`): stap adds an `unresolved
+    /// type` error where nothing else gives them a type.
+    unresolved: Vec<script_syntax::ast::ExprId>,
 }
 
 /// Plans one resolved site: adds its `ProbeSite`, `SiteBinding` and listing line.
@@ -334,11 +337,13 @@ pub(crate) fn plan_site(
         called: Vec::new(),
         in_function: false,
         in_entry: false,
+        unresolved: Vec::new(),
     };
     if let Some(c) = &point.condition {
         walk_expr(c, &mut |e| b.visit(e));
     }
     walk_block(body, &mut |e| b.visit(e));
+    add_unresolved_types(&mut b.errors, &b.unresolved, body);
     // The functions' target expressions are captured here too, under their own
     // expression ids: the runtime runs a function with its caller's record.
     b.in_function = true;
@@ -393,6 +398,8 @@ pub(crate) fn plan_site(
             .map(|f| f.name.clone())
             .unwrap_or_default(),
         captures,
+        // The resolved point; `plan` names an alias instead.
+        pn: String::new(),
     });
     if !out.listing.contains(&site.pp) {
         out.listing.push(site.pp.clone());
@@ -420,6 +427,7 @@ pub(crate) fn plan_site(
                 pp: format!("{} semaphore", site.pp),
                 function: String::new(),
                 captures: Default::default(),
+                pn: String::new(),
             });
         }
     }
@@ -468,6 +476,47 @@ fn fix_fields(d: &mut Decode, n_entry: u32) {
             }
             fix(stack);
         }
+    }
+}
+
+/// stap's `unresolved type` errors for target variables not in scope whose type
+/// nothing else decides: an argument of the print family (`println($nosuch)`), and
+/// that call itself. Each goes right after the variable's own error (where stap
+/// prints it, whatever the call's position).
+fn add_unresolved_types(
+    errors: &mut Vec<Diagnostic>,
+    unresolved: &[script_syntax::ast::ExprId],
+    body: &Block,
+) {
+    if unresolved.is_empty() {
+        return;
+    }
+    let mut found: Vec<(script_syntax::ast::Span, script_syntax::ast::Span)> = Vec::new();
+    walk_block(body, &mut |e| {
+        if let ExprKind::Call { name, args } = &e.kind {
+            if matches!(
+                name.as_str(),
+                "print" | "println" | "printd" | "printdln" | "sprint" | "sprintln"
+            ) {
+                for a in args {
+                    if unresolved.contains(&a.id) {
+                        found.push((a.span, e.span));
+                    }
+                }
+            }
+        }
+        Walk::Descend
+    });
+    for (arg, call) in found {
+        let Some(at) = errors
+            .iter()
+            .position(|d| d.labels.first().is_some_and(|l| l.span == arg))
+        else {
+            continue;
+        };
+        let ut = |span| Diagnostic::error("semantic error", "unresolved type ", span);
+        errors.insert(at + 1, ut(arg));
+        errors.insert(at + 2, ut(call));
     }
 }
 
@@ -996,18 +1045,22 @@ impl<'a> Builder<'a> {
         }
         let Some(v) = self.vars.iter().find(|v| v.name == name) else {
             let alts: Vec<String> = self.vars.iter().map(|v| format!("${}", v.name)).collect();
-            let file = func
-                .decl_file
-                .as_deref()
-                .and_then(|f| f.rsplit('/').next())
-                .unwrap_or("");
-            let mut msg = format!(
-                "unable to find local '{name}' near pc {:#x} in {} {file}",
-                self.site.addr, func.name
+            // stap's words (dwflpp's literal_stmt_for_local), its doubled parenthesis
+            // included: the scope's DIE offset, the module, the unit's file.
+            let alts = if alts.is_empty() {
+                "<no alternatives>".to_string()
+            } else {
+                format!("alternatives: {})", alts.join(" "))
+            };
+            let msg = format!(
+                "unable to find local '{name}', [man error::dwarf] dieoffset {:#x} in {}, near pc {:#x} in {} {} ({alts})",
+                di.die_offset(func.die).unwrap_or(0),
+                self.site.module.display(),
+                self.site.addr,
+                func.name,
+                func.cu_name,
             );
-            if !alts.is_empty() {
-                msg.push_str(&format!(" (alternatives: {})", alts.join(" ")));
-            }
+            self.unresolved.push(e.id);
             return Err(sem(msg, e));
         };
         let val = loc_to_val(&v.location).map_err(|why| {
@@ -2278,10 +2331,14 @@ pub(crate) fn var_listing(site: &SiteSpec) -> String {
     };
     let vars = match site.kind {
         SpecKind::Return => di.variables_at_entry(f),
-        _ => di.variables_at(f, site.addr),
+        _ => di.variables_listed_at(f, site.addr),
     };
     let mut s = String::new();
-    for v in &vars {
+    // stap lists only what has a location at the probe address.
+    let located = vars
+        .iter()
+        .filter(|v| !matches!(v.location, debuginfo::Location::Unavailable(_)));
+    for v in located {
         s.push_str(&format!(" ${}:{}", v.name, di.type_of(v.ty).name));
     }
     if site.kind == SpecKind::Return && has_return_type(di, f.return_type) {

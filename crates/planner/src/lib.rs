@@ -223,8 +223,6 @@ pub fn plan_with_kernel(
     opts: &PlanOptions,
     kernel: Option<&Path>,
 ) -> Result<Planned, Vec<Diagnostic>> {
-    // Spans are enough for diagnostics; the sources are not needed to plan.
-    let _ = sources;
     let mut session = Session::new(opts);
     session.kernel = kernel.map(canonical);
     for item in &script.items {
@@ -286,9 +284,17 @@ pub fn plan_with_kernel(
                     resolve::Resolved::Error => out.error.push(idx),
                     resolve::Resolved::Timer(d) => out.timers.push((idx, d)),
                     resolve::Resolved::Site(site) => {
+                        let first = out.bindings.len();
                         match capture::plan_site(&session, &site, point, &decl.body, idx, &mut out)
                         {
-                            Ok(()) => {}
+                            Ok(()) => {
+                                // stap's pn(): an alias as the script wrote it.
+                                if let Some(name) = resolve::alias_as_written(point, sources) {
+                                    for b in &mut out.bindings[first..] {
+                                        b.pn = name.clone();
+                                    }
+                                }
+                            }
                             Err(mut d) => errors.append(&mut d),
                         }
                     }
@@ -306,15 +312,31 @@ pub fn plan_with_kernel(
     if errors.is_empty() {
         Ok(out)
     } else {
-        errors.sort_by(|a, b| {
+        // An error without a location continues the one before it (stap's `no
+        // match` after `while resolving probe point`), and so does an `unresolved
+        // type` (after `unable to find local`): they move together.
+        let mut groups: Vec<Vec<Diagnostic>> = Vec::new();
+        for d in errors {
+            match groups.last_mut() {
+                Some(g) if d.labels.is_empty() || d.message == "unresolved type " => g.push(d),
+                _ => groups.push(vec![d]),
+            }
+        }
+        groups.sort_by(|a, b| {
             let key = |d: &Diagnostic| d.labels.first().map(|l| (l.span.file, l.span.start));
-            key(a).cmp(&key(b)).then_with(|| a.message.cmp(&b.message))
+            key(&a[0])
+                .cmp(&key(&b[0]))
+                .then_with(|| a[0].message.cmp(&b[0].message))
         });
         // A function called from several sites reports each of its errors once.
-        errors.dedup_by(|a, b| {
-            a.message == b.message
-                && a.labels.first().map(|l| l.span) == b.labels.first().map(|l| l.span)
+        groups.dedup_by(|a, b| {
+            a.len() == b.len()
+                && a.iter().zip(b.iter()).all(|(x, y)| {
+                    x.message == y.message
+                        && x.labels.first().map(|l| l.span) == y.labels.first().map(|l| l.span)
+                })
         });
+        let mut errors: Vec<Diagnostic> = groups.into_iter().flatten().collect();
         // Warnings explain many errors (no debug info, so no match): stap prints them
         // first, then the errors.
         let mut all = std::mem::take(&mut out.warnings);

@@ -83,6 +83,29 @@ fn component_text(c: &Component) -> String {
     }
 }
 
+/// The alias a probe point was expanded from, as the script wrote it (stap's `pn()`
+/// for its sites), or `None` when the point is not an alias's: the expansion keeps
+/// the written point's span, whose text then names something else than the point's
+/// first component.
+pub(crate) fn alias_as_written(
+    point: &ProbePoint,
+    sources: &script_syntax::SourceMap,
+) -> Option<String> {
+    let text = sources.snippet(point.span);
+    // The point itself, without a trailing `?`/`!` or condition.
+    let written: String = text
+        .trim()
+        .chars()
+        .take_while(|c| !c.is_whitespace() && !matches!(c, '?' | '!'))
+        .collect();
+    let first = point.components.first()?;
+    let head: String = written
+        .chars()
+        .take_while(|c| *c != '.' && *c != '(')
+        .collect();
+    (!written.is_empty() && head != first.name).then_some(written)
+}
+
 /// The listing line of a non-process probe point.
 pub(crate) fn simple_pp(point: &ProbePoint, _r: &Resolved) -> String {
     point_text(point)
@@ -512,11 +535,17 @@ fn resolve_in_module(
             };
             let exp_sfx = if exported { ".exported" } else { "" };
             if suffix != "inline" {
-                for f in di
-                    .match_functions(pat)
-                    .into_iter()
-                    .filter(|f| is_exported(f))
-                {
+                // The DWARF functions, then those known only from the symbol table
+                // (`_start`, `frame_dummy`, assembly), as stap adds them.
+                let mut funcs: Vec<Function> = if di.has_debug_info() {
+                    di.match_functions(pat).into_iter().cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                if funcs.is_empty() || pat.contains(['*', '?']) {
+                    funcs.extend(di.match_symbol_functions(pat));
+                }
+                for f in funcs.iter().filter(|f| is_exported(f)) {
                     let (kind, addr, sfx) = if suffix == "return" {
                         (SpecKind::Return, f.entry_pc, ".return")
                     } else {
@@ -556,16 +585,7 @@ fn resolve_in_module(
                 }
             }
             if out.is_empty() && !point.optional {
-                let mut d = Diagnostic::error(
-                    "semantic error",
-                    format!("no match for probe point {}", point_text(point)),
-                    point.span,
-                );
-                let close = di.close_matches(pat);
-                if !close.is_empty() {
-                    d = d.with_note(format!("did you mean: {}?", close.join(", ")));
-                }
-                return Err(vec![d]);
+                return Err(no_match(point, &di.similar_functions(pat)));
             }
             Ok(out)
         }
@@ -626,6 +646,26 @@ fn resolve_in_module(
     }
 }
 
+/// stap's two errors for a function probe point that matches nothing: `while
+/// resolving probe point` at the point, then `no match` without a location, with the
+/// similar functions it found.
+pub(crate) fn no_match(point: &ProbePoint, similar: &[String]) -> Vec<Diagnostic> {
+    let mut second = Diagnostic::error(
+        "semantic error",
+        if similar.is_empty() {
+            "no match".to_string()
+        } else {
+            format!("no match (similar functions: {})", similar.join(", "))
+        },
+        point.span,
+    );
+    second.labels.clear();
+    vec![
+        Diagnostic::error("semantic error", "while resolving probe point", point.span),
+        second,
+    ]
+}
+
 /// `name@file:line` for a function, as stap prints resolved function probe points.
 pub(crate) fn func_spec(f: &Function) -> String {
     match &f.decl_file {
@@ -677,7 +717,10 @@ fn resolve_statement(
         )
     };
     let (file, lines) = rest.rsplit_once(':').ok_or_else(bad)?;
+    // `FILE:*`: every line of the file that has code, as stap expands it.
+    let every: Option<Vec<u32>> = (lines == "*").then(|| di.file_lines(file));
     let (lo, hi) = match lines.split_once('-') {
+        _ if every.is_some() => (1, 1),
         Some((a, b)) => (
             a.parse::<u32>().map_err(|_| bad())?,
             b.parse::<u32>().map_err(|_| bad())?,
@@ -692,7 +735,7 @@ fn resolve_statement(
     }
     let line = lines;
     let mut out = Vec::new();
-    for l in lo..=hi {
+    for l in every.unwrap_or_else(|| (lo..=hi).collect()) {
         for addr in di.line_addrs(file, l) {
             let Some(outer) = di.function_at(addr) else {
                 continue;

@@ -45,6 +45,7 @@ fn bench(name: &str, src: &str, n: usize) {
         pp: "process(\"/bin/true\").function(\"main\")".into(),
         function: "main".into(),
         captures,
+        ..SiteBinding::default()
     };
     let mut rt = Runtime::new(
         &script,

@@ -68,6 +68,8 @@ pub(crate) enum ArrayData {
 pub(crate) struct BindRt {
     pub(crate) probe: u32,
     pub(crate) pp: String,
+    /// `pn()` (stap's script-level point: the resolved one, or an alias as written).
+    pub(crate) pn: String,
     pub(crate) function: String,
     /// Decode of each dense capture slot at this site.
     pub(crate) caps: Vec<Option<Decode>>,
@@ -1471,7 +1473,7 @@ impl State {
                 .map_or_else(|| self.me.comm.clone(), |r| r.comm.clone()),
             B::Probefunc => cx.bind.map(|b| b.function.clone()).unwrap_or_default(),
             B::Pp => cx.bind.map_or_else(|| cx.pp.to_string(), |b| b.pp.clone()),
-            B::Pn => cx.pp.to_string(),
+            B::Pn => cx.bind.map_or_else(|| cx.pp.to_string(), |b| b.pn.clone()),
             B::RemoteUri => String::new(),
             B::Ctx(c) if crate::tapfns::returns_string(c) => {
                 let s = self.ctx_s(p, cx, c, args, tok)?;

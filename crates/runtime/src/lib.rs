@@ -358,6 +358,7 @@ impl Runtime {
             if let Some(slot) = bmap.get_mut(b.site.0 as usize) {
                 *slot = Some(BindRt {
                     probe: b.probe,
+                    pn: if b.pn.is_empty() { b.pp.clone() } else { b.pn },
                     pp: b.pp,
                     function: b.function,
                     caps,

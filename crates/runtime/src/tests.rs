@@ -177,6 +177,7 @@ fn binding(site: u32, probe: u32, caps: Vec<(u32, Decode)>) -> SiteBinding {
         pp: "process(\"/tmp/a.out\").function(\"f@a.c:3\")".into(),
         function: "f".into(),
         captures: caps.into_iter().collect::<BTreeMap<_, _>>(),
+        ..SiteBinding::default()
     }
 }
 
@@ -1922,15 +1923,25 @@ fn ansi_and_session_context_functions() {
         out("probe begin { println(user_mode(), is_myproc(), remote_id(), \"[\", remote_uri(), \"]\", pn(), stp_pid() == stp_pid()) }"),
         "00-1[]begin1\n"
     );
-    // In a site handler: user mode, and pn() is the point as written.
+    // In a site handler: user mode, and pn() is stap's script-level point: the resolved
+    // point (`stap -p3` gives a wildcard function probe `.pn` equal to its `.pp`), or
+    // the alias the script wrote, which the planner puts in the binding.
     let src = "probe process(\"/tmp/a.out\").function(\"f*\") { println(user_mode(), \" \", pn(), \" \", pp()) }";
     let mut t = build_with(src, vec![binding(0, 0, vec![])], RuntimeOptions::default())
         .unwrap_or_else(|d| panic!("{d:?}"));
     let (o, _) = session(&mut t, &[record(0, 1, &[])]);
     assert_eq!(
         o,
-        "1 process(\"/tmp/a.out\").function(\"f*\") process(\"/tmp/a.out\").function(\"f@a.c:3\")\n"
+        "1 process(\"/tmp/a.out\").function(\"f@a.c:3\") process(\"/tmp/a.out\").function(\"f@a.c:3\")\n"
     );
+    let aliased = SiteBinding {
+        pn: "myal".into(),
+        ..binding(0, 0, vec![])
+    };
+    let mut t = build_with(src, vec![aliased], RuntimeOptions::default())
+        .unwrap_or_else(|d| panic!("{d:?}"));
+    let (o, _) = session(&mut t, &[record(0, 1, &[])]);
+    assert!(o.starts_with("1 myal process("), "{o}");
 }
 
 #[test]

@@ -275,6 +275,7 @@ mod scripts {
                 pp: "process(\"/tmp/a.out\").function(\"f\")".into(),
                 function: "f".into(),
                 captures: [(id, decode)].into_iter().collect::<BTreeMap<_, _>>(),
+                ..SiteBinding::default()
             });
         }
         let (out, err) = (Buf::default(), Buf::default());

@@ -195,7 +195,7 @@ fn stripped_binary_without_a_match_says_why() {
     let warn = err
         .find("WARNING: no debug information found in")
         .unwrap_or(usize::MAX);
-    let no_match = err.find("no match for probe point").unwrap_or(0);
+    let no_match = err.find("semantic error: no match").unwrap_or(0);
     assert!(warn < no_match, "the reason first, then the error: {err}");
 }
 
