@@ -107,6 +107,19 @@ fn without_closing(text: &str) -> String {
 /// stap names a semantic error's file only when it differs from the previous location's
 /// (`at :3:31`); `script_syntax::render_failure` does so, but snaptap's driver renders
 /// each diagnostic on its own. Both sides get the name back before comparing.
+/// `text` with the fixture's directories left out of paths, as
+/// `scripts/stap-golden.sh` spells them (`golden`, `fixtures/golden.c`).
+fn golden_paths(text: &str, exe: &Path) -> String {
+    let exe_dir = format!("{}/", exe.parent().unwrap().display());
+    let fixtures = format!(
+        "{}/",
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests")
+            .display()
+    );
+    text.replace(&exe_dir, "").replace(&fixtures, "")
+}
+
 fn with_file_names(text: &str, file: &str) -> String {
     text.replace(" at :", &format!(" at {file}:"))
 }
@@ -114,19 +127,11 @@ fn with_file_names(text: &str, file: &str) -> String {
 /// Goldens whose difference lies outside this corpus's crates (the planner's messages)
 /// or in stap's installation (the names its tapset library offers as similar): each
 /// still differs, and is reported instead of failing; when one matches, remove it here.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "err_no_var",
-        "golden.rs: the message matches stap's, but it names the module and the unit by \
-         their full paths, and this test (unlike its `list` branch) does not spell the \
-         fixture's paths as scripts/stap-golden.sh does (`golden`, `fixtures/golden.c`)",
-    ),
-    (
-        "err_unknown_function",
-        "stap offers similar names from its whole tapset library (HZ, cpu: kernel \
+const PENDING: &[(&str, &str)] = &[(
+    "err_unknown_function",
+    "stap offers similar names from its whole tapset library (HZ, cpu: kernel \
          tapsets); snaptap from the functions it has",
-    ),
-];
+)];
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/stap-golden")
@@ -165,15 +170,7 @@ fn p2_listing(dir: &Path, file: &str, exe: &Path) -> String {
         "{file}: snaptap -p2 failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let s = String::from_utf8_lossy(&o.stdout).into_owned();
-    let exe_dir = format!("{}/", exe.parent().unwrap().display());
-    let fixtures = format!(
-        "{}/",
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests")
-            .display()
-    );
-    s.replace(&exe_dir, "").replace(&fixtures, "")
+    golden_paths(&String::from_utf8_lossy(&o.stdout), exe)
 }
 
 /// stap's `-p2` listing without the functions the script does not define: stap also
@@ -255,16 +252,7 @@ fn snaptap_prints_what_stap_prints() {
             let mut c = snaptap();
             c.arg(flag).arg(&point);
             let o = run_with_timeout(c, 60);
-            let exe_dir = format!("{}/", exe.parent().unwrap().display());
-            let fixtures = format!(
-                "{}/",
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests")
-                    .display()
-            );
-            let got = String::from_utf8_lossy(&o.stdout)
-                .replace(&exe_dir, "")
-                .replace(&fixtures, "");
+            let got = golden_paths(&String::from_utf8_lossy(&o.stdout), &exe);
             let d = diff(
                 &format!("{name} {flag}"),
                 &got,
@@ -301,7 +289,7 @@ fn snaptap_prints_what_stap_prints() {
         }
         let o = run_with_timeout(c, 60);
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let err = golden_paths(&String::from_utf8_lossy(&o.stderr), &exe);
         let want_out = expected(&dir, name, "out");
         let want_err = expected(&dir, name, "err");
         if let Some(d) = diff(&format!("{name} stdout"), &out, &want_out) {
