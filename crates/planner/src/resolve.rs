@@ -200,6 +200,12 @@ fn resolve_inner(
             }
             resolve_in_module(sess, point, kernel, "kernel".to_string(), true)
         }
+        [name, ..] if LINUX_TAPSETS.contains(name) => Err(err(
+            point,
+            format!(
+                "while resolving probe point: '{name}' probes come from stap's Linux kernel tapsets, which need a Linux kernel runtime; snaptap traces processes (-c/-x: process(...) probes, process.syscall for system calls) and kernels in a VM (--vm/--gdb with --kernel: kernel.function, the Mach tapset)"
+            ),
+        )),
         _ => Err(err(
             point,
             format!(
@@ -209,6 +215,50 @@ fn resolve_inner(
         )),
     }
 }
+
+/// Probe point families of stap's Linux kernel tapsets: named in the error for a
+/// script written for a Linux kernel target.
+const LINUX_TAPSETS: &[&str] = &[
+    "syscall",
+    "nd_syscall",
+    "syscall_any",
+    "kprobe",
+    "module",
+    "vfs",
+    "nd_vfs",
+    "generic",
+    "scheduler",
+    "signal",
+    "kprocess",
+    "ioblock",
+    "ioblock_trace",
+    "ioscheduler",
+    "ioscheduler_trace",
+    "tcp",
+    "udp",
+    "socket",
+    "netdev",
+    "netfilter",
+    "ipmib",
+    "tcpmib",
+    "linuxmib",
+    "nfs",
+    "nfsd",
+    "sunrpc",
+    "rpc",
+    "memory",
+    "vm",
+    "irq_handler",
+    "softirq",
+    "workqueue",
+    "perf",
+    "procfs",
+    "tty",
+    "scsi",
+    "kernel_trace",
+    "tracepoint",
+    "netlink",
+];
 
 /// Resolves a `process(...)` path as stap does: absolute, relative to the cwd, or (no
 /// slash) searched in `$PATH`; canonicalised.

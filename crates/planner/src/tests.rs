@@ -2367,3 +2367,22 @@ probe myal, process.function("ha*") { println(pn()) }"#,
         "{pns:?}"
     );
 }
+
+#[test]
+fn linux_kernel_tapsets_are_refused_with_the_reason() {
+    let bin = compile("-O0");
+    for point in [
+        "syscall.open",
+        "vfs.read",
+        "netdev.receive",
+        "scheduler.cpu_on",
+    ] {
+        let e = err_text(&format!("probe {point} {{ println(1) }}"), &bin);
+        assert!(
+            e.contains("Linux kernel tapsets, which need a Linux kernel runtime"),
+            "{point}: {e}"
+        );
+    }
+    let e = err_text("probe nosuchfamily.x { println(1) }", &bin);
+    assert!(e.contains("unknown probe point 'nosuchfamily'"), "{e}");
+}
