@@ -64,6 +64,20 @@ pub(crate) enum ArrayData {
     St(Table<Stat>),
 }
 
+impl ArrayData {
+    /// The keys in insertion order, whatever the values' type.
+    fn ordered_keys(&self) -> Vec<&Key> {
+        fn keys<V>(t: &Table<V>) -> Vec<&Key> {
+            t.ordered().into_iter().map(|(k, _)| k).collect()
+        }
+        match self {
+            ArrayData::L(t) => keys(t),
+            ArrayData::S(t) => keys(t),
+            ArrayData::St(t) => keys(t),
+        }
+    }
+}
+
 /// A site binding prepared for fast lookups.
 pub(crate) struct BindRt {
     pub(crate) probe: u32,
@@ -1891,29 +1905,12 @@ impl State {
                 .enumerate()
                 .all(|(i, w)| w.as_ref().is_none_or(|w| *w == k.part(i)))
         };
-        match &self.arrays[arr as usize] {
-            ArrayData::L(t) => t
-                .ordered()
-                .into_iter()
-                .map(|(k, _)| k)
-                .filter(|k| fits(k))
-                .cloned()
-                .collect(),
-            ArrayData::S(t) => t
-                .ordered()
-                .into_iter()
-                .map(|(k, _)| k)
-                .filter(|k| fits(k))
-                .cloned()
-                .collect(),
-            ArrayData::St(t) => t
-                .ordered()
-                .into_iter()
-                .map(|(k, _)| k)
-                .filter(|k| fits(k))
-                .cloned()
-                .collect(),
-        }
+        self.arrays[arr as usize]
+            .ordered_keys()
+            .into_iter()
+            .filter(|k| fits(k))
+            .cloned()
+            .collect()
     }
 
     fn ev_any(&mut self, p: &Program, cx: &Cx<'_>, e: &Ex, t: Ty) -> R<()> {
