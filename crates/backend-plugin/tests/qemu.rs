@@ -15,6 +15,38 @@ use capture_plan::{
     CapturePlan, DwarfReg, FieldPlan, FileAddr, Op, PlanSet, ProbeSite, Record, SiteId, SiteKind,
 };
 
+/// A plugin session whose probes can be moved: `first` installed at the start of a VM
+/// booted with workload `args`, run on its own thread, records kept in order with
+/// their sequence numbers.
+struct Switchable {
+    sw: backend_plugin::PlanSwitcher,
+    vm: Vm,
+    rx: backend::EventReceiver,
+    stop: StopToken,
+    h: std::thread::JoinHandle<(Result<backend::RunSummary, Error>, PluginBackend)>,
+}
+
+fn start_switchable(opts: PluginOptions, first: PlanSet, args: &str, queue: usize) -> Switchable {
+    let mut pb = PluginBackend::new(opts, &first).unwrap();
+    pb.keep_sequence(true);
+    let sw = pb.switcher();
+    let vm = Vm::start(args, &pb.qemu_args());
+    let (tx, rx) = event_queue(queue);
+    let stop = StopToken::new();
+    let stop2 = stop.clone();
+    let h = std::thread::spawn(move || {
+        let r = pb.run(&first, &tx, &stop2);
+        (r, pb)
+    });
+    Switchable {
+        sw,
+        vm,
+        rx,
+        stop,
+        h,
+    }
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -689,17 +721,18 @@ fn probes_move_while_the_guest_runs_and_a_refused_switch_keeps_the_old_set() {
     let first = PlanSet {
         sites: vec![print_site(0)],
     };
-    let mut pb = PluginBackend::new(PluginOptions::new(kernel()), &first).unwrap();
-    pb.keep_sequence(true);
-    let sw = pb.switcher();
-    let vm = Vm::start("rounds=2 idle=1 wait=1500", &pb.qemu_args());
-    let (tx, rx) = event_queue(1 << 20);
-    let stop = StopToken::new();
-    let stop2 = stop.clone();
-    let h = std::thread::spawn(move || {
-        let r = pb.run(&first, &tx, &stop2);
-        (r, pb)
-    });
+    let Switchable {
+        sw,
+        vm,
+        rx,
+        stop,
+        h,
+    } = start_switchable(
+        PluginOptions::new(kernel()),
+        first.clone(),
+        "rounds=2 idle=1 wait=1500",
+        1 << 20,
+    );
     vm.wait_for("truth wait ms=1500");
     assert_eq!(sw.active_generation(), 1);
     // A set the plugin cannot execute (an op code it does not know, past the host's
@@ -914,17 +947,18 @@ fn a_switch_in_the_busy_bench_loop_loses_and_misattributes_no_hit() {
     // may fall behind the bench loop, and drops are not what this test is about.
     let mut opts = PluginOptions::new(kernel());
     opts.ring_bytes = 64 << 20;
-    let mut pb = PluginBackend::new(opts, &first).unwrap();
-    pb.keep_sequence(true);
-    let sw = pb.switcher();
-    let vm = Vm::start(&format!("rounds=0 report={REPORT}"), &pb.qemu_args());
-    let (tx, rx) = event_queue(1 << 22);
-    let stop = StopToken::new();
-    let stop2 = stop.clone();
-    let h = std::thread::spawn(move || {
-        let r = pb.run(&first, &tx, &stop2);
-        (r, pb)
-    });
+    let Switchable {
+        sw,
+        vm,
+        rx,
+        stop,
+        h,
+    } = start_switchable(
+        opts,
+        first.clone(),
+        &format!("rounds=0 report={REPORT}"),
+        1 << 22,
+    );
     let t0 = Instant::now();
     while vm.serial().matches("bench count=").count() < 3 {
         assert!(t0.elapsed() < Duration::from_secs(60), "{}", vm.serial());
@@ -1012,17 +1046,18 @@ fn a_return_probe_moved_in_while_the_guest_runs_pairs_entry_and_return() {
             needs: Default::default(),
         }],
     };
-    let mut pb = PluginBackend::new(PluginOptions::new(kernel()), &first).unwrap();
-    pb.keep_sequence(true);
-    let sw = pb.switcher();
-    let vm = Vm::start("rounds=1 idle=1 wait=1500", &pb.qemu_args());
-    let (tx, rx) = event_queue(1 << 20);
-    let stop = StopToken::new();
-    let stop2 = stop.clone();
-    let h = std::thread::spawn(move || {
-        let r = pb.run(&first, &tx, &stop2);
-        (r, pb)
-    });
+    let Switchable {
+        sw,
+        vm,
+        rx,
+        stop,
+        h,
+    } = start_switchable(
+        PluginOptions::new(kernel()),
+        first.clone(),
+        "rounds=1 idle=1 wait=1500",
+        1 << 20,
+    );
     vm.wait_for("truth wait ms=1500");
     assert_eq!(sw.switch(&second, &[]).unwrap(), 2);
     vm.wait_for("truth done");
