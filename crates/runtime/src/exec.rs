@@ -1779,11 +1779,7 @@ impl State {
                         }
                     });
                 }
-                let take = match limit {
-                    Some(l) if l >= 0 => (l as usize).min(items.len()),
-                    Some(_) => 0,
-                    None => items.len(),
-                };
+                let take = limit_count(limit, items.len());
                 for (b, c) in items.into_iter().take(take) {
                     self.tick(*tok)?;
                     self.set_l(*key, b);
@@ -1999,11 +1995,7 @@ impl State {
                 }
             });
         }
-        let n = match limit {
-            Some(l) if l >= 0 => (l as usize).min(items.len()),
-            Some(_) => 0,
-            None => items.len(),
-        };
+        let n = limit_count(limit, items.len());
         for (k, v) in items.into_iter().take(n) {
             self.tick(tok)?;
             for (i, (vr, t)) in keys.iter().enumerate() {
@@ -2376,5 +2368,14 @@ impl State {
             _ => return Ok(self.ctx_l(p, cx, c, args, tok)?.to_string()),
         };
         r.or_else(|m| fail(format!("{}(): {m}", t::name_of(c)), tok))
+    }
+}
+
+/// How many of `len` items a `foreach ... limit N` visits (a negative limit: none).
+fn limit_count(limit: Option<i64>, len: usize) -> usize {
+    match limit {
+        Some(l) if l >= 0 => usize::try_from(l).map_or(len, |l| l.min(len)),
+        Some(_) => 0,
+        None => len,
     }
 }
