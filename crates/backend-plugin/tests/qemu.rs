@@ -729,7 +729,7 @@ fn probes_move_while_the_guest_runs_and_a_refused_switch_keeps_the_old_set() {
         h,
     } = start_switchable(
         PluginOptions::new(kernel()),
-        first.clone(),
+        first,
         "rounds=2 idle=1 wait=1500",
         1 << 20,
     );
@@ -955,7 +955,7 @@ fn a_switch_in_the_busy_bench_loop_loses_and_misattributes_no_hit() {
         h,
     } = start_switchable(
         opts,
-        first.clone(),
+        first,
         &format!("rounds=0 report={REPORT}"),
         1 << 22,
     );
@@ -1054,7 +1054,7 @@ fn a_return_probe_moved_in_while_the_guest_runs_pairs_entry_and_return() {
         h,
     } = start_switchable(
         PluginOptions::new(kernel()),
-        first.clone(),
+        first,
         "rounds=1 idle=1 wait=1500",
         1 << 20,
     );
