@@ -1594,46 +1594,12 @@ impl<'a> Builder<'a> {
         if !self.is_syscall() && self.site.plt.is_none() {
             self.require_di(e, name)?;
         }
-        let (reg, size) = if name == "uaddr" {
-            (DwarfReg::RIP.0, 8)
-        } else {
-            let Some(ExprKind::String(r)) = args.first().map(|a| &a.kind) else {
-                return Err(sem(
-                    format!("{name}: the register name must be a literal string"),
-                    e,
-                ));
-            };
-            register_number(r).ok_or_else(|| {
-                sem(
-                    format!(
-                        "{name}: unknown register '{r}' (x86_64 names such as rax, edi, r8, rip)"
-                    ),
-                    e,
-                )
-            })?
-        };
-        // The handler of a return probe sees the registers of the return stop (stap
-        // reads them from the context of the uretprobe), unless inside `@entry`.
-        let which = if self.late_reads() {
-            Which::Return
-        } else {
-            Which::Entry
-        };
-        let field = self.add_field(
-            which,
-            vec![Op::Reg(DwarfReg(reg)), Op::EmitValue(size)],
-            name,
-        );
-        Ok(Decode::Int {
-            field,
-            size,
-            signed: name == "register",
-        })
+        self.capture_arg(e, name, args)
     }
 
-    /// `int_arg(n)`, `pointer_arg(n)`, `returnval()`... (stap's dwarfless argument
-    /// functions): the argument register or stack slot of the calling convention, as
-    /// one field.
+    /// A register-like value as one field: `register("rdi")`, `uaddr()`, and stap's
+    /// dwarfless argument functions (`int_arg(n)`, `pointer_arg(n)`, `returnval()`...):
+    /// the argument register or stack slot of the calling convention.
     fn capture_arg(&mut self, e: &Expr, name: &str, args: &[Expr]) -> Result<Decode, Diagnostic> {
         let (mut ops, size, signed, which) = self.register_value(e, name, args)?;
         ops.push(Op::EmitValue(size));
@@ -1645,7 +1611,7 @@ impl<'a> Builder<'a> {
         })
     }
 
-    /// Ops pushing a register-like value (`register("rdi")`, `int_arg(2)`,
+    /// Ops pushing a register-like value (`register("rdi")`, `uaddr()`, `int_arg(2)`,
     /// `returnval()`), its width in bytes, its signedness and when it is read. The
     /// argument functions follow the System V calling convention at the function's
     /// first instruction (as stap's do: they are meant for entry probes, such as
@@ -1663,6 +1629,9 @@ impl<'a> Builder<'a> {
         } else {
             Which::Entry
         };
+        if name == "uaddr" {
+            return Ok((vec![Op::Reg(DwarfReg::RIP)], 8, false, which));
+        }
         if matches!(name, "register" | "u_register") {
             let Some(ExprKind::String(r)) = args.first().map(|a| &a.kind) else {
                 return Err(sem(
