@@ -953,12 +953,7 @@ fn a_switch_in_the_busy_bench_loop_loses_and_misattributes_no_hit() {
         rx,
         stop,
         h,
-    } = start_switchable(
-        opts,
-        first,
-        &format!("rounds=0 report={REPORT}"),
-        1 << 22,
-    );
+    } = start_switchable(opts, first, &format!("rounds=0 report={REPORT}"), 1 << 22);
     let t0 = Instant::now();
     while vm.serial().matches("bench count=").count() < 3 {
         assert!(t0.elapsed() < Duration::from_secs(60), "{}", vm.serial());
