@@ -390,21 +390,7 @@ fn probe_kinds(p: &ProbeDecl) -> Vec<ProbeKind> {
 }
 
 /// Parses a number the way stap's lexer does: decimal, `0x` hex, `0` octal.
-pub(crate) fn parse_number(s: &str) -> Option<i64> {
-    let t = s.trim();
-    let (neg, t) = match t.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, t.strip_prefix('+').unwrap_or(t)),
-    };
-    let v = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        u64::from_str_radix(h, 16).ok()?
-    } else if t.len() > 1 && t.starts_with('0') {
-        u64::from_str_radix(&t[1..], 8).ok()?
-    } else {
-        t.parse::<u64>().ok()?
-    } as i64;
-    Some(if neg { v.wrapping_neg() } else { v })
-}
+pub(crate) use script_syntax::parse_int as parse_number;
 
 pub(crate) struct Compiler<'a> {
     script: &'a script_syntax::ast::Script,

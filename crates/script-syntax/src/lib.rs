@@ -35,7 +35,7 @@ mod tests;
 
 pub use alias::{expand_aliases, expand_script, ResolvedProbe};
 pub use diag::{Diagnostic, Label, Severity, SourceFile, SourceMap};
-pub use parser::{parse, parse_files, parse_session, IdGen, ParseOptions};
+pub use parser::{parse, parse_files, parse_int, parse_session, IdGen, ParseOptions};
 pub use preproc::PpConfig;
 pub use print::{print_expr, print_script, print_script_with_sources};
 pub use render::{render, render_all, render_failure};

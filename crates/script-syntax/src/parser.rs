@@ -1841,8 +1841,9 @@ impl Parser<'_> {
     }
 }
 
-/// Parses an integer the way the lexer does (decimal, `0x` hex, `0` octal, optional sign).
-fn parse_int(s: &str) -> Option<i64> {
+/// Parses an integer the way the lexer does (decimal, `0x` hex, `0` octal, optional
+/// sign, surrounding blanks ignored): script arguments, `-D`/`-G` values.
+pub fn parse_int(s: &str) -> Option<i64> {
     let s = s.trim();
     let (neg, body) = match s.strip_prefix('-') {
         Some(b) => (true, b),

@@ -719,7 +719,7 @@ fn set_globals(script: &mut script_syntax::ast::Script, sets: &[String]) -> Resu
         if decl.size.is_some() {
             bail!("-G {set}: '{var}' is an array; -G sets scalar globals only");
         }
-        let number = parse_number(val);
+        let number = script_syntax::parse_int(val);
         decl.init = Some(match (&decl.init, number) {
             (Some(Literal::String(_)), _) => Literal::String(val.to_string()),
             (Some(Literal::Number(_)), None) => {
@@ -730,25 +730,6 @@ fn set_globals(script: &mut script_syntax::ast::Script, sets: &[String]) -> Resu
         });
     }
     Ok(())
-}
-
-/// A number as stap reads one: decimal, 0x hex or 0 octal, with an optional sign.
-fn parse_number(s: &str) -> Option<i64> {
-    let (neg, digits) = match s.strip_prefix('-') {
-        Some(d) => (true, d),
-        None => (false, s),
-    };
-    let v = if let Some(h) = digits
-        .strip_prefix("0x")
-        .or_else(|| digits.strip_prefix("0X"))
-    {
-        u64::from_str_radix(h, 16).ok()? as i64
-    } else if digits.len() > 1 && digits.starts_with('0') {
-        u64::from_str_radix(&digits[1..], 8).ok()? as i64
-    } else {
-        digits.parse::<u64>().ok()? as i64
-    };
-    Some(if neg { v.wrapping_neg() } else { v })
 }
 
 fn parse_defines(defs: &[String]) -> Result<Vec<(String, String)>> {
